@@ -1,0 +1,26 @@
+//! Activations: SiLU and tanh-GELU.
+
+use rayon::prelude::*;
+
+use super::math;
+
+const CHUNK: usize = 1 << 14;
+
+/// `F.silu(x)`: x / (1 + e^-x).
+pub fn silu(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| v / (1.0 + (-v).exp())).collect()
+}
+
+/// `F.gelu(x, approximate='tanh')` in place, with PyTorch's operation order:
+/// `0.5·x·(1 + tanh(√2·(2/√π)·0.5·(x + 0.044715·x³)))`.
+pub fn gelu_tanh(x: &mut [f32]) {
+    const BETA: f32 = (std::f64::consts::SQRT_2 * std::f64::consts::FRAC_2_SQRT_PI * 0.5) as f32;
+    const KAPPA: f32 = 0.044715;
+    x.par_chunks_mut(CHUNK).for_each(|c| {
+        for v in c.iter_mut() {
+            let x = *v;
+            let inner = BETA * (x + KAPPA * (x * x * x));
+            *v = 0.5 * x * (1.0 + math::tanh(inner));
+        }
+    });
+}

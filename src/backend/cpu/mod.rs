@@ -1,0 +1,117 @@
+//! The CPU reference backend: f32 math, f64 accumulation for normalisation statistics, threads
+//! through rayon. Each op family lives in its own file, with a test of the same stem in tests/.
+
+pub mod act;
+pub mod attention;
+pub mod elementwise;
+pub mod embed;
+pub mod gemm;
+pub mod math;
+pub mod norm;
+
+use anyhow::{ensure, Result};
+
+use super::{Backend, Cols};
+
+/// The CPU backend. Buffers are plain `Vec<f32>`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Cpu;
+
+fn cols<'a>(c: &Cols<'a, Cpu>, d: usize) -> impl Fn(usize) -> &'a [f32] + Sync + 'a {
+    let (buf, stride, offset) = (c.buf, c.stride, c.offset);
+    move |b| &buf[b * stride + offset..][..d]
+}
+
+fn check_cols(c: &Cols<Cpu>, b: usize, d: usize, what: &str) -> Result<()> {
+    ensure!(
+        c.offset + d <= c.stride && c.buf.len() >= b * c.stride,
+        "{what}: column view (stride {}, offset {}) does not fit {b} rows of {d}",
+        c.stride,
+        c.offset
+    );
+    Ok(())
+}
+
+impl Backend for Cpu {
+    type Buf = Vec<f32>;
+
+    fn name(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+
+    fn upload(&self, data: &[f32]) -> Result<Vec<f32>> {
+        Ok(data.to_vec())
+    }
+
+    fn download(&self, buf: &Vec<f32>) -> Result<Vec<f32>> {
+        Ok(buf.clone())
+    }
+
+    fn linear(&self, x: &Vec<f32>, w: &Vec<f32>, b: Option<&Vec<f32>>, m: usize, k: usize, n: usize) -> Result<Vec<f32>> {
+        ensure!(x.len() == m * k && w.len() == n * k, "linear: x {} / w {} elements for M={m} K={k} N={n}", x.len(), w.len());
+        ensure!(b.is_none_or(|b| b.len() == n), "linear: bias length differs from N={n}");
+        Ok(gemm::linear(x, w, b.map(|b| b.as_slice()), m, k, n))
+    }
+
+    fn layer_norm(&self, x: &Vec<f32>, rows: usize, d: usize, eps: f32) -> Result<Vec<f32>> {
+        ensure!(x.len() == rows * d, "layer_norm: {} elements for ({rows}, {d})", x.len());
+        Ok(norm::layer_norm(x, d, eps))
+    }
+
+    fn modulate(&self, x: &mut Vec<f32>, shift: Cols<Self>, scale: Cols<Self>, b: usize, t: usize, d: usize) -> Result<()> {
+        ensure!(x.len() == b * t * d, "modulate: {} elements for ({b}, {t}, {d})", x.len());
+        check_cols(&shift, b, d, "modulate shift")?;
+        check_cols(&scale, b, d, "modulate scale")?;
+        norm::modulate(x, cols(&shift, d), cols(&scale, d), t, d);
+        Ok(())
+    }
+
+    fn gated_add(&self, x: &mut Vec<f32>, y: &Vec<f32>, gate: Cols<Self>, b: usize, t: usize, d: usize) -> Result<()> {
+        ensure!(x.len() == b * t * d && y.len() == x.len(), "gated_add: shapes differ from ({b}, {t}, {d})");
+        check_cols(&gate, b, d, "gated_add gate")?;
+        elementwise::gated_add(x, y, cols(&gate, d), t, d);
+        Ok(())
+    }
+
+    fn add_row(&self, x: &mut Vec<f32>, row: &Vec<f32>, b: usize, r: usize) -> Result<()> {
+        ensure!(x.len() == b * r && row.len() == r, "add_row: shapes differ from ({b}, {r})");
+        elementwise::add_row(x, row);
+        Ok(())
+    }
+
+    fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>) -> Result<()> {
+        ensure!(x.len() == y.len(), "add: {} vs {} elements", x.len(), y.len());
+        elementwise::add(x, y);
+        Ok(())
+    }
+
+    fn silu(&self, x: &Vec<f32>) -> Result<Vec<f32>> {
+        Ok(act::silu(x))
+    }
+
+    fn gelu_tanh(&self, x: &mut Vec<f32>) -> Result<()> {
+        act::gelu_tanh(x);
+        Ok(())
+    }
+
+    fn attention(&self, qkv: &Vec<f32>, b: usize, t: usize, heads: usize, head_dim: usize) -> Result<Vec<f32>> {
+        ensure!(qkv.len() == b * t * 3 * heads * head_dim, "attention: qkv has {} elements for ({b}, {t}, 3·{heads}·{head_dim})", qkv.len());
+        Ok(attention::attention(qkv, b, t, heads, head_dim))
+    }
+
+    fn patchify(&self, x: &Vec<f32>, b: usize, c: usize, h: usize, w: usize, p: usize) -> Result<Vec<f32>> {
+        ensure!(x.len() == b * c * h * w, "patchify: {} elements for ({b}, {c}, {h}, {w})", x.len());
+        ensure!(p > 0 && h % p == 0 && w % p == 0, "patchify: {h}×{w} is not divisible by patch size {p}");
+        Ok(embed::patchify(x, b, c, h, w, p))
+    }
+
+    fn unpatchify(&self, o: &Vec<f32>, b: usize, c_out: usize, c_keep: usize, h: usize, w: usize, p: usize) -> Result<Vec<f32>> {
+        ensure!(o.len() == b * h * w * c_out && c_keep <= c_out, "unpatchify: {} elements for ({b}, {c_out}, {h}, {w})", o.len());
+        Ok(embed::unpatchify(o, b, c_out, c_keep, h, w, p))
+    }
+
+    fn gather_rows(&self, table: &Vec<f32>, ids: &[usize], d: usize) -> Result<Vec<f32>> {
+        ensure!(ids.iter().all(|&i| (i + 1) * d <= table.len()), "gather_rows: id out of range");
+        Ok(embed::gather_rows(table, ids, d))
+    }
+}

@@ -1,0 +1,76 @@
+//! The `Backend` trait: buffers of f32 and the primitive ops the networks are built from.
+//! Models are generic over it, so the CPU reference and a device backend run the same model code.
+//! Every op names its PyTorch equivalent; shapes are row-major, batch first.
+
+pub mod cpu;
+
+use anyhow::Result;
+
+/// A per-sample vector stored as a column range of a (B, stride) matrix: row `b` is
+/// `buf[b * stride + offset ..][..len]`. Used for the adaLN chunks (shift, scale, gate).
+pub struct Cols<'a, B: ?Sized + Backend> {
+    pub buf: &'a B::Buf,
+    pub stride: usize,
+    pub offset: usize,
+}
+
+impl<B: ?Sized + Backend> Clone for Cols<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B: ?Sized + Backend> Copy for Cols<'_, B> {}
+
+pub trait Backend: Send + Sync {
+    type Buf: Send + Sync;
+
+    /// Short description for logs and manifests ("cpu (2 threads)").
+    fn name(&self) -> String;
+
+    fn upload(&self, data: &[f32]) -> Result<Self::Buf>;
+    fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
+
+    /// `F.linear(x, w, b)`: x (M, K), w (N, K), b (N) → (M, N).
+    fn linear(&self, x: &Self::Buf, w: &Self::Buf, b: Option<&Self::Buf>, m: usize, k: usize, n: usize)
+        -> Result<Self::Buf>;
+
+    /// `F.layer_norm(x, (D,), eps=eps)` without affine parameters: x (R, D) → (R, D).
+    fn layer_norm(&self, x: &Self::Buf, rows: usize, d: usize, eps: f32) -> Result<Self::Buf>;
+
+    /// adaLN modulate, in place: `x = x * (1 + scale[:, None]) + shift[:, None]` with x (B, T, D).
+    fn modulate(&self, x: &mut Self::Buf, shift: Cols<Self>, scale: Cols<Self>, b: usize, t: usize, d: usize)
+        -> Result<()>;
+
+    /// Gated residual, in place: `x = x + gate[:, None] * y` with x, y (B, T, D).
+    fn gated_add(&self, x: &mut Self::Buf, y: &Self::Buf, gate: Cols<Self>, b: usize, t: usize, d: usize)
+        -> Result<()>;
+
+    /// `x = x + row[None]` in place: x (B, R) plus a row (R) broadcast over the batch.
+    fn add_row(&self, x: &mut Self::Buf, row: &Self::Buf, b: usize, r: usize) -> Result<()>;
+
+    /// `x = x + y` in place (same shape).
+    fn add(&self, x: &mut Self::Buf, y: &Self::Buf) -> Result<()>;
+
+    /// `F.silu(x)` = x·sigmoid(x), out of place.
+    fn silu(&self, x: &Self::Buf) -> Result<Self::Buf>;
+
+    /// `F.gelu(x, approximate='tanh')`, in place.
+    fn gelu_tanh(&self, x: &mut Self::Buf) -> Result<()>;
+
+    /// timm `Attention` core (`F.scaled_dot_product_attention`, no mask, scale head_dim^-1/2):
+    /// qkv (B, T, 3·H·Dh) with q, k, v in that order and heads contiguous inside each → (B, T, H·Dh).
+    fn attention(&self, qkv: &Self::Buf, b: usize, t: usize, heads: usize, head_dim: usize) -> Result<Self::Buf>;
+
+    /// Conv2d(k = s = p) input rearrangement: x (B, C, H, W) → (B, (H/p)·(W/p), C·p·p), tokens
+    /// row-major, features ordered (c, a, b) like the flattened conv weight (D, C, p, p).
+    fn patchify(&self, x: &Self::Buf, b: usize, c: usize, h: usize, w: usize, p: usize) -> Result<Self::Buf>;
+
+    /// SiT `unpatchify` keeping the first `c_keep` of `c_out` channels:
+    /// o (B, T, p·p·c_out) → (B, c_keep, H, W), `out[n, ch, p·i+a, p·j+b] = o[n, i·G+j, (a·p+b)·c_out + ch]`.
+    #[allow(clippy::too_many_arguments)]
+    fn unpatchify(&self, o: &Self::Buf, b: usize, c_out: usize, c_keep: usize, h: usize, w: usize, p: usize)
+        -> Result<Self::Buf>;
+
+    /// `nn.Embedding` lookup: table (V, D), ids (B) → (B, D). Ids are checked by the caller.
+    fn gather_rows(&self, table: &Self::Buf, ids: &[usize], d: usize) -> Result<Self::Buf>;
+}

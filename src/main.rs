@@ -1,0 +1,198 @@
+//! The `sitdiv` command line: parse, set up logging, dispatch, map errors to exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+
+use sitdiv::backend::cpu::Cpu;
+use sitdiv::bench;
+use sitdiv::models::guidance::IntervalMode;
+use sitdiv::pipeline::sample::{self, Method, SampleJob};
+use sitdiv::sampling::path::{DiffusionForm, PathType};
+use sitdiv::sampling::sde::LastStep;
+use sitdiv::sampling::Prediction;
+
+#[derive(Parser)]
+#[command(name = "sitdiv", version, about = "Sample SiT models and measure quality and diversity")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sample latents with an ODE or SDE solver.
+    Sample(SampleArgs),
+    /// Throughput benchmarks, printed as a table.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// SiT forward passes on synthetic weights.
+    Sit {
+        #[arg(long, default_value = "SiT-XL/2")]
+        model: String,
+        #[arg(long, default_value_t = 256)]
+        image_size: usize,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+}
+
+#[derive(Args)]
+struct SampleArgs {
+    /// SiT weights (safetensors, upstream state_dict keys); a `config` in its metadata wins over --model.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Use seeded random weights for --model instead of a weights file (for trying the tool out).
+    #[arg(long)]
+    synthetic: bool,
+    /// Upstream model name, e.g. SiT-XL/2.
+    #[arg(long, default_value = "SiT-XL/2")]
+    model: String,
+    /// Image size of the preset (256 or 512); latents are a factor 8 smaller.
+    #[arg(long, default_value_t = 256)]
+    image_size: usize,
+    /// Initial noise, float32 (N, C, H, W); default: counter-based draws from --seed.
+    #[arg(long)]
+    init_noise: Option<PathBuf>,
+    /// Class labels, int64 (N,); default: derived from --seed and the sample index.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Recorded SDE draws, float32 (steps−1, B, C, H, W), B = 2N with guidance.
+    #[arg(long)]
+    replay_noise: Option<PathBuf>,
+    /// Output latents, float32 (N, C, H, W) .npy (conditional half only).
+    #[arg(long)]
+    latents_out: PathBuf,
+    #[arg(long, default_value = "ode")]
+    mode: String,
+    /// ode: euler | heun (torchdiffeq heun2) | dopri5; sde: euler (Euler–Maruyama) | heun.
+    #[arg(long, default_value = "euler")]
+    method: String,
+    /// Time-grid points (upstream --num-sampling-steps).
+    #[arg(long, default_value_t = 250)]
+    steps: usize,
+    #[arg(long, default_value_t = 1e-6)]
+    atol: f64,
+    #[arg(long, default_value_t = 1e-3)]
+    rtol: f64,
+    /// Guidance scale; 1 disables guidance.
+    #[arg(long, default_value_t = 1.0)]
+    cfg: f64,
+    /// Guide only for t in [LO, HI] (SiT time: 0 noise, 1 data), e.g. 0.2,1.0.
+    #[arg(long, value_parser = parse_interval)]
+    cfg_interval: Option<(f64, f64)>,
+    #[arg(long, value_enum, default_value_t = IntervalMode::Published)]
+    cfg_interval_mode: IntervalMode,
+    /// Guide all latent channels (the standard form) instead of upstream's first three.
+    #[arg(long)]
+    cfg_all_channels: bool,
+    #[arg(long, value_enum, default_value_t = PathType::Linear)]
+    path: PathType,
+    #[arg(long, value_enum, default_value_t = Prediction::Velocity)]
+    prediction: Prediction,
+    #[arg(long, value_enum, default_value_t = DiffusionForm::Sigma)]
+    diffusion_form: DiffusionForm,
+    #[arg(long, default_value_t = 1.0)]
+    diffusion_norm: f64,
+    #[arg(long, value_enum, default_value_t = LastStep::Mean)]
+    last_step: LastStep,
+    #[arg(long, default_value_t = 0.04)]
+    last_step_size: f64,
+    /// Overrides the transport's sample eps (needed for SBDM with a velocity model).
+    #[arg(long)]
+    sample_eps: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Number of samples (default: the rows of --init-noise).
+    #[arg(long)]
+    num_samples: Option<usize>,
+    #[arg(long, default_value_t = 32)]
+    unit_size: usize,
+    #[arg(long, default_value_t = 0)]
+    shard_index: usize,
+    #[arg(long, default_value_t = 1)]
+    num_shards: usize,
+}
+
+fn parse_interval(s: &str) -> Result<(f64, f64), String> {
+    let (a, b) = s.split_once(',').ok_or_else(|| format!("expected LO,HI, got {s:?}"))?;
+    let p = |v: &str| v.trim().parse::<f64>().map_err(|e| format!("{v:?}: {e}"));
+    Ok((p(a)?, p(b)?))
+}
+
+fn check_device(device: &str) -> Result<()> {
+    match device {
+        "cpu" => Ok(()),
+        d => bail!("--device {d}: this build runs on the CPU only (--device cpu)"),
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Sample(a) => {
+            check_device(&a.device)?;
+            let job = SampleJob {
+                weights: a.weights,
+                synthetic: a.synthetic,
+                model: a.model,
+                image_size: a.image_size,
+                init_noise: a.init_noise,
+                labels: a.labels,
+                replay_noise: a.replay_noise,
+                latents_out: a.latents_out,
+                method: Method::parse(&a.mode, &a.method)?,
+                steps: a.steps,
+                atol: a.atol,
+                rtol: a.rtol,
+                cfg: a.cfg,
+                cfg_interval: a.cfg_interval,
+                cfg_interval_mode: a.cfg_interval_mode,
+                cfg_all_channels: a.cfg_all_channels,
+                path: a.path,
+                prediction: a.prediction,
+                diffusion_form: a.diffusion_form,
+                diffusion_norm: a.diffusion_norm,
+                last_step: a.last_step,
+                last_step_size: a.last_step_size,
+                sample_eps: a.sample_eps,
+                seed: a.seed,
+                num_samples: a.num_samples,
+                unit_size: a.unit_size,
+                shard_index: a.shard_index,
+                num_shards: a.num_shards,
+            };
+            sample::run(&job)
+        }
+        Command::Bench { what: BenchWhat::Sit { model, image_size, batch, warmup, iters, device } } => {
+            check_device(&device)?;
+            bench::sit(&Cpu, &bench::SitBench { model, image_size, batch, warmup, iters })
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

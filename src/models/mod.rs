@@ -1,0 +1,5 @@
+//! Networks: weights + backend. One struct per upstream module, loaded by its state_dict prefix.
+
+pub mod guidance;
+pub mod sit;
+pub mod synthetic;

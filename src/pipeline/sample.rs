@@ -1,0 +1,387 @@
+//! `sitdiv sample`: validate every input up front, run the shard's work units, write the latents
+//! (cond half only) and a manifest, atomically.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, ensure, Context, Result};
+use serde::Serialize;
+
+use super::npy;
+use super::{shard_units, write_atomic, Unit};
+use crate::backend::cpu::Cpu;
+use crate::backend::Backend;
+use crate::models::guidance::{Guidance, IntervalMode, SiTVelocity};
+use crate::models::sit::{SiT, SiTConfig};
+use crate::models::synthetic::{self, TensorSource};
+use crate::sampling::ode::{self, OdeMethod, Tolerances};
+use crate::sampling::path::{self, DiffusionForm, PathType};
+use crate::sampling::sde::{self, LastStep, NoiseSource, SdeMethod, SdeSettings};
+use crate::sampling::{grid, rng, Prediction};
+use crate::weights::WeightFile;
+
+/// The sampler, as chosen by `--mode` and `--method`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub enum Method {
+    Ode(OdeMethod),
+    Sde(SdeMethod),
+}
+
+impl Method {
+    pub fn parse(mode: &str, method: &str) -> Result<Method> {
+        Ok(match (mode.to_ascii_lowercase().as_str(), method.to_ascii_lowercase().as_str()) {
+            ("ode", "euler") => Method::Ode(OdeMethod::Euler),
+            ("ode", "heun" | "heun2") => Method::Ode(OdeMethod::Heun),
+            ("ode", "dopri5") => Method::Ode(OdeMethod::Dopri5),
+            ("sde", "euler") => Method::Sde(SdeMethod::Euler),
+            ("sde", "heun") => Method::Sde(SdeMethod::Heun),
+            ("sde", m) => bail!("--method {m} is not an SDE method; --mode sde takes euler or heun"),
+            ("ode", m) => bail!("--method {m} is not an ODE method; --mode ode takes euler, heun or dopri5"),
+            (m, _) => bail!("--mode {m}: expected ode or sde"),
+        })
+    }
+}
+
+/// Everything `sitdiv sample` was asked to do.
+#[derive(Debug, Clone, Serialize)]
+pub struct SampleJob {
+    pub weights: Option<PathBuf>,
+    pub synthetic: bool,
+    pub model: String,
+    pub image_size: usize,
+    pub init_noise: Option<PathBuf>,
+    pub labels: Option<PathBuf>,
+    pub replay_noise: Option<PathBuf>,
+    pub latents_out: PathBuf,
+    pub method: Method,
+    pub steps: usize,
+    pub atol: f64,
+    pub rtol: f64,
+    pub cfg: f64,
+    pub cfg_interval: Option<(f64, f64)>,
+    pub cfg_interval_mode: IntervalMode,
+    pub cfg_all_channels: bool,
+    pub path: PathType,
+    pub prediction: Prediction,
+    pub diffusion_form: DiffusionForm,
+    pub diffusion_norm: f64,
+    pub last_step: LastStep,
+    pub last_step_size: f64,
+    pub sample_eps: Option<f64>,
+    pub seed: u64,
+    pub num_samples: Option<usize>,
+    pub unit_size: usize,
+    pub shard_index: usize,
+    pub num_shards: usize,
+}
+
+/// The solver's time interval and grid for a job.
+pub struct Schedule {
+    pub t0: f64,
+    pub t1: f64,
+    pub grid: Vec<f32>,
+    /// ℓ actually used (0 with `--last-step none`, as upstream forces).
+    pub last_step_size: f64,
+}
+
+impl SampleJob {
+    /// Checks the sampler settings (no files touched) and computes the time grid.
+    pub fn schedule(&self) -> Result<Schedule> {
+        ensure!(self.steps >= 2, "--steps {} : the time grid needs at least 2 points", self.steps);
+        ensure!(self.cfg >= 1.0 && self.cfg.is_finite(), "--cfg {} : the guidance scale must be ≥ 1 (1 disables guidance)", self.cfg);
+        if let Some((lo, hi)) = self.cfg_interval {
+            ensure!(lo <= hi && lo.is_finite() && hi.is_finite(), "--cfg-interval {lo},{hi} : LO must not exceed HI");
+            ensure!(self.cfg > 1.0, "--cfg-interval needs --cfg above 1");
+        }
+        ensure!(self.unit_size > 0, "--unit-size must be at least 1");
+        ensure!(self.num_shards > 0 && self.shard_index < self.num_shards, "--shard-index {} must be below --num-shards {}", self.shard_index, self.num_shards);
+        let velocity = self.prediction == Prediction::Velocity;
+        let eps = self.sample_eps.unwrap_or_else(|| path::default_sample_eps(self.path, velocity));
+        ensure!((0.0..0.5).contains(&eps), "--sample-eps {eps} : expected a value in [0, 0.5)");
+        let (t0, t1, ell) = match self.method {
+            Method::Ode(m) => {
+                if m == OdeMethod::Dopri5 {
+                    ensure!(self.atol > 0.0 && self.rtol > 0.0, "--atol {} --rtol {} : dopri5 needs positive tolerances", self.atol, self.rtol);
+                }
+                ensure!(self.replay_noise.is_none(), "--replay-noise replays SDE noise; the ODE draws none");
+                let (t0, t1) = path::sample_interval(self.path, velocity, None, eps);
+                (t0, t1, 0.0)
+            }
+            Method::Sde(m) => {
+                ensure!(self.diffusion_norm.is_finite() && self.diffusion_norm >= 0.0, "--diffusion-norm {} : expected a finite value ≥ 0", self.diffusion_norm);
+                let ell = if self.last_step == LastStep::None { 0.0 } else { self.last_step_size };
+                ensure!((0.0..1.0).contains(&ell), "--last-step-size {ell} : expected a value in [0, 1)");
+                ensure!(
+                    self.last_step == LastStep::None || ell > 0.0,
+                    "--last-step-size 0 leaves the SDE ending at t = 1, where the score of a velocity model divides by zero; use --last-step none or a positive size"
+                );
+                let (t0, t1) = path::sample_interval(self.path, velocity, Some((self.diffusion_form, ell)), eps);
+                if self.diffusion_form == DiffusionForm::Sbdm && self.path != PathType::Vp {
+                    ensure!(
+                        t0 > 0.0,
+                        "--diffusion-form SBDM starts at t0 = 0 here, where its diffusion (1−t)/t is infinite and the reference returns NaN samples; pass --sample-eps 1e-3 (or another small positive value)"
+                    );
+                }
+                if m == SdeMethod::Heun && t1 >= 1.0 && velocity {
+                    bail!("--mode sde --method heun with --last-step none evaluates the score at t = 1, where it divides by zero (NaN in the reference); choose a last step (mean, tweedie or euler)");
+                }
+                if self.last_step == LastStep::Tweedie {
+                    ensure!(self.prediction == Prediction::Velocity || self.path != PathType::Vp || t1 < 1.0, "--last-step tweedie needs t1 < 1");
+                }
+                (t0, t1, ell)
+            }
+        };
+        ensure!(t0 < t1, "the sampling interval ({t0}, {t1}) is empty");
+        Ok(Schedule { t0, t1, grid: grid::linspace_f32(t0, t1, self.steps), last_step_size: ell })
+    }
+
+    fn guidance(&self) -> Option<Guidance> {
+        (self.cfg > 1.0).then(|| Guidance {
+            scale: self.cfg as f32,
+            interval: self.cfg_interval.map(|(lo, hi)| (lo as f32, hi as f32)),
+            mode: self.cfg_interval_mode,
+            all_channels: self.cfg_all_channels,
+        })
+    }
+}
+
+/// Initial noise and labels of the whole run: given arrays, or derived from the seed.
+struct Inputs {
+    z: Option<npy::Array<f32>>,
+    y: Option<Vec<i64>>,
+    replay: Option<npy::Array<f32>>,
+    num_samples: usize,
+}
+
+fn read_inputs(job: &SampleJob, cfg: &SiTConfig, guided: bool) -> Result<Inputs> {
+    let len = cfg.sample_len();
+    let want = [cfg.in_channels, cfg.input_size, cfg.input_size];
+    let z = match &job.init_noise {
+        Some(p) => {
+            let a = npy::read_f32(p)?;
+            ensure!(
+                a.shape.len() == 4 && a.shape[1..] == want,
+                "{}: init noise has shape {:?}, expected (N, {}, {}, {}) float32",
+                p.display(),
+                a.shape,
+                want[0],
+                want[1],
+                want[2]
+            );
+            Some(a)
+        }
+        None => None,
+    };
+    let n_from_z = z.as_ref().map(|a| a.shape[0]);
+    let num_samples = match (job.num_samples, n_from_z) {
+        (Some(n), Some(m)) if n != m => bail!("--num-samples {n} but the init noise has {m} rows"),
+        (Some(n), _) => n,
+        (None, Some(m)) => m,
+        (None, None) => bail!("give --num-samples N (or --init-noise z.npy, whose rows set N)"),
+    };
+    ensure!(num_samples > 0, "--num-samples must be at least 1");
+    let y = match &job.labels {
+        Some(p) => {
+            let a = npy::read_i64(p)?;
+            ensure!(a.shape == [num_samples], "{}: labels have shape {:?}, expected ({num_samples},) int64", p.display(), a.shape);
+            if let Some(bad) = a.data.iter().find(|&&l| l < 0 || l as usize >= cfg.num_classes) {
+                bail!("{}: label {bad} is outside 0..{} (the model's classes)", p.display(), cfg.num_classes);
+            }
+            Some(a.data)
+        }
+        None => None,
+    };
+    let replay = match &job.replay_noise {
+        Some(p) => {
+            let a = npy::read_f32(p)?;
+            let b = if guided { 2 * num_samples } else { num_samples };
+            let d = job.steps - 1;
+            ensure!(
+                a.shape.len() == 5 && a.shape[0] == d && a.shape[1] == b && a.shape[2..] == want,
+                "{}: replay noise has shape {:?}, expected ({d}, {b}, {}, {}, {}): one draw per SDE step, the full solver batch",
+                p.display(),
+                a.shape,
+                want[0],
+                want[1],
+                want[2]
+            );
+            debug_assert_eq!(a.data.len(), d * b * len);
+            Some(a)
+        }
+        None => None,
+    };
+    Ok(Inputs { z, y, replay, num_samples })
+}
+
+/// The SDE noise of one unit: replayed rows of a recorded stream, or counter-based draws.
+struct UnitNoise<'a> {
+    replay: Option<&'a npy::Array<f32>>,
+    seed: u64,
+    unit: Unit,
+    guided: bool,
+    num_samples: usize,
+    len: usize,
+}
+
+impl NoiseSource for UnitNoise<'_> {
+    fn draw(&mut self, step: usize) -> Result<Vec<f32>> {
+        let halves: &[u32] = if self.guided { &[rng::STREAM_COND, rng::STREAM_NULL] } else { &[rng::STREAM_COND] };
+        let mut out = Vec::with_capacity(halves.len() * self.unit.len() * self.len);
+        for (h, &stream) in halves.iter().enumerate() {
+            for i in self.unit.start..self.unit.end {
+                match self.replay {
+                    Some(a) => {
+                        let rows = a.shape[1];
+                        let row = h * self.num_samples + i;
+                        out.extend_from_slice(&a.data[(step * rows + row) * self.len..][..self.len]);
+                    }
+                    None => out.extend(rng::gaussian(self.seed, i as u64, step as u32 + 1, stream, self.len)),
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Loads the model named by the job: a weights file (its metadata config wins over `--model`) or
+/// seeded synthetic weights.
+pub fn load_model<B: Backend>(be: &B, job: &SampleJob) -> Result<(SiT<B>, String)> {
+    match (&job.weights, job.synthetic) {
+        (Some(_), true) => bail!("--weights and --synthetic exclude each other"),
+        (None, false) => bail!("give --weights FILE (safetensors, upstream key names) or --synthetic for seeded random weights"),
+        (Some(p), false) => {
+            let file = WeightFile::open(p)?;
+            let cfg = match SiTConfig::from_metadata(&file)? {
+                Some(c) => c,
+                None => SiTConfig::preset(&job.model, job.image_size)?,
+            };
+            let sha = sha256_hex(file.bytes());
+            let model = SiT::load(be, &file as &dyn TensorSource, cfg).with_context(|| format!("loading {}", p.display()))?;
+            Ok((model, sha))
+        }
+        (None, true) => {
+            let cfg = SiTConfig::preset(&job.model, job.image_size)?;
+            log::warn!("using synthetic weights (seeded random init of {}): samples are not images of anything", job.model);
+            let src = synthetic::sit(&cfg, 0);
+            Ok((SiT::load(be, &src, cfg)?, "synthetic-seed-0".to_string()))
+        }
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(bytes);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs the job on the CPU backend.
+pub fn run(job: &SampleJob) -> Result<()> {
+    run_on(&Cpu, job)
+}
+
+pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
+    let schedule = job.schedule()?;
+    let (model, weights_sha) = load_model(be, job)?;
+    let cfg = model.config.clone();
+    let guidance = job.guidance();
+    let guided = guidance.is_some();
+    let inputs = read_inputs(job, &cfg, guided)?;
+    let units = shard_units(inputs.num_samples, job.unit_size, job.shard_index, job.num_shards)?;
+    let len = cfg.sample_len();
+    log::info!(
+        "{} on {}: {} samples in {} unit(s) of shard {}/{}, grid ({}, {}) × {}",
+        serde_json::to_string(&job.method)?,
+        be.name(),
+        units.iter().map(Unit::len).sum::<usize>(),
+        units.len(),
+        job.shard_index,
+        job.num_shards,
+        schedule.t0,
+        schedule.t1,
+        job.steps
+    );
+
+    let mut latents = Vec::new();
+    let mut calls = 0usize;
+    for unit in &units {
+        let n = unit.len();
+        let mut z = Vec::with_capacity(n * len);
+        let mut y = Vec::with_capacity(n);
+        for i in unit.start..unit.end {
+            match &inputs.z {
+                Some(a) => z.extend_from_slice(&a.data[i * len..(i + 1) * len]),
+                None => z.extend(rng::gaussian(job.seed, i as u64, 0, rng::STREAM_COND, len)),
+            }
+            y.push(match &inputs.y {
+                Some(l) => l[i],
+                None => rng::label(job.seed, i as u64, cfg.num_classes),
+            });
+        }
+        if guided {
+            z.extend_from_within(..);
+            y.extend(std::iter::repeat_n(model.null_class() as i64, n));
+        }
+        let mut vel = SiTVelocity { be, model: &model, y, guidance };
+        let out = match job.method {
+            Method::Ode(m) => {
+                let tol = Tolerances { atol: job.atol, rtol: job.rtol };
+                let r = ode::sample(&mut vel, job.path, job.prediction, m, tol, z, &schedule.grid, false)?;
+                calls += r.nfe();
+                r.sample
+            }
+            Method::Sde(m) => {
+                let settings = SdeSettings {
+                    method: m,
+                    path: job.path,
+                    prediction: job.prediction,
+                    form: job.diffusion_form,
+                    norm: job.diffusion_norm,
+                    last_step: job.last_step,
+                    last_step_size: schedule.last_step_size,
+                };
+                let mut noise = UnitNoise {
+                    replay: inputs.replay.as_ref(),
+                    seed: job.seed,
+                    unit: *unit,
+                    guided,
+                    num_samples: inputs.num_samples,
+                    len,
+                };
+                let r = sde::sample(&mut vel, settings, z, &schedule.grid, &mut noise, false)?;
+                calls += r.eval_t.len();
+                r.sample
+            }
+        };
+        // Keep the conditional half (`samples.chunk(2)[0]`).
+        latents.extend_from_slice(&out[..n * len]);
+        log::info!("unit {} (samples {}..{}) done", unit.index, unit.start, unit.end);
+    }
+    if let Some(bad) = latents.iter().position(|v| !v.is_finite()) {
+        bail!("sampling produced a non-finite value (sample {}); nothing was written", bad / len);
+    }
+    let rows = latents.len() / len;
+    npy::write_f32(&job.latents_out, &[rows, cfg.in_channels, cfg.input_size, cfg.input_size], &latents)?;
+    let manifest = serde_json::json!({
+        "tool": "sitdiv sample",
+        "version": env!("CARGO_PKG_VERSION"),
+        "job": job,
+        "model_config": cfg,
+        "weights_sha256": weights_sha,
+        "t0": schedule.t0,
+        "t1": schedule.t1,
+        "units": units.iter().map(|u| [u.start, u.end]).collect::<Vec<_>>(),
+        "network_forwards": calls,
+        "precision": "fp32",
+        "device": be.name(),
+        "host": hostname(),
+        "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+    });
+    let mut mpath = job.latents_out.clone().into_os_string();
+    mpath.push(".manifest.json");
+    write_atomic(std::path::Path::new(&mpath), serde_json::to_string_pretty(&manifest)?.as_bytes())?;
+    log::info!("wrote {} ({rows} samples)", job.latents_out.display());
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+}
