@@ -1,0 +1,176 @@
+//! Shared helpers of the golden tests: file locations, the golden README's error metric, and a
+//! runner that replays any sampler file through the library.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use sitdiv::backend::cpu::Cpu;
+use sitdiv::models::guidance::{Guidance, IntervalMode, SiTVelocity};
+use sitdiv::models::sit::{SiT, SiTConfig};
+use sitdiv::sampling::ode::{self, OdeMethod, OdeResult, Tolerances};
+use sitdiv::sampling::path::{DiffusionForm, PathType};
+use sitdiv::sampling::sde::{self, LastStep, NoiseSource, SdeMethod, SdeResult, SdeSettings};
+use sitdiv::sampling::{grid, Prediction, Velocity};
+use sitdiv::weights::WeightFile;
+
+pub fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+pub fn open(name: &str) -> WeightFile {
+    WeightFile::open(golden_dir().join(name)).expect("golden file")
+}
+
+/// max|a − r| / max|r|, the golden README's metric.
+pub fn rel_err(a: &[f32], r: &[f32]) -> f64 {
+    assert_eq!(a.len(), r.len(), "length mismatch");
+    let num = a.iter().zip(r).map(|(&a, &r)| (a as f64 - r as f64).abs()).fold(0.0, f64::max);
+    let den = r.iter().map(|&r| (r as f64).abs()).fold(0.0, f64::max);
+    if den == 0.0 {
+        num
+    } else {
+        num / den
+    }
+}
+
+/// Compares named tensors; prints each as a % of its tolerance and fails naming the first that
+/// exceeds it.
+pub struct Report {
+    pub what: String,
+    pub rows: Vec<(String, f64, f64)>,
+}
+
+impl Report {
+    pub fn new(what: &str) -> Self {
+        Report { what: what.to_string(), rows: Vec::new() }
+    }
+    pub fn check(&mut self, name: &str, a: &[f32], r: &[f32], tol: f64) {
+        self.rows.push((name.to_string(), rel_err(a, r), tol));
+    }
+    pub fn finish(self) {
+        // Share of the tolerance used; exact (zero-tolerance) checks count only when they fail.
+        let share = |&(_, e, t): &(String, f64, f64)| if t > 0.0 { e / t } else if e == 0.0 { 0.0 } else { f64::INFINITY };
+        if let Some(w) = self.rows.iter().filter(|r| r.2 > 0.0).max_by(|a, b| share(a).total_cmp(&share(b))) {
+            println!("{}: worst tensor {}: rel {:.3e} = {:.1}% of tolerance {:.0e}", self.what, w.0, w.1, 100.0 * share(w), w.2);
+        }
+        if let Some((n, e, t)) = self.rows.iter().find(|(_, e, t)| !(e <= t)) {
+            panic!("{}: first failing tensor {n}: rel {e:.3e} > tolerance {t:.0e}", self.what);
+        }
+    }
+}
+
+/// A sampler case's `config` metadata.
+pub fn case_config(f: &WeightFile) -> serde_json::Value {
+    serde_json::from_str(&f.metadata()["config"]).expect("config json")
+}
+
+pub fn load_tiny(weights: &str) -> SiT<Cpu> {
+    let w = open(weights);
+    let cfg = SiTConfig::from_metadata(&w).unwrap().expect("config in metadata");
+    SiT::load(&Cpu, &w, cfg).unwrap()
+}
+
+/// The toy drift of the model-free dopri5 case: `a = t*12 − 6; v = (a*x − (x*x)*x) + 0.5`.
+pub fn toy_cubic(x: &[f32], t: f32) -> anyhow::Result<Vec<f32>> {
+    let a = t * 12.0 - 6.0;
+    Ok(x.iter().map(|&x| (a * x - (x * x) * x) + 0.5).collect())
+}
+
+struct Replay {
+    noise: Vec<f32>,
+    per_draw: usize,
+}
+
+impl NoiseSource for Replay {
+    fn draw(&mut self, step: usize) -> anyhow::Result<Vec<f32>> {
+        Ok(self.noise[step * self.per_draw..(step + 1) * self.per_draw].to_vec())
+    }
+}
+
+pub enum CaseResult {
+    Ode(OdeResult),
+    Sde(SdeResult),
+}
+
+/// Replays a sampler golden file through the library (settings from its metadata) and returns
+/// the port's result plus the grid it built.
+pub fn run_case(file: &str) -> (WeightFile, CaseResult, Vec<f32>) {
+    let f = open(file);
+    let c = case_config(&f);
+    let path = match c["path_type"].as_str().unwrap() {
+        "Linear" => PathType::Linear,
+        "GVP" => PathType::Gvp,
+        "VP" => PathType::Vp,
+        p => panic!("path {p}"),
+    };
+    let (t0, t1) = (c["t0"].as_f64().unwrap(), c["t1"].as_f64().unwrap());
+    let steps = c["num_steps"].as_u64().unwrap() as usize;
+    let grid = grid::linspace_f32(t0, t1, steps);
+    let x_init = f.f32("x_init").unwrap();
+    let y_model = f.i64("y_model").unwrap();
+    let cfg_scale = c["cfg_scale"].as_f64().unwrap();
+    let guidance = (cfg_scale > 1.0).then(|| {
+        let interval = c.get("cfg_interval").filter(|v| !v.is_null());
+        Guidance {
+            scale: cfg_scale as f32,
+            interval: interval.map(|i| (i["cfg_start"].as_f64().unwrap() as f32, i["cfg_end"].as_f64().unwrap() as f32)),
+            mode: match interval.map(|i| i["semantics"].as_str().unwrap()) {
+                Some("fork") => IntervalMode::Fork,
+                _ => IntervalMode::Published,
+            },
+            all_channels: false,
+        }
+    });
+    let weights = c["weights"].as_str().map(str::to_string);
+    let model = weights.as_deref().map(load_tiny);
+    let mut toy = toy_cubic;
+    let mut vel;
+    let velocity: &mut dyn Velocity = match &model {
+        Some(m) => {
+            vel = SiTVelocity { be: &Cpu, model: m, y: y_model, guidance };
+            &mut vel
+        }
+        None => &mut toy,
+    };
+    let res = if c["mode"] == "ODE" {
+        let method = match c["sampling_method"].as_str().unwrap() {
+            "euler" => OdeMethod::Euler,
+            "heun2" => OdeMethod::Heun,
+            "dopri5" => OdeMethod::Dopri5,
+            m => panic!("method {m}"),
+        };
+        let tol = Tolerances { atol: c["atol"].as_f64().unwrap(), rtol: c["rtol"].as_f64().unwrap() };
+        CaseResult::Ode(ode::sample(velocity, path, Prediction::Velocity, method, tol, x_init, &grid, true).unwrap())
+    } else {
+        let form = match c["diffusion_form"].as_str().unwrap() {
+            "constant" => DiffusionForm::Constant,
+            "SBDM" => DiffusionForm::Sbdm,
+            "sigma" => DiffusionForm::Sigma,
+            "linear" => DiffusionForm::Linear,
+            "decreasing" => DiffusionForm::Decreasing,
+            "increasing-decreasing" => DiffusionForm::IncreasingDecreasing,
+            d => panic!("form {d}"),
+        };
+        let last_step = match c["last_step"].as_str() {
+            None => LastStep::None,
+            Some("Mean") => LastStep::Mean,
+            Some("Tweedie") => LastStep::Tweedie,
+            Some("Euler") => LastStep::Euler,
+            Some(l) => panic!("last step {l}"),
+        };
+        let s = SdeSettings {
+            method: if c["sampling_method"] == "Heun" { SdeMethod::Heun } else { SdeMethod::Euler },
+            path,
+            prediction: Prediction::Velocity,
+            form,
+            norm: c["diffusion_norm"].as_f64().unwrap(),
+            last_step,
+            last_step_size: c["last_step_size_effective"].as_f64().unwrap(),
+        };
+        let noise = f.f32("noise").unwrap();
+        let per_draw = noise.len() / (steps - 1);
+        let mut replay = Replay { noise, per_draw };
+        CaseResult::Sde(sde::sample(velocity, s, x_init, &grid, &mut replay, true).unwrap())
+    };
+    (f, res, grid)
+}

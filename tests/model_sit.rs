@@ -1,0 +1,61 @@
+//! SiT forward and guidance against the upstream code (tests/golden/sit_tiny.*).
+
+mod common;
+
+use common::{load_tiny, open, Report};
+use sitdiv::backend::cpu::Cpu;
+use sitdiv::models::guidance::{Guidance, IntervalMode};
+use sitdiv::models::sit::Taps;
+
+#[test]
+fn forward_and_taps_match_upstream() {
+    let model = load_tiny("sit_tiny.weights.safetensors");
+    let io = open("sit_tiny.io.safetensors");
+    let (x, t, y) = (io.f32("x").unwrap(), io.f32("t").unwrap(), io.i64("y").unwrap());
+    let mut taps = Taps::new();
+    let out = model.forward_taps(&Cpu, &x, &t, &y, Some(&mut taps)).unwrap();
+    let mut r = Report::new("sit_tiny forward");
+    // Taps in forward order, so the first failure names the first diverging layer.
+    let mut names: Vec<&str> = vec![
+        "tap.x_embedder.out",
+        "tap.pos_added_tokens",
+        "tap.t_embedder.freq_embedding",
+        "tap.t_embedder.out",
+        "tap.y_embedder.out",
+        "tap.c",
+    ];
+    let block_taps: Vec<String> = (0..model.config.depth)
+        .flat_map(|k| ["adaLN_modulation.out", "attn.out", "mlp.out", "out"].map(|s| format!("tap.blocks.{k}.{s}")))
+        .collect();
+    names.extend(block_taps.iter().map(String::as_str));
+    names.extend(["tap.final_layer.adaLN_modulation.out", "tap.final_layer.out", "tap.unpatchified"]);
+    for name in names {
+        r.check(name, &taps[name], &io.f32(name).unwrap(), 2e-5);
+    }
+    r.check("out_8ch", &taps["tap.unpatchified"], &io.f32("out_8ch").unwrap(), 1e-5);
+    r.check("forward_out_4ch", &out, &io.f32("forward_out_4ch").unwrap(), 1e-5);
+    r.finish();
+}
+
+#[test]
+fn guided_forward_matches_upstream() {
+    let model = load_tiny("sit_tiny.weights.safetensors");
+    let io = open("sit_tiny.io.safetensors");
+    let (x, t, y) = (io.f32("cfg_x").unwrap(), io.f32("cfg_t").unwrap(), io.i64("cfg_y").unwrap());
+    let n = y.len() / 2;
+    let len = x.len() / y.len();
+    // forward_with_cfg evaluates [x[:n]; x[:n]].
+    let mut xin = x[..n * len].to_vec();
+    xin.extend_from_within(..);
+    let combined = model.forward(&Cpu, &xin, &t, &y).unwrap();
+    let mut r = Report::new("sit_tiny guidance");
+    r.check("cfg_model_out_combined", &combined, &io.f32("cfg_model_out_combined").unwrap(), 2e-5);
+    let g = Guidance { scale: 4.0, interval: None, mode: IntervalMode::Published, all_channels: false };
+    let mut up = combined.clone();
+    g.combine(&mut up, n, 4, t[0]);
+    r.check("cfg_out_upstream_3ch", &up, &io.f32("cfg_out_upstream_3ch").unwrap(), 2e-5);
+    let mut all = combined;
+    Guidance { all_channels: true, ..g }.combine(&mut all, n, 4, t[0]);
+    r.check("cfg_out_all4ch", &all, &io.f32("cfg_out_all4ch").unwrap(), 2e-5);
+    r.finish();
+}
