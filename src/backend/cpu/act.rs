@@ -17,10 +17,12 @@ pub fn gelu_tanh(x: &mut [f32]) {
     const BETA: f32 = (std::f64::consts::SQRT_2 * std::f64::consts::FRAC_2_SQRT_PI * 0.5) as f32;
     const KAPPA: f32 = 0.044715;
     x.par_chunks_mut(CHUNK).for_each(|c| {
-        for v in c.iter_mut() {
-            let x = *v;
-            let inner = BETA * (x + KAPPA * (x * x * x));
-            *v = 0.5 * x * (1.0 + math::tanh(inner));
-        }
+        math::simd(|| {
+            for v in c.iter_mut() {
+                let x = *v;
+                let inner = BETA * (x + KAPPA * (x * x * x));
+                *v = 0.5 * x * (1.0 + math::tanh(inner));
+            }
+        })
     });
 }

@@ -20,18 +20,7 @@ pub fn attention(qkv: &[f32], b: usize, t: usize, heads: usize, dh: usize) -> Ve
             // (T, T) scores, scaled in the product.
             let mut s = vec![0f32; t * t];
             matmul(&mut s, false, q, kt, t, t, dh, scale, false);
-            for row in s.chunks_mut(t) {
-                let max = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
-                let mut sum = 0f32;
-                for x in row.iter_mut() {
-                    *x = math::exp(*x - max);
-                    sum += *x;
-                }
-                let inv = 1.0 / sum;
-                for x in row.iter_mut() {
-                    *x *= inv;
-                }
-            }
+            math::simd(|| s.chunks_mut(t).for_each(math::softmax));
             // (T, Dh) output of this head.
             let mut o = vec![0f32; t * dh];
             matmul(&mut o, false, View { data: &s, rs: t, cs: 1 }, v, t, dh, t, 1.0, false);

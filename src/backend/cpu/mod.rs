@@ -115,3 +115,22 @@ impl Backend for Cpu {
         Ok(embed::gather_rows(table, ids, d))
     }
 }
+
+/// Asks glibc to serve activation-sized buffers (up to 32 MiB, its maximum) from the heap and to
+/// keep freed memory: otherwise every forward maps fresh pages for each activation and pays a
+/// page fault per 4 KiB of it.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        const M_TRIM_THRESHOLD: i32 = -1;
+        const M_MMAP_THRESHOLD: i32 = -3;
+        // SAFETY: mallopt only changes allocator tuning parameters; called before heavy allocation.
+        let ok = unsafe { mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, i32::MAX) == 1 };
+        if !ok {
+            log::debug!("mallopt refused the allocator tuning; continuing with the defaults");
+        }
+    }
+}
