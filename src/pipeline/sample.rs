@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 use serde::Serialize;
 
 use super::npy;
@@ -255,7 +255,7 @@ pub fn load_model<B: Backend>(be: &B, job: &SampleJob) -> Result<(SiT<B>, String
                 None => SiTConfig::preset(&job.model, job.image_size)?,
             };
             let sha = sha256_hex(file.bytes());
-            let model = SiT::load(be, &file as &dyn TensorSource, cfg).with_context(|| format!("loading {}", p.display()))?;
+            let model = SiT::load(be, &file as &dyn TensorSource, cfg)?;
             Ok((model, sha))
         }
         (None, true) => {
