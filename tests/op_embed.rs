@@ -1,0 +1,59 @@
+//! Patchify / unpatchify index maps, embedding lookup and residual adds.
+
+#[path = "common/ops.rs"]
+mod ops;
+
+use ops::randn;
+use sitdiv::backend::cpu::Cpu;
+use sitdiv::backend::Backend;
+
+#[test]
+fn patchify_follows_conv_weight_order() {
+    let (b, c, h, w, p) = (2, 3, 6, 4, 2);
+    let x = randn(1, b * c * h * w);
+    let y = Cpu.patchify(&x, b, c, h, w, p).unwrap();
+    let (gh, gw) = (h / p, w / p);
+    for n in 0..b {
+        for i in 0..gh {
+            for j in 0..gw {
+                for ch in 0..c {
+                    for a in 0..p {
+                        for bb in 0..p {
+                            let tok = (n * gh + i) * gw + j;
+                            assert_eq!(y[tok * c * p * p + (ch * p + a) * p + bb], x[((n * c + ch) * h + p * i + a) * w + p * j + bb]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn unpatchify_keeps_interleaved_channels() {
+    let (b, c_out, keep, h, w, p) = (2, 8, 4, 4, 6, 2);
+    let o = randn(2, b * h * w * c_out);
+    let y = Cpu.unpatchify(&o, b, c_out, keep, h, w, p).unwrap();
+    let gw = w / p;
+    for n in 0..b {
+        for ch in 0..keep {
+            for r in 0..h {
+                for col in 0..w {
+                    let (i, a, j, bb) = (r / p, r % p, col / p, col % p);
+                    let src = o[((n * (h / p) + i) * gw + j) * p * p * c_out + (a * p + bb) * c_out + ch];
+                    assert_eq!(y[((n * keep + ch) * h + r) * w + col], src);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gather_rows_picks_table_rows() {
+    let table = randn(3, 5 * 4);
+    let g = Cpu.gather_rows(&table, &[4, 0, 4], 4).unwrap();
+    assert_eq!(&g[..4], &table[16..20]);
+    assert_eq!(&g[4..8], &table[..4]);
+    assert_eq!(&g[8..], &table[16..20]);
+    assert!(Cpu.gather_rows(&table, &[5], 4).is_err(), "out-of-range id accepted");
+}
