@@ -15,7 +15,11 @@ use sitdiv::sampling::sde::LastStep;
 use sitdiv::sampling::Prediction;
 
 #[derive(Parser)]
-#[command(name = "sitdiv", version, about = "Sample SiT models and measure quality and diversity")]
+#[command(
+    name = "sitdiv",
+    version,
+    about = "Sample SiT models and measure quality and diversity"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -24,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Sample latents with an ODE or SDE solver.
-    Sample(SampleArgs),
+    Sample(Box<SampleArgs>),
     /// Throughput benchmarks, printed as a table.
     Bench {
         #[command(subcommand)]
@@ -131,7 +135,9 @@ struct SampleArgs {
 }
 
 fn parse_interval(s: &str) -> Result<(f64, f64), String> {
-    let (a, b) = s.split_once(',').ok_or_else(|| format!("expected LO,HI, got {s:?}"))?;
+    let (a, b) = s
+        .split_once(',')
+        .ok_or_else(|| format!("expected LO,HI, got {s:?}"))?;
     let p = |v: &str| v.trim().parse::<f64>().map_err(|e| format!("{v:?}: {e}"));
     Ok((p(a)?, p(b)?))
 }
@@ -146,6 +152,7 @@ fn check_device(device: &str) -> Result<()> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Sample(a) => {
+            let a = *a;
             check_device(&a.device)?;
             let job = SampleJob {
                 weights: a.weights,
@@ -179,9 +186,28 @@ fn run(cli: Cli) -> Result<()> {
             };
             sample::run(&job)
         }
-        Command::Bench { what: BenchWhat::Sit { model, image_size, batch, warmup, iters, device } } => {
+        Command::Bench {
+            what:
+                BenchWhat::Sit {
+                    model,
+                    image_size,
+                    batch,
+                    warmup,
+                    iters,
+                    device,
+                },
+        } => {
             check_device(&device)?;
-            bench::sit(&Cpu, &bench::SitBench { model, image_size, batch, warmup, iters })
+            bench::sit(
+                &Cpu,
+                &bench::SitBench {
+                    model,
+                    image_size,
+                    batch,
+                    warmup,
+                    iters,
+                },
+            )
         }
     }
 }

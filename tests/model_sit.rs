@@ -11,9 +11,15 @@ use sitdiv::models::sit::Taps;
 fn forward_and_taps_match_upstream() {
     let model = load_tiny("sit_tiny.weights.safetensors");
     let io = open("sit_tiny.io.safetensors");
-    let (x, t, y) = (io.f32("x").unwrap(), io.f32("t").unwrap(), io.i64("y").unwrap());
+    let (x, t, y) = (
+        io.f32("x").unwrap(),
+        io.f32("t").unwrap(),
+        io.i64("y").unwrap(),
+    );
     let mut taps = Taps::new();
-    let out = model.forward_taps(&Cpu, &x, &t, &y, Some(&mut taps)).unwrap();
+    let out = model
+        .forward_taps(&Cpu, &x, &t, &y, Some(&mut taps))
+        .unwrap();
     let mut r = Report::new("sit_tiny forward");
     // Taps in forward order, so the first failure names the first diverging layer.
     let mut names: Vec<&str> = vec![
@@ -25,15 +31,32 @@ fn forward_and_taps_match_upstream() {
         "tap.c",
     ];
     let block_taps: Vec<String> = (0..model.config.depth)
-        .flat_map(|k| ["adaLN_modulation.out", "attn.out", "mlp.out", "out"].map(|s| format!("tap.blocks.{k}.{s}")))
+        .flat_map(|k| {
+            ["adaLN_modulation.out", "attn.out", "mlp.out", "out"]
+                .map(|s| format!("tap.blocks.{k}.{s}"))
+        })
         .collect();
     names.extend(block_taps.iter().map(String::as_str));
-    names.extend(["tap.final_layer.adaLN_modulation.out", "tap.final_layer.out", "tap.unpatchified"]);
+    names.extend([
+        "tap.final_layer.adaLN_modulation.out",
+        "tap.final_layer.out",
+        "tap.unpatchified",
+    ]);
     for name in names {
         r.check(name, &taps[name], &io.f32(name).unwrap(), 2e-5);
     }
-    r.check("out_8ch", &taps["tap.unpatchified"], &io.f32("out_8ch").unwrap(), 1e-5);
-    r.check("forward_out_4ch", &out, &io.f32("forward_out_4ch").unwrap(), 1e-5);
+    r.check(
+        "out_8ch",
+        &taps["tap.unpatchified"],
+        &io.f32("out_8ch").unwrap(),
+        1e-5,
+    );
+    r.check(
+        "forward_out_4ch",
+        &out,
+        &io.f32("forward_out_4ch").unwrap(),
+        1e-5,
+    );
     r.finish();
 }
 
@@ -41,7 +64,11 @@ fn forward_and_taps_match_upstream() {
 fn guided_forward_matches_upstream() {
     let model = load_tiny("sit_tiny.weights.safetensors");
     let io = open("sit_tiny.io.safetensors");
-    let (x, t, y) = (io.f32("cfg_x").unwrap(), io.f32("cfg_t").unwrap(), io.i64("cfg_y").unwrap());
+    let (x, t, y) = (
+        io.f32("cfg_x").unwrap(),
+        io.f32("cfg_t").unwrap(),
+        io.i64("cfg_y").unwrap(),
+    );
     let n = y.len() / 2;
     let len = x.len() / y.len();
     // forward_with_cfg evaluates [x[:n]; x[:n]].
@@ -49,13 +76,37 @@ fn guided_forward_matches_upstream() {
     xin.extend_from_within(..);
     let combined = model.forward(&Cpu, &xin, &t, &y).unwrap();
     let mut r = Report::new("sit_tiny guidance");
-    r.check("cfg_model_out_combined", &combined, &io.f32("cfg_model_out_combined").unwrap(), 2e-5);
-    let g = Guidance { scale: 4.0, interval: None, mode: IntervalMode::Published, all_channels: false };
+    r.check(
+        "cfg_model_out_combined",
+        &combined,
+        &io.f32("cfg_model_out_combined").unwrap(),
+        2e-5,
+    );
+    let g = Guidance {
+        scale: 4.0,
+        interval: None,
+        mode: IntervalMode::Published,
+        all_channels: false,
+    };
     let mut up = combined.clone();
     g.combine(&mut up, n, 4, t[0]);
-    r.check("cfg_out_upstream_3ch", &up, &io.f32("cfg_out_upstream_3ch").unwrap(), 2e-5);
+    r.check(
+        "cfg_out_upstream_3ch",
+        &up,
+        &io.f32("cfg_out_upstream_3ch").unwrap(),
+        2e-5,
+    );
     let mut all = combined;
-    Guidance { all_channels: true, ..g }.combine(&mut all, n, 4, t[0]);
-    r.check("cfg_out_all4ch", &all, &io.f32("cfg_out_all4ch").unwrap(), 2e-5);
+    Guidance {
+        all_channels: true,
+        ..g
+    }
+    .combine(&mut all, n, 4, t[0]);
+    r.check(
+        "cfg_out_all4ch",
+        &all,
+        &io.f32("cfg_out_all4ch").unwrap(),
+        2e-5,
+    );
     r.finish();
 }

@@ -8,7 +8,10 @@ use sitdiv::backend::Backend;
 
 #[test]
 fn gelu_tanh_matches_closed_form() {
-    let x: Vec<f32> = (-4000..=4000).map(|i| i as f32 * 0.0025).chain([-30.0, 30.0, 1e-7, -1e-7]).collect();
+    let x: Vec<f32> = (-4000..=4000)
+        .map(|i| i as f32 * 0.0025)
+        .chain([-30.0, 30.0, 1e-7, -1e-7])
+        .collect();
     let mut y = x.clone();
     Cpu.gelu_tanh(&mut y).unwrap();
     let c = (2.0 / std::f64::consts::PI).sqrt();
@@ -16,7 +19,10 @@ fn gelu_tanh_matches_closed_form() {
         let x = x as f64;
         let r = 0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh());
         // f32 rounding of 1 + tanh(·) alone costs up to 6e-8·|x| where tanh → −1.
-        assert!((y as f64 - r).abs() <= 3e-7 * x.abs().max(1.0), "gelu({x}) = {y}, expected {r}");
+        assert!(
+            (y as f64 - r).abs() <= 3e-7 * x.abs().max(1.0),
+            "gelu({x}) = {y}, expected {r}"
+        );
     }
 }
 
@@ -26,6 +32,9 @@ fn silu_matches_closed_form() {
     let y = Cpu.silu(&x).unwrap();
     for (&x, &y) in x.iter().zip(&y) {
         let r = x as f64 / (1.0 + (-(x as f64)).exp());
-        assert!((y as f64 - r).abs() <= 1e-6 * r.abs().max(1.0), "silu({x}) = {y}, expected {r}");
+        assert!(
+            (y as f64 - r).abs() <= 1e-6 * r.abs().max(1.0),
+            "silu({x}) = {y}, expected {r}"
+        );
     }
 }

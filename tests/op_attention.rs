@@ -14,15 +14,27 @@ fn attention_matches_naive_reference() {
         let qkv = randn(7, b * t * 3 * d);
         let got = Cpu.attention(&qkv, b, t, heads, dh).unwrap();
         let mut want = vec![0f32; b * t * d];
-        let at = |n: usize, i: usize, part: usize, h: usize, e: usize| qkv[(n * t + i) * 3 * d + part * d + h * dh + e] as f64;
+        let at = |n: usize, i: usize, part: usize, h: usize, e: usize| {
+            qkv[(n * t + i) * 3 * d + part * d + h * dh + e] as f64
+        };
         for n in 0..b {
             for h in 0..heads {
                 for i in 0..t {
-                    let s: Vec<f64> = (0..t).map(|j| (0..dh).map(|e| at(n, i, 0, h, e) * at(n, j, 1, h, e)).sum::<f64>() / (dh as f64).sqrt()).collect();
+                    let s: Vec<f64> = (0..t)
+                        .map(|j| {
+                            (0..dh)
+                                .map(|e| at(n, i, 0, h, e) * at(n, j, 1, h, e))
+                                .sum::<f64>()
+                                / (dh as f64).sqrt()
+                        })
+                        .collect();
                     let m = s.iter().cloned().fold(f64::MIN, f64::max);
                     let z: f64 = s.iter().map(|v| (v - m).exp()).sum();
                     for e in 0..dh {
-                        want[(n * t + i) * d + h * dh + e] = (0..t).map(|j| (s[j] - m).exp() / z * at(n, j, 2, h, e)).sum::<f64>() as f32;
+                        want[(n * t + i) * d + h * dh + e] = (0..t)
+                            .map(|j| (s[j] - m).exp() / z * at(n, j, 2, h, e))
+                            .sum::<f64>()
+                            as f32;
                     }
                 }
             }

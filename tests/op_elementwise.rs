@@ -11,6 +11,12 @@ fn add_and_add_row() {
     assert_eq!(x, [2.0, 3.0, 4.0, 2.0, 3.0, 4.0]);
     Cpu.add(&mut x, &vec![1.0; 6]).unwrap();
     assert_eq!(x, [3.0, 4.0, 5.0, 3.0, 4.0, 5.0]);
-    assert!(Cpu.add(&mut x, &vec![1.0; 5]).is_err(), "shape mismatch accepted");
-    assert!(Cpu.add_row(&mut x, &vec![1.0; 4], 2, 3).is_err(), "shape mismatch accepted");
+    assert!(
+        Cpu.add(&mut x, &vec![1.0; 5]).is_err(),
+        "shape mismatch accepted"
+    );
+    assert!(
+        Cpu.add_row(&mut x, &vec![1.0; 4], 2, 3).is_err(),
+        "shape mismatch accepted"
+    );
 }

@@ -1,4 +1,4 @@
-//! Patchify / unpatchify index maps, embedding lookup and residual adds.
+//! Patchify / unpatchify index maps and the embedding lookup.
 
 #[path = "common/ops.rs"]
 mod ops;
@@ -20,7 +20,10 @@ fn patchify_follows_conv_weight_order() {
                     for a in 0..p {
                         for bb in 0..p {
                             let tok = (n * gh + i) * gw + j;
-                            assert_eq!(y[tok * c * p * p + (ch * p + a) * p + bb], x[((n * c + ch) * h + p * i + a) * w + p * j + bb]);
+                            assert_eq!(
+                                y[tok * c * p * p + (ch * p + a) * p + bb],
+                                x[((n * c + ch) * h + p * i + a) * w + p * j + bb]
+                            );
                         }
                     }
                 }
@@ -40,7 +43,8 @@ fn unpatchify_keeps_interleaved_channels() {
             for r in 0..h {
                 for col in 0..w {
                     let (i, a, j, bb) = (r / p, r % p, col / p, col % p);
-                    let src = o[((n * (h / p) + i) * gw + j) * p * p * c_out + (a * p + bb) * c_out + ch];
+                    let src =
+                        o[((n * (h / p) + i) * gw + j) * p * p * c_out + (a * p + bb) * c_out + ch];
                     assert_eq!(y[((n * keep + ch) * h + r) * w + col], src);
                 }
             }
@@ -55,5 +59,8 @@ fn gather_rows_picks_table_rows() {
     assert_eq!(&g[..4], &table[16..20]);
     assert_eq!(&g[4..8], &table[..4]);
     assert_eq!(&g[8..], &table[16..20]);
-    assert!(Cpu.gather_rows(&table, &[5], 4).is_err(), "out-of-range id accepted");
+    assert!(
+        Cpu.gather_rows(&table, &[5], 4).is_err(),
+        "out-of-range id accepted"
+    );
 }

@@ -9,14 +9,25 @@ use sitdiv::backend::cpu::gemm::linear;
 #[test]
 fn linear_matches_f64_reference_on_odd_shapes() {
     // (M, K, N): tiny, odd, skinny-M (column split) and tall (row split) products.
-    for &(m, k, n) in &[(1, 1, 1), (3, 5, 7), (17, 33, 9), (4, 300, 1000), (517, 96, 130), (64, 0, 5)] {
+    for &(m, k, n) in &[
+        (1, 1, 1),
+        (3, 5, 7),
+        (17, 33, 9),
+        (4, 300, 1000),
+        (517, 96, 130),
+        (64, 0, 5),
+    ] {
         let x = randn(1, m * k);
         let w = randn(2, n * k);
         let b = randn(3, n);
         for bias in [None, Some(b.as_slice())] {
             let got = linear(&x, &w, bias, m, k, n);
             let err = max_err(&got, &linear_ref(&x, &w, bias, m, k, n));
-            assert!(err < 1e-5 * (k as f64).sqrt().max(1.0), "({m},{k},{n}) bias {}: err {err:e}", bias.is_some());
+            assert!(
+                err < 1e-5 * (k as f64).sqrt().max(1.0),
+                "({m},{k},{n}) bias {}: err {err:e}",
+                bias.is_some()
+            );
         }
     }
 }

@@ -15,7 +15,10 @@ fn layer_norm_has_zero_mean_unit_variance() {
     for (r, row) in y.chunks(d).enumerate() {
         let mean = row.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
         let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64;
-        assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5, "row {r}: mean {mean}, var {var}");
+        assert!(
+            mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5,
+            "row {r}: mean {mean}, var {var}"
+        );
     }
     // Biased variance and eps inside the square root: a constant row stays 0.
     let c = Cpu.layer_norm(&vec![2.5; d], 1, d, 1e-6).unwrap();
@@ -27,7 +30,11 @@ fn modulate_and_gated_add_broadcast_per_sample() {
     let (b, t, d) = (3, 5, 7);
     let x = randn(2, b * t * d);
     let m = randn(3, b * 4 * d); // per sample: [junk, shift, scale, gate]
-    let col = |o: usize| Cols::<Cpu> { buf: &m, stride: 4 * d, offset: o * d };
+    let col = |o: usize| Cols::<Cpu> {
+        buf: &m,
+        stride: 4 * d,
+        offset: o * d,
+    };
     let mut y = x.clone();
     Cpu.modulate(&mut y, col(1), col(2), b, t, d).unwrap();
     let mut expect = vec![0f32; x.len()];
@@ -43,6 +50,8 @@ fn modulate_and_gated_add_broadcast_per_sample() {
     let z = randn(4, b * t * d);
     let mut acc = x.clone();
     Cpu.gated_add(&mut acc, &z, col(3), b, t, d).unwrap();
-    let expect: Vec<f32> = (0..x.len()).map(|e| x[e] + m[(e / (t * d)) * 4 * d + 3 * d + e % d] * z[e]).collect();
+    let expect: Vec<f32> = (0..x.len())
+        .map(|e| x[e] + m[(e / (t * d)) * 4 * d + 3 * d + e % d] * z[e])
+        .collect();
     assert!(max_err(&acc, &expect) == 0.0, "gated_add");
 }

@@ -17,11 +17,18 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn sitdiv(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_sitdiv")).args(args).env("RUST_LOG", "warn").output().expect("run sitdiv")
+    Command::new(env!("CARGO_BIN_EXE_sitdiv"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run sitdiv")
 }
 
 fn tiny_weights() -> String {
-    golden_dir().join("sit_tiny.weights.safetensors").display().to_string()
+    golden_dir()
+        .join("sit_tiny.weights.safetensors")
+        .display()
+        .to_string()
 }
 
 /// Writes a golden tensor as .npy (float32 keeps its shape; int64 likewise).
@@ -48,7 +55,15 @@ fn cli_case(file: &str, extra: &[&str], tol: f64) {
     let y = golden_npy(file, "y", &dir);
     let out = dir.join("x.npy");
     let w = tiny_weights();
-    let mut args = vec!["sample", "--weights", &w, "--init-noise", &z, "--labels", &y];
+    let mut args = vec![
+        "sample",
+        "--weights",
+        &w,
+        "--init-noise",
+        &z,
+        "--labels",
+        &y,
+    ];
     let noise;
     if open(file).info("noise").is_some() {
         noise = golden_npy(file, "noise", &dir);
@@ -58,7 +73,11 @@ fn cli_case(file: &str, extra: &[&str], tol: f64) {
     args.extend(["--latents-out", o.as_str()]);
     args.extend(extra);
     let r = sitdiv(&args);
-    assert!(r.status.success(), "{file}: {}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        r.status.success(),
+        "{file}: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
     let err = rel_err(&read_latents(&out), &open(file).f32("sample").unwrap());
     println!("{file}: CLI sample rel err {err:.3e} (tolerance {tol:.0e})");
     assert!(err <= tol, "{file}: rel {err:.3e} > {tol:.0e}");
@@ -66,11 +85,30 @@ fn cli_case(file: &str, extra: &[&str], tol: f64) {
 
 #[test]
 fn cli_replays_golden_cases() {
-    cli_case("sampler_ode_euler_n10.io.safetensors", &["--mode", "ode", "--method", "euler", "--steps", "10"], 1e-5);
-    cli_case("sampler_ode_euler_n10_vp.io.safetensors", &["--mode", "ode", "--method", "euler", "--steps", "10", "--path", "vp"], 1e-5);
+    cli_case(
+        "sampler_ode_euler_n10.io.safetensors",
+        &["--mode", "ode", "--method", "euler", "--steps", "10"],
+        1e-5,
+    );
+    cli_case(
+        "sampler_ode_euler_n10_vp.io.safetensors",
+        &[
+            "--mode", "ode", "--method", "euler", "--steps", "10", "--path", "vp",
+        ],
+        1e-5,
+    );
     cli_case(
         "sampler_ode_euler_n10_cfg4.0_interval0.3-0.7_fork.io.safetensors",
-        &["--steps", "10", "--cfg", "4.0", "--cfg-interval", "0.3,0.7", "--cfg-interval-mode", "fork"],
+        &[
+            "--steps",
+            "10",
+            "--cfg",
+            "4.0",
+            "--cfg-interval",
+            "0.3,0.7",
+            "--cfg-interval-mode",
+            "fork",
+        ],
         1e-5,
     );
     cli_case(
@@ -78,21 +116,49 @@ fn cli_replays_golden_cases() {
         &["--steps", "10", "--cfg", "4.0", "--cfg-interval", "0.3,0.7"],
         1e-5,
     );
-    cli_case("sampler_ode_heun2_n10_cfg4.0.io.safetensors", &["--method", "heun", "--steps", "10", "--cfg", "4"], 1e-5);
-    cli_case("sampler_ode_dopri5_n50_cfg1.5.io.safetensors", &["--method", "dopri5", "--steps", "50", "--cfg", "1.5"], 1e-4);
+    cli_case(
+        "sampler_ode_heun2_n10_cfg4.0.io.safetensors",
+        &["--method", "heun", "--steps", "10", "--cfg", "4"],
+        1e-5,
+    );
+    cli_case(
+        "sampler_ode_dopri5_n50_cfg1.5.io.safetensors",
+        &["--method", "dopri5", "--steps", "50", "--cfg", "1.5"],
+        1e-4,
+    );
     cli_case(
         "sampler_sde_euler_sigma_norm1.0_mean_cfg4.0.io.safetensors",
-        &["--mode", "sde", "--method", "euler", "--steps", "10", "--cfg", "4.0"],
+        &[
+            "--mode", "sde", "--method", "euler", "--steps", "10", "--cfg", "4.0",
+        ],
         2e-5,
     );
     cli_case(
         "sampler_sde_euler_SBDM_norm1.0_mean.io.safetensors",
-        &["--mode", "sde", "--steps", "10", "--diffusion-form", "SBDM", "--sample-eps", "1e-3"],
+        &[
+            "--mode",
+            "sde",
+            "--steps",
+            "10",
+            "--diffusion-form",
+            "SBDM",
+            "--sample-eps",
+            "1e-3",
+        ],
         2e-5,
     );
     cli_case(
         "sampler_sde_heun_sigma_norm1.0_tweedie.io.safetensors",
-        &["--mode", "sde", "--method", "heun", "--steps", "10", "--last-step", "tweedie"],
+        &[
+            "--mode",
+            "sde",
+            "--method",
+            "heun",
+            "--steps",
+            "10",
+            "--last-step",
+            "tweedie",
+        ],
         2e-5,
     );
     cli_case(
@@ -109,7 +175,11 @@ fn data_bytes(p: &Path) -> Vec<u8> {
 
 fn run_ok(args: &[&str]) {
     let r = sitdiv(args);
-    assert!(r.status.success(), "{args:?}: {}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        r.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
 }
 
 /// 8 samples as one shard equal two shards concatenated, and a rerun is byte-identical.
@@ -117,7 +187,17 @@ fn check_sharding(name: &str, sampler: &[&str]) {
     let dir = tmp(name);
     let w = tiny_weights();
     let p = |f: &str| dir.join(f).display().to_string();
-    let base = ["sample", "--weights", &w, "--num-samples", "8", "--unit-size", "4", "--seed", "7"];
+    let base = [
+        "sample",
+        "--weights",
+        &w,
+        "--num-samples",
+        "8",
+        "--unit-size",
+        "4",
+        "--seed",
+        "7",
+    ];
     let run = |out: &str, shard: &[&str]| {
         let mut a: Vec<&str> = base.to_vec();
         a.extend(sampler);
@@ -131,19 +211,36 @@ fn check_sharding(name: &str, sampler: &[&str]) {
     run(&s0, &["--shard-index", "0", "--num-shards", "2"]);
     run(&s1, &["--shard-index", "1", "--num-shards", "2"]);
     let bytes = |s: &str| std::fs::read(s).unwrap();
-    assert_eq!(bytes(&all), bytes(&again), "{name}: rerun is not byte-identical");
+    assert_eq!(
+        bytes(&all),
+        bytes(&again),
+        "{name}: rerun is not byte-identical"
+    );
     let mut cat = data_bytes(Path::new(&s0));
     cat.extend(data_bytes(Path::new(&s1)));
-    assert_eq!(data_bytes(Path::new(&all)), cat, "{name}: shards differ from the single run");
+    assert_eq!(
+        data_bytes(Path::new(&all)),
+        cat,
+        "{name}: shards differ from the single run"
+    );
     assert_eq!(npy::read_f32(Path::new(&all)).unwrap().shape, [8, 4, 8, 8]);
 }
 
 #[test]
 fn sharding_and_reruns_are_byte_identical() {
     check_sharding("ode-euler", &["--steps", "6"]);
-    check_sharding("ode-dopri5-cfg", &["--method", "dopri5", "--steps", "5", "--cfg", "1.5"]);
-    check_sharding("sde-euler-cfg", &["--mode", "sde", "--steps", "6", "--cfg", "4.0"]);
-    check_sharding("sde-heun", &["--mode", "sde", "--method", "heun", "--steps", "5"]);
+    check_sharding(
+        "ode-dopri5-cfg",
+        &["--method", "dopri5", "--steps", "5", "--cfg", "1.5"],
+    );
+    check_sharding(
+        "sde-euler-cfg",
+        &["--mode", "sde", "--steps", "6", "--cfg", "4.0"],
+    );
+    check_sharding(
+        "sde-heun",
+        &["--mode", "sde", "--method", "heun", "--steps", "5"],
+    );
 }
 
 /// Runs a failing command: non-zero exit, stderr mentions every `needles`, no output file.
@@ -165,12 +262,27 @@ fn check_error(name: &str, args: &[&str], needles: &[&str]) {
 }
 
 /// A copy of the tiny weights with `edit` applied to its (name, shape, data) list.
-fn edited_weights(dir: &Path, edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<f32>)>)) -> String {
+fn edited_weights(
+    dir: &Path,
+    edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<f32>)>),
+) -> String {
     let f = open("sit_tiny.weights.safetensors");
-    let mut t: Vec<(String, Vec<usize>, Vec<f32>)> =
-        f.names().map(|n| (n.to_string(), f.info(n).unwrap().shape.clone(), f.f32(n).unwrap())).collect();
+    let mut t: Vec<(String, Vec<usize>, Vec<f32>)> = f
+        .names()
+        .map(|n| {
+            (
+                n.to_string(),
+                f.info(n).unwrap().shape.clone(),
+                f.f32(n).unwrap(),
+            )
+        })
+        .collect();
     edit(&mut t);
-    let meta = f.metadata().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let meta = f
+        .metadata()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let p = dir.join("w.safetensors");
     sitdiv::weights::write_f32_safetensors(&p, &t, Some(meta)).unwrap();
     p.display().to_string()
@@ -179,45 +291,104 @@ fn edited_weights(dir: &Path, edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Ve
 #[test]
 fn bad_input_fails_clearly_without_output() {
     let dir = tmp("bad-inputs");
-    let base = |w: &str| -> Vec<String> { ["sample", "--weights", w, "--num-samples", "2", "--steps", "3"].map(String::from).to_vec() };
+    let base = |w: &str| -> Vec<String> {
+        [
+            "sample",
+            "--weights",
+            w,
+            "--num-samples",
+            "2",
+            "--steps",
+            "3",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
     let run = |name: &str, args: Vec<String>, needles: &[&str]| {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         check_error(name, &a, needles);
     };
 
-    let missing = edited_weights(&dir.join("m"), |t| t.retain(|(n, _, _)| n != "blocks.1.mlp.fc2.bias"));
-    run("missing tensor", base(&missing), &["missing tensor blocks.1.mlp.fc2.bias", "expected shape [64]"]);
+    let missing = edited_weights(&dir.join("m"), |t| {
+        t.retain(|(n, _, _)| n != "blocks.1.mlp.fc2.bias")
+    });
+    run(
+        "missing tensor",
+        base(&missing),
+        &[
+            "missing tensor blocks.1.mlp.fc2.bias",
+            "expected shape [64]",
+        ],
+    );
 
     let shaped = edited_weights(&dir.join("s"), |t| {
-        let e = t.iter_mut().find(|(n, _, _)| n == "blocks.0.attn.qkv.weight").unwrap();
+        let e = t
+            .iter_mut()
+            .find(|(n, _, _)| n == "blocks.0.attn.qkv.weight")
+            .unwrap();
         e.1 = vec![64, 192];
     });
-    run("wrong shape", base(&shaped), &["blocks.0.attn.qkv.weight", "wrong shape, expected [192, 64], found [64, 192]"]);
+    run(
+        "wrong shape",
+        base(&shaped),
+        &[
+            "blocks.0.attn.qkv.weight",
+            "wrong shape, expected [192, 64], found [64, 192]",
+        ],
+    );
 
     let bytes = std::fs::read(golden_dir().join("sit_tiny.weights.safetensors")).unwrap();
     let cut = dir.join("truncated.safetensors");
     std::fs::write(&cut, &bytes[..bytes.len() - 1000]).unwrap();
-    run("truncated", base(&cut.display().to_string()), &["truncated.safetensors", "file truncated, its bytes end at"]);
+    run(
+        "truncated",
+        base(&cut.display().to_string()),
+        &["truncated.safetensors", "file truncated, its bytes end at"],
+    );
 
     let text = dir.join("notes.safetensors");
     std::fs::write(&text, "these are not weights\n").unwrap();
-    run("not safetensors", base(&text.display().to_string()), &["is not a safetensors file"]);
+    run(
+        "not safetensors",
+        base(&text.display().to_string()),
+        &["is not a safetensors file"],
+    );
 
     let w = tiny_weights();
     let z = dir.join("z.npy");
     npy::write_f32(&z, &[2, 4, 4, 4], &[0.0; 128]).unwrap();
     let mut a = base(&w);
     a.extend(["--init-noise".into(), z.display().to_string()]);
-    run("noise shape", a, &["z.npy", "init noise has shape [2, 4, 4, 4], expected (N, 4, 8, 8)"]);
+    run(
+        "noise shape",
+        a,
+        &[
+            "z.npy",
+            "init noise has shape [2, 4, 4, 4], expected (N, 4, 8, 8)",
+        ],
+    );
 
     let mut a = base(&w);
     a.extend(["--mode", "sde", "--replay-noise"].map(String::from));
     a.push(z.display().to_string());
-    run("replay shape", a, &["replay noise has shape [2, 4, 4, 4], expected (2, 2, 4, 8, 8)"]);
+    run(
+        "replay shape",
+        a,
+        &["replay noise has shape [2, 4, 4, 4], expected (2, 2, 4, 8, 8)"],
+    );
 
     run(
         "unknown model",
-        ["sample", "--synthetic", "--model", "SiT-H/3", "--num-samples", "1"].map(String::from).to_vec(),
+        [
+            "sample",
+            "--synthetic",
+            "--model",
+            "SiT-H/3",
+            "--num-samples",
+            "1",
+        ]
+        .map(String::from)
+        .to_vec(),
         &["unknown model \"SiT-H/3\"", "SiT-XL/2"],
     );
 
@@ -239,5 +410,9 @@ fn bad_input_fails_clearly_without_output() {
 
     let mut a = base(&w);
     a.extend(["--shard-index", "2", "--num-shards", "2"].map(String::from));
-    run("shard index", a, &["--shard-index 2 must be below --num-shards 2"]);
+    run(
+        "shard index",
+        a,
+        &["--shard-index 2 must be below --num-shards 2"],
+    );
 }

@@ -9,41 +9,70 @@ const ODE_FIXED_TOL: f64 = 1e-5;
 const SDE_TOL: f64 = 2e-5;
 const DOPRI5_TOL: f64 = 1e-4;
 
-fn split<'a>(v: &'a [f32], parts: usize) -> Vec<&'a [f32]> {
+fn split(v: &[f32], parts: usize) -> Vec<&[f32]> {
     v.chunks(v.len() / parts).collect()
 }
 
 fn check_ode(file: &str) {
     let (f, res, grid) = run_case(file);
-    let CaseResult::Ode(r) = res else { panic!("{file}: not an ODE case") };
+    let CaseResult::Ode(r) = res else {
+        panic!("{file}: not an ODE case")
+    };
     let mut rep = Report::new(file);
     rep.check("t_grid", &grid, &f.f32("t_grid").unwrap(), 0.0);
     let c = common::case_config(&f);
     let dopri = c["sampling_method"] == "dopri5";
     let tol = if dopri { DOPRI5_TOL } else { ODE_FIXED_TOL };
     let traj = f.f32("trajectory").unwrap();
-    for (j, (a, b)) in r.trajectory.iter().zip(split(&traj, grid.len())).enumerate() {
+    for (j, (a, b)) in r
+        .trajectory
+        .iter()
+        .zip(split(&traj, grid.len()))
+        .enumerate()
+    {
         rep.check(&format!("trajectory[{j}]"), a, b, tol);
     }
     assert_eq!(r.trajectory.len(), grid.len(), "{file}: trajectory length");
-    rep.check("sample_full_batch", &r.sample, &f.f32("sample_full_batch").unwrap(), tol);
+    rep.check(
+        "sample_full_batch",
+        &r.sample,
+        &f.f32("sample_full_batch").unwrap(),
+        tol,
+    );
     let n = f.f32("sample").unwrap().len();
     rep.check("sample", &r.sample[..n], &f.f32("sample").unwrap(), tol);
     assert_eq!(r.nfe() as i64, f.i64("nfe").unwrap()[0], "{file}: NFE");
     let eval_t = f.f32("model_eval_t").unwrap();
     if dopri {
         let accepted: Vec<i64> = r.steps.iter().map(|s| s.accepted as i64).collect();
-        assert_eq!(accepted, f.i64("dopri5_step_accepted").unwrap(), "{file}: accept/reject pattern");
+        assert_eq!(
+            accepted,
+            f.i64("dopri5_step_accepted").unwrap(),
+            "{file}: accept/reject pattern"
+        );
         let ratio_err = r
             .steps
             .iter()
             .zip(f.f64("dopri5_step_error_ratio_f64").unwrap())
             .map(|(s, g)| ((s.error_ratio - g) / g).abs())
             .fold(0.0, f64::max);
-        let dt_err = r.steps.iter().zip(f.f64("dopri5_step_dt_f64").unwrap()).map(|(s, g)| ((s.dt - g) / g).abs()).fold(0.0, f64::max);
-        let t_err = r.eval_t.iter().zip(&eval_t).map(|(a, b)| (a - b).abs() as f64).fold(0.0, f64::max);
+        let dt_err = r
+            .steps
+            .iter()
+            .zip(f.f64("dopri5_step_dt_f64").unwrap())
+            .map(|(s, g)| ((s.dt - g) / g).abs())
+            .fold(0.0, f64::max);
+        let t_err = r
+            .eval_t
+            .iter()
+            .zip(&eval_t)
+            .map(|(a, b)| (a - b).abs() as f64)
+            .fold(0.0, f64::max);
         println!("{file}: max rel error-ratio diff {ratio_err:.2e}, dt {dt_err:.2e}, eval t abs {t_err:.2e}");
-        assert!(ratio_err <= 5e-2 && dt_err <= 1e-2 && t_err <= 2e-3, "{file}: step log outside tolerance");
+        assert!(
+            ratio_err <= 5e-2 && dt_err <= 1e-2 && t_err <= 2e-3,
+            "{file}: step log outside tolerance"
+        );
     } else {
         rep.check("model_eval_t", &r.eval_t, &eval_t, 0.0);
     }
@@ -52,7 +81,9 @@ fn check_ode(file: &str) {
 
 fn check_sde(file: &str) {
     let (f, res, grid) = run_case(file);
-    let CaseResult::Sde(r) = res else { panic!("{file}: not an SDE case") };
+    let CaseResult::Sde(r) = res else {
+        panic!("{file}: not an SDE case")
+    };
     let mut rep = Report::new(file);
     rep.check("t_grid", &grid, &f.f32("t_grid").unwrap(), 0.0);
     let states = f.f32("states").unwrap();
@@ -60,8 +91,17 @@ fn check_sde(file: &str) {
     for (k, (a, b)) in r.states.iter().zip(split(&states, grid.len())).enumerate() {
         rep.check(&format!("states[{k}]"), a, b, SDE_TOL);
     }
-    rep.check("sample_full_batch", &r.sample, &f.f32("sample_full_batch").unwrap(), SDE_TOL);
-    assert_eq!(r.reference_nfe as i64, f.i64("nfe").unwrap()[0], "{file}: reference NFE");
+    rep.check(
+        "sample_full_batch",
+        &r.sample,
+        &f.f32("sample_full_batch").unwrap(),
+        SDE_TOL,
+    );
+    assert_eq!(
+        r.reference_nfe as i64,
+        f.i64("nfe").unwrap()[0],
+        "{file}: reference NFE"
+    );
     rep.finish();
 }
 
@@ -76,12 +116,22 @@ fn toy_cubic_dopri5_is_bit_exact() {
     // The f64 step control agrees to the last bits of its RMS sums (torch's pairwise order differs).
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-13 * b.abs();
     let init = f.f64("dopri5_initial_step_f64").unwrap()[0];
-    assert!(close(r.initial_step.unwrap(), init), "initial step {:?} vs {init}", r.initial_step);
+    assert!(
+        close(r.initial_step.unwrap(), init),
+        "initial step {:?} vs {init}",
+        r.initial_step
+    );
     let g = |n: &str| f.f64(n).unwrap();
     for (i, s) in r.steps.iter().enumerate() {
-        assert!(close(s.t_start, g("dopri5_step_t_start_f64")[i]), "step {i} t_start");
+        assert!(
+            close(s.t_start, g("dopri5_step_t_start_f64")[i]),
+            "step {i} t_start"
+        );
         assert!(close(s.dt, g("dopri5_step_dt_f64")[i]), "step {i} dt");
-        assert!(close(s.next_dt, g("dopri5_step_next_dt_f64")[i]), "step {i} next dt");
+        assert!(
+            close(s.next_dt, g("dopri5_step_next_dt_f64")[i]),
+            "step {i} next dt"
+        );
     }
     assert_eq!(r.eval_t, f.f32("model_eval_t").unwrap(), "evaluation times");
     let traj = f.f32("trajectory").unwrap();

@@ -8,10 +8,19 @@ use sitdiv::sampling::rng;
 #[test]
 fn philox_known_answers() {
     // Random123 kat_vectors, philox4x32_10.
-    assert_eq!(rng::philox4x32_10([0; 4], [0; 2]), [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]);
-    assert_eq!(rng::philox4x32_10([u32::MAX; 4], [u32::MAX; 2]), [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]);
     assert_eq!(
-        rng::philox4x32_10([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0]),
+        rng::philox4x32_10([0; 4], [0; 2]),
+        [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]
+    );
+    assert_eq!(
+        rng::philox4x32_10([u32::MAX; 4], [u32::MAX; 2]),
+        [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]
+    );
+    assert_eq!(
+        rng::philox4x32_10(
+            [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
+            [0xa4093822, 0x299f31d0]
+        ),
         [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]
     );
 }
@@ -20,17 +29,33 @@ fn philox_known_answers() {
 fn gaussian_draws_are_pure_and_standard() {
     let a = rng::gaussian(3, 17, 2, rng::STREAM_COND, 4099);
     assert_eq!(a, rng::gaussian(3, 17, 2, rng::STREAM_COND, 4099));
-    assert_eq!(&a[..10], &rng::gaussian(3, 17, 2, rng::STREAM_COND, 10)[..], "a prefix depends on the length");
+    assert_eq!(
+        &a[..10],
+        &rng::gaussian(3, 17, 2, rng::STREAM_COND, 10)[..],
+        "a prefix depends on the length"
+    );
     assert_ne!(a, rng::gaussian(3, 17, 2, rng::STREAM_NULL, 4099));
     assert_ne!(a, rng::gaussian(3, 18, 2, rng::STREAM_COND, 4099));
-    let big: Vec<f64> = (0..64).flat_map(|i| rng::gaussian(9, i, 0, 0, 4096)).map(|v| v as f64).collect();
+    let big: Vec<f64> = (0..64)
+        .flat_map(|i| rng::gaussian(9, i, 0, 0, 4096))
+        .map(|v| v as f64)
+        .collect();
     let n = big.len() as f64;
     let mean = big.iter().sum::<f64>() / n;
     let var = big.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
-    assert!(mean.abs() < 0.01 && (var - 1.0).abs() < 0.01, "mean {mean}, var {var}");
+    assert!(
+        mean.abs() < 0.01 && (var - 1.0).abs() < 0.01,
+        "mean {mean}, var {var}"
+    );
     let labels: Vec<i64> = (0..2000).map(|i| rng::label(5, i, 1000)).collect();
     assert!(labels.iter().all(|&l| (0..1000).contains(&l)));
-    assert!(labels.iter().collect::<std::collections::HashSet<_>>().len() > 800);
+    assert!(
+        labels
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            > 800
+    );
 }
 
 #[test]

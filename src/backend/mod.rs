@@ -31,19 +31,40 @@ pub trait Backend: Send + Sync {
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
 
     /// `F.linear(x, w, b)`: x (M, K), w (N, K), b (N) → (M, N).
-    fn linear(&self, x: &Self::Buf, w: &Self::Buf, b: Option<&Self::Buf>, m: usize, k: usize, n: usize)
-        -> Result<Self::Buf>;
+    fn linear(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: Option<&Self::Buf>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Self::Buf>;
 
     /// `F.layer_norm(x, (D,), eps=eps)` without affine parameters: x (R, D) → (R, D).
     fn layer_norm(&self, x: &Self::Buf, rows: usize, d: usize, eps: f32) -> Result<Self::Buf>;
 
     /// adaLN modulate, in place: `x = x * (1 + scale[:, None]) + shift[:, None]` with x (B, T, D).
-    fn modulate(&self, x: &mut Self::Buf, shift: Cols<Self>, scale: Cols<Self>, b: usize, t: usize, d: usize)
-        -> Result<()>;
+    fn modulate(
+        &self,
+        x: &mut Self::Buf,
+        shift: Cols<Self>,
+        scale: Cols<Self>,
+        b: usize,
+        t: usize,
+        d: usize,
+    ) -> Result<()>;
 
     /// Gated residual, in place: `x = x + gate[:, None] * y` with x, y (B, T, D).
-    fn gated_add(&self, x: &mut Self::Buf, y: &Self::Buf, gate: Cols<Self>, b: usize, t: usize, d: usize)
-        -> Result<()>;
+    fn gated_add(
+        &self,
+        x: &mut Self::Buf,
+        y: &Self::Buf,
+        gate: Cols<Self>,
+        b: usize,
+        t: usize,
+        d: usize,
+    ) -> Result<()>;
 
     /// `x = x + row[None]` in place: x (B, R) plus a row (R) broadcast over the batch.
     fn add_row(&self, x: &mut Self::Buf, row: &Self::Buf, b: usize, r: usize) -> Result<()>;
@@ -59,17 +80,40 @@ pub trait Backend: Send + Sync {
 
     /// timm `Attention` core (`F.scaled_dot_product_attention`, no mask, scale head_dim^-1/2):
     /// qkv (B, T, 3·H·Dh) with q, k, v in that order and heads contiguous inside each → (B, T, H·Dh).
-    fn attention(&self, qkv: &Self::Buf, b: usize, t: usize, heads: usize, head_dim: usize) -> Result<Self::Buf>;
+    fn attention(
+        &self,
+        qkv: &Self::Buf,
+        b: usize,
+        t: usize,
+        heads: usize,
+        head_dim: usize,
+    ) -> Result<Self::Buf>;
 
     /// Conv2d(k = s = p) input rearrangement: x (B, C, H, W) → (B, (H/p)·(W/p), C·p·p), tokens
     /// row-major, features ordered (c, a, b) like the flattened conv weight (D, C, p, p).
-    fn patchify(&self, x: &Self::Buf, b: usize, c: usize, h: usize, w: usize, p: usize) -> Result<Self::Buf>;
+    fn patchify(
+        &self,
+        x: &Self::Buf,
+        b: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        p: usize,
+    ) -> Result<Self::Buf>;
 
     /// SiT `unpatchify` keeping the first `c_keep` of `c_out` channels:
     /// o (B, T, p·p·c_out) → (B, c_keep, H, W), `out[n, ch, p·i+a, p·j+b] = o[n, i·G+j, (a·p+b)·c_out + ch]`.
     #[allow(clippy::too_many_arguments)]
-    fn unpatchify(&self, o: &Self::Buf, b: usize, c_out: usize, c_keep: usize, h: usize, w: usize, p: usize)
-        -> Result<Self::Buf>;
+    fn unpatchify(
+        &self,
+        o: &Self::Buf,
+        b: usize,
+        c_out: usize,
+        c_keep: usize,
+        h: usize,
+        w: usize,
+        p: usize,
+    ) -> Result<Self::Buf>;
 
     /// `nn.Embedding` lookup: table (V, D), ids (B) → (B, D). Ids are checked by the caller.
     fn gather_rows(&self, table: &Self::Buf, ids: &[usize], d: usize) -> Result<Self::Buf>;

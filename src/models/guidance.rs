@@ -34,7 +34,11 @@ impl Guidance {
     pub fn combine(&self, o: &mut [f32], n: usize, channels: usize, t: f32) {
         let plane = o.len() / (2 * n * channels);
         let on = self.interval.is_none_or(|(lo, hi)| t >= lo && t <= hi);
-        let guided = if self.all_channels { channels } else { channels.min(3) };
+        let guided = if self.all_channels {
+            channels
+        } else {
+            channels.min(3)
+        };
         let s = self.scale;
         for i in 0..n {
             for ch in 0..guided {
@@ -71,7 +75,11 @@ impl<B: Backend> Velocity for SiTVelocity<'_, B> {
     fn eval(&mut self, x: &[f32], t: f32) -> Result<Vec<f32>> {
         let b = self.y.len();
         let len = self.model.config.sample_len();
-        ensure!(x.len() == b * len, "velocity: state has {} floats for a batch of {b}", x.len());
+        ensure!(
+            x.len() == b * len,
+            "velocity: state has {} floats for a batch of {b}",
+            x.len()
+        );
         let tv = vec![t; b];
         let Some(g) = self.guidance else {
             return self.model.forward(self.be, x, &tv, &self.y);

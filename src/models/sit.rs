@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, Cols};
 use super::synthetic::TensorSource;
+use crate::backend::{Backend, Cols};
 use crate::weights::{Expected, WeightFile};
 
 /// Constructor arguments of upstream `SiT(...)`, with its defaults.
@@ -68,8 +68,8 @@ fn d_class_dropout_prob() -> f64 {
 
 /// Upstream preset names (`SiT-XL/2` …); `-` is accepted in place of `/`.
 pub const PRESETS: [&str; 12] = [
-    "SiT-XL/2", "SiT-XL/4", "SiT-XL/8", "SiT-L/2", "SiT-L/4", "SiT-L/8", "SiT-B/2", "SiT-B/4", "SiT-B/8", "SiT-S/2",
-    "SiT-S/4", "SiT-S/8",
+    "SiT-XL/2", "SiT-XL/4", "SiT-XL/8", "SiT-L/2", "SiT-L/4", "SiT-L/8", "SiT-B/2", "SiT-B/4",
+    "SiT-B/8", "SiT-S/2", "SiT-S/4", "SiT-S/8",
 ];
 
 impl SiTConfig {
@@ -77,20 +77,29 @@ impl SiTConfig {
     pub fn preset(name: &str, image_size: usize) -> Result<Self> {
         let canon = name.replace('-', "/").replacen("SiT/", "SiT-", 1);
         let Some((size, patch)) = canon.strip_prefix("SiT-").and_then(|s| s.split_once('/')) else {
-            bail!("unknown model {name:?}; expected one of {}", PRESETS.join(", "));
+            bail!(
+                "unknown model {name:?}; expected one of {}",
+                PRESETS.join(", ")
+            );
         };
         let (depth, hidden, heads) = match size {
             "XL" => (28, 1152, 16),
             "L" => (24, 1024, 16),
             "B" => (12, 768, 12),
             "S" => (12, 384, 6),
-            _ => bail!("unknown model {name:?}; expected one of {}", PRESETS.join(", ")),
+            _ => bail!(
+                "unknown model {name:?}; expected one of {}",
+                PRESETS.join(", ")
+            ),
         };
         let patch_size = match patch {
             "2" => 2,
             "4" => 4,
             "8" => 8,
-            _ => bail!("unknown model {name:?}; expected one of {}", PRESETS.join(", ")),
+            _ => bail!(
+                "unknown model {name:?}; expected one of {}",
+                PRESETS.join(", ")
+            ),
         };
         if image_size != 256 && image_size != 512 {
             bail!("--image-size {image_size}: SiT presets exist for 256 and 512 px");
@@ -111,18 +120,42 @@ impl SiTConfig {
 
     /// The config stored in a weights file's `__metadata__["config"]`, if any.
     pub fn from_metadata(file: &WeightFile) -> Result<Option<Self>> {
-        let Some(json) = file.metadata().get("config") else { return Ok(None) };
-        let cfg: SiTConfig = serde_json::from_str(json)
-            .with_context(|| format!("{}: __metadata__ config is not a SiT config", file.path().display()))?;
-        cfg.validate().with_context(|| format!("{}: __metadata__ config", file.path().display()))?;
+        let Some(json) = file.metadata().get("config") else {
+            return Ok(None);
+        };
+        let cfg: SiTConfig = serde_json::from_str(json).with_context(|| {
+            format!(
+                "{}: __metadata__ config is not a SiT config",
+                file.path().display()
+            )
+        })?;
+        cfg.validate()
+            .with_context(|| format!("{}: __metadata__ config", file.path().display()))?;
         Ok(Some(cfg))
     }
 
     pub fn validate(&self) -> Result<()> {
-        ensure!(self.patch_size > 0 && self.input_size % self.patch_size == 0, "input_size {} is not a multiple of patch_size {}", self.input_size, self.patch_size);
-        ensure!(self.num_heads > 0 && self.hidden_size % self.num_heads == 0, "hidden_size {} is not a multiple of num_heads {}", self.hidden_size, self.num_heads);
-        ensure!(self.hidden_size % 4 == 0, "hidden_size {} is not a multiple of 4 (2-D sin-cos embedding)", self.hidden_size);
-        ensure!(self.depth > 0 && self.in_channels > 0 && self.num_classes > 0, "depth, in_channels and num_classes must be positive");
+        ensure!(
+            self.patch_size > 0 && self.input_size.is_multiple_of(self.patch_size),
+            "input_size {} is not a multiple of patch_size {}",
+            self.input_size,
+            self.patch_size
+        );
+        ensure!(
+            self.num_heads > 0 && self.hidden_size.is_multiple_of(self.num_heads),
+            "hidden_size {} is not a multiple of num_heads {}",
+            self.hidden_size,
+            self.num_heads
+        );
+        ensure!(
+            self.hidden_size.is_multiple_of(4),
+            "hidden_size {} is not a multiple of 4 (2-D sin-cos embedding)",
+            self.hidden_size
+        );
+        ensure!(
+            self.depth > 0 && self.in_channels > 0 && self.num_classes > 0,
+            "depth, in_channels and num_classes must be positive"
+        );
         Ok(())
     }
 
@@ -195,7 +228,11 @@ impl SiTConfig {
 
     /// Multiply-accumulates of one forward per image (GEMMs and attention products).
     pub fn macs_per_image(&self) -> f64 {
-        let (d, t, h) = (self.hidden_size as f64, self.tokens() as f64, self.mlp_hidden() as f64);
+        let (d, t, h) = (
+            self.hidden_size as f64,
+            self.tokens() as f64,
+            self.mlp_hidden() as f64,
+        );
         let block = t * d * 3.0 * d + 2.0 * t * t * d + t * d * d + 2.0 * t * d * h + d * 6.0 * d;
         let p2c = (self.patch_size * self.patch_size * self.in_channels) as f64;
         self.depth as f64 * block
@@ -214,7 +251,9 @@ const LN_EPS: f32 = 1e-6;
 pub fn timestep_embedding(t: &[f32], dim: usize) -> Vec<f32> {
     let half = dim / 2;
     let c = -(10000f64.ln()) as f32;
-    let freqs: Vec<f32> = (0..half).map(|k| ((c * k as f32) / half as f32).exp()).collect();
+    let freqs: Vec<f32> = (0..half)
+        .map(|k| ((c * k as f32) / half as f32).exp())
+        .collect();
     let mut out = vec![0f32; t.len() * dim];
     for (row, &tt) in out.chunks_mut(dim).zip(t) {
         for (k, &f) in freqs.iter().enumerate() {
@@ -329,16 +368,26 @@ impl<B: Backend> SiT<B> {
             .collect::<Result<Vec<_>>>()?;
         Ok(SiT {
             pos_embed: be.upload(&file.f32("pos_embed")?)?,
-            x_embedder: PatchEmbed { proj: Linear::load(be, file, "x_embedder.proj", c * p * p, d)? },
+            x_embedder: PatchEmbed {
+                proj: Linear::load(be, file, "x_embedder.proj", c * p * p, d)?,
+            },
             t_embedder: TimestepEmbedder {
                 mlp0: Linear::load(be, file, "t_embedder.mlp.0", FREQ_DIM, d)?,
                 mlp2: Linear::load(be, file, "t_embedder.mlp.2", d, d)?,
             },
-            y_embedder: LabelEmbedder { table: be.upload(&file.f32("y_embedder.embedding_table.weight")?)? },
+            y_embedder: LabelEmbedder {
+                table: be.upload(&file.f32("y_embedder.embedding_table.weight")?)?,
+            },
             blocks,
             final_layer: FinalLayer {
                 ada: Linear::load(be, file, "final_layer.adaLN_modulation.1", d, 2 * d)?,
-                linear: Linear::load(be, file, "final_layer.linear", d, p * p * config.out_channels())?,
+                linear: Linear::load(
+                    be,
+                    file,
+                    "final_layer.linear",
+                    d,
+                    p * p * config.out_channels(),
+                )?,
             },
             config,
         })
@@ -356,12 +405,33 @@ impl<B: Backend> SiT<B> {
     }
 
     /// `forward`, recording intermediate tensors into `taps` when given.
-    pub fn forward_taps(&self, be: &B, x: &[f32], t: &[f32], y: &[i64], mut taps: Option<&mut Taps>) -> Result<Vec<f32>> {
+    pub fn forward_taps(
+        &self,
+        be: &B,
+        x: &[f32],
+        t: &[f32],
+        y: &[i64],
+        mut taps: Option<&mut Taps>,
+    ) -> Result<Vec<f32>> {
         let cfg = &self.config;
         let n = t.len();
-        let (d, tok, s, p) = (cfg.hidden_size, cfg.tokens(), cfg.input_size, cfg.patch_size);
-        ensure!(x.len() == n * cfg.sample_len(), "SiT forward: x has {} floats, expected {n}×{}", x.len(), cfg.sample_len());
-        ensure!(y.len() == n, "SiT forward: {} labels for a batch of {n}", y.len());
+        let (d, tok, s, p) = (
+            cfg.hidden_size,
+            cfg.tokens(),
+            cfg.input_size,
+            cfg.patch_size,
+        );
+        ensure!(
+            x.len() == n * cfg.sample_len(),
+            "SiT forward: x has {} floats, expected {n}×{}",
+            x.len(),
+            cfg.sample_len()
+        );
+        ensure!(
+            y.len() == n,
+            "SiT forward: {} labels for a batch of {n}",
+            y.len()
+        );
         let ids = y
             .iter()
             .map(|&l| {
@@ -402,14 +472,20 @@ impl<B: Backend> SiT<B> {
         let c_act = be.silu(&c)?; // every adaLN starts with SiLU(c)
 
         for (k, block) in self.blocks.iter().enumerate() {
-            h = block.forward(be, h, &c_act, n, cfg, &mut |name, buf| tap(&format!("tap.blocks.{k}.{name}"), buf))?;
+            h = block.forward(be, h, &c_act, n, cfg, &mut |name, buf| {
+                tap(&format!("tap.blocks.{k}.{name}"), buf)
+            })?;
         }
 
         // Final layer.
         let m = self.final_layer.ada.forward(be, &c_act, n)?; // (N, 2D): shift, scale
         tap("tap.final_layer.adaLN_modulation.out", &m)?;
         let mut hn = be.layer_norm(&h, n * tok, d, LN_EPS)?;
-        let col = |offset| Cols { buf: &m, stride: 2 * d, offset };
+        let col = |offset| Cols {
+            buf: &m,
+            stride: 2 * d,
+            offset,
+        };
         be.modulate(&mut hn, col(0), col(d), n, tok, d)?;
         let o = self.final_layer.linear.forward(be, &hn, n * tok)?; // (N, T, p²·C_out)
         tap("tap.final_layer.out", &o)?;
@@ -438,7 +514,11 @@ impl<B: Backend> SiTBlock<B> {
         let m = self.ada.forward(be, c_act, n)?; // (N, 6D)
         tap("adaLN_modulation.out", &m)?;
         // Chunks in upstream order: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp.
-        let chunk = |i: usize| Cols { buf: &m, stride: 6 * d, offset: i * d };
+        let chunk = |i: usize| Cols {
+            buf: &m,
+            stride: 6 * d,
+            offset: i * d,
+        };
 
         let mut y = be.layer_norm(&x, n * t, d, LN_EPS)?;
         be.modulate(&mut y, chunk(0), chunk(1), n, t, d)?;

@@ -52,7 +52,9 @@ impl TensorSource for Synthetic {
 /// `[sin(j·ω), cos(j·ω), sin(i·ω), cos(i·ω)]` with ω_k = 10000^(−k/(D/4)).
 pub fn sincos_pos_embed(d: usize, grid: usize) -> Vec<f32> {
     let q = d / 4;
-    let omega: Vec<f64> = (0..q).map(|k| 1.0 / 10000f64.powf(k as f64 / (d as f64 / 4.0))).collect();
+    let omega: Vec<f64> = (0..q)
+        .map(|k| 1.0 / 10000f64.powf(k as f64 / (d as f64 / 4.0)))
+        .collect();
     let mut out = Vec::with_capacity(grid * grid * d);
     for i in 0..grid {
         for j in 0..grid {
@@ -78,10 +80,17 @@ pub fn sit(config: &SiTConfig, seed: u64) -> Synthetic {
                 0.02
             } else {
                 let fan_in: usize = e.shape[1..].iter().product();
-                let gain = if e.name.starts_with("final_layer.linear") { 0.5 } else { 1.0 };
+                let gain = if e.name.starts_with("final_layer.linear") {
+                    0.5
+                } else {
+                    1.0
+                };
                 (gain / (fan_in as f32).sqrt()).clamp(0.01, 0.2)
             };
-            rng::gaussian(seed, k as u64, 0, rng::STREAM_WEIGHTS, numel).into_iter().map(|v| v * std).collect()
+            rng::gaussian(seed, k as u64, 0, rng::STREAM_WEIGHTS, numel)
+                .into_iter()
+                .map(|v| v * std)
+                .collect()
         };
         tensors.insert(e.name, (e.shape, data));
     }

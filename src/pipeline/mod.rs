@@ -14,12 +14,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_name(path);
     let result = (|| -> Result<()> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create folder {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create folder {}", dir.display()))?;
         }
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.sync_all().with_context(|| format!("cannot sync {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+        let mut f = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(bytes)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.sync_all()
+            .with_context(|| format!("cannot sync {}", tmp.display()))?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -28,7 +33,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn temp_name(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|s| s.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|s| s.to_os_string())
+        .unwrap_or_default();
     name.push(format!(".tmp.{}", std::process::id()));
     path.with_file_name(name)
 }
@@ -54,13 +62,22 @@ impl Unit {
 /// All units of a run of `num_samples` samples cut into units of `unit_size`.
 pub fn units(num_samples: usize, unit_size: usize) -> Vec<Unit> {
     (0..num_samples.div_ceil(unit_size))
-        .map(|u| Unit { index: u, start: u * unit_size, end: ((u + 1) * unit_size).min(num_samples) })
+        .map(|u| Unit {
+            index: u,
+            start: u * unit_size,
+            end: ((u + 1) * unit_size).min(num_samples),
+        })
         .collect()
 }
 
 /// The units of shard `shard_index` out of `num_shards`: a contiguous block of units, so the
 /// shards' outputs concatenated in shard order are the run's samples in global order.
-pub fn shard_units(num_samples: usize, unit_size: usize, shard_index: usize, num_shards: usize) -> Result<Vec<Unit>> {
+pub fn shard_units(
+    num_samples: usize,
+    unit_size: usize,
+    shard_index: usize,
+    num_shards: usize,
+) -> Result<Vec<Unit>> {
     if unit_size == 0 {
         bail!("--unit-size must be at least 1");
     }
@@ -69,6 +86,9 @@ pub fn shard_units(num_samples: usize, unit_size: usize, shard_index: usize, num
     }
     let all = units(num_samples, unit_size);
     let k = all.len();
-    let (lo, hi) = (k * shard_index / num_shards, k * (shard_index + 1) / num_shards);
+    let (lo, hi) = (
+        k * shard_index / num_shards,
+        k * (shard_index + 1) / num_shards,
+    );
     Ok(all[lo..hi].to_vec())
 }

@@ -25,13 +25,17 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
     }
     let (hlen, start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
         v => return Err(bad(&format!("unsupported format version {v}"))),
     };
     if start + hlen > bytes.len() {
         return Err(bad("header runs past the end of the file"));
     }
-    let h = std::str::from_utf8(&bytes[start..start + hlen]).map_err(|_| bad("header is not text"))?;
+    let h =
+        std::str::from_utf8(&bytes[start..start + hlen]).map_err(|_| bad("header is not text"))?;
     let field = |key: &str| -> Option<&str> {
         let i = h.find(&format!("'{key}'"))? + key.len() + 2;
         let rest = h[i..].trim_start().strip_prefix(':')?.trim_start();
@@ -44,7 +48,10 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
         .to_string();
     let fortran = field("fortran_order").ok_or_else(|| bad("no 'fortran_order' in header"))?;
     if fortran.starts_with("True") {
-        bail!("{}: Fortran-ordered arrays are not supported; save with np.ascontiguousarray", path.display());
+        bail!(
+            "{}: Fortran-ordered arrays are not supported; save with np.ascontiguousarray",
+            path.display()
+        );
     }
     let shape_txt = field("shape")
         .and_then(|r| r.strip_prefix('('))
@@ -54,9 +61,16 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| bad(&format!("bad shape entry {s:?}"))))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| bad(&format!("bad shape entry {s:?}")))
+        })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Header { descr, shape, data_start: start + hlen })
+    Ok(Header {
+        descr,
+        shape,
+        data_start: start + hlen,
+    })
 }
 
 fn read_raw(path: &Path) -> Result<(Header, Vec<u8>)> {
@@ -70,7 +84,11 @@ fn payload<'a>(path: &Path, h: &Header, bytes: &'a [u8], size: usize) -> Result<
     let need = numel * size;
     let have = bytes.len() - h.data_start;
     if have < need {
-        bail!("{}: truncated, shape {:?} needs {need} data bytes, found {have}", path.display(), h.shape);
+        bail!(
+            "{}: truncated, shape {:?} needs {need} data bytes, found {have}",
+            path.display(),
+            h.shape
+        );
     }
     Ok(&bytes[h.data_start..h.data_start + need])
 }
@@ -87,9 +105,15 @@ pub fn read_f32(path: &Path) -> Result<Array<f32>> {
             .chunks_exact(8)
             .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
             .collect(),
-        d => bail!("{}: dtype {d} where float32 ('<f4') was expected", path.display()),
+        d => bail!(
+            "{}: dtype {d} where float32 ('<f4') was expected",
+            path.display()
+        ),
     };
-    Ok(Array { shape: h.shape, data })
+    Ok(Array {
+        shape: h.shape,
+        data,
+    })
 }
 
 /// Reads an integer array (int64, int32 or uint8) as i64.
@@ -104,16 +128,32 @@ pub fn read_i64(path: &Path) -> Result<Array<i64>> {
             .chunks_exact(4)
             .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)
             .collect(),
-        "|u1" => payload(path, &h, &bytes, 1)?.iter().map(|&b| b as i64).collect(),
-        d => bail!("{}: dtype {d} where int64 ('<i8') was expected", path.display()),
+        "|u1" => payload(path, &h, &bytes, 1)?
+            .iter()
+            .map(|&b| b as i64)
+            .collect(),
+        d => bail!(
+            "{}: dtype {d} where int64 ('<i8') was expected",
+            path.display()
+        ),
     };
-    Ok(Array { shape: h.shape, data })
+    Ok(Array {
+        shape: h.shape,
+        data,
+    })
 }
 
 fn encode(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
     let dims = match shape.len() {
         1 => format!("({},)", shape[0]),
-        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {dims}, }}");
     // Pad so the data starts on a 64-byte boundary, header ending in '\n'.

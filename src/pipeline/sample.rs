@@ -13,7 +13,7 @@ use crate::backend::Backend;
 use crate::models::guidance::{Guidance, IntervalMode, SiTVelocity};
 use crate::models::sit::{SiT, SiTConfig};
 use crate::models::synthetic::{self, TensorSource};
-use crate::sampling::ode::{self, OdeMethod, Tolerances};
+use crate::sampling::ode::{self, OdeMethod, OdeSettings, Tolerances};
 use crate::sampling::path::{self, DiffusionForm, PathType};
 use crate::sampling::sde::{self, LastStep, NoiseSource, SdeMethod, SdeSettings};
 use crate::sampling::{grid, rng, Prediction};
@@ -28,16 +28,25 @@ pub enum Method {
 
 impl Method {
     pub fn parse(mode: &str, method: &str) -> Result<Method> {
-        Ok(match (mode.to_ascii_lowercase().as_str(), method.to_ascii_lowercase().as_str()) {
-            ("ode", "euler") => Method::Ode(OdeMethod::Euler),
-            ("ode", "heun" | "heun2") => Method::Ode(OdeMethod::Heun),
-            ("ode", "dopri5") => Method::Ode(OdeMethod::Dopri5),
-            ("sde", "euler") => Method::Sde(SdeMethod::Euler),
-            ("sde", "heun") => Method::Sde(SdeMethod::Heun),
-            ("sde", m) => bail!("--method {m} is not an SDE method; --mode sde takes euler or heun"),
-            ("ode", m) => bail!("--method {m} is not an ODE method; --mode ode takes euler, heun or dopri5"),
-            (m, _) => bail!("--mode {m}: expected ode or sde"),
-        })
+        Ok(
+            match (
+                mode.to_ascii_lowercase().as_str(),
+                method.to_ascii_lowercase().as_str(),
+            ) {
+                ("ode", "euler") => Method::Ode(OdeMethod::Euler),
+                ("ode", "heun" | "heun2") => Method::Ode(OdeMethod::Heun),
+                ("ode", "dopri5") => Method::Ode(OdeMethod::Dopri5),
+                ("sde", "euler") => Method::Sde(SdeMethod::Euler),
+                ("sde", "heun") => Method::Sde(SdeMethod::Heun),
+                ("sde", m) => {
+                    bail!("--method {m} is not an SDE method; --mode sde takes euler or heun")
+                }
+                ("ode", m) => bail!(
+                    "--method {m} is not an ODE method; --mode ode takes euler, heun or dopri5"
+                ),
+                (m, _) => bail!("--mode {m}: expected ode or sde"),
+            },
+        )
     }
 }
 
@@ -86,35 +95,80 @@ pub struct Schedule {
 impl SampleJob {
     /// Checks the sampler settings (no files touched) and computes the time grid.
     pub fn schedule(&self) -> Result<Schedule> {
-        ensure!(self.steps >= 2, "--steps {} : the time grid needs at least 2 points", self.steps);
-        ensure!(self.cfg >= 1.0 && self.cfg.is_finite(), "--cfg {} : the guidance scale must be ≥ 1 (1 disables guidance)", self.cfg);
+        ensure!(
+            self.steps >= 2,
+            "--steps {} : the time grid needs at least 2 points",
+            self.steps
+        );
+        ensure!(
+            self.cfg >= 1.0 && self.cfg.is_finite(),
+            "--cfg {} : the guidance scale must be ≥ 1 (1 disables guidance)",
+            self.cfg
+        );
         if let Some((lo, hi)) = self.cfg_interval {
-            ensure!(lo <= hi && lo.is_finite() && hi.is_finite(), "--cfg-interval {lo},{hi} : LO must not exceed HI");
+            ensure!(
+                lo <= hi && lo.is_finite() && hi.is_finite(),
+                "--cfg-interval {lo},{hi} : LO must not exceed HI"
+            );
             ensure!(self.cfg > 1.0, "--cfg-interval needs --cfg above 1");
         }
         ensure!(self.unit_size > 0, "--unit-size must be at least 1");
-        ensure!(self.num_shards > 0 && self.shard_index < self.num_shards, "--shard-index {} must be below --num-shards {}", self.shard_index, self.num_shards);
+        ensure!(
+            self.num_shards > 0 && self.shard_index < self.num_shards,
+            "--shard-index {} must be below --num-shards {}",
+            self.shard_index,
+            self.num_shards
+        );
         let velocity = self.prediction == Prediction::Velocity;
-        let eps = self.sample_eps.unwrap_or_else(|| path::default_sample_eps(self.path, velocity));
-        ensure!((0.0..0.5).contains(&eps), "--sample-eps {eps} : expected a value in [0, 0.5)");
+        let eps = self
+            .sample_eps
+            .unwrap_or_else(|| path::default_sample_eps(self.path, velocity));
+        ensure!(
+            (0.0..0.5).contains(&eps),
+            "--sample-eps {eps} : expected a value in [0, 0.5)"
+        );
         let (t0, t1, ell) = match self.method {
             Method::Ode(m) => {
                 if m == OdeMethod::Dopri5 {
-                    ensure!(self.atol > 0.0 && self.rtol > 0.0, "--atol {} --rtol {} : dopri5 needs positive tolerances", self.atol, self.rtol);
+                    ensure!(
+                        self.atol > 0.0 && self.rtol > 0.0,
+                        "--atol {} --rtol {} : dopri5 needs positive tolerances",
+                        self.atol,
+                        self.rtol
+                    );
                 }
-                ensure!(self.replay_noise.is_none(), "--replay-noise replays SDE noise; the ODE draws none");
+                ensure!(
+                    self.replay_noise.is_none(),
+                    "--replay-noise replays SDE noise; the ODE draws none"
+                );
                 let (t0, t1) = path::sample_interval(self.path, velocity, None, eps);
                 (t0, t1, 0.0)
             }
             Method::Sde(m) => {
-                ensure!(self.diffusion_norm.is_finite() && self.diffusion_norm >= 0.0, "--diffusion-norm {} : expected a finite value ≥ 0", self.diffusion_norm);
-                let ell = if self.last_step == LastStep::None { 0.0 } else { self.last_step_size };
-                ensure!((0.0..1.0).contains(&ell), "--last-step-size {ell} : expected a value in [0, 1)");
+                ensure!(
+                    self.diffusion_norm.is_finite() && self.diffusion_norm >= 0.0,
+                    "--diffusion-norm {} : expected a finite value ≥ 0",
+                    self.diffusion_norm
+                );
+                let ell = if self.last_step == LastStep::None {
+                    0.0
+                } else {
+                    self.last_step_size
+                };
+                ensure!(
+                    (0.0..1.0).contains(&ell),
+                    "--last-step-size {ell} : expected a value in [0, 1)"
+                );
                 ensure!(
                     self.last_step == LastStep::None || ell > 0.0,
                     "--last-step-size 0 leaves the SDE ending at t = 1, where the score of a velocity model divides by zero; use --last-step none or a positive size"
                 );
-                let (t0, t1) = path::sample_interval(self.path, velocity, Some((self.diffusion_form, ell)), eps);
+                let (t0, t1) = path::sample_interval(
+                    self.path,
+                    velocity,
+                    Some((self.diffusion_form, ell)),
+                    eps,
+                );
                 if self.diffusion_form == DiffusionForm::Sbdm && self.path != PathType::Vp {
                     ensure!(
                         t0 > 0.0,
@@ -125,13 +179,23 @@ impl SampleJob {
                     bail!("--mode sde --method heun with --last-step none evaluates the score at t = 1, where it divides by zero (NaN in the reference); choose a last step (mean, tweedie or euler)");
                 }
                 if self.last_step == LastStep::Tweedie {
-                    ensure!(self.prediction == Prediction::Velocity || self.path != PathType::Vp || t1 < 1.0, "--last-step tweedie needs t1 < 1");
+                    ensure!(
+                        self.prediction == Prediction::Velocity
+                            || self.path != PathType::Vp
+                            || t1 < 1.0,
+                        "--last-step tweedie needs t1 < 1"
+                    );
                 }
                 (t0, t1, ell)
             }
         };
         ensure!(t0 < t1, "the sampling interval ({t0}, {t1}) is empty");
-        Ok(Schedule { t0, t1, grid: grid::linspace_f32(t0, t1, self.steps), last_step_size: ell })
+        Ok(Schedule {
+            t0,
+            t1,
+            grid: grid::linspace_f32(t0, t1, self.steps),
+            last_step_size: ell,
+        })
     }
 
     fn guidance(&self) -> Option<Guidance> {
@@ -182,9 +246,22 @@ fn read_inputs(job: &SampleJob, cfg: &SiTConfig, guided: bool) -> Result<Inputs>
     let y = match &job.labels {
         Some(p) => {
             let a = npy::read_i64(p)?;
-            ensure!(a.shape == [num_samples], "{}: labels have shape {:?}, expected ({num_samples},) int64", p.display(), a.shape);
-            if let Some(bad) = a.data.iter().find(|&&l| l < 0 || l as usize >= cfg.num_classes) {
-                bail!("{}: label {bad} is outside 0..{} (the model's classes)", p.display(), cfg.num_classes);
+            ensure!(
+                a.shape == [num_samples],
+                "{}: labels have shape {:?}, expected ({num_samples},) int64",
+                p.display(),
+                a.shape
+            );
+            if let Some(bad) = a
+                .data
+                .iter()
+                .find(|&&l| l < 0 || l as usize >= cfg.num_classes)
+            {
+                bail!(
+                    "{}: label {bad} is outside 0..{} (the model's classes)",
+                    p.display(),
+                    cfg.num_classes
+                );
             }
             Some(a.data)
         }
@@ -209,7 +286,12 @@ fn read_inputs(job: &SampleJob, cfg: &SiTConfig, guided: bool) -> Result<Inputs>
         }
         None => None,
     };
-    Ok(Inputs { z, y, replay, num_samples })
+    Ok(Inputs {
+        z,
+        y,
+        replay,
+        num_samples,
+    })
 }
 
 /// The SDE noise of one unit: replayed rows of a recorded stream, or counter-based draws.
@@ -224,7 +306,11 @@ struct UnitNoise<'a> {
 
 impl NoiseSource for UnitNoise<'_> {
     fn draw(&mut self, step: usize) -> Result<Vec<f32>> {
-        let halves: &[u32] = if self.guided { &[rng::STREAM_COND, rng::STREAM_NULL] } else { &[rng::STREAM_COND] };
+        let halves: &[u32] = if self.guided {
+            &[rng::STREAM_COND, rng::STREAM_NULL]
+        } else {
+            &[rng::STREAM_COND]
+        };
         let mut out = Vec::with_capacity(halves.len() * self.unit.len() * self.len);
         for (h, &stream) in halves.iter().enumerate() {
             for i in self.unit.start..self.unit.end {
@@ -232,9 +318,17 @@ impl NoiseSource for UnitNoise<'_> {
                     Some(a) => {
                         let rows = a.shape[1];
                         let row = h * self.num_samples + i;
-                        out.extend_from_slice(&a.data[(step * rows + row) * self.len..][..self.len]);
+                        out.extend_from_slice(
+                            &a.data[(step * rows + row) * self.len..][..self.len],
+                        );
                     }
-                    None => out.extend(rng::gaussian(self.seed, i as u64, step as u32 + 1, stream, self.len)),
+                    None => out.extend(rng::gaussian(
+                        self.seed,
+                        i as u64,
+                        step as u32 + 1,
+                        stream,
+                        self.len,
+                    )),
                 }
             }
         }
@@ -285,7 +379,12 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
     let guidance = job.guidance();
     let guided = guidance.is_some();
     let inputs = read_inputs(job, &cfg, guided)?;
-    let units = shard_units(inputs.num_samples, job.unit_size, job.shard_index, job.num_shards)?;
+    let units = shard_units(
+        inputs.num_samples,
+        job.unit_size,
+        job.shard_index,
+        job.num_shards,
+    )?;
     let len = cfg.sample_len();
     log::info!(
         "{} on {}: {} samples in {} unit(s) of shard {}/{}, grid ({}, {}) × {}",
@@ -320,11 +419,24 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
             z.extend_from_within(..);
             y.extend(std::iter::repeat_n(model.null_class() as i64, n));
         }
-        let mut vel = SiTVelocity { be, model: &model, y, guidance };
+        let mut vel = SiTVelocity {
+            be,
+            model: &model,
+            y,
+            guidance,
+        };
         let out = match job.method {
             Method::Ode(m) => {
-                let tol = Tolerances { atol: job.atol, rtol: job.rtol };
-                let r = ode::sample(&mut vel, job.path, job.prediction, m, tol, z, &schedule.grid, false)?;
+                let settings = OdeSettings {
+                    method: m,
+                    path: job.path,
+                    prediction: job.prediction,
+                    tol: Tolerances {
+                        atol: job.atol,
+                        rtol: job.rtol,
+                    },
+                };
+                let r = ode::sample(&mut vel, settings, z, &schedule.grid, false)?;
                 calls += r.nfe();
                 r.sample
             }
@@ -353,13 +465,25 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
         };
         // Keep the conditional half (`samples.chunk(2)[0]`).
         latents.extend_from_slice(&out[..n * len]);
-        log::info!("unit {} (samples {}..{}) done", unit.index, unit.start, unit.end);
+        log::info!(
+            "unit {} (samples {}..{}) done",
+            unit.index,
+            unit.start,
+            unit.end
+        );
     }
     if let Some(bad) = latents.iter().position(|v| !v.is_finite()) {
-        bail!("sampling produced a non-finite value (sample {}); nothing was written", bad / len);
+        bail!(
+            "sampling produced a non-finite value (sample {}); nothing was written",
+            bad / len
+        );
     }
     let rows = latents.len() / len;
-    npy::write_f32(&job.latents_out, &[rows, cfg.in_channels, cfg.input_size, cfg.input_size], &latents)?;
+    npy::write_f32(
+        &job.latents_out,
+        &[rows, cfg.in_channels, cfg.input_size, cfg.input_size],
+        &latents,
+    )?;
     let manifest = serde_json::json!({
         "tool": "sitdiv sample",
         "version": env!("CARGO_PKG_VERSION"),
@@ -377,11 +501,16 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
     });
     let mut mpath = job.latents_out.clone().into_os_string();
     mpath.push(".manifest.json");
-    write_atomic(std::path::Path::new(&mpath), serde_json::to_string_pretty(&manifest)?.as_bytes())?;
+    write_atomic(
+        std::path::Path::new(&mpath),
+        serde_json::to_string_pretty(&manifest)?.as_bytes(),
+    )?;
     log::info!("wrote {} ({rows} samples)", job.latents_out.display());
     Ok(())
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }

@@ -32,7 +32,10 @@ pub struct Counted<'a> {
 
 impl<'a> Counted<'a> {
     pub fn new(inner: &'a mut dyn Velocity) -> Self {
-        Counted { inner, eval_t: Vec::new() }
+        Counted {
+            inner,
+            eval_t: Vec::new(),
+        }
     }
     pub fn call(&mut self, x: &[f32], t: f32) -> Result<Vec<f32>> {
         self.eval_t.push(t);

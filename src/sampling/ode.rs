@@ -70,7 +70,11 @@ impl Drift<'_, '_> {
                 x.iter()
                     .zip(out)
                     .map(|(&x, m)| {
-                        let score = if self.prediction == Prediction::Noise { m / -sigma } else { m };
+                        let score = if self.prediction == Prediction::Noise {
+                            m / -sigma
+                        } else {
+                            m
+                        };
                         a * x + var * score
                     })
                     .collect()
@@ -79,22 +83,41 @@ impl Drift<'_, '_> {
     }
 }
 
+/// Everything that selects the ODE sampler.
+#[derive(Debug, Clone, Copy)]
+pub struct OdeSettings {
+    pub method: OdeMethod,
+    pub path: PathType,
+    pub prediction: Prediction,
+    pub tol: Tolerances,
+}
+
 /// Integrates from `grid[0]` through every grid time; `keep_trajectory` keeps each state.
 pub fn sample(
     model: &mut dyn Velocity,
-    path: PathType,
-    prediction: Prediction,
-    method: OdeMethod,
-    tol: Tolerances,
+    s: OdeSettings,
     x0: Vec<f32>,
     grid: &[f32],
     keep_trajectory: bool,
 ) -> Result<OdeResult> {
+    let OdeSettings {
+        method,
+        path,
+        prediction,
+        tol,
+    } = s;
     if grid.len() < 2 {
-        bail!("the ODE needs at least 2 grid points (--steps), got {}", grid.len());
+        bail!(
+            "the ODE needs at least 2 grid points (--steps), got {}",
+            grid.len()
+        );
     }
     let mut counted = Counted::new(model);
-    let mut drift = Drift { model: &mut counted, path, prediction };
+    let mut drift = Drift {
+        model: &mut counted,
+        path,
+        prediction,
+    };
     let mut res = OdeResult::default();
     if keep_trajectory {
         res.trajectory.push(x0.clone());
@@ -108,7 +131,13 @@ pub fn sample(
     Ok(res)
 }
 
-fn fixed_grid(f: &mut Drift, method: OdeMethod, mut y: Vec<f32>, grid: &[f32], res: &mut OdeResult) -> Result<Vec<f32>> {
+fn fixed_grid(
+    f: &mut Drift,
+    method: OdeMethod,
+    mut y: Vec<f32>,
+    grid: &[f32],
+    res: &mut OdeResult,
+) -> Result<Vec<f32>> {
     let keep = !res.trajectory.is_empty();
     for w in grid.windows(2) {
         let (t0, t1) = (w[0], w[1]);
@@ -142,9 +171,27 @@ const A: [&[f64]; 6] = [
     &[1.0 / 5.0],
     &[3.0 / 40.0, 9.0 / 40.0],
     &[44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0],
-    &[19372.0 / 6561.0, -25360.0 / 2187.0, 64448.0 / 6561.0, -212.0 / 729.0],
-    &[9017.0 / 3168.0, -355.0 / 33.0, 46732.0 / 5247.0, 49.0 / 176.0, -5103.0 / 18656.0],
-    &[35.0 / 384.0, 0.0, 500.0 / 1113.0, 125.0 / 192.0, -2187.0 / 6784.0, 11.0 / 84.0],
+    &[
+        19372.0 / 6561.0,
+        -25360.0 / 2187.0,
+        64448.0 / 6561.0,
+        -212.0 / 729.0,
+    ],
+    &[
+        9017.0 / 3168.0,
+        -355.0 / 33.0,
+        46732.0 / 5247.0,
+        49.0 / 176.0,
+        -5103.0 / 18656.0,
+    ],
+    &[
+        35.0 / 384.0,
+        0.0,
+        500.0 / 1113.0,
+        125.0 / 192.0,
+        -2187.0 / 6784.0,
+        11.0 / 84.0,
+    ],
 ];
 const E: [f64; 7] = [
     35.0 / 384.0 - 1951.0 / 21600.0,
@@ -214,7 +261,8 @@ impl Interp {
         let y_mid = stage_sum(y0, k, &w);
         let (f0, f1) = (&k[0], &k[6]);
         let n = y0.len();
-        let (mut a, mut b, mut c, mut d) = (vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+        let (mut a, mut b, mut c, mut d) =
+            (vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n]);
         for i in 0..n {
             let (y0, y1, ym, f0, f1) = (y0[i], y1[i], y_mid[i], f0[i], f1[i]);
             a[i] = (2.0 * dt) * (f1 - f0) - 8.0 * (y1 + y0) + 16.0 * ym;
@@ -222,7 +270,11 @@ impl Interp {
             c[i] = dt * (f1 - 4.0 * f0) - 11.0 * y0 - 5.0 * y1 + 16.0 * ym;
             d[i] = dt * f0;
         }
-        Interp { t0, t1, coeffs: [y0.to_vec(), d, c, b, a] }
+        Interp {
+            t0,
+            t1,
+            coeffs: [y0.to_vec(), d, c, b, a],
+        }
     }
 
     fn eval(&self, t: f64) -> Vec<f32> {
@@ -242,7 +294,14 @@ impl Interp {
     }
 }
 
-fn dopri5(f: &mut Drift, y0: Vec<f32>, grid: &[f32], tol: Tolerances, keep: bool, res: &mut OdeResult) -> Result<Vec<f32>> {
+fn dopri5(
+    f: &mut Drift,
+    y0: Vec<f32>,
+    grid: &[f32],
+    tol: Tolerances,
+    keep: bool,
+    res: &mut OdeResult,
+) -> Result<Vec<f32>> {
     let Tolerances { atol, rtol } = tol;
     if !(atol > 0.0 && rtol > 0.0) {
         bail!("dopri5 needs positive --atol and --rtol (got {atol}, {rtol})");
@@ -257,23 +316,40 @@ fn dopri5(f: &mut Drift, y0: Vec<f32>, grid: &[f32], tol: Tolerances, keep: bool
     let d1 = rms(f0.iter().zip(&scale).map(|(&v, &s)| v as f64 / s), n);
     // The fallback h0 is a float32 tensor upstream; the quotient is float64.
     let small = d0 < 1e-5 || d1 < 1e-5;
-    let h0 = if small { 1e-6f32 as f64 } else { 0.01 * d0 / d1 };
+    let h0 = if small {
+        1e-6f32 as f64
+    } else {
+        0.01 * d0 / d1
+    };
     let h0f = h0 as f32;
     let y1: Vec<f32> = y0.iter().zip(&f0).map(|(&y, &v)| y + h0f * v).collect();
     let f1 = f.eval(&y1, (t_start + h0) as f32)?;
-    let d2 = rms(f1.iter().zip(&f0).zip(&scale).map(|((&a, &b), &s)| (a - b) as f64 / s), n) / h0;
+    let d2 = rms(
+        f1.iter()
+            .zip(&f0)
+            .zip(&scale)
+            .map(|((&a, &b), &s)| (a - b) as f64 / s),
+        n,
+    ) / h0;
     let h1 = if d1 <= 1e-15 && d2 <= 1e-15 {
         f64::max(1e-6f32 as f64, h0 * 1e-3)
     } else {
         // `0.01 / tensor` is `tensor.reciprocal() * 0.01`; the exponent is 1 / (order − 1 + 1).
         ((1.0 / d1.max(d2)) * 0.01).powf(1.0 / ORDER)
     };
-    let h100 = if small { (100.0 * h0f) as f64 } else { 100.0 * h0 };
+    let h100 = if small {
+        (100.0 * h0f) as f64
+    } else {
+        100.0 * h0
+    };
     let mut dt = h100.min(h1);
     res.initial_step = Some(dt);
 
     let c32: Vec<f32> = C.iter().map(|&c| c as f32).collect();
-    let a32: Vec<Vec<f32>> = A.iter().map(|row| row.iter().map(|&a| a as f32).collect()).collect();
+    let a32: Vec<Vec<f32>> = A
+        .iter()
+        .map(|row| row.iter().map(|&a| a as f32).collect())
+        .collect();
     let e32: Vec<f32> = E.iter().map(|&e| e as f32).collect();
 
     let (mut y, mut fy) = (y0, f0);
@@ -295,7 +371,11 @@ fn dopri5(f: &mut Drift, y0: Vec<f32>, grid: &[f32], tol: Tolerances, keep: bool
             let mut yi = Vec::new();
             for i in 0..6 {
                 // Stages at c = 1 are evaluated one f32 ulp below the step end (Perturb.PREV).
-                let ti = if c32[i] == 1.0 { next_below(t1f) } else { t0f + c32[i] * dtf };
+                let ti = if c32[i] == 1.0 {
+                    next_below(t1f)
+                } else {
+                    t0f + c32[i] * dtf
+                };
                 let w: Vec<f32> = a32[i].iter().map(|&a| a * dtf).collect();
                 yi = stage_sum(&y, &k, &w);
                 k.push(f.eval(&yi, ti)?);
@@ -319,7 +399,13 @@ fn dopri5(f: &mut Drift, y0: Vec<f32>, grid: &[f32], tol: Tolerances, keep: bool
                 IFACTOR.min((SAFETY / ratio.powf(1.0 / ORDER)).max(dfactor))
             };
             let next_dt = (dt * factor).max(0.0);
-            res.steps.push(StepLog { t_start: t0, dt, accepted, error_ratio: ratio, next_dt });
+            res.steps.push(StepLog {
+                t_start: t0,
+                dt,
+                accepted,
+                error_ratio: ratio,
+                next_dt,
+            });
             if accepted {
                 interp = Some(Interp::fit(&y, &y_new, &k, dtf, t0, t1));
                 y = y_new;
@@ -332,7 +418,9 @@ fn dopri5(f: &mut Drift, y0: Vec<f32>, grid: &[f32], tol: Tolerances, keep: bool
             }
             dt = next_dt;
         }
-        let Some(p) = interp.as_ref() else { bail!("dopri5: no accepted step before t = {tau}") };
+        let Some(p) = interp.as_ref() else {
+            bail!("dopri5: no accepted step before t = {tau}")
+        };
         debug_assert!(p.t0 == t_lo && p.t1 == t_hi);
         out = p.eval(tau);
         if keep {

@@ -65,7 +65,10 @@ impl PathType {
             PathType::Vp => {
                 let p = 2.0 * vp_log_mean_coeff(t);
                 let sigma = (1.0 - p.exp()).sqrt();
-                (sigma, p.exp() * (2.0 * vp_d_log_mean_coeff(t)) / (-2.0 * sigma))
+                (
+                    sigma,
+                    p.exp() * (2.0 * vp_d_log_mean_coeff(t)) / (-2.0 * sigma),
+                )
             }
         }
     }
@@ -133,17 +136,30 @@ fn vp_d_log_mean_coeff(t: f32) -> f32 {
 
 /// `Transport.check_interval` at sampling time, in f64 like the Python code.
 /// `sample_eps` is the effective eps (the caller applies `create_transport`'s defaults).
-pub fn sample_interval(path: PathType, prediction_is_velocity: bool, sde: Option<(DiffusionForm, f64)>, sample_eps: f64) -> (f64, f64) {
+pub fn sample_interval(
+    path: PathType,
+    prediction_is_velocity: bool,
+    sde: Option<(DiffusionForm, f64)>,
+    sample_eps: f64,
+) -> (f64, f64) {
     let (mut t0, mut t1) = (0.0, 1.0);
     let (is_sde, form, last_step_size) = match sde {
         Some((f, l)) => (true, Some(f), l),
         None => (false, None, 0.0),
     };
-    let end = if !is_sde || last_step_size == 0.0 { 1.0 - sample_eps } else { 1.0 - last_step_size };
+    let end = if !is_sde || last_step_size == 0.0 {
+        1.0 - sample_eps
+    } else {
+        1.0 - last_step_size
+    };
     match path {
         PathType::Vp => t1 = end,
         PathType::Linear | PathType::Gvp if !prediction_is_velocity || is_sde => {
-            t0 = if (form == Some(DiffusionForm::Sbdm) && is_sde) || !prediction_is_velocity { sample_eps } else { 0.0 };
+            t0 = if (form == Some(DiffusionForm::Sbdm) && is_sde) || !prediction_is_velocity {
+                sample_eps
+            } else {
+                0.0
+            };
             t1 = end;
         }
         _ => {}

@@ -62,7 +62,10 @@ fn box_muller(a: u32, b: u32) -> (f32, f32) {
 
 /// `len` standard normal floats for (seed, index, draw, stream).
 pub fn gaussian(seed: u64, index: u64, draw: u32, stream: u32, len: usize) -> Vec<f32> {
-    assert!(index <= u32::MAX as u64, "sample index {index} exceeds the 32-bit counter");
+    assert!(
+        index <= u32::MAX as u64,
+        "sample index {index} exceeds the 32-bit counter"
+    );
     let k = key(seed);
     let mut out = Vec::with_capacity(len.div_ceil(4) * 4);
     for block in 0..len.div_ceil(4) {

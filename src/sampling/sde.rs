@@ -89,7 +89,10 @@ impl SdeFns<'_, '_> {
         let m = self.model.call(x, t)?;
         self.reference_nfe += 2;
         let w = self.diffusion(t);
-        Ok(x.iter().zip(m).map(|(&x, m)| self.drift_of(m, x, t) + w * self.score_of(m, x, t)).collect())
+        Ok(x.iter()
+            .zip(m)
+            .map(|(&x, m)| self.drift_of(m, x, t) + w * self.score_of(m, x, t))
+            .collect())
     }
 
     fn diffusion(&self, t: f32) -> f32 {
@@ -107,17 +110,28 @@ pub fn sample(
     keep_states: bool,
 ) -> Result<SdeResult> {
     if grid.len() < 2 {
-        bail!("the SDE needs at least 2 grid points (--steps), got {}", grid.len());
+        bail!(
+            "the SDE needs at least 2 grid points (--steps), got {}",
+            grid.len()
+        );
     }
     let mut counted = Counted::new(model);
-    let mut f = SdeFns { model: &mut counted, s, reference_nfe: 0 };
+    let mut f = SdeFns {
+        model: &mut counted,
+        s,
+        reference_nfe: 0,
+    };
     let dt = grid[1] - grid[0];
     let sqrt_dt = dt.sqrt();
     let mut states = Vec::new();
     for (step, &t) in grid[..grid.len() - 1].iter().enumerate() {
         let xi = noise.draw(step)?;
         if xi.len() != x.len() {
-            bail!("noise draw {step} has {} values for a state of {}", xi.len(), x.len());
+            bail!(
+                "noise draw {step} has {} values for a state of {}",
+                xi.len(),
+                x.len()
+            );
         }
         let g = (2.0 * f.diffusion(t)).sqrt();
         match s.method {
@@ -129,12 +143,20 @@ pub fn sample(
                 }
             }
             SdeMethod::Heun => {
-                let xhat: Vec<f32> = x.iter().zip(&xi).map(|(&x, &z)| x + g * (z * sqrt_dt)).collect();
+                let xhat: Vec<f32> = x
+                    .iter()
+                    .zip(&xi)
+                    .map(|(&x, &z)| x + g * (z * sqrt_dt))
+                    .collect();
                 let k1 = f.sde_drift(&xhat, t)?;
                 let xp: Vec<f32> = xhat.iter().zip(&k1).map(|(&x, &k)| x + dt * k).collect();
                 let k2 = f.sde_drift(&xp, t + dt)?;
                 let half_dt = 0.5 * dt;
-                x = xhat.iter().zip(k1.iter().zip(&k2)).map(|(&xh, (&a, &b))| xh + half_dt * (a + b)).collect();
+                x = xhat
+                    .iter()
+                    .zip(k1.iter().zip(&k2))
+                    .map(|(&xh, (&a, &b))| xh + half_dt * (a + b))
+                    .collect();
             }
         }
         if keep_states {
@@ -152,7 +174,10 @@ pub fn sample(
         LastStep::Euler => {
             let m = f.model.call(&x, t1)?;
             f.reference_nfe += 1;
-            x.iter().zip(m).map(|(&x, m)| x + f.drift_of(m, x, t1) * ell).collect()
+            x.iter()
+                .zip(m)
+                .map(|(&x, m)| x + f.drift_of(m, x, t1) * ell)
+                .collect()
         }
         LastStep::Tweedie => {
             let m = f.model.call(&x, t1)?;
@@ -160,12 +185,20 @@ pub fn sample(
             // α and σ of batch element 0, as upstream (`alpha(t)[0][0]`).
             let (a, sg) = (s.path.alpha(t1).0, s.path.sigma(t1).0);
             let coef = (sg * sg) / a;
-            x.iter().zip(m).map(|(&x, m)| x / a + coef * f.score_of(m, x, t1)).collect()
+            x.iter()
+                .zip(m)
+                .map(|(&x, m)| x / a + coef * f.score_of(m, x, t1))
+                .collect()
         }
     };
     if keep_states {
         states.push(last.clone());
     }
     let reference_nfe = f.reference_nfe;
-    Ok(SdeResult { sample: last, states, eval_t: counted.eval_t, reference_nfe })
+    Ok(SdeResult {
+        sample: last,
+        states,
+        eval_t: counted.eval_t,
+        reference_nfe,
+    })
 }

@@ -53,7 +53,10 @@ pub struct Expected {
 
 impl Expected {
     pub fn new(name: impl Into<String>, shape: &[usize]) -> Self {
-        Expected { name: name.into(), shape: shape.to_vec() }
+        Expected {
+            name: name.into(),
+            shape: shape.to_vec(),
+        }
     }
 }
 
@@ -73,9 +76,11 @@ impl WeightFile {
     /// are kept and reported by [`WeightFile::check`] / [`WeightFile::f32`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).with_context(|| format!("cannot open weights file {}", path.display()))?;
+        let file = File::open(&path)
+            .with_context(|| format!("cannot open weights file {}", path.display()))?;
         // SAFETY: the file is opened read-only; we never hand out references that outlive `self`.
-        let mmap = unsafe { Mmap::map(&file) }.with_context(|| format!("cannot map {}", path.display()))?;
+        let mmap = unsafe { Mmap::map(&file) }
+            .with_context(|| format!("cannot map {}", path.display()))?;
         let not_st = |why: &str| {
             anyhow::anyhow!(
                 "{} is not a safetensors file: {why} (expected an 8-byte little-endian header length, then a JSON header)",
@@ -85,13 +90,18 @@ impl WeightFile {
         if mmap.len() < 8 {
             return Err(not_st(&format!("only {} bytes", mmap.len())));
         }
-        let n = u64::from_le_bytes(mmap[..8].try_into().map_err(|_| not_st("short header"))?) as usize;
+        let n =
+            u64::from_le_bytes(mmap[..8].try_into().map_err(|_| not_st("short header"))?) as usize;
         if n == 0 || n > 100_000_000 || 8 + n > mmap.len() {
-            return Err(not_st(&format!("header length {n} does not fit a file of {} bytes", mmap.len())));
+            return Err(not_st(&format!(
+                "header length {n} does not fit a file of {} bytes",
+                mmap.len()
+            )));
         }
-        let header = std::str::from_utf8(&mmap[8..8 + n]).map_err(|_| not_st("header is not UTF-8"))?;
-        let raw: BTreeMap<String, serde_json::Value> =
-            serde_json::from_str(header).map_err(|e| not_st(&format!("header is not a JSON object ({e})")))?;
+        let header =
+            std::str::from_utf8(&mmap[8..8 + n]).map_err(|_| not_st("header is not UTF-8"))?;
+        let raw: BTreeMap<String, serde_json::Value> = serde_json::from_str(header)
+            .map_err(|e| not_st(&format!("header is not a JSON object ({e})")))?;
         let base = 8 + n;
         let mut tensors = BTreeMap::new();
         let mut metadata = BTreeMap::new();
@@ -104,7 +114,11 @@ impl WeightFile {
             let e: RawEntry = serde_json::from_value(value)
                 .map_err(|e| not_st(&format!("entry {name:?} is malformed ({e})")))?;
             let Some(size) = dtype_size(e.dtype) else {
-                bail!("{}: tensor {name} has unsupported dtype {:?}", path.display(), e.dtype);
+                bail!(
+                    "{}: tensor {name} has unsupported dtype {:?}",
+                    path.display(),
+                    e.dtype
+                );
             };
             let numel: usize = e.shape.iter().product();
             let (s, t) = e.data_offsets;
@@ -118,9 +132,22 @@ impl WeightFile {
                     numel * size
                 );
             }
-            tensors.insert(name, TensorInfo { dtype: e.dtype, shape: e.shape, start: base + s, end: base + t });
+            tensors.insert(
+                name,
+                TensorInfo {
+                    dtype: e.dtype,
+                    shape: e.shape,
+                    start: base + s,
+                    end: base + t,
+                },
+            );
         }
-        Ok(WeightFile { path, mmap, tensors, metadata })
+        Ok(WeightFile {
+            path,
+            mmap,
+            tensors,
+            metadata,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -155,7 +182,10 @@ impl WeightFile {
         let mut problems = Vec::new();
         for e in expected {
             match self.tensors.get(&e.name) {
-                None => problems.push(format!("missing tensor {} (expected shape {:?})", e.name, e.shape)),
+                None => problems.push(format!(
+                    "missing tensor {} (expected shape {:?})",
+                    e.name, e.shape
+                )),
                 Some(info) => {
                     if info.shape != e.shape {
                         problems.push(format!(
@@ -180,16 +210,26 @@ impl WeightFile {
                 }
             }
         }
-        let known: std::collections::HashSet<&str> = expected.iter().map(|e| e.name.as_str()).collect();
+        let known: std::collections::HashSet<&str> =
+            expected.iter().map(|e| e.name.as_str()).collect();
         for name in self.tensors.keys() {
-            if !known.contains(name.as_str()) && !ignored_prefixes.iter().any(|p| name.starts_with(p)) {
-                problems.push(format!("unexpected tensor {name} (shape {:?})", self.tensors[name].shape));
+            if !known.contains(name.as_str())
+                && !ignored_prefixes.iter().any(|p| name.starts_with(p))
+            {
+                problems.push(format!(
+                    "unexpected tensor {name} (shape {:?})",
+                    self.tensors[name].shape
+                ));
             }
         }
         if problems.is_empty() {
             return Ok(());
         }
-        let mut msg = format!("{}: {} problem(s) with the weights:", self.path.display(), problems.len());
+        let mut msg = format!(
+            "{}: {} problem(s) with the weights:",
+            self.path.display(),
+            problems.len()
+        );
         for p in &problems {
             let _ = write!(msg, "\n  - {p}");
         }
@@ -202,7 +242,10 @@ impl WeightFile {
             .get(name)
             .with_context(|| format!("{}: missing tensor {name}", self.path.display()))?;
         if self.truncated(info) {
-            bail!("{}: tensor {name} lies past the end of the (truncated) file", self.path.display());
+            bail!(
+                "{}: tensor {name} lies past the end of the (truncated) file",
+                self.path.display()
+            );
         }
         Ok(info)
     }
@@ -212,14 +255,26 @@ impl WeightFile {
         let info = self.get(name)?;
         let bytes = &self.mmap[info.start..info.end];
         Ok(match info.dtype {
-            Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
             Dtype::F64 => bytes
                 .chunks_exact(8)
                 .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
                 .collect(),
-            d => bail!("{}: tensor {name} has dtype {d:?}, expected a float type", self.path.display()),
+            d => bail!(
+                "{}: tensor {name} has dtype {d:?}, expected a float type",
+                self.path.display()
+            ),
         })
     }
 
@@ -227,10 +282,17 @@ impl WeightFile {
     pub fn f64(&self, name: &str) -> Result<Vec<f64>> {
         let info = self.get(name)?;
         if info.dtype != Dtype::F64 {
-            bail!("{}: tensor {name} has dtype {:?}, expected F64", self.path.display(), info.dtype);
+            bail!(
+                "{}: tensor {name} has dtype {:?}, expected F64",
+                self.path.display(),
+                info.dtype
+            );
         }
         let bytes = &self.mmap[info.start..info.end];
-        Ok(bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).collect())
+        Ok(bytes
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+            .collect())
     }
 
     /// Reads an integer tensor (I64, I32 or U8) as i64.
@@ -238,10 +300,19 @@ impl WeightFile {
         let info = self.get(name)?;
         let bytes = &self.mmap[info.start..info.end];
         Ok(match info.dtype {
-            Dtype::I64 => bytes.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).collect(),
-            Dtype::I32 => bytes.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64).collect(),
+            Dtype::I64 => bytes
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+                .collect(),
+            Dtype::I32 => bytes
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)
+                .collect(),
             Dtype::U8 => bytes.iter().map(|&b| b as i64).collect(),
-            d => bail!("{}: tensor {name} has dtype {d:?}, expected an integer type", self.path.display()),
+            d => bail!(
+                "{}: tensor {name} has dtype {d:?}, expected an integer type",
+                self.path.display()
+            ),
         })
     }
 }
@@ -253,11 +324,16 @@ pub fn write_f32_safetensors(
     metadata: Option<std::collections::HashMap<String, String>>,
 ) -> Result<()> {
     use safetensors::tensor::TensorView;
-    let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, d)| bytemuck::cast_slice(d).to_vec()).collect();
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, d)| bytemuck::cast_slice(d).to_vec())
+        .collect();
     let views = tensors
         .iter()
         .zip(&bytes)
-        .map(|((name, shape, _), b)| Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), b)?)))
+        .map(|((name, shape, _), b)| {
+            Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), b)?))
+        })
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
         .context("building safetensors views")?;
     let out = safetensors::serialize(views, metadata).context("serialising safetensors")?;

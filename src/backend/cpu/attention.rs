@@ -14,16 +14,42 @@ pub fn attention(qkv: &[f32], b: usize, t: usize, heads: usize, dh: usize) -> Ve
         .map(|bh| {
             let (n, h) = (bh / heads, bh % heads);
             let base = &qkv[n * t * 3 * d..(n + 1) * t * 3 * d];
-            let q = View { data: &base[h * dh..], rs: 3 * d, cs: 1 };
-            let kt = View { data: &base[d + h * dh..], rs: 1, cs: 3 * d };
-            let v = View { data: &base[2 * d + h * dh..], rs: 3 * d, cs: 1 };
+            let q = View {
+                data: &base[h * dh..],
+                rs: 3 * d,
+                cs: 1,
+            };
+            let kt = View {
+                data: &base[d + h * dh..],
+                rs: 1,
+                cs: 3 * d,
+            };
+            let v = View {
+                data: &base[2 * d + h * dh..],
+                rs: 3 * d,
+                cs: 1,
+            };
             // (T, T) scores, scaled in the product.
             let mut s = vec![0f32; t * t];
             matmul(&mut s, false, q, kt, t, t, dh, scale, false);
             math::simd(|| s.chunks_mut(t).for_each(math::softmax));
             // (T, Dh) output of this head.
             let mut o = vec![0f32; t * dh];
-            matmul(&mut o, false, View { data: &s, rs: t, cs: 1 }, v, t, dh, t, 1.0, false);
+            matmul(
+                &mut o,
+                false,
+                View {
+                    data: &s,
+                    rs: t,
+                    cs: 1,
+                },
+                v,
+                t,
+                dh,
+                t,
+                1.0,
+                false,
+            );
             (n, h, o)
         })
         .collect();

@@ -23,7 +23,15 @@ pub fn patchify(x: &[f32], b: usize, c: usize, h: usize, w: usize, p: usize) -> 
 
 /// (B, T, p·p·c_out) → (B, c_keep, H, W): `out[n, ch, p·i+a, p·j+b] = o[n, i·G+j, (a·p+b)·c_out + ch]`.
 #[allow(clippy::too_many_arguments)]
-pub fn unpatchify(o: &[f32], b: usize, c_out: usize, c_keep: usize, h: usize, w: usize, p: usize) -> Vec<f32> {
+pub fn unpatchify(
+    o: &[f32],
+    b: usize,
+    c_out: usize,
+    c_keep: usize,
+    h: usize,
+    w: usize,
+    p: usize,
+) -> Vec<f32> {
     let (gh, gw) = (h / p, w / p);
     let f = p * p * c_out;
     let mut out = vec![0f32; b * c_keep * h * w];
@@ -34,7 +42,8 @@ pub fn unpatchify(o: &[f32], b: usize, c_out: usize, c_keep: usize, h: usize, w:
                 for a in 0..p {
                     for bb in 0..p {
                         for ch in 0..c_keep {
-                            out[((n * c_keep + ch) * h + p * i + a) * w + p * j + bb] = tok[(a * p + bb) * c_out + ch];
+                            out[((n * c_keep + ch) * h + p * i + a) * w + p * j + bb] =
+                                tok[(a * p + bb) * c_out + ch];
                         }
                     }
                 }
@@ -46,5 +55,7 @@ pub fn unpatchify(o: &[f32], b: usize, c_out: usize, c_keep: usize, h: usize, w:
 
 /// Rows `ids` of a (V, D) table.
 pub fn gather_rows(table: &[f32], ids: &[usize], d: usize) -> Vec<f32> {
-    ids.iter().flat_map(|&i| table[i * d..(i + 1) * d].iter().copied()).collect()
+    ids.iter()
+        .flat_map(|&i| table[i * d..(i + 1) * d].iter().copied())
+        .collect()
 }

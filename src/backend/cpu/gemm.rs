@@ -25,11 +25,33 @@ pub struct View<'a> {
 ///
 /// Panics if a view does not cover the elements its strides address (a caller bug, not bad input).
 #[allow(clippy::too_many_arguments)]
-pub fn matmul(dst: &mut [f32], read_dst: bool, lhs: View, rhs: View, m: usize, n: usize, k: usize, beta: f32, threaded: bool) {
+pub fn matmul(
+    dst: &mut [f32],
+    read_dst: bool,
+    lhs: View,
+    rhs: View,
+    m: usize,
+    n: usize,
+    k: usize,
+    beta: f32,
+    threaded: bool,
+) {
     assert!(dst.len() >= m * n, "matmul: dst too small");
-    let last = |v: &View, r: usize, c: usize| if r == 0 || c == 0 { 0 } else { (r - 1) * v.rs + (c - 1) * v.cs + 1 };
-    assert!(lhs.data.len() >= last(&lhs, m, k), "matmul: lhs view out of bounds");
-    assert!(rhs.data.len() >= last(&rhs, k, n), "matmul: rhs view out of bounds");
+    let last = |v: &View, r: usize, c: usize| {
+        if r == 0 || c == 0 {
+            0
+        } else {
+            (r - 1) * v.rs + (c - 1) * v.cs + 1
+        }
+    };
+    assert!(
+        lhs.data.len() >= last(&lhs, m, k),
+        "matmul: lhs view out of bounds"
+    );
+    assert!(
+        rhs.data.len() >= last(&rhs, k, n),
+        "matmul: rhs view out of bounds"
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -39,7 +61,11 @@ pub fn matmul(dst: &mut [f32], read_dst: bool, lhs: View, rhs: View, m: usize, n
         }
         return;
     }
-    let par = if threaded { parallelism(m * n * k) } else { Parallelism::None };
+    let par = if threaded {
+        parallelism(m * n * k)
+    } else {
+        Parallelism::None
+    };
     // SAFETY: the asserts above bound every address the strides reach; dst does not alias the inputs.
     unsafe {
         gemm::gemm(
@@ -80,7 +106,10 @@ unsafe impl Sync for OutPtr {}
 /// threading at our shapes. An element's summation order does not depend on the cut.
 pub fn linear(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, k: usize, n: usize) -> Vec<f32> {
     use rayon::prelude::*;
-    assert!(x.len() >= m * k && w.len() >= n * k && b.is_none_or(|b| b.len() == n), "linear: operand sizes");
+    assert!(
+        x.len() >= m * k && w.len() >= n * k && b.is_none_or(|b| b.len() == n),
+        "linear: operand sizes"
+    );
     if k == 0 || m == 0 || n == 0 {
         return match b {
             Some(b) => b.iter().copied().cycle().take(m * n).collect(),
@@ -89,26 +118,54 @@ pub fn linear(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, k: usize, n: us
     }
     let mut y: Vec<f32> = Vec::with_capacity(m * n);
     let out = OutPtr(y.as_mut_ptr());
-    let threads = if m * n * k >= PARALLEL_MIN_MACS { rayon::current_num_threads().max(1) } else { 1 };
+    let threads = if m * n * k >= PARALLEL_MIN_MACS {
+        rayon::current_num_threads().max(1)
+    } else {
+        1
+    };
     // Row blocks in multiples of 8 rows, or column blocks in multiples of 16 when M is small.
     let by_rows = m >= 8 * threads * 8 || threads == 1;
-    let block = if by_rows { m.div_ceil(threads).div_ceil(8) * 8 } else { n.div_ceil(threads).div_ceil(16) * 16 };
+    let block = if by_rows {
+        m.div_ceil(threads).div_ceil(8) * 8
+    } else {
+        n.div_ceil(threads).div_ceil(16) * 16
+    };
     let extent = if by_rows { m } else { n };
     (0..extent.div_ceil(block)).into_par_iter().for_each(|blk| {
+        // Capture the whole wrapper (Send), not its raw-pointer field.
+        #[allow(clippy::redundant_locals)]
         let out = out;
         let lo = blk * block;
         let hi = (lo + block).min(extent);
-        let (r0, r1, c0, c1) = if by_rows { (lo, hi, 0, n) } else { (0, m, lo, hi) };
+        let (r0, r1, c0, c1) = if by_rows {
+            (lo, hi, 0, n)
+        } else {
+            (0, m, lo, hi)
+        };
         // SAFETY: rows r0..r1 × columns c0..c1 of the (M, N) output belong to this block alone;
         // the capacity covers M·N elements; the lhs/rhs views stay inside x and w (asserted above).
         unsafe {
             let dst = out.0.add(r0 * n + c0);
             gemm::gemm(
-                r1 - r0, c1 - c0, k,
-                dst, 1, n as isize, false,
-                x.as_ptr().add(r0 * k), 1, k as isize,
-                w.as_ptr().add(c0 * k), k as isize, 1, // wᵀ: element (kk, j) = w[j, kk]
-                1.0, 1.0, false, false, false, Parallelism::None,
+                r1 - r0,
+                c1 - c0,
+                k,
+                dst,
+                1,
+                n as isize,
+                false,
+                x.as_ptr().add(r0 * k),
+                1,
+                k as isize,
+                w.as_ptr().add(c0 * k),
+                k as isize,
+                1, // wᵀ: element (kk, j) = w[j, kk]
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
             );
             if let Some(b) = b {
                 for r in r0..r1 {

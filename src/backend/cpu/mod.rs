@@ -47,40 +47,91 @@ impl Backend for Cpu {
         Ok(buf.clone())
     }
 
-    fn linear(&self, x: &Vec<f32>, w: &Vec<f32>, b: Option<&Vec<f32>>, m: usize, k: usize, n: usize) -> Result<Vec<f32>> {
-        ensure!(x.len() == m * k && w.len() == n * k, "linear: x {} / w {} elements for M={m} K={k} N={n}", x.len(), w.len());
-        ensure!(b.is_none_or(|b| b.len() == n), "linear: bias length differs from N={n}");
+    fn linear(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        b: Option<&Vec<f32>>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Vec<f32>> {
+        ensure!(
+            x.len() == m * k && w.len() == n * k,
+            "linear: x {} / w {} elements for M={m} K={k} N={n}",
+            x.len(),
+            w.len()
+        );
+        ensure!(
+            b.is_none_or(|b| b.len() == n),
+            "linear: bias length differs from N={n}"
+        );
         Ok(gemm::linear(x, w, b.map(|b| b.as_slice()), m, k, n))
     }
 
     fn layer_norm(&self, x: &Vec<f32>, rows: usize, d: usize, eps: f32) -> Result<Vec<f32>> {
-        ensure!(x.len() == rows * d, "layer_norm: {} elements for ({rows}, {d})", x.len());
+        ensure!(
+            x.len() == rows * d,
+            "layer_norm: {} elements for ({rows}, {d})",
+            x.len()
+        );
         Ok(norm::layer_norm(x, d, eps))
     }
 
-    fn modulate(&self, x: &mut Vec<f32>, shift: Cols<Self>, scale: Cols<Self>, b: usize, t: usize, d: usize) -> Result<()> {
-        ensure!(x.len() == b * t * d, "modulate: {} elements for ({b}, {t}, {d})", x.len());
+    fn modulate(
+        &self,
+        x: &mut Vec<f32>,
+        shift: Cols<Self>,
+        scale: Cols<Self>,
+        b: usize,
+        t: usize,
+        d: usize,
+    ) -> Result<()> {
+        ensure!(
+            x.len() == b * t * d,
+            "modulate: {} elements for ({b}, {t}, {d})",
+            x.len()
+        );
         check_cols(&shift, b, d, "modulate shift")?;
         check_cols(&scale, b, d, "modulate scale")?;
         norm::modulate(x, cols(&shift, d), cols(&scale, d), t, d);
         Ok(())
     }
 
-    fn gated_add(&self, x: &mut Vec<f32>, y: &Vec<f32>, gate: Cols<Self>, b: usize, t: usize, d: usize) -> Result<()> {
-        ensure!(x.len() == b * t * d && y.len() == x.len(), "gated_add: shapes differ from ({b}, {t}, {d})");
+    fn gated_add(
+        &self,
+        x: &mut Vec<f32>,
+        y: &Vec<f32>,
+        gate: Cols<Self>,
+        b: usize,
+        t: usize,
+        d: usize,
+    ) -> Result<()> {
+        ensure!(
+            x.len() == b * t * d && y.len() == x.len(),
+            "gated_add: shapes differ from ({b}, {t}, {d})"
+        );
         check_cols(&gate, b, d, "gated_add gate")?;
         elementwise::gated_add(x, y, cols(&gate, d), t, d);
         Ok(())
     }
 
     fn add_row(&self, x: &mut Vec<f32>, row: &Vec<f32>, b: usize, r: usize) -> Result<()> {
-        ensure!(x.len() == b * r && row.len() == r, "add_row: shapes differ from ({b}, {r})");
+        ensure!(
+            x.len() == b * r && row.len() == r,
+            "add_row: shapes differ from ({b}, {r})"
+        );
         elementwise::add_row(x, row);
         Ok(())
     }
 
     fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>) -> Result<()> {
-        ensure!(x.len() == y.len(), "add: {} vs {} elements", x.len(), y.len());
+        ensure!(
+            x.len() == y.len(),
+            "add: {} vs {} elements",
+            x.len(),
+            y.len()
+        );
         elementwise::add(x, y);
         Ok(())
     }
@@ -94,24 +145,66 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn attention(&self, qkv: &Vec<f32>, b: usize, t: usize, heads: usize, head_dim: usize) -> Result<Vec<f32>> {
-        ensure!(qkv.len() == b * t * 3 * heads * head_dim, "attention: qkv has {} elements for ({b}, {t}, 3·{heads}·{head_dim})", qkv.len());
+    fn attention(
+        &self,
+        qkv: &Vec<f32>,
+        b: usize,
+        t: usize,
+        heads: usize,
+        head_dim: usize,
+    ) -> Result<Vec<f32>> {
+        ensure!(
+            qkv.len() == b * t * 3 * heads * head_dim,
+            "attention: qkv has {} elements for ({b}, {t}, 3·{heads}·{head_dim})",
+            qkv.len()
+        );
         Ok(attention::attention(qkv, b, t, heads, head_dim))
     }
 
-    fn patchify(&self, x: &Vec<f32>, b: usize, c: usize, h: usize, w: usize, p: usize) -> Result<Vec<f32>> {
-        ensure!(x.len() == b * c * h * w, "patchify: {} elements for ({b}, {c}, {h}, {w})", x.len());
-        ensure!(p > 0 && h % p == 0 && w % p == 0, "patchify: {h}×{w} is not divisible by patch size {p}");
+    fn patchify(
+        &self,
+        x: &Vec<f32>,
+        b: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        p: usize,
+    ) -> Result<Vec<f32>> {
+        ensure!(
+            x.len() == b * c * h * w,
+            "patchify: {} elements for ({b}, {c}, {h}, {w})",
+            x.len()
+        );
+        ensure!(
+            p > 0 && h.is_multiple_of(p) && w.is_multiple_of(p),
+            "patchify: {h}×{w} is not divisible by patch size {p}"
+        );
         Ok(embed::patchify(x, b, c, h, w, p))
     }
 
-    fn unpatchify(&self, o: &Vec<f32>, b: usize, c_out: usize, c_keep: usize, h: usize, w: usize, p: usize) -> Result<Vec<f32>> {
-        ensure!(o.len() == b * h * w * c_out && c_keep <= c_out, "unpatchify: {} elements for ({b}, {c_out}, {h}, {w})", o.len());
+    fn unpatchify(
+        &self,
+        o: &Vec<f32>,
+        b: usize,
+        c_out: usize,
+        c_keep: usize,
+        h: usize,
+        w: usize,
+        p: usize,
+    ) -> Result<Vec<f32>> {
+        ensure!(
+            o.len() == b * h * w * c_out && c_keep <= c_out,
+            "unpatchify: {} elements for ({b}, {c_out}, {h}, {w})",
+            o.len()
+        );
         Ok(embed::unpatchify(o, b, c_out, c_keep, h, w, p))
     }
 
     fn gather_rows(&self, table: &Vec<f32>, ids: &[usize], d: usize) -> Result<Vec<f32>> {
-        ensure!(ids.iter().all(|&i| (i + 1) * d <= table.len()), "gather_rows: id out of range");
+        ensure!(
+            ids.iter().all(|&i| (i + 1) * d <= table.len()),
+            "gather_rows: id out of range"
+        );
         Ok(embed::gather_rows(table, ids, d))
     }
 }
@@ -128,7 +221,9 @@ pub fn tune_allocator() {
         const M_TRIM_THRESHOLD: i32 = -1;
         const M_MMAP_THRESHOLD: i32 = -3;
         // SAFETY: mallopt only changes allocator tuning parameters; called before heavy allocation.
-        let ok = unsafe { mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, i32::MAX) == 1 };
+        let ok = unsafe {
+            mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, i32::MAX) == 1
+        };
         if !ok {
             log::debug!("mallopt refused the allocator tuning; continuing with the defaults");
         }
