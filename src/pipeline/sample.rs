@@ -21,9 +21,19 @@ use crate::weights::WeightFile;
 
 /// The sampler, as chosen by `--mode` and `--method`.
 #[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Method {
     Ode(OdeMethod),
     Sde(SdeMethod),
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Method::Ode(m) => write!(f, "ODE {m:?}"),
+            Method::Sde(m) => write!(f, "SDE {m:?}"),
+        }
+    }
 }
 
 impl Method {
@@ -388,7 +398,7 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
     let len = cfg.sample_len();
     log::info!(
         "{} on {}: {} samples in {} unit(s) of shard {}/{}, grid ({}, {}) × {}",
-        serde_json::to_string(&job.method)?,
+        job.method,
         be.name(),
         units.iter().map(Unit::len).sum::<usize>(),
         units.len(),

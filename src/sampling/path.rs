@@ -20,16 +20,22 @@ pub enum PathType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 pub enum DiffusionForm {
     #[value(name = "constant")]
+    #[serde(rename = "constant")]
     Constant,
     #[value(name = "SBDM")]
+    #[serde(rename = "SBDM")]
     Sbdm,
     #[value(name = "sigma")]
+    #[serde(rename = "sigma")]
     Sigma,
     #[value(name = "linear")]
+    #[serde(rename = "linear")]
     Linear,
     #[value(name = "decreasing")]
+    #[serde(rename = "decreasing")]
     Decreasing,
     #[value(name = "increasing-decreasing")]
+    #[serde(rename = "increasing-decreasing")]
     IncreasingDecreasing,
 }
 

@@ -13,6 +13,7 @@ use super::{Counted, Prediction, Velocity};
 
 /// `--method` for `--mode sde` (the reference's `Euler` / `Heun`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SdeMethod {
     Euler,
     Heun,
