@@ -91,3 +91,38 @@ fn shards_cover_units_exactly_once() {
     }
     assert!(shard_units(8, 4, 2, 2).is_err());
 }
+
+#[test]
+fn score_and_noise_predictions_convert_like_the_reference() {
+    use sitdiv::sampling::ode::{self, OdeMethod, OdeSettings, Tolerances};
+    use sitdiv::sampling::path::PathType;
+    use sitdiv::sampling::Prediction;
+    // A constant model output m: one Euler step from t0 must follow `get_drift`.
+    let (x0, m, t0, t1) = (0.7f32, -0.3f32, 0.25f32, 0.5f32);
+    let step = |p: Prediction| {
+        let mut model = |x: &[f32], _t: f32| Ok(vec![m; x.len()]);
+        let s = OdeSettings {
+            method: OdeMethod::Euler,
+            path: PathType::Linear,
+            prediction: p,
+            tol: Tolerances {
+                atol: 1e-6,
+                rtol: 1e-3,
+            },
+        };
+        ode::sample(&mut model, s, vec![x0], &[t0, t1], false)
+            .unwrap()
+            .sample[0]
+    };
+    let (a, var) = (
+        1.0 / t0,
+        (1.0 / t0) * ((1.0 - t0) * (1.0 - t0)) - (1.0 - t0) * -1.0,
+    );
+    let h = t1 - t0;
+    assert_eq!(step(Prediction::Velocity), x0 + h * m);
+    assert_eq!(step(Prediction::Score), x0 + h * (a * x0 + var * m));
+    assert_eq!(
+        step(Prediction::Noise),
+        x0 + h * (a * x0 + var * (m / -(1.0 - t0)))
+    );
+}

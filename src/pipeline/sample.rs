@@ -188,14 +188,6 @@ impl SampleJob {
                 if m == SdeMethod::Heun && t1 >= 1.0 && velocity {
                     bail!("--mode sde --method heun with --last-step none evaluates the score at t = 1, where it divides by zero (NaN in the reference); choose a last step (mean, tweedie or euler)");
                 }
-                if self.last_step == LastStep::Tweedie {
-                    ensure!(
-                        self.prediction == Prediction::Velocity
-                            || self.path != PathType::Vp
-                            || t1 < 1.0,
-                        "--last-step tweedie needs t1 < 1"
-                    );
-                }
                 (t0, t1, ell)
             }
         };
