@@ -114,9 +114,11 @@ fn score_and_noise_predictions_convert_like_the_reference() {
             .unwrap()
             .sample[0]
     };
+    // drift_var = (α'/α)·σ² − σ·σ', spelled as upstream does.
+    let d_sigma = -1.0f32;
     let (a, var) = (
         1.0 / t0,
-        (1.0 / t0) * ((1.0 - t0) * (1.0 - t0)) - (1.0 - t0) * -1.0,
+        (1.0 / t0) * ((1.0 - t0) * (1.0 - t0)) - (1.0 - t0) * d_sigma,
     );
     let h = t1 - t0;
     assert_eq!(step(Prediction::Velocity), x0 + h * m);
