@@ -15,6 +15,7 @@ pub struct SitBench {
     pub batch: usize,
     pub warmup: usize,
     pub iters: usize,
+    pub precision: crate::backend::Precision,
 }
 
 /// Times `iters` forwards of a SiT on `be` after `warmup` untimed ones and prints one table row.
@@ -40,11 +41,12 @@ pub fn sit<B: Backend>(be: &B, b: &SitBench) -> Result<()> {
     println!("| model | px | batch | device | precision | median s/forward | img/s | GFLOP/s |");
     println!("|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {} | {} | {} | fp32 | {:.4} | {:.2} | {:.1} |",
+        "| {} | {} | {} | {} | {:?} | {:.4} | {:.2} | {:.1} |",
         b.model,
         b.image_size,
         n,
         be.name(),
+        b.precision,
         median,
         n as f64 / median,
         2.0 * gmacs * n as f64 / median

@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
 use sitdiv::backend::cpu::Cpu;
+use sitdiv::backend::{Backend, Precision};
 use sitdiv::bench;
 use sitdiv::models::guidance::IntervalMode;
 use sitdiv::pipeline::sample::{self, Method, SampleJob};
@@ -50,9 +51,23 @@ enum BenchWhat {
         warmup: usize,
         #[arg(long, default_value_t = 5)]
         iters: usize,
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        #[command(flatten)]
+        device: DeviceArgs,
     },
+}
+
+/// Where networks run.
+#[derive(Args)]
+struct DeviceArgs {
+    /// cpu, cuda, cuda:N, or auto (the first GPU if one works, else the CPU).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Arithmetic of the matrix products; the CPU backend is strict fp32.
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    precision: Precision,
+    /// Synchronise after every GPU launch, so an error names the op that caused it.
+    #[arg(long)]
+    sync_debug: bool,
 }
 
 #[derive(Args)]
@@ -121,8 +136,8 @@ struct SampleArgs {
     sample_eps: Option<f64>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Number of samples (default: the rows of --init-noise).
     #[arg(long)]
     num_samples: Option<usize>,
@@ -142,10 +157,71 @@ fn parse_interval(s: &str) -> Result<(f64, f64), String> {
     Ok((p(a)?, p(b)?))
 }
 
-fn check_device(device: &str) -> Result<()> {
-    match device {
-        "cpu" => Ok(()),
-        d => bail!("--device {d}: this build runs on the CPU only (--device cpu)"),
+/// Something to run on whichever backend `--device` picks.
+trait OnBackend {
+    fn run<B: Backend>(self, be: &B) -> Result<()>;
+}
+
+fn run_cpu(d: &DeviceArgs, job: impl OnBackend) -> Result<()> {
+    if d.precision != Precision::Fp32 {
+        bail!(
+            "--precision {:?} needs a GPU (--device cuda); the CPU backend is strict fp32",
+            d.precision
+        );
+    }
+    job.run(&Cpu)
+}
+
+/// Runs `job` on the backend `--device` names; `auto` falls back to the CPU with a log line.
+fn on_device(d: &DeviceArgs, job: impl OnBackend) -> Result<()> {
+    let (ordinal, auto) = match d.device.as_str() {
+        "cpu" => return run_cpu(d, job),
+        "auto" => (0, true),
+        "cuda" => (0, false),
+        s => match s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(n) => (n, false),
+            None => bail!("--device {s}: expected cpu, cuda, cuda:N or auto"),
+        },
+    };
+    #[cfg(any(feature = "cuda", feature = "cuda12"))]
+    match sitdiv::backend::cuda::Cuda::new(ordinal, d.precision, d.sync_debug) {
+        Ok(be) => job.run(&be),
+        Err(e) if auto => {
+            log::info!("--device auto: no usable GPU ({e:#}); running on the CPU");
+            run_cpu(d, job)
+        }
+        Err(e) => Err(e),
+    }
+    #[cfg(not(any(feature = "cuda", feature = "cuda12")))]
+    {
+        if auto {
+            log::info!("--device auto: this binary was built without CUDA; running on the CPU");
+            return run_cpu(d, job);
+        }
+        bail!(
+            "--device {}: this binary was built without CUDA (device {ordinal} unreachable); rebuild with \
+             --features cuda (CUDA 13 drivers) or --features cuda12, or use --device cpu",
+            d.device
+        )
+    }
+}
+
+struct SampleRun(SampleJob);
+
+impl OnBackend for SampleRun {
+    fn run<B: Backend>(self, be: &B) -> Result<()> {
+        sample::run_on(be, &self.0)
+    }
+}
+
+struct BenchRun(bench::SitBench);
+
+impl OnBackend for BenchRun {
+    fn run<B: Backend>(self, be: &B) -> Result<()> {
+        bench::sit(be, &self.0)
     }
 }
 
@@ -153,7 +229,6 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Sample(a) => {
             let a = *a;
-            check_device(&a.device)?;
             let job = SampleJob {
                 weights: a.weights,
                 synthetic: a.synthetic,
@@ -183,8 +258,9 @@ fn run(cli: Cli) -> Result<()> {
                 unit_size: a.unit_size,
                 shard_index: a.shard_index,
                 num_shards: a.num_shards,
+                precision: a.device.precision,
             };
-            sample::run(&job)
+            on_device(&a.device, SampleRun(job))
         }
         Command::Bench {
             what:
@@ -196,19 +272,17 @@ fn run(cli: Cli) -> Result<()> {
                     iters,
                     device,
                 },
-        } => {
-            check_device(&device)?;
-            bench::sit(
-                &Cpu,
-                &bench::SitBench {
-                    model,
-                    image_size,
-                    batch,
-                    warmup,
-                    iters,
-                },
-            )
-        }
+        } => on_device(
+            &device,
+            BenchRun(bench::SitBench {
+                model,
+                image_size,
+                batch,
+                warmup,
+                iters,
+                precision: device.precision,
+            }),
+        ),
     }
 }
 

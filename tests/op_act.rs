@@ -38,3 +38,23 @@ fn silu_matches_closed_form() {
         );
     }
 }
+
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[path = "common/cuda.rs"]
+mod cuda;
+
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[test]
+fn cuda_activations_match_cpu() {
+    let Some(gpu) = cuda::device() else { return };
+    let x: Vec<f32> = ops::randn(1, 10_007).iter().map(|v| 4.0 * v).collect();
+    let gx = gpu.upload(&x).unwrap();
+    assert!(
+        cuda::rel(&gpu, &gpu.silu(&gx).unwrap(), &Cpu.silu(&x).unwrap()) <= 1e-5,
+        "silu"
+    );
+    let (mut g, mut c) = (gpu.upload(&x).unwrap(), x.clone());
+    gpu.gelu_tanh(&mut g).unwrap();
+    Cpu.gelu_tanh(&mut c).unwrap();
+    assert!(cuda::rel(&gpu, &g, &c) <= 1e-5, "gelu_tanh");
+}

@@ -43,3 +43,29 @@ fn attention_matches_naive_reference() {
         assert!(err < 2e-6, "({b},{t},{heads},{dh}): err {err:e}");
     }
 }
+
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[path = "common/cuda.rs"]
+mod cuda;
+
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[test]
+fn cuda_attention_matches_cpu() {
+    let Some(gpu) = cuda::device() else { return };
+    for &(b, t, heads, dh) in &[
+        (2, 5, 3, 4),
+        (3, 17, 2, 16),
+        (2, 256, 16, 72),
+        (1, 1024, 6, 64),
+    ] {
+        let qkv = randn(7, b * t * 3 * heads * dh);
+        let want = Cpu.attention(&qkv, b, t, heads, dh).unwrap();
+        let e = cuda::rel(
+            &gpu,
+            &gpu.attention(&gpu.upload(&qkv).unwrap(), b, t, heads, dh)
+                .unwrap(),
+            &want,
+        );
+        assert!(e <= 1e-5, "({b},{t},{heads},{dh}): rel {e:e}");
+    }
+}

@@ -20,3 +20,22 @@ fn add_and_add_row() {
         "shape mismatch accepted"
     );
 }
+
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[path = "common/cuda.rs"]
+mod cuda;
+
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[test]
+fn cuda_adds_match_cpu() {
+    let Some(gpu) = cuda::device() else { return };
+    let x: Vec<f32> = (0..3 * 1001).map(|i| i as f32 * 0.5).collect();
+    let row: Vec<f32> = (0..1001).map(|i| -(i as f32)).collect();
+    let (mut g, mut c) = (gpu.upload(&x).unwrap(), x.clone());
+    gpu.add_row(&mut g, &gpu.upload(&row).unwrap(), 3, 1001)
+        .unwrap();
+    Cpu.add_row(&mut c, &row, 3, 1001).unwrap();
+    gpu.add(&mut g, &gpu.upload(&x).unwrap()).unwrap();
+    Cpu.add(&mut c, &x).unwrap();
+    assert_eq!(cuda::rel(&gpu, &g, &c), 0.0);
+}

@@ -64,3 +64,41 @@ fn gather_rows_picks_table_rows() {
         "out-of-range id accepted"
     );
 }
+
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[path = "common/cuda.rs"]
+mod cuda;
+
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[test]
+fn cuda_embed_ops_match_cpu() {
+    let Some(gpu) = cuda::device() else { return };
+    let (b, c, h, w, p) = (3, 4, 8, 12, 4);
+    let x = randn(1, b * c * h * w);
+    let gp = gpu
+        .patchify(&gpu.upload(&x).unwrap(), b, c, h, w, p)
+        .unwrap();
+    assert_eq!(
+        cuda::rel(&gpu, &gp, &Cpu.patchify(&x, b, c, h, w, p).unwrap()),
+        0.0,
+        "patchify"
+    );
+    let o = randn(2, b * h * w * 8);
+    let gu = gpu
+        .unpatchify(&gpu.upload(&o).unwrap(), b, 8, 4, h, w, p)
+        .unwrap();
+    assert_eq!(
+        cuda::rel(&gpu, &gu, &Cpu.unpatchify(&o, b, 8, 4, h, w, p).unwrap()),
+        0.0,
+        "unpatchify"
+    );
+    let table = randn(3, 11 * 5);
+    let gg = gpu
+        .gather_rows(&gpu.upload(&table).unwrap(), &[10, 0, 3], 5)
+        .unwrap();
+    assert_eq!(
+        cuda::rel(&gpu, &gg, &Cpu.gather_rows(&table, &[10, 0, 3], 5).unwrap()),
+        0.0,
+        "gather_rows"
+    );
+}

@@ -42,3 +42,29 @@ fn linear_is_independent_of_the_row_split() {
     let part = linear(&x[..7 * k], &w, None, 7, k, n);
     assert_eq!(&full[..7 * n], &part[..], "row results changed with M");
 }
+
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[path = "common/cuda.rs"]
+mod cuda;
+
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[test]
+fn cuda_linear_matches_cpu() {
+    use sitdiv::backend::Backend;
+    let Some(gpu) = cuda::device() else { return };
+    for &(m, k, n) in &[(1, 1, 1), (3, 5, 7), (517, 96, 130), (2048, 384, 1152)] {
+        let (x, w, b) = (randn(1, m * k), randn(2, n * k), randn(3, n));
+        let cpu = linear(&x, &w, Some(&b), m, k, n);
+        let (gx, gw, gb) = (
+            gpu.upload(&x).unwrap(),
+            gpu.upload(&w).unwrap(),
+            gpu.upload(&b).unwrap(),
+        );
+        let e = cuda::rel(
+            &gpu,
+            &gpu.linear(&gx, &gw, Some(&gb), m, k, n).unwrap(),
+            &cpu,
+        );
+        assert!(e <= 1e-5, "({m},{k},{n}): rel {e:e}");
+    }
+}

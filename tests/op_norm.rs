@@ -55,3 +55,52 @@ fn modulate_and_gated_add_broadcast_per_sample() {
         .collect();
     assert!(max_err(&acc, &expect) == 0.0, "gated_add");
 }
+
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[path = "common/cuda.rs"]
+mod cuda;
+
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[test]
+fn cuda_norm_ops_match_cpu() {
+    let Some(gpu) = cuda::device() else { return };
+    let (b, t, d) = (3, 17, 129);
+    let x: Vec<f32> = randn(1, b * t * d).iter().map(|v| 2.0 * v + 0.5).collect();
+    let m = randn(2, b * 5 * d);
+    let (gx, gm) = (gpu.upload(&x).unwrap(), gpu.upload(&m).unwrap());
+    let ln = Cpu.layer_norm(&x, b * t, d, 1e-6).unwrap();
+    let e = cuda::rel(&gpu, &gpu.layer_norm(&gx, b * t, d, 1e-6).unwrap(), &ln);
+    assert!(e <= 1e-5, "layer_norm: rel {e:e}");
+    let cc = |o: usize| Cols::<Cpu> {
+        buf: &m,
+        stride: 5 * d,
+        offset: o * d,
+    };
+    let gc = |o: usize| Cols::<sitdiv::backend::cuda::Cuda> {
+        buf: &gm,
+        stride: 5 * d,
+        offset: o * d,
+    };
+    let want = Cpu
+        .layer_norm_modulate(&x, cc(1), cc(3), b, t, d, 1e-6)
+        .unwrap();
+    let e = cuda::rel(
+        &gpu,
+        &gpu.layer_norm_modulate(&gx, gc(1), gc(3), b, t, d, 1e-6)
+            .unwrap(),
+        &want,
+    );
+    assert!(e <= 1e-5, "layer_norm_modulate: rel {e:e}");
+    let mut gy = gpu.upload(&x).unwrap();
+    gpu.modulate(&mut gy, gc(2), gc(4), b, t, d).unwrap();
+    let mut y = x.clone();
+    Cpu.modulate(&mut y, cc(2), cc(4), b, t, d).unwrap();
+    assert!(cuda::rel(&gpu, &gy, &y) <= 1e-5, "modulate");
+    let z = randn(3, b * t * d);
+    let mut gacc = gpu.upload(&x).unwrap();
+    gpu.gated_add(&mut gacc, &gpu.upload(&z).unwrap(), gc(0), b, t, d)
+        .unwrap();
+    let mut acc = x.clone();
+    Cpu.gated_add(&mut acc, &z, cc(0), b, t, d).unwrap();
+    assert!(cuda::rel(&gpu, &gacc, &acc) <= 1e-5, "gated_add");
+}

@@ -3,6 +3,8 @@
 //! Every op names its PyTorch equivalent; shapes are row-major, batch first.
 
 pub mod cpu;
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+pub mod cuda;
 
 use anyhow::Result;
 
@@ -20,6 +22,19 @@ impl<B: ?Sized + Backend> Clone for Cols<'_, B> {
     }
 }
 impl<B: ?Sized + Backend> Copy for Cols<'_, B> {}
+
+/// Arithmetic of the matrix products (`--precision`). Strict fp32 is the default and the test mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// IEEE fp32 everywhere.
+    #[default]
+    Fp32,
+    /// TF32 tensor-core products (10-bit mantissa inputs), fp32 accumulation and elementwise ops.
+    Tf32,
+    /// bf16 products, fp32 accumulation and elementwise ops.
+    Bf16,
+}
 
 pub trait Backend: Send + Sync {
     type Buf: Send + Sync;
@@ -54,6 +69,23 @@ pub trait Backend: Send + Sync {
         t: usize,
         d: usize,
     ) -> Result<()>;
+
+    /// `modulate(layer_norm(x), shift, scale)`: the input of every adaLN branch. Backends may fuse it.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_norm_modulate(
+        &self,
+        x: &Self::Buf,
+        shift: Cols<Self>,
+        scale: Cols<Self>,
+        b: usize,
+        t: usize,
+        d: usize,
+        eps: f32,
+    ) -> Result<Self::Buf> {
+        let mut y = self.layer_norm(x, b * t, d, eps)?;
+        self.modulate(&mut y, shift, scale, b, t, d)?;
+        Ok(y)
+    }
 
     /// Gated residual, in place: `x = x + gate[:, None] * y` with x, y (B, T, D).
     fn gated_add(

@@ -520,16 +520,14 @@ impl<B: Backend> SiTBlock<B> {
             offset: i * d,
         };
 
-        let mut y = be.layer_norm(&x, n * t, d, LN_EPS)?;
-        be.modulate(&mut y, chunk(0), chunk(1), n, t, d)?;
+        let y = be.layer_norm_modulate(&x, chunk(0), chunk(1), n, t, d, LN_EPS)?;
         let qkv = self.attn.qkv.forward(be, &y, n * t)?; // (N, T, 3D)
         let a = be.attention(&qkv, n, t, cfg.num_heads, cfg.head_dim())?; // (N, T, D)
         let a = self.attn.proj.forward(be, &a, n * t)?;
         tap("attn.out", &a)?;
         be.gated_add(&mut x, &a, chunk(2), n, t, d)?;
 
-        let mut y = be.layer_norm(&x, n * t, d, LN_EPS)?;
-        be.modulate(&mut y, chunk(3), chunk(4), n, t, d)?;
+        let y = be.layer_norm_modulate(&x, chunk(3), chunk(4), n, t, d, LN_EPS)?;
         let mut hid = self.mlp.fc1.forward(be, &y, n * t)?; // (N, T, 4D)
         be.gelu_tanh(&mut hid)?;
         let mo = self.mlp.fc2.forward(be, &hid, n * t)?; // (N, T, D)

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::npy;
 use super::{shard_units, write_atomic, Unit};
 use crate::backend::cpu::Cpu;
-use crate::backend::Backend;
+use crate::backend::{Backend, Precision};
 use crate::models::guidance::{Guidance, IntervalMode, SiTVelocity};
 use crate::models::sit::{SiT, SiTConfig};
 use crate::models::synthetic::{self, TensorSource};
@@ -91,6 +91,8 @@ pub struct SampleJob {
     pub unit_size: usize,
     pub shard_index: usize,
     pub num_shards: usize,
+    /// Recorded in the manifest; the backend applies it.
+    pub precision: Precision,
 }
 
 /// The solver's time interval and grid for a job.
@@ -496,7 +498,7 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
         "t1": schedule.t1,
         "units": units.iter().map(|u| [u.start, u.end]).collect::<Vec<_>>(),
         "network_forwards": calls,
-        "precision": "fp32",
+        "precision": job.precision,
         "device": be.name(),
         "host": hostname(),
         "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),

@@ -1,0 +1,18 @@
+// Activations. CPU twin: src/backend/cpu/act.rs; test: tests/op_act.rs.
+#include "common.cuh"
+
+extern "C" __global__ void silu_f32(const float* x, float* y, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = x[i] / (1.f + expf(-x[i]));
+}
+
+// GELU, tanh approximation, PyTorch's operation order.
+extern "C" __global__ void gelu_tanh_f32(float* x, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const float beta = 0.7978845608028654f;  // sqrt(2) * 2/sqrt(pi) * 0.5
+    const float kappa = 0.044715f;
+    float v = x[i];
+    float inner = beta * (v + kappa * (v * v * v));
+    x[i] = 0.5f * v * (1.f + tanhf(inner));
+}

@@ -1,0 +1,35 @@
+//! The CUDA device for op tests: skipped loudly without one, a failure when REQUIRE_CUDA=1.
+#![allow(dead_code)]
+
+use sitdiv::backend::cuda::Cuda;
+use sitdiv::backend::{Backend, Precision};
+
+pub fn device() -> Option<Cuda> {
+    match Cuda::new(0, Precision::Fp32, true) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            if std::env::var("REQUIRE_CUDA").is_ok_and(|v| v == "1") {
+                panic!("REQUIRE_CUDA=1 but no CUDA device: {e:#}");
+            }
+            eprintln!("SKIPPED: CUDA test without a device ({e:#})");
+            None
+        }
+    }
+}
+
+/// max|a − r| / max|r| between a GPU result and the CPU reference.
+pub fn rel(gpu: &Cuda, a: &<Cuda as Backend>::Buf, r: &[f32]) -> f64 {
+    let a = gpu.download(a).expect("download");
+    assert_eq!(a.len(), r.len());
+    let num = a
+        .iter()
+        .zip(r)
+        .map(|(&a, &r)| (a as f64 - r as f64).abs())
+        .fold(0.0, f64::max);
+    let den = r
+        .iter()
+        .map(|&r| (r as f64).abs())
+        .fold(0.0, f64::max)
+        .max(f64::MIN_POSITIVE);
+    num / den
+}
