@@ -68,3 +68,25 @@ fn cuda_linear_matches_cpu() {
         assert!(e <= 1e-5, "({m},{k},{n}): rel {e:e}");
     }
 }
+
+#[test]
+fn linear_bits_do_not_depend_on_the_thread_count() {
+    // SiT-XL/2 shapes of a guided unit: tall (row tiles) and short (column tiles) products.
+    for &(m, k, n) in &[(64, 1152, 2304), (1100, 96, 130), (96, 64, 1000)] {
+        let (x, w, b) = (randn(6, m * k), randn(7, n * k), randn(8, n));
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| linear(&x, &w, Some(&b), m, k, n))
+        };
+        let one = run(1);
+        for threads in [2, 3, 16, 64] {
+            assert!(
+                run(threads) == one,
+                "({m},{k},{n}): {threads} threads changed the bits"
+            );
+        }
+    }
+}

@@ -16,12 +16,16 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
+/// Runs the binary; `SITDIV_TEST_DEVICE=cuda` runs every sampling command of these tests on a GPU.
 fn sitdiv(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_sitdiv"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run sitdiv")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sitdiv"));
+    cmd.args(args).env("RUST_LOG", "warn");
+    if let Ok(dev) = std::env::var("SITDIV_TEST_DEVICE") {
+        if args.first() == Some(&"sample") && !args.contains(&"--device") {
+            cmd.args(["--device", &dev]);
+        }
+    }
+    cmd.output().expect("run sitdiv")
 }
 
 fn tiny_weights() -> String {
@@ -409,10 +413,60 @@ fn bad_input_fails_clearly_without_output() {
     run("heun to t = 1", a, &["--last-step none", "divides by zero"]);
 
     let mut a = base(&w);
+    a.extend(["--prediction", "noise", "--sample-eps", "0"].map(String::from));
+    run(
+        "noise prediction at t = 0",
+        a,
+        &["--prediction Noise", "needs t0 > 0"],
+    );
+
+    let mut a = base(&w);
+    a.extend(["--model", "SiT-Bogus/2"].map(String::from));
+    run(
+        "unknown model with weights",
+        a,
+        &["unknown model \"SiT-Bogus/2\""],
+    );
+
+    let mut a = base(&w);
     a.extend(["--shard-index", "2", "--num-shards", "2"].map(String::from));
     run(
         "shard index",
         a,
         &["--shard-index 2 must be below --num-shards 2"],
     );
+}
+
+#[test]
+fn gpu_request_without_gpu_fails_clearly_and_auto_falls_back() {
+    #[cfg(any(feature = "cuda", feature = "cuda12"))]
+    if sitdiv::backend::cuda::driver_present() {
+        eprintln!("SKIPPED: a CUDA driver is present; this test covers machines without one");
+        return;
+    }
+    let args = [
+        "sample",
+        "--synthetic",
+        "--model",
+        "SiT-S/8",
+        "--num-samples",
+        "1",
+        "--steps",
+        "2",
+        "--device",
+    ];
+    #[cfg(any(feature = "cuda", feature = "cuda12"))]
+    let needle = "no CUDA driver found";
+    #[cfg(not(any(feature = "cuda", feature = "cuda12")))]
+    let needle = "built without CUDA";
+    let mut a = args.to_vec();
+    a.push("cuda");
+    check_error("device cuda", &a, &[needle, "--device cpu"]);
+    let dir = tmp("auto");
+    let out = dir.join("x.npy");
+    let o = out.display().to_string();
+    let mut a = args.to_vec();
+    a.extend(["auto", "--latents-out", &o]);
+    run_ok(&a);
+    assert_eq!(npy::read_f32(&out).unwrap().shape, [1, 4, 32, 32]);
 }

@@ -128,3 +128,57 @@ fn score_and_noise_predictions_convert_like_the_reference() {
         x0 + h * (a * x0 + var * (m / -(1.0 - t0)))
     );
 }
+
+#[test]
+fn dopri5_stops_at_once_on_non_finite_model_output() {
+    use sitdiv::sampling::ode::{self, OdeMethod, OdeSettings, Tolerances};
+    use sitdiv::sampling::path::PathType;
+    use sitdiv::sampling::Prediction;
+    let mut calls = 0;
+    let mut model = |x: &[f32], t: f32| {
+        calls += 1;
+        Ok(x.iter()
+            .map(|&v| if t > 0.5 { f32::NAN } else { -v })
+            .collect())
+    };
+    let s = OdeSettings {
+        method: OdeMethod::Dopri5,
+        path: PathType::Linear,
+        prediction: Prediction::Velocity,
+        tol: Tolerances {
+            atol: 1e-6,
+            rtol: 1e-3,
+        },
+    };
+    let err = ode::sample(
+        &mut model,
+        s,
+        vec![1.0; 8],
+        &linspace_f32(0.0, 1.0, 5),
+        false,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("not finite"), "{err}");
+    assert!(calls < 60, "{calls} model calls before giving up");
+}
+
+#[test]
+fn guidance_interval_ends_at_t_1() {
+    use sitdiv::models::guidance::{Guidance, IntervalMode};
+    // (2n = 2, C = 1, 1 value): cond 2, uncond 1.
+    let g = Guidance {
+        scale: 3.0,
+        interval: Some((0.2, 1.5)),
+        mode: IntervalMode::Published,
+        all_channels: true,
+    };
+    let at = |t: f32| {
+        let mut o = vec![2.0, 1.0];
+        g.combine(&mut o, 1, 1, t);
+        o[0]
+    };
+    assert_eq!(at(0.5), 4.0, "inside: uncond + s·(cond − uncond)");
+    assert_eq!(at(1.0), 4.0, "t = 1 is inside");
+    assert_eq!(at(1.1), 2.0, "dopri5's evaluations past t = 1 are outside");
+    assert_eq!(at(0.1), 2.0, "before the interval: cond");
+}

@@ -32,8 +32,10 @@ impl Guidance {
     /// guided channels get `uncond + s·(cond − uncond)` in both halves; the others keep
     /// cond (rows < n) and uncond (rows ≥ n).
     pub fn combine(&self, o: &mut [f32], n: usize, channels: usize, t: f32) {
-        let plane = o.len() / (2 * n * channels);
-        let on = self.interval.is_none_or(|(lo, hi)| t >= lo && t <= hi);
+        let plane = o.len() / (2 * n * channels); // dopri5 evaluates past t = 1; there the interval counts as left.
+        let on = self
+            .interval
+            .is_none_or(|(lo, hi)| t >= lo && t <= hi && t <= 1.0);
         let guided = if self.all_channels {
             channels
         } else {

@@ -80,8 +80,11 @@ fn read_raw(path: &Path) -> Result<(Header, Vec<u8>)> {
 }
 
 fn payload<'a>(path: &Path, h: &Header, bytes: &'a [u8], size: usize) -> Result<&'a [u8]> {
-    let numel: usize = h.shape.iter().product();
-    let need = numel * size;
+    let need = h
+        .shape
+        .iter()
+        .try_fold(size, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| anyhow::anyhow!("{}: shape {:?} overflows", path.display(), h.shape))?;
     let have = bytes.len() - h.data_start;
     if have < need {
         bail!(

@@ -102,6 +102,8 @@ pub struct Schedule {
     pub grid: Vec<f32>,
     /// ℓ actually used (0 with `--last-step none`, as upstream forces).
     pub last_step_size: f64,
+    /// The transport's sample eps: `--sample-eps`, or `create_transport`'s default.
+    pub sample_eps: f64,
 }
 
 impl SampleJob {
@@ -171,10 +173,6 @@ impl SampleJob {
                     (0.0..1.0).contains(&ell),
                     "--last-step-size {ell} : expected a value in [0, 1)"
                 );
-                ensure!(
-                    self.last_step == LastStep::None || ell > 0.0,
-                    "--last-step-size 0 leaves the SDE ending at t = 1, where the score of a velocity model divides by zero; use --last-step none or a positive size"
-                );
                 let (t0, t1) = path::sample_interval(
                     self.path,
                     velocity,
@@ -187,18 +185,33 @@ impl SampleJob {
                         "--diffusion-form SBDM starts at t0 = 0 here, where its diffusion (1−t)/t is infinite and the reference returns NaN samples; pass --sample-eps 1e-3 (or another small positive value)"
                     );
                 }
-                if m == SdeMethod::Heun && t1 >= 1.0 && velocity {
-                    bail!("--mode sde --method heun with --last-step none evaluates the score at t = 1, where it divides by zero (NaN in the reference); choose a last step (mean, tweedie or euler)");
+                // The Linear path's score divides by 1 − t: nothing may evaluate it at t = 1.
+                if self.path == PathType::Linear && t1 >= 1.0 {
+                    if m == SdeMethod::Heun {
+                        bail!("--mode sde --method heun with --last-step none evaluates the score at t = 1, where it divides by zero (NaN in the reference); choose a last step (mean, tweedie or euler)");
+                    }
+                    if matches!(self.last_step, LastStep::Mean | LastStep::Tweedie) {
+                        bail!("--last-step-size 0 puts the {:?} last step at t = 1, where the score divides by zero; use a positive size or --last-step none", self.last_step);
+                    }
                 }
                 (t0, t1, ell)
             }
         };
         ensure!(t0 < t1, "the sampling interval ({t0}, {t1}) is empty");
+        if !velocity && self.path != PathType::Vp {
+            ensure!(
+                t0 > 0.0 && t1 < 1.0,
+                "--prediction {:?} on the {:?} path needs t0 > 0 and t1 < 1 (its drift divides by t and by σ_t); --sample-eps {eps} gives ({t0}, {t1})",
+                self.prediction,
+                self.path
+            );
+        }
         Ok(Schedule {
             t0,
             t1,
             grid: grid::linspace_f32(t0, t1, self.steps),
             last_step_size: ell,
+            sample_eps: eps,
         })
     }
 
@@ -347,10 +360,15 @@ pub fn load_model<B: Backend>(be: &B, job: &SampleJob) -> Result<(SiT<B>, String
         (Some(_), true) => bail!("--weights and --synthetic exclude each other"),
         (None, false) => bail!("give --weights FILE (safetensors, upstream key names) or --synthetic for seeded random weights"),
         (Some(p), false) => {
+            // The name must be valid even when the file's metadata config wins over it.
+            let preset = SiTConfig::preset(&job.model, job.image_size);
             let file = WeightFile::open(p)?;
             let cfg = match SiTConfig::from_metadata(&file)? {
-                Some(c) => c,
-                None => SiTConfig::preset(&job.model, job.image_size)?,
+                Some(c) => {
+                    preset?;
+                    c
+                }
+                None => preset?,
             };
             let sha = sha256_hex(file.bytes());
             let model = SiT::load(be, &file as &dyn TensorSource, cfg)?;
@@ -382,6 +400,9 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
     let cfg = model.config.clone();
     let guidance = job.guidance();
     let guided = guidance.is_some();
+    if guided && cfg.label_rows() == cfg.num_classes {
+        bail!("--cfg {} needs the null-class embedding, but these weights have none (class_dropout_prob = 0)", job.cfg);
+    }
     let inputs = read_inputs(job, &cfg, guided)?;
     let units = shard_units(
         inputs.num_samples,
@@ -483,11 +504,6 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
         );
     }
     let rows = latents.len() / len;
-    npy::write_f32(
-        &job.latents_out,
-        &[rows, cfg.in_channels, cfg.input_size, cfg.input_size],
-        &latents,
-    )?;
     let manifest = serde_json::json!({
         "tool": "sitdiv sample",
         "version": env!("CARGO_PKG_VERSION"),
@@ -496,6 +512,7 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
         "weights_sha256": weights_sha,
         "t0": schedule.t0,
         "t1": schedule.t1,
+        "sample_eps": schedule.sample_eps,
         "units": units.iter().map(|u| [u.start, u.end]).collect::<Vec<_>>(),
         "network_forwards": calls,
         "precision": job.precision,
@@ -505,9 +522,15 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
     });
     let mut mpath = job.latents_out.clone().into_os_string();
     mpath.push(".manifest.json");
+    // The manifest first: a latents file always has its manifest beside it.
     write_atomic(
         std::path::Path::new(&mpath),
         serde_json::to_string_pretty(&manifest)?.as_bytes(),
+    )?;
+    npy::write_f32(
+        &job.latents_out,
+        &[rows, cfg.in_channels, cfg.input_size, cfg.input_size],
+        &latents,
     )?;
     log::info!("wrote {} ({rows} samples)", job.latents_out.display());
     Ok(())

@@ -391,6 +391,9 @@ fn dopri5(
                 }),
                 n,
             );
+            if !ratio.is_finite() {
+                bail!("dopri5: the error estimate is not finite in the step from t = {t0} (the model returned NaN or inf)");
+            }
             let accepted = ratio <= 1.0;
             let factor = if ratio == 0.0 {
                 IFACTOR

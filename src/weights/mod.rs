@@ -120,16 +120,22 @@ impl WeightFile {
                     e.dtype
                 );
             };
-            let numel: usize = e.shape.iter().product();
+            let Some(bytes) = e.shape.iter().try_fold(size, |a, &d| a.checked_mul(d)) else {
+                bail!(
+                    "{}: tensor {name} has an overflowing shape {:?}",
+                    path.display(),
+                    e.shape
+                );
+            };
             let (s, t) = e.data_offsets;
-            if t < s || t - s != numel * size {
+            if t < s || t - s != bytes || base.checked_add(t).is_none() {
                 bail!(
                     "{}: tensor {name} has data_offsets {s}..{t} ({} bytes) but shape {:?} × {:?} needs {} bytes",
                     path.display(),
                     t.saturating_sub(s),
                     e.shape,
                     e.dtype,
-                    numel * size
+                    bytes
                 );
             }
             tensors.insert(

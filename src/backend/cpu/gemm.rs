@@ -1,10 +1,11 @@
 //! Matrix products through the `gemm` crate (runtime-dispatched SIMD kernels, f32 accumulation).
 
 use gemm::Parallelism;
-
 /// Below this many multiply-adds a product runs on the calling thread.
 const PARALLEL_MIN_MACS: usize = 1 << 20;
-
+/// Tile sizes of [`linear`]: rows when M is at least this tall, else columns.
+const ROW_TILE: usize = 512;
+const COL_TILE: usize = 512;
 fn parallelism(macs: usize) -> Parallelism {
     if macs >= PARALLEL_MIN_MACS {
         Parallelism::Rayon(rayon::current_num_threads())
@@ -101,9 +102,10 @@ unsafe impl Sync for OutPtr {}
 
 /// `F.linear(x, w, b)`: x (M, K), w (N, K), b (N) → (M, N).
 ///
-/// The output is cut into one block per thread (rows, or columns when M is small) and each block
-/// is a single-threaded product followed by its bias: this scales better than the crate's own
-/// threading at our shapes. An element's summation order does not depend on the cut.
+/// The output is cut into fixed tiles (rows, or columns when M is small), each a single-threaded
+/// product followed by its bias, and rayon spreads the tiles over the threads: this scales better
+/// than the crate's own threading at our shapes. The tiles depend on the shape alone, never on
+/// the thread count, because the crate's summation path can change with a product's width.
 pub fn linear(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, k: usize, n: usize) -> Vec<f32> {
     use rayon::prelude::*;
     assert!(
@@ -118,17 +120,12 @@ pub fn linear(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, k: usize, n: us
     }
     let mut y: Vec<f32> = Vec::with_capacity(m * n);
     let out = OutPtr(y.as_mut_ptr());
-    let threads = if m * n * k >= PARALLEL_MIN_MACS {
-        rayon::current_num_threads().max(1)
+    let (by_rows, block) = if m * n * k < PARALLEL_MIN_MACS {
+        (true, m)
+    } else if m >= ROW_TILE {
+        (true, ROW_TILE)
     } else {
-        1
-    };
-    // Row blocks in multiples of 8 rows, or column blocks in multiples of 16 when M is small.
-    let by_rows = m >= 8 * threads * 8 || threads == 1;
-    let block = if by_rows {
-        m.div_ceil(threads).div_ceil(8) * 8
-    } else {
-        n.div_ceil(threads).div_ceil(16) * 16
+        (false, COL_TILE)
     };
     let extent = if by_rows { m } else { n };
     (0..extent.div_ceil(block)).into_par_iter().for_each(|blk| {
