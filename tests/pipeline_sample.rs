@@ -18,7 +18,9 @@ fn tmp(name: &str) -> PathBuf {
 
 /// Runs the binary; `SITDIV_TEST_DEVICE=cuda` runs every sampling command of these tests on a GPU.
 fn sitdiv(args: &[&str]) -> std::process::Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sitdiv"));
+    // SITDIV_BIN: the binary under test when test executables run away from the build tree.
+    let bin = std::env::var_os("SITDIV_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_sitdiv").into());
+    let mut cmd = Command::new(bin);
     cmd.args(args).env("RUST_LOG", "warn");
     if let Ok(dev) = std::env::var("SITDIV_TEST_DEVICE") {
         if args.first() == Some(&"sample") && !args.contains(&"--device") {

@@ -13,8 +13,12 @@ use sitdiv::sampling::sde::{self, LastStep, NoiseSource, SdeMethod, SdeResult, S
 use sitdiv::sampling::{grid, Prediction, Velocity};
 use sitdiv::weights::WeightFile;
 
+/// tests/golden, or `SITDIV_GOLDEN_DIR` when test binaries run away from the source tree.
 pub fn golden_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+    match std::env::var_os("SITDIV_GOLDEN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden"),
+    }
 }
 
 pub fn open(name: &str) -> WeightFile {
