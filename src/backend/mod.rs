@@ -149,4 +149,59 @@ pub trait Backend: Send + Sync {
 
     /// `nn.Embedding` lookup: table (V, D), ids (B) → (B, D). Ids are checked by the caller.
     fn gather_rows(&self, table: &Self::Buf, ids: &[usize], d: usize) -> Result<Self::Buf>;
+
+    // ---- ops of the convolutional networks (SD-VAE decoder) --------------------------------
+    // Backends without them report so; the CPU backend has them all.
+
+    /// `F.conv2d(x, w, b, stride=1, padding=pad)`: x (N, Ci, H, W), w (Co, Ci, k, k) → (N, Co, H', W').
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d(
+        &self,
+        _x: &Self::Buf,
+        _w: &Self::Buf,
+        _b: &Self::Buf,
+        _n: usize,
+        _ci: usize,
+        _h: usize,
+        _w_: usize,
+        _co: usize,
+        _k: usize,
+        _pad: usize,
+    ) -> Result<Self::Buf> {
+        anyhow::bail!("conv2d is not implemented on {}", self.name())
+    }
+
+    /// `F.group_norm(x, groups, gamma, beta, eps)` on x (N, C, HW), then SiLU when `silu`.
+    #[allow(clippy::too_many_arguments)]
+    fn group_norm(
+        &self,
+        _x: &Self::Buf,
+        _gamma: &Self::Buf,
+        _beta: &Self::Buf,
+        _n: usize,
+        _c: usize,
+        _hw: usize,
+        _groups: usize,
+        _eps: f32,
+        _silu: bool,
+    ) -> Result<Self::Buf> {
+        anyhow::bail!("group_norm is not implemented on {}", self.name())
+    }
+
+    /// `F.interpolate(x, scale_factor=2, mode='nearest')`: (N, C, H, W) → (N, C, 2H, 2W).
+    fn upsample_nearest2x(
+        &self,
+        _x: &Self::Buf,
+        _n: usize,
+        _c: usize,
+        _h: usize,
+        _w: usize,
+    ) -> Result<Self::Buf> {
+        anyhow::bail!("upsample_nearest2x is not implemented on {}", self.name())
+    }
+
+    /// `x.transpose(1, 2)` for x (B, R, C) → (B, C, R).
+    fn transpose(&self, _x: &Self::Buf, _b: usize, _r: usize, _c: usize) -> Result<Self::Buf> {
+        anyhow::bail!("transpose is not implemented on {}", self.name())
+    }
 }

@@ -3,3 +3,4 @@
 pub mod guidance;
 pub mod sit;
 pub mod synthetic;
+pub mod vae;

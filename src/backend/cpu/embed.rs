@@ -59,3 +59,17 @@ pub fn gather_rows(table: &[f32], ids: &[usize], d: usize) -> Vec<f32> {
         .flat_map(|&i| table[i * d..(i + 1) * d].iter().copied())
         .collect()
 }
+
+/// Batched 2-D transpose: (B, R, C) → (B, C, R) (the VAE attention's CHW ↔ token layout).
+pub fn transpose(x: &[f32], b: usize, r: usize, c: usize) -> Vec<f32> {
+    let mut y = vec![0f32; b * r * c];
+    for n in 0..b {
+        let (xs, ys) = (&x[n * r * c..][..r * c], &mut y[n * r * c..][..r * c]);
+        for i in 0..r {
+            for j in 0..c {
+                ys[j * r + i] = xs[i * c + j];
+            }
+        }
+    }
+    y
+}

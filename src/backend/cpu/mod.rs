@@ -3,6 +3,7 @@
 
 pub mod act;
 pub mod attention;
+pub mod conv;
 pub mod elementwise;
 pub mod embed;
 pub mod gemm;
@@ -206,6 +207,83 @@ impl Backend for Cpu {
             "gather_rows: id out of range"
         );
         Ok(embed::gather_rows(table, ids, d))
+    }
+
+    fn conv2d(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        b: &Vec<f32>,
+        n: usize,
+        ci: usize,
+        h: usize,
+        wd: usize,
+        co: usize,
+        k: usize,
+        pad: usize,
+    ) -> Result<Vec<f32>> {
+        ensure!(
+            x.len() == n * ci * h * wd,
+            "conv2d: x has {} elements for ({n}, {ci}, {h}, {wd})",
+            x.len()
+        );
+        ensure!(
+            w.len() == co * ci * k * k && b.len() == co,
+            "conv2d: weight/bias sizes differ from ({co}, {ci}, {k}, {k})"
+        );
+        ensure!(
+            h + 2 * pad >= k && wd + 2 * pad >= k,
+            "conv2d: kernel {k} larger than the padded input {h}×{wd}"
+        );
+        Ok(conv::conv2d(x, w, b, n, ci, h, wd, co, k, pad))
+    }
+
+    fn group_norm(
+        &self,
+        x: &Vec<f32>,
+        gamma: &Vec<f32>,
+        beta: &Vec<f32>,
+        n: usize,
+        c: usize,
+        hw: usize,
+        groups: usize,
+        eps: f32,
+        silu: bool,
+    ) -> Result<Vec<f32>> {
+        ensure!(
+            x.len() == n * c * hw && gamma.len() == c && beta.len() == c,
+            "group_norm: sizes differ from ({n}, {c}, {hw})"
+        );
+        ensure!(
+            groups > 0 && c.is_multiple_of(groups),
+            "group_norm: {c} channels are not divisible into {groups} groups"
+        );
+        Ok(norm::group_norm(x, gamma, beta, c, hw, groups, eps, silu))
+    }
+
+    fn upsample_nearest2x(
+        &self,
+        x: &Vec<f32>,
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<Vec<f32>> {
+        ensure!(
+            x.len() == n * c * h * w,
+            "upsample: {} elements for ({n}, {c}, {h}, {w})",
+            x.len()
+        );
+        Ok(conv::upsample_nearest2x(x, n * c, h, w))
+    }
+
+    fn transpose(&self, x: &Vec<f32>, b: usize, r: usize, c: usize) -> Result<Vec<f32>> {
+        ensure!(
+            x.len() == b * r * c,
+            "transpose: {} elements for ({b}, {r}, {c})",
+            x.len()
+        );
+        Ok(embed::transpose(x, b, r, c))
     }
 }
 

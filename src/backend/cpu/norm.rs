@@ -37,3 +37,38 @@ pub fn modulate<'a>(
         }
     });
 }
+
+/// `F.group_norm(x, groups, gamma, beta, eps)` for x (N, C, HW), statistics per (sample, group)
+/// in f64, optionally followed by SiLU (the decoder always applies one after its norms but one).
+pub fn group_norm(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    c: usize,
+    hw: usize,
+    groups: usize,
+    eps: f32,
+    silu: bool,
+) -> Vec<f32> {
+    let cg = c / groups;
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(cg * hw)
+        .zip(x.par_chunks(cg * hw))
+        .enumerate()
+        .for_each(|(ng, (yo, xi))| {
+            let g = ng % groups;
+            let m = (cg * hw) as f64;
+            let mean = xi.iter().map(|&v| v as f64).sum::<f64>() / m;
+            let var = xi.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / m;
+            let rstd = 1.0 / (var + eps as f64).sqrt();
+            for (cc, (yr, xr)) in yo.chunks_mut(hw).zip(xi.chunks(hw)).enumerate() {
+                let ch = g * cg + cc;
+                let (ga, be) = (gamma[ch], beta[ch]);
+                for (o, &v) in yr.iter_mut().zip(xr) {
+                    let z = ((v as f64 - mean) * rstd) as f32 * ga + be;
+                    *o = if silu { z / (1.0 + (-z).exp()) } else { z };
+                }
+            }
+        });
+    y
+}
