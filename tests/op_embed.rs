@@ -102,3 +102,17 @@ fn cuda_embed_ops_match_cpu() {
         "gather_rows"
     );
 }
+
+#[test]
+fn transpose_swaps_the_last_two_axes() {
+    let (b, r, c) = (2, 3, 5);
+    let x = randn(9, b * r * c);
+    let y = Cpu.transpose(&x, b, r, c).unwrap();
+    for n in 0..b {
+        for i in 0..r {
+            for j in 0..c {
+                assert_eq!(y[(n * c + j) * r + i], x[(n * r + i) * c + j]);
+            }
+        }
+    }
+}

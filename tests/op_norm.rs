@@ -104,3 +104,39 @@ fn cuda_norm_ops_match_cpu() {
     Cpu.gated_add(&mut acc, &z, cc(0), b, t, d).unwrap();
     assert!(cuda::rel(&gpu, &gacc, &acc) <= 1e-5, "gated_add");
 }
+
+#[test]
+fn group_norm_normalises_each_group_then_applies_affine() {
+    let (n, c, hw, groups) = (2, 6, 5, 3);
+    let x: Vec<f32> = randn(5, n * c * hw).iter().map(|v| 3.0 * v - 1.0).collect();
+    let gamma: Vec<f32> = (0..c).map(|i| 1.0 + 0.1 * i as f32).collect();
+    let beta: Vec<f32> = (0..c).map(|i| -0.2 * i as f32).collect();
+    for silu in [false, true] {
+        let y = Cpu
+            .group_norm(&x, &gamma, &beta, n, c, hw, groups, 1e-6, silu)
+            .unwrap();
+        let cg = c / groups;
+        for s in 0..n {
+            for g in 0..groups {
+                let vals: Vec<f64> = (0..cg * hw)
+                    .map(|i| x[(s * c + g * cg) * hw + i] as f64)
+                    .collect();
+                let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+                let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64;
+                for i in 0..cg * hw {
+                    let ch = g * cg + i / hw;
+                    let mut z =
+                        (vals[i] - mean) / (var + 1e-6).sqrt() * gamma[ch] as f64 + beta[ch] as f64;
+                    if silu {
+                        z /= 1.0 + (-z).exp();
+                    }
+                    let got = y[(s * c + g * cg) * hw + i] as f64;
+                    assert!(
+                        (got - z).abs() < 1e-5,
+                        "silu {silu} s {s} g {g} i {i}: {got} vs {z}"
+                    );
+                }
+            }
+        }
+    }
+}

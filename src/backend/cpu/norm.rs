@@ -40,6 +40,7 @@ pub fn modulate<'a>(
 
 /// `F.group_norm(x, groups, gamma, beta, eps)` for x (N, C, HW), statistics per (sample, group)
 /// in f64, optionally followed by SiLU (the decoder always applies one after its norms but one).
+#[allow(clippy::too_many_arguments)]
 pub fn group_norm(
     x: &[f32],
     gamma: &[f32],
