@@ -55,3 +55,49 @@ pub fn sit<B: Backend>(be: &B, b: &SitBench) -> Result<()> {
     );
     Ok(())
 }
+
+pub struct VaeBench {
+    pub image_size: usize,
+    pub batch: usize,
+    pub warmup: usize,
+    pub iters: usize,
+}
+
+/// Times the SD-VAE decoder (synthetic weights of the real architecture) on `be`.
+pub fn vae<B: Backend>(be: &B, b: &VaeBench) -> Result<()> {
+    use crate::models::vae::{AutoencoderKL, VaeConfig};
+    let cfg = VaeConfig::sd();
+    let path = std::env::temp_dir().join(format!(
+        "sitdiv-bench-vae-{}.safetensors",
+        std::process::id()
+    ));
+    crate::weights::write_f32_safetensors(&path, &synthetic::vae(&cfg, 0), None)?;
+    let loaded = crate::weights::WeightFile::open(&path).and_then(|f| AutoencoderKL::load(be, &f));
+    let _ = std::fs::remove_file(&path);
+    let vae = loaded?;
+    let l = b.image_size / 8;
+    let z = rng::gaussian(2, 0, 0, 0, b.batch * 4 * l * l);
+    for _ in 0..b.warmup {
+        vae.decode(be, &z, b.batch, l, l, None)?;
+    }
+    let mut times = Vec::new();
+    for _ in 0..b.iters.max(1) {
+        let s = Instant::now();
+        vae.decode(be, &z, b.batch, l, l, None)?;
+        times.push(s.elapsed().as_secs_f64());
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let (median, best) = (times[times.len() / 2], times[0]);
+    println!("| network | px | batch | device | median s/decode | img/s (median) | img/s (best) |");
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| SD-VAE decoder | {} | {} | {} | {:.3} | {:.3} | {:.3} |",
+        b.image_size,
+        b.batch,
+        be.name(),
+        median,
+        b.batch as f64 / median,
+        b.batch as f64 / best
+    );
+    Ok(())
+}

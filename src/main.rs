@@ -30,6 +30,23 @@ struct Cli {
 enum Command {
     /// Sample latents with an ODE or SDE solver.
     Sample(Box<SampleArgs>),
+    /// Decode sampler latents with the SD-VAE into an ADM-style .npz of uint8 images.
+    Decode {
+        /// SD-VAE weights (diffusers, legacy diffusers or original LDM names).
+        #[arg(long)]
+        vae: PathBuf,
+        /// Latents as the sampler writes them, float32 (N, 4, h, w).
+        #[arg(long)]
+        latents: PathBuf,
+        /// Output .npz (`arr_0`: uint8 (N, H, W, 3)).
+        #[arg(long)]
+        out: PathBuf,
+        /// Latents decoded per call (memory only; results do not depend on it).
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
     /// Throughput benchmarks, printed as a table.
     Bench {
         #[command(subcommand)]
@@ -50,6 +67,19 @@ enum BenchWhat {
         #[arg(long, default_value_t = 1)]
         warmup: usize,
         #[arg(long, default_value_t = 5)]
+        iters: usize,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// The SD-VAE decoder on synthetic weights.
+    Vae {
+        #[arg(long, default_value_t = 256)]
+        image_size: usize,
+        #[arg(long, default_value_t = 2)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        #[arg(long, default_value_t = 3)]
         iters: usize,
         #[command(flatten)]
         device: DeviceArgs,
@@ -217,6 +247,22 @@ impl OnBackend for SampleRun {
     }
 }
 
+struct DecodeRun(sitdiv::pipeline::decode::DecodeJob);
+
+impl OnBackend for DecodeRun {
+    fn run<B: Backend>(self, be: &B) -> Result<()> {
+        sitdiv::pipeline::decode::run_on(be, &self.0)
+    }
+}
+
+struct VaeBenchRun(bench::VaeBench);
+
+impl OnBackend for VaeBenchRun {
+    fn run<B: Backend>(self, be: &B) -> Result<()> {
+        bench::vae(be, &self.0)
+    }
+}
+
 struct BenchRun(bench::SitBench);
 
 impl OnBackend for BenchRun {
@@ -281,6 +327,39 @@ fn run(cli: Cli) -> Result<()> {
                 warmup,
                 iters,
                 precision: device.precision,
+            }),
+        ),
+        Command::Bench {
+            what:
+                BenchWhat::Vae {
+                    image_size,
+                    batch,
+                    warmup,
+                    iters,
+                    device,
+                },
+        } => on_device(
+            &device,
+            VaeBenchRun(bench::VaeBench {
+                image_size,
+                batch,
+                warmup,
+                iters,
+            }),
+        ),
+        Command::Decode {
+            vae,
+            latents,
+            out,
+            batch,
+            device,
+        } => on_device(
+            &device,
+            DecodeRun(sitdiv::pipeline::decode::DecodeJob {
+                vae,
+                latents,
+                out,
+                batch,
             }),
         ),
     }

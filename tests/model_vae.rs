@@ -129,3 +129,15 @@ fn a_sit_file_is_not_a_vae() {
         .to_string();
     assert!(err.contains("is not an SD-VAE decoder"), "{err}");
 }
+
+#[test]
+fn expected_tensors_list_the_golden_files_tensors() {
+    let f = open("vae_tiny.weights.safetensors");
+    let cfg: sitdiv::models::vae::VaeConfig =
+        serde_json::from_str(&f.metadata()["config"]).unwrap();
+    let want: std::collections::BTreeMap<String, Vec<usize>> = f
+        .names()
+        .map(|n| (n.to_string(), f.info(n).unwrap().shape.clone()))
+        .collect();
+    assert_eq!(cfg.expected_tensors(), want);
+}

@@ -96,3 +96,28 @@ pub fn sit(config: &SiTConfig, seed: u64) -> Synthetic {
     }
     Synthetic { tensors }
 }
+
+/// Seeded synthetic SD-VAE decoder tensors (diffusers names) for `config`: convolutions and
+/// projections N(0, 1/fan_in), norms at identity, biases 0. For benchmarks and offline demos.
+pub fn vae(config: &super::vae::VaeConfig, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    config
+        .expected_tensors()
+        .into_iter()
+        .enumerate()
+        .map(|(k, (name, shape))| {
+            let numel: usize = shape.iter().product();
+            let data = if shape.len() == 1 {
+                let norm_weight = name.ends_with(".weight");
+                vec![if norm_weight { 1.0 } else { 0.0 }; numel]
+            } else {
+                let fan_in: usize = shape[1..].iter().product();
+                let std = 1.0 / (fan_in as f32).sqrt();
+                rng::gaussian(seed, k as u64, 1, rng::STREAM_WEIGHTS, numel)
+                    .into_iter()
+                    .map(|v| v * std)
+                    .collect()
+            };
+            (name, shape, data)
+        })
+        .collect()
+}

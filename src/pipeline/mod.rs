@@ -1,6 +1,8 @@
 //! Work units, sharding and atomic output files. The only module that writes outputs.
 
+pub mod decode;
 pub mod npy;
+pub mod npz;
 pub mod sample;
 
 use std::io::Write;

@@ -146,7 +146,8 @@ pub fn read_i64(path: &Path) -> Result<Array<i64>> {
     })
 }
 
-fn encode(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
+/// `.npy` bytes of an array given its numpy `descr` and raw little-endian data.
+pub fn encode_raw(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
     let dims = match shape.len() {
         1 => format!("({},)", shape[0]),
         _ => format!(
@@ -173,12 +174,12 @@ fn encode(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
 
 /// `.npy` bytes of a float32 array.
 pub fn encode_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
-    encode("<f4", shape, bytemuck::cast_slice(data))
+    encode_raw("<f4", shape, bytemuck::cast_slice(data))
 }
 
 /// `.npy` bytes of an int64 array.
 pub fn encode_i64(shape: &[usize], data: &[i64]) -> Vec<u8> {
-    encode("<i8", shape, bytemuck::cast_slice(data))
+    encode_raw("<i8", shape, bytemuck::cast_slice(data))
 }
 
 /// Writes a float32 array atomically.
@@ -189,4 +190,41 @@ pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
 /// Writes an int64 array atomically.
 pub fn write_i64(path: &Path, shape: &[usize], data: &[i64]) -> Result<()> {
     super::write_atomic(path, &encode_i64(shape, data))
+}
+
+/// A uint8 array from `.npy` bytes (`source` names them in errors).
+pub fn decode_u8(source: &Path, bytes: &[u8]) -> Result<Array<u8>> {
+    let h = parse_header(source, bytes)?;
+    if h.descr != "|u1" {
+        bail!(
+            "{}: dtype {} where uint8 ('|u1') was expected",
+            source.display(),
+            h.descr
+        );
+    }
+    let data = payload(source, &h, bytes, 1)?.to_vec();
+    Ok(Array {
+        shape: h.shape,
+        data,
+    })
+}
+
+/// An int64 array from `.npy` bytes.
+pub fn decode_i64(source: &Path, bytes: &[u8]) -> Result<Array<i64>> {
+    let h = parse_header(source, bytes)?;
+    if h.descr != "<i8" {
+        bail!(
+            "{}: dtype {} where int64 ('<i8') was expected",
+            source.display(),
+            h.descr
+        );
+    }
+    let data = payload(source, &h, bytes, 8)?
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+        .collect();
+    Ok(Array {
+        shape: h.shape,
+        data,
+    })
 }
