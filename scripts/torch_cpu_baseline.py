@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""PyTorch CPU figures for the same networks `sitdiv bench` times, on the same machine.
+
+Usage: python scripts/torch_cpu_baseline.py [--sit SiT-S/2] [--batch 8] [--vae-batch 2]
+Needs torch (and diffusers for the VAE). Random weights, fp32, eval mode, no grad. Prints images/s
+(median of the timed runs) for a SiT-shaped network (same shapes and op sequence as upstream SiT:
+patch embed, adaLN-Zero blocks, SDPA attention, tanh-GELU MLP, final layer) and for the SD-VAE
+decoder (diffusers AutoencoderKL, sd-vae-ft-ema architecture).
+"""
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+SIZES = {"XL": (28, 1152, 16), "L": (24, 1024, 16), "B": (12, 768, 12), "S": (12, 384, 6)}
+
+
+class Block(nn.Module):
+    def __init__(self, d, h):
+        super().__init__()
+        self.h = h
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.fc1, self.fc2, self.ada = nn.Linear(d, 4 * d), nn.Linear(4 * d, d), nn.Linear(d, 6 * d)
+
+    def forward(self, x, c):
+        b, n, d = x.shape
+        sh1, sc1, g1, sh2, sc2, g2 = self.ada(F.silu(c)).chunk(6, dim=1)
+        y = F.layer_norm(x, (d,), eps=1e-6) * (1 + sc1[:, None]) + sh1[:, None]
+        q, k, v = self.qkv(y).view(b, n, 3, self.h, d // self.h).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
+        x = x + g1[:, None] * self.proj(y)
+        y = F.layer_norm(x, (d,), eps=1e-6) * (1 + sc2[:, None]) + sh2[:, None]
+        return x + g2[:, None] * self.fc2(F.gelu(self.fc1(y), approximate="tanh"))
+
+
+class SiTShaped(nn.Module):
+    def __init__(self, depth, d, h, p, size=32, cin=4, classes=1000):
+        super().__init__()
+        self.p, self.g, self.cin = p, size // p, cin
+        self.embed = nn.Conv2d(cin, d, p, p)
+        self.pos = nn.Parameter(torch.randn(1, self.g * self.g, d) * 0.02)
+        self.t1, self.t2 = nn.Linear(256, d), nn.Linear(d, d)
+        self.y = nn.Embedding(classes + 1, d)
+        self.blocks = nn.ModuleList(Block(d, h) for _ in range(depth))
+        self.fada, self.fout = nn.Linear(d, 2 * d), nn.Linear(d, p * p * 2 * cin)
+
+    def forward(self, x, t, y):
+        b = x.shape[0]
+        x = self.embed(x).flatten(2).transpose(1, 2) + self.pos
+        freqs = torch.exp(-9.210340371976184 * torch.arange(128, dtype=torch.float32) / 128)
+        a = t[:, None] * freqs[None]
+        c = self.t2(F.silu(self.t1(torch.cat([torch.cos(a), torch.sin(a)], -1)))) + self.y(y)
+        for blk in self.blocks:
+            x = blk(x, c)
+        sh, sc = self.fada(F.silu(c)).chunk(2, dim=1)
+        x = self.fout(F.layer_norm(x, (x.shape[-1],), eps=1e-6) * (1 + sc[:, None]) + sh[:, None])
+        x = x.reshape(b, self.g, self.g, self.p, self.p, 2 * self.cin).permute(0, 5, 1, 3, 2, 4)
+        return x.reshape(b, 2 * self.cin, self.g * self.p, self.g * self.p)[:, : self.cin]
+
+
+def timed(fn, warmup, iters):
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(iters):
+        s = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - s)
+    return statistics.median(ts), min(ts)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sit", default="SiT-S/2")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--iters", type=int, default=7)
+    ap.add_argument("--vae-batch", type=int, default=2)
+    ap.add_argument("--vae-iters", type=int, default=3)
+    ap.add_argument("--skip-vae", action="store_true")
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    torch.set_grad_enabled(False)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    size, patch = a.sit.replace("SiT-", "").split("/")
+    depth, d, h = SIZES[size]
+    m = SiTShaped(depth, d, h, int(patch)).eval()
+    x, t, y = torch.randn(a.batch, 4, 32, 32), torch.rand(a.batch), torch.randint(0, 1000, (a.batch,))
+    med, best = timed(lambda: m(x, t, y), 2, a.iters)
+    print(f"| {a.sit} | 256 | {a.batch} | torch cpu | fp32 | {med:.4f} | {a.batch / med:.2f} | {a.batch / best:.2f} |")
+    if not a.skip_vae:
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL(
+            down_block_types=["DownEncoderBlock2D"] * 4,
+            up_block_types=["UpDecoderBlock2D"] * 4,
+            block_out_channels=[128, 256, 512, 512],
+            layers_per_block=2,
+            latent_channels=4,
+            sample_size=256,
+        ).eval()
+        z = torch.randn(a.vae_batch, 4, 32, 32)
+        med, best = timed(lambda: vae.decode(z / 0.18215).sample, 1, a.vae_iters)
+        print(f"| SD-VAE decoder | 256 | {a.vae_batch} | diffusers cpu | {med:.3f} | {a.vae_batch / med:.3f} | {a.vae_batch / best:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
