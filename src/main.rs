@@ -125,7 +125,16 @@ struct SampleArgs {
     replay_noise: Option<PathBuf>,
     /// Output latents, float32 (N, C, H, W) .npy (conditional half only).
     #[arg(long)]
-    latents_out: PathBuf,
+    latents_out: Option<PathBuf>,
+    /// SD-VAE weights: decode the samples into an ADM-style image batch (.npz) in --out.
+    #[arg(long)]
+    vae: Option<PathBuf>,
+    /// Folder for the image batch (`arr_0` uint8 images, `arr_1` labels, `indices`) and its manifest.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Also write a PNG grid of the first 64 images.
+    #[arg(long)]
+    png_grid: Option<PathBuf>,
     #[arg(long, default_value = "ode")]
     mode: String,
     /// ode: euler | heun (torchdiffeq heun2) | dopri5; sde: euler (Euler–Maruyama) | heun.
@@ -284,6 +293,9 @@ fn run(cli: Cli) -> Result<()> {
                 labels: a.labels,
                 replay_noise: a.replay_noise,
                 latents_out: a.latents_out,
+                vae: a.vae,
+                out: a.out,
+                png_grid: a.png_grid,
                 method: Method::parse(&a.mode, &a.method)?,
                 steps: a.steps,
                 atol: a.atol,

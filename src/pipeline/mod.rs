@@ -1,6 +1,7 @@
 //! Work units, sharding and atomic output files. The only module that writes outputs.
 
 pub mod decode;
+pub mod grid;
 pub mod npy;
 pub mod npz;
 pub mod sample;

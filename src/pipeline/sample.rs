@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::{bail, ensure, Result};
 use serde::Serialize;
 
-use super::npy;
+use super::decode::{decode_images, manifest_path};
+use super::{npy, npz};
 use super::{shard_units, write_atomic, Unit};
 use crate::backend::cpu::Cpu;
 use crate::backend::{Backend, Precision};
@@ -70,7 +71,13 @@ pub struct SampleJob {
     pub init_noise: Option<PathBuf>,
     pub labels: Option<PathBuf>,
     pub replay_noise: Option<PathBuf>,
-    pub latents_out: PathBuf,
+    pub latents_out: Option<PathBuf>,
+    /// SD-VAE weights: decode the samples into an ADM-style image batch in `out`.
+    pub vae: Option<PathBuf>,
+    /// Folder of the image batch `.npz` (named by [`SampleJob::batch_name`]).
+    pub out: Option<PathBuf>,
+    /// A PNG grid of the first images.
+    pub png_grid: Option<PathBuf>,
     pub method: Method,
     pub steps: usize,
     pub atol: f64,
@@ -213,6 +220,74 @@ impl SampleJob {
             last_step_size: ell,
             sample_eps: eps,
         })
+    }
+
+    /// The image batch's file stem: the reference's name
+    /// (`{model}-{ckpt}-cfg-{cfg}-{batch}-{MODE}-{steps}-{method}`, SDE: `-{form}-{last}-{size}-{norm}`)
+    /// plus what it leaves out: `-seed{K}`, the guidance interval and mode, all-channel guidance,
+    /// a non-Linear path and the shard (`-shard{I}of{S}`).
+    pub fn batch_name(&self) -> String {
+        let model = self.model.replace('/', "-");
+        let ckpt = match &self.weights {
+            Some(p) => p
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            None => "synthetic".into(),
+        };
+        let mut name = format!(
+            "{model}-{ckpt}-cfg-{}-{}",
+            py_float(self.cfg),
+            self.unit_size
+        );
+        match self.method {
+            Method::Ode(m) => {
+                let method = match m {
+                    OdeMethod::Euler => "euler",
+                    OdeMethod::Heun => "heun2",
+                    OdeMethod::Dopri5 => "dopri5",
+                };
+                name += &format!("-ODE-{}-{method}", self.steps);
+            }
+            Method::Sde(m) => {
+                let last = match self.last_step {
+                    LastStep::None => "None",
+                    LastStep::Mean => "Mean",
+                    LastStep::Tweedie => "Tweedie",
+                    LastStep::Euler => "Euler",
+                };
+                let form = serde_json::to_value(self.diffusion_form)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                name += &format!(
+                    "-SDE-{}-{m:?}-{form}-{last}-{}-{}",
+                    self.steps,
+                    py_float(self.last_step_size),
+                    py_float(self.diffusion_norm)
+                );
+            }
+        }
+        name += &format!("-seed{}", self.seed);
+        if let Some((lo, hi)) = self.cfg_interval {
+            name += &format!(
+                "-interval-{}-{}-{:?}",
+                py_float(lo),
+                py_float(hi),
+                self.cfg_interval_mode
+            )
+            .to_lowercase();
+        }
+        if self.cfg_all_channels {
+            name += "-cfgall";
+        }
+        if self.path != PathType::Linear {
+            name += &format!("-{:?}", self.path).to_lowercase();
+        }
+        if self.num_shards > 1 {
+            name += &format!("-shard{}of{}", self.shard_index, self.num_shards);
+        }
+        name
     }
 
     fn guidance(&self) -> Option<Guidance> {
@@ -396,7 +471,24 @@ pub fn run(job: &SampleJob) -> Result<()> {
 
 pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
     let schedule = job.schedule()?;
+    match (&job.vae, &job.out) {
+        (Some(_), None) | (None, Some(_)) => bail!(
+            "--vae and --out go together: the VAE decodes the samples into an image batch in --out"
+        ),
+        (None, None) if job.latents_out.is_none() => {
+            bail!("nothing to write: give --latents-out FILE, or --vae FILE --out DIR")
+        }
+        _ => {}
+    }
+    if job.png_grid.is_some() && job.vae.is_none() {
+        bail!("--png-grid needs images: give --vae FILE --out DIR");
+    }
     let (model, weights_sha) = load_model(be, job)?;
+    // The VAE is loaded before any sampling, so a bad file fails fast.
+    let vae = match &job.vae {
+        Some(p) => Some(super::decode::load_vae(be, p)?),
+        None => None,
+    };
     let cfg = model.config.clone();
     let guidance = job.guidance();
     let guided = guidance.is_some();
@@ -425,6 +517,7 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
     );
 
     let mut latents = Vec::new();
+    let mut labels: Vec<i64> = Vec::new();
     let mut calls = 0usize;
     for unit in &units {
         let n = unit.len();
@@ -440,6 +533,7 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
                 None => rng::label(job.seed, i as u64, cfg.num_classes),
             });
         }
+        labels.extend_from_slice(&y);
         if guided {
             z.extend_from_within(..);
             y.extend(std::iter::repeat_n(model.null_class() as i64, n));
@@ -520,19 +614,56 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
         "host": hostname(),
         "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
     });
-    let mut mpath = job.latents_out.clone().into_os_string();
-    mpath.push(".manifest.json");
-    // The manifest first: a latents file always has its manifest beside it.
-    write_atomic(
-        std::path::Path::new(&mpath),
-        serde_json::to_string_pretty(&manifest)?.as_bytes(),
-    )?;
-    npy::write_f32(
-        &job.latents_out,
-        &[rows, cfg.in_channels, cfg.input_size, cfg.input_size],
-        &latents,
-    )?;
-    log::info!("wrote {} ({rows} samples)", job.latents_out.display());
+    if let Some(path) = &job.latents_out {
+        // The manifest first: a data file always has its manifest beside it.
+        write_atomic(
+            &manifest_path(path),
+            serde_json::to_string_pretty(&manifest)?.as_bytes(),
+        )?;
+        npy::write_f32(
+            path,
+            &[rows, cfg.in_channels, cfg.input_size, cfg.input_size],
+            &latents,
+        )?;
+        log::info!("wrote {} ({rows} samples)", path.display());
+    }
+    if let (Some((vae, vae_sha)), Some(dir)) = (&vae, &job.out) {
+        let s = cfg.input_size;
+        let images = decode_images(be, vae, &latents, rows, s, s, job.unit_size)?;
+        let (side, ch) = (s * vae.scale(), vae.config.out_channels);
+        let indices: Vec<i64> = units
+            .iter()
+            .flat_map(|u| u.start as i64..u.end as i64)
+            .collect();
+        let path = dir.join(format!("{}.npz", job.batch_name()));
+        let mut manifest = manifest;
+        manifest["vae_sha256"] = serde_json::json!(vae_sha);
+        manifest["vae_config"] = serde_json::to_value(&vae.config)?;
+        write_atomic(
+            &manifest_path(&path),
+            serde_json::to_string_pretty(&manifest)?.as_bytes(),
+        )?;
+        let members = [
+            npz::Member {
+                key: "arr_0".into(),
+                npy: npz::encode_u8(&[rows, side, side, ch], &images),
+            },
+            npz::Member {
+                key: "arr_1".into(),
+                npy: npy::encode_i64(&[rows], &labels),
+            },
+            npz::Member {
+                key: "indices".into(),
+                npy: npy::encode_i64(&[rows], &indices),
+            },
+        ];
+        npz::write(&path, &members)?;
+        log::info!("wrote {} ({rows} images, {side}×{side})", path.display());
+        if let Some(grid) = &job.png_grid {
+            super::grid::write_png_grid(grid, &images, rows, side, side, ch)?;
+            log::info!("wrote {}", grid.display());
+        }
+    }
     Ok(())
 }
 
@@ -540,4 +671,13 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
+}
+
+/// A float as Python prints it (`1.0`, `1.5`, `0.04`), as the reference's folder names do.
+fn py_float(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e16 {
+        format!("{v:.1}")
+    } else {
+        format!("{v}")
+    }
 }
