@@ -47,6 +47,8 @@ enum Command {
         #[command(flatten)]
         device: DeviceArgs,
     },
+    /// Print a weights file's tensors, dtypes, metadata (config) and sha256.
+    Inspect { file: PathBuf },
     /// Throughput benchmarks, printed as a table.
     Bench {
         #[command(subcommand)]
@@ -359,6 +361,7 @@ fn run(cli: Cli) -> Result<()> {
                 iters,
             }),
         ),
+        Command::Inspect { file } => sitdiv::pipeline::inspect::run(&file),
         Command::Decode {
             vae,
             latents,

@@ -2,6 +2,7 @@
 
 pub mod decode;
 pub mod grid;
+pub mod inspect;
 pub mod npy;
 pub mod npz;
 pub mod sample;
