@@ -182,12 +182,43 @@ struct SampleArgs {
     /// Number of samples (default: the rows of --init-noise).
     #[arg(long)]
     num_samples: Option<usize>,
+    /// Classes to sample: ranges and lists, e.g. 0-999 or 1,7,88-90 (default: all).
+    #[arg(long, value_parser = parse_classes)]
+    classes: Option<ClassList>,
+    /// K samples of each selected class, in class-major order (N = K · classes).
+    #[arg(long)]
+    samples_per_class: Option<usize>,
     #[arg(long, default_value_t = 32)]
     unit_size: usize,
     #[arg(long, default_value_t = 0)]
     shard_index: usize,
     #[arg(long, default_value_t = 1)]
     num_shards: usize,
+}
+
+/// `--classes`: one value holding the whole list.
+#[derive(Clone, Debug)]
+struct ClassList(Vec<i64>);
+
+fn parse_classes(s: &str) -> Result<ClassList, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let num = |v: &str| v.trim().parse::<i64>().map_err(|e| format!("{v:?}: {e}"));
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b {
+                    return Err(format!("range {part} runs backwards"));
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(num(part)?),
+        }
+    }
+    if out.is_empty() {
+        return Err("no class given".into());
+    }
+    Ok(ClassList(out))
 }
 
 fn parse_interval(s: &str) -> Result<(f64, f64), String> {
@@ -315,6 +346,8 @@ fn run(cli: Cli) -> Result<()> {
                 sample_eps: a.sample_eps,
                 seed: a.seed,
                 num_samples: a.num_samples,
+                classes: a.classes.map(|c| c.0),
+                samples_per_class: a.samples_per_class,
                 unit_size: a.unit_size,
                 shard_index: a.shard_index,
                 num_shards: a.num_shards,

@@ -249,3 +249,77 @@ fn bad_vae_inputs_fail_without_output() {
     assert!(err.contains("cannot create folder"), "{err}");
     assert!(!z.with_extension("").exists());
 }
+
+#[test]
+fn class_selection_is_class_major_and_shard_invariant() {
+    let w = g("sit_tiny.weights.safetensors");
+    let v = g("vae_tiny.weights.safetensors");
+    let run = |dir: &Path, shard: &[&str]| {
+        let o = dir.display().to_string();
+        let mut a = vec![
+            "sample",
+            "--weights",
+            &w,
+            "--vae",
+            &v,
+            "--out",
+            &o,
+            "--classes",
+            "2,5-6",
+            "--samples-per-class",
+            "2",
+            "--unit-size",
+            "2",
+            "--steps",
+            "2",
+        ];
+        a.extend(shard);
+        let r = sitdiv(&a);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        read_batch(&npz_in(dir))
+    };
+    let all = run(&tmp("classes"), &[]);
+    assert_eq!(all.labels, [2, 2, 5, 5, 6, 6]);
+    let parts: Vec<Batch> = (0..3)
+        .map(|i| {
+            run(
+                &tmp(&format!("classes-{i}")),
+                &["--shard-index", &i.to_string(), "--num-shards", "3"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        parts
+            .iter()
+            .flat_map(|b| b.labels.clone())
+            .collect::<Vec<_>>(),
+        all.labels
+    );
+    assert_eq!(
+        parts
+            .iter()
+            .flat_map(|b| b.images.data.clone())
+            .collect::<Vec<_>>(),
+        all.images.data
+    );
+    let dir = tmp("classes-bad");
+    let o = dir.display().to_string();
+    fails(
+        "class out of range",
+        &[
+            "sample",
+            "--weights",
+            &w,
+            "--vae",
+            &v,
+            "--out",
+            &o,
+            "--classes",
+            "0-20",
+            "--samples-per-class",
+            "1",
+        ],
+        "class 10 is outside 0..10",
+        &dir,
+    );
+}

@@ -95,6 +95,10 @@ pub struct SampleJob {
     pub sample_eps: Option<f64>,
     pub seed: u64,
     pub num_samples: Option<usize>,
+    /// Classes to sample (default: all); with `samples_per_class`, class-major blocks.
+    pub classes: Option<Vec<i64>>,
+    /// K samples of every class: N = K · |classes|, sample i has class `classes[i / K]`.
+    pub samples_per_class: Option<usize>,
     pub unit_size: usize,
     pub shard_index: usize,
     pub num_shards: usize,
@@ -290,6 +294,17 @@ impl SampleJob {
         name
     }
 
+    /// The class of global sample `i` when no `--labels` file is given: a pure function of
+    /// (seed, i, class selection), so every shard count gives the same set.
+    pub fn label_of(&self, i: usize, num_classes: usize) -> i64 {
+        match (&self.classes, self.samples_per_class) {
+            (Some(c), Some(k)) => c[(i / k) % c.len()],
+            (None, Some(k)) => ((i / k) % num_classes) as i64,
+            (Some(c), None) => c[rng::label(self.seed, i as u64, c.len()) as usize],
+            (None, None) => rng::label(self.seed, i as u64, num_classes),
+        }
+    }
+
     fn guidance(&self) -> Option<Guidance> {
         (self.cfg > 1.0).then(|| Guidance {
             scale: self.cfg as f32,
@@ -328,12 +343,34 @@ fn read_inputs(job: &SampleJob, cfg: &SiTConfig, guided: bool) -> Result<Inputs>
         None => None,
     };
     let n_from_z = z.as_ref().map(|a| a.shape[0]);
-    let num_samples = match (job.num_samples, n_from_z) {
-        (Some(n), Some(m)) if n != m => bail!("--num-samples {n} but the init noise has {m} rows"),
+    if let Some(c) = &job.classes {
+        ensure!(!c.is_empty(), "--classes selects no class");
+        if let Some(bad) = c.iter().find(|&&l| l < 0 || l as usize >= cfg.num_classes) {
+            bail!(
+                "--classes: class {bad} is outside 0..{} (the model's classes)",
+                cfg.num_classes
+            );
+        }
+        ensure!(
+            job.labels.is_none(),
+            "--classes and --labels exclude each other"
+        );
+    }
+    let n_from_classes = job
+        .samples_per_class
+        .map(|k| k * job.classes.as_ref().map_or(cfg.num_classes, Vec::len));
+    let num_samples = match (job.num_samples.or(n_from_classes), n_from_z) {
+        (Some(n), Some(m)) if n != m => bail!("{n} samples requested but the init noise has {m} rows"),
         (Some(n), _) => n,
         (None, Some(m)) => m,
-        (None, None) => bail!("give --num-samples N (or --init-noise z.npy, whose rows set N)"),
+        (None, None) => bail!("give --num-samples N or --samples-per-class K (or --init-noise z.npy, whose rows set N)"),
     };
+    if let (Some(n), Some(k)) = (job.num_samples, n_from_classes) {
+        ensure!(
+            n == k,
+            "--num-samples {n} disagrees with --samples-per-class ({k} samples)"
+        );
+    }
     ensure!(num_samples > 0, "--num-samples must be at least 1");
     let y = match &job.labels {
         Some(p) => {
@@ -530,7 +567,7 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
             }
             y.push(match &inputs.y {
                 Some(l) => l[i],
-                None => rng::label(job.seed, i as u64, cfg.num_classes),
+                None => job.label_of(i, cfg.num_classes),
             });
         }
         labels.extend_from_slice(&y);

@@ -41,24 +41,32 @@ pub fn conv2d(
         let (p0, p1) = (t * TILE, ((t + 1) * TILE).min(hw));
         let cols_n = p1 - p0;
         let xs = &x[s * ci * h * wd..(s + 1) * ci * h * wd];
-        // im2col block (Ci·k·k, cols_n), rows ordered (c, ky, kx) like the weight.
+        // im2col block (Ci·k·k, cols_n), rows ordered (c, ky, kx) like the weight; filled one
+        // output-row span at a time (a contiguous input span, zero borders).
         let mut cols = vec![0f32; kk * cols_n];
-        for c in 0..ci {
-            for ky in 0..k {
-                for kx in 0..k {
-                    let row = &mut cols[((c * k + ky) * k + kx) * cols_n..][..cols_n];
-                    for (i, p) in (p0..p1).enumerate() {
-                        let (oy, ox) = (p / wo, p % wo);
-                        let (iy, ix) = (
-                            (oy + ky) as isize - pad as isize,
-                            (ox + kx) as isize - pad as isize,
-                        );
-                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
-                            row[i] = xs[(c * h + iy as usize) * wd + ix as usize];
-                        }
+        let mut p = p0;
+        while p < p1 {
+            let (oy, ox0) = (p / wo, p % wo);
+            let span = (wo - ox0).min(p1 - p);
+            let at = p - p0;
+            for c in 0..ci {
+                for ky in 0..k {
+                    let iy = (oy + ky) as isize - pad as isize;
+                    if iy < 0 || iy as usize >= h {
+                        continue;
+                    }
+                    let src_row = &xs[(c * h + iy as usize) * wd..][..wd];
+                    for kx in 0..k {
+                        let dst = &mut cols[((c * k + ky) * k + kx) * cols_n + at..][..span];
+                        // ix = ox + kx − pad must lie in 0..wd.
+                        let lo = pad.saturating_sub(ox0 + kx).min(span);
+                        let hi = (wd + pad).saturating_sub(ox0 + kx).min(span).max(lo);
+                        let ix0 = ox0 + lo + kx - pad;
+                        dst[lo..hi].copy_from_slice(&src_row[ix0..ix0 + (hi - lo)]);
                     }
                 }
             }
+            p += span;
         }
         // (Co, cols_n) = w (Co, kk) · cols (kk, cols_n), written into columns p0..p1 of sample s.
         let mut tile = vec![0f32; co * cols_n];
