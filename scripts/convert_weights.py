@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Convert released weights to safetensors for sitdiv: names unchanged, architecture in the metadata.
+
+    python scripts/convert_weights.py sit SiT-XL-2-256x256.pt sit-xl-2-256.safetensors --model SiT-XL/2
+    python scripts/convert_weights.py vae sd-vae-ft-ema/ sd-vae-ft-ema.safetensors
+
+sit: a raw state_dict (the released SiT-XL-2-256x256.pt) or a train.py checkpoint ({"model", "ema",
+...}; the EMA weights are taken, as upstream's find_model does). The constructor arguments go into
+__metadata__["config"], so `sitdiv sample --weights` needs no --model.
+
+vae: a diffusers AutoencoderKL folder (config.json + diffusion_pytorch_model.safetensors or .bin),
+one of those weight files, or an original Stable Diffusion / LDM .ckpt. Only the decoder half is
+kept (post_quant_conv.* and decoder.*, with or without the first_stage_model. prefix); the
+diffusers config.json, when there is one, becomes __metadata__["config"].
+
+Needs: torch, safetensors (pip install torch safetensors).
+"""
+import argparse
+import json
+import os
+
+import torch
+from safetensors.torch import load_file, save_file
+
+PRESETS = {"XL": (28, 1152, 16), "L": (24, 1024, 16), "B": (12, 768, 12), "S": (12, 384, 6)}
+
+
+def load_any(path):
+    if path.endswith(".safetensors"):
+        return load_file(path)
+    sd = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(sd, dict) and "state_dict" in sd:  # LDM .ckpt
+        sd = sd["state_dict"]
+    return sd
+
+
+def convert_sit(args):
+    size, patch = args.model.replace("SiT-", "").replace("-", "/").split("/")
+    depth, hidden, heads = PRESETS[size]
+    sd = load_any(args.source)
+    if isinstance(sd, dict) and "ema" in sd:
+        sd = sd["ema"]
+    tensors = {k: v.detach().float().contiguous() for k, v in sd.items()}
+    out_features = tensors["final_layer.linear.weight"].shape[0]
+    rows = tensors["y_embedder.embedding_table.weight"].shape[0]
+    config = {
+        "input_size": args.image_size // 8,
+        "patch_size": int(patch),
+        "in_channels": 4,
+        "hidden_size": hidden,
+        "depth": depth,
+        "num_heads": heads,
+        "mlp_ratio": 4.0,
+        "num_classes": args.num_classes,
+        "learn_sigma": out_features == int(patch) ** 2 * 8,
+        "class_dropout_prob": 0.1 if rows > args.num_classes else 0.0,
+    }
+    return tensors, config
+
+
+def convert_vae(args):
+    src, config = args.source, None
+    if os.path.isdir(src):
+        cfg_path = os.path.join(src, "config.json")
+        if os.path.exists(cfg_path):
+            with open(cfg_path) as f:
+                config = json.load(f)
+        for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"):
+            if os.path.exists(os.path.join(src, name)):
+                src = os.path.join(src, name)
+                break
+        else:
+            raise SystemExit(f"{args.source}: no diffusion_pytorch_model.safetensors or .bin")
+    sd = load_any(src)
+    keep = ("post_quant_conv.", "decoder.", "first_stage_model.post_quant_conv.", "first_stage_model.decoder.")
+    tensors = {k: v.detach().float().contiguous() for k, v in sd.items() if k.startswith(keep)}
+    if not tensors:
+        raise SystemExit(f"{src}: no decoder tensors (post_quant_conv.*, decoder.*) found")
+    return tensors, config
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("kind", choices=["sit", "vae"])
+    ap.add_argument("source")
+    ap.add_argument("output")
+    ap.add_argument("--model", default="SiT-XL/2", help="sit: upstream name, e.g. SiT-XL/2")
+    ap.add_argument("--image-size", type=int, default=256, choices=[256, 512])
+    ap.add_argument("--num-classes", type=int, default=1000)
+    args = ap.parse_args()
+    tensors, config = convert_sit(args) if args.kind == "sit" else convert_vae(args)
+    meta = {"source": os.path.basename(args.source.rstrip("/"))}
+    if config is not None:
+        meta["config"] = json.dumps(config, sort_keys=True)
+    save_file(tensors, args.output, metadata=meta)
+    print(f"wrote {args.output}: {len(tensors)} tensors, config {config}")
+
+
+if __name__ == "__main__":
+    main()
