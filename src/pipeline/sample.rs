@@ -556,6 +556,8 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
     let mut latents = Vec::new();
     let mut labels: Vec<i64> = Vec::new();
     let mut calls = 0usize;
+    let total: usize = units.iter().map(Unit::len).sum();
+    let progress = Progress::new(total as u64);
     for unit in &units {
         let n = unit.len();
         let mut z = Vec::with_capacity(n * len);
@@ -621,13 +623,9 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
         };
         // Keep the conditional half (`samples.chunk(2)[0]`).
         latents.extend_from_slice(&out[..n * len]);
-        log::info!(
-            "unit {} (samples {}..{}) done",
-            unit.index,
-            unit.start,
-            unit.end
-        );
+        progress.unit_done(unit);
     }
+    progress.finish();
     if let Some(bad) = latents.iter().position(|v| !v.is_finite()) {
         bail!(
             "sampling produced a non-finite value (sample {}); nothing was written",
@@ -716,5 +714,62 @@ fn py_float(v: f64) -> String {
         format!("{v:.1}")
     } else {
         format!("{v}")
+    }
+}
+
+/// Progress over samples: a bar with samples/s and ETA on a terminal, one log line per unit
+/// otherwise (batch jobs, SLURM logs).
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    start: std::time::Instant,
+    total: u64,
+    done: std::cell::Cell<u64>,
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let style = indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} samples  {per_sec}  ETA {eta}  {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            indicatif::ProgressBar::new(total).with_style(style)
+        });
+        Progress {
+            bar,
+            start: std::time::Instant::now(),
+            total,
+            done: std::cell::Cell::new(0),
+        }
+    }
+
+    fn unit_done(&self, unit: &Unit) {
+        self.done.set(self.done.get() + unit.len() as u64);
+        match &self.bar {
+            Some(b) => {
+                b.set_message(format!("unit {}", unit.index));
+                b.inc(unit.len() as u64);
+            }
+            None => {
+                let secs = self.start.elapsed().as_secs_f64();
+                let rate = self.done.get() as f64 / secs.max(1e-9);
+                let eta = (self.total - self.done.get()) as f64 / rate.max(1e-9);
+                log::info!(
+                    "unit {} (samples {}..{}) done: {}/{} samples, {rate:.2} samples/s, ETA {eta:.0} s",
+                    unit.index,
+                    unit.start,
+                    unit.end,
+                    self.done.get(),
+                    self.total
+                );
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
     }
 }
