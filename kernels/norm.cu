@@ -2,22 +2,29 @@
 // CPU twin: src/backend/cpu/norm.rs; test: tests/op_norm.rs.
 #include "common.cuh"
 
-// y[r] = (x[r] − mean) / sqrt(var + eps) over D features; one block per row, two passes over the
-// row (mean, then the centred sum of squares) in a fixed-order tree.
+// Mean and 1/sqrt(var + eps) of one row, by the whole block: two passes (mean, then the centred
+// sum of squares), each a fixed-order tree.
+__device__ __forceinline__ void row_stats(const float* xr, int d, float eps, float* scratch, float* mean, float* rstd) {
+    float s = 0.f;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) s += xr[i];
+    float m = block_sum(s, scratch) / d;
+    float q = 0.f;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        float c = xr[i] - m;
+        q += c * c;
+    }
+    *mean = m;
+    *rstd = rsqrtf(block_sum(q, scratch) / d + eps);
+}
+
+// y[r] = (x[r] − mean) / sqrt(var + eps) over D features; one block per row.
 extern "C" __global__ void layer_norm_f32(const float* x, float* y, int rows, int d, float eps) {
     __shared__ float scratch[SITDIV_BLOCK];
     int r = blockIdx.x;
     if (r >= rows) return;
     const float* xr = x + (size_t)r * d;
-    float s = 0.f;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) s += xr[i];
-    float mean = block_sum(s, scratch) / d;
-    float q = 0.f;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) {
-        float c = xr[i] - mean;
-        q += c * c;
-    }
-    float rstd = rsqrtf(block_sum(q, scratch) / d + eps);
+    float mean, rstd;
+    row_stats(xr, d, eps, scratch, &mean, &rstd);
     for (int i = threadIdx.x; i < d; i += blockDim.x) y[(size_t)r * d + i] = (xr[i] - mean) * rstd;
 }
 
@@ -31,15 +38,8 @@ extern "C" __global__ void layer_norm_modulate_f32(const float* x, float* y, con
     const float* xr = x + (size_t)r * d;
     const float* sh = shift_m + (size_t)b * m_stride + shift_off;
     const float* sc = scale_m + (size_t)b * m_stride + scale_off;
-    float s = 0.f;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) s += xr[i];
-    float mean = block_sum(s, scratch) / d;
-    float q = 0.f;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) {
-        float c = xr[i] - mean;
-        q += c * c;
-    }
-    float rstd = rsqrtf(block_sum(q, scratch) / d + eps);
+    float mean, rstd;
+    row_stats(xr, d, eps, scratch, &mean, &rstd);
     for (int i = threadIdx.x; i < d; i += blockDim.x)
         y[(size_t)r * d + i] = ((xr[i] - mean) * rstd) * (1.f + sc[i]) + sh[i];
 }

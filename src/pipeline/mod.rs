@@ -2,9 +2,11 @@
 
 pub mod decode;
 pub mod grid;
+pub mod inputs;
 pub mod inspect;
 pub mod npy;
 pub mod npz;
+pub mod progress;
 pub mod sample;
 
 use std::io::Write;

@@ -7,6 +7,8 @@ use anyhow::{bail, ensure, Result};
 use serde::Serialize;
 
 use super::decode::{decode_images, manifest_path};
+use super::inputs::{read_inputs, UnitNoise};
+use super::progress::Progress;
 use super::{npy, npz};
 use super::{shard_units, write_atomic, Unit};
 use crate::backend::cpu::Cpu;
@@ -16,7 +18,7 @@ use crate::models::sit::{SiT, SiTConfig};
 use crate::models::synthetic::{self, TensorSource};
 use crate::sampling::ode::{self, OdeMethod, OdeSettings, Tolerances};
 use crate::sampling::path::{self, DiffusionForm, PathType};
-use crate::sampling::sde::{self, LastStep, NoiseSource, SdeMethod, SdeSettings};
+use crate::sampling::sde::{self, LastStep, SdeMethod, SdeSettings};
 use crate::sampling::{grid, rng, Prediction};
 use crate::weights::WeightFile;
 
@@ -315,156 +317,6 @@ impl SampleJob {
     }
 }
 
-/// Initial noise and labels of the whole run: given arrays, or derived from the seed.
-struct Inputs {
-    z: Option<npy::Array<f32>>,
-    y: Option<Vec<i64>>,
-    replay: Option<npy::Array<f32>>,
-    num_samples: usize,
-}
-
-fn read_inputs(job: &SampleJob, cfg: &SiTConfig, guided: bool) -> Result<Inputs> {
-    let len = cfg.sample_len();
-    let want = [cfg.in_channels, cfg.input_size, cfg.input_size];
-    let z = match &job.init_noise {
-        Some(p) => {
-            let a = npy::read_f32(p)?;
-            ensure!(
-                a.shape.len() == 4 && a.shape[1..] == want,
-                "{}: init noise has shape {:?}, expected (N, {}, {}, {}) float32",
-                p.display(),
-                a.shape,
-                want[0],
-                want[1],
-                want[2]
-            );
-            Some(a)
-        }
-        None => None,
-    };
-    let n_from_z = z.as_ref().map(|a| a.shape[0]);
-    if let Some(c) = &job.classes {
-        ensure!(!c.is_empty(), "--classes selects no class");
-        if let Some(bad) = c.iter().find(|&&l| l < 0 || l as usize >= cfg.num_classes) {
-            bail!(
-                "--classes: class {bad} is outside 0..{} (the model's classes)",
-                cfg.num_classes
-            );
-        }
-        ensure!(
-            job.labels.is_none(),
-            "--classes and --labels exclude each other"
-        );
-    }
-    let n_from_classes = job
-        .samples_per_class
-        .map(|k| k * job.classes.as_ref().map_or(cfg.num_classes, Vec::len));
-    let num_samples = match (job.num_samples.or(n_from_classes), n_from_z) {
-        (Some(n), Some(m)) if n != m => bail!("{n} samples requested but the init noise has {m} rows"),
-        (Some(n), _) => n,
-        (None, Some(m)) => m,
-        (None, None) => bail!("give --num-samples N or --samples-per-class K (or --init-noise z.npy, whose rows set N)"),
-    };
-    if let (Some(n), Some(k)) = (job.num_samples, n_from_classes) {
-        ensure!(
-            n == k,
-            "--num-samples {n} disagrees with --samples-per-class ({k} samples)"
-        );
-    }
-    ensure!(num_samples > 0, "--num-samples must be at least 1");
-    let y = match &job.labels {
-        Some(p) => {
-            let a = npy::read_i64(p)?;
-            ensure!(
-                a.shape == [num_samples],
-                "{}: labels have shape {:?}, expected ({num_samples},) int64",
-                p.display(),
-                a.shape
-            );
-            if let Some(bad) = a
-                .data
-                .iter()
-                .find(|&&l| l < 0 || l as usize >= cfg.num_classes)
-            {
-                bail!(
-                    "{}: label {bad} is outside 0..{} (the model's classes)",
-                    p.display(),
-                    cfg.num_classes
-                );
-            }
-            Some(a.data)
-        }
-        None => None,
-    };
-    let replay = match &job.replay_noise {
-        Some(p) => {
-            let a = npy::read_f32(p)?;
-            let b = if guided { 2 * num_samples } else { num_samples };
-            let d = job.steps - 1;
-            ensure!(
-                a.shape.len() == 5 && a.shape[0] == d && a.shape[1] == b && a.shape[2..] == want,
-                "{}: replay noise has shape {:?}, expected ({d}, {b}, {}, {}, {}): one draw per SDE step, the full solver batch",
-                p.display(),
-                a.shape,
-                want[0],
-                want[1],
-                want[2]
-            );
-            debug_assert_eq!(a.data.len(), d * b * len);
-            Some(a)
-        }
-        None => None,
-    };
-    Ok(Inputs {
-        z,
-        y,
-        replay,
-        num_samples,
-    })
-}
-
-/// The SDE noise of one unit: replayed rows of a recorded stream, or counter-based draws.
-struct UnitNoise<'a> {
-    replay: Option<&'a npy::Array<f32>>,
-    seed: u64,
-    unit: Unit,
-    guided: bool,
-    num_samples: usize,
-    len: usize,
-}
-
-impl NoiseSource for UnitNoise<'_> {
-    fn draw(&mut self, step: usize) -> Result<Vec<f32>> {
-        let halves: &[u32] = if self.guided {
-            &[rng::STREAM_COND, rng::STREAM_NULL]
-        } else {
-            &[rng::STREAM_COND]
-        };
-        let mut out = Vec::with_capacity(halves.len() * self.unit.len() * self.len);
-        for (h, &stream) in halves.iter().enumerate() {
-            for i in self.unit.start..self.unit.end {
-                match self.replay {
-                    Some(a) => {
-                        let rows = a.shape[1];
-                        let row = h * self.num_samples + i;
-                        out.extend_from_slice(
-                            &a.data[(step * rows + row) * self.len..][..self.len],
-                        );
-                    }
-                    None => out.extend(rng::gaussian(
-                        self.seed,
-                        i as u64,
-                        step as u32 + 1,
-                        stream,
-                        self.len,
-                    )),
-                }
-            }
-        }
-        Ok(out)
-    }
-}
-
 /// Loads the model named by the job: a weights file (its metadata config wins over `--model`) or
 /// seeded synthetic weights.
 pub fn load_model<B: Backend>(be: &B, job: &SampleJob) -> Result<(SiT<B>, String)> {
@@ -714,62 +566,5 @@ fn py_float(v: f64) -> String {
         format!("{v:.1}")
     } else {
         format!("{v}")
-    }
-}
-
-/// Progress over samples: a bar with samples/s and ETA on a terminal, one log line per unit
-/// otherwise (batch jobs, SLURM logs).
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    start: std::time::Instant,
-    total: u64,
-    done: std::cell::Cell<u64>,
-}
-
-impl Progress {
-    fn new(total: u64) -> Self {
-        use std::io::IsTerminal;
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let style = indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} samples  {per_sec}  ETA {eta}  {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-            indicatif::ProgressBar::new(total).with_style(style)
-        });
-        Progress {
-            bar,
-            start: std::time::Instant::now(),
-            total,
-            done: std::cell::Cell::new(0),
-        }
-    }
-
-    fn unit_done(&self, unit: &Unit) {
-        self.done.set(self.done.get() + unit.len() as u64);
-        match &self.bar {
-            Some(b) => {
-                b.set_message(format!("unit {}", unit.index));
-                b.inc(unit.len() as u64);
-            }
-            None => {
-                let secs = self.start.elapsed().as_secs_f64();
-                let rate = self.done.get() as f64 / secs.max(1e-9);
-                let eta = (self.total - self.done.get()) as f64 / rate.max(1e-9);
-                log::info!(
-                    "unit {} (samples {}..{}) done: {}/{} samples, {rate:.2} samples/s, ETA {eta:.0} s",
-                    unit.index,
-                    unit.start,
-                    unit.end,
-                    self.done.get(),
-                    self.total
-                );
-            }
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
     }
 }

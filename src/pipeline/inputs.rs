@@ -1,0 +1,161 @@
+//! What a sampling run starts from: initial noise, labels and SDE noise, read from files or
+//! derived from the seed, and cut per work unit.
+
+use anyhow::{bail, ensure, Result};
+
+use super::npy;
+use super::sample::SampleJob;
+use super::Unit;
+use crate::models::sit::SiTConfig;
+use crate::sampling::rng;
+use crate::sampling::sde::NoiseSource;
+
+/// Initial noise and labels of the whole run: given arrays, or derived from the seed.
+pub struct Inputs {
+    pub z: Option<npy::Array<f32>>,
+    pub y: Option<Vec<i64>>,
+    pub replay: Option<npy::Array<f32>>,
+    pub num_samples: usize,
+}
+
+pub fn read_inputs(job: &SampleJob, cfg: &SiTConfig, guided: bool) -> Result<Inputs> {
+    let len = cfg.sample_len();
+    let want = [cfg.in_channels, cfg.input_size, cfg.input_size];
+    let z = match &job.init_noise {
+        Some(p) => {
+            let a = npy::read_f32(p)?;
+            ensure!(
+                a.shape.len() == 4 && a.shape[1..] == want,
+                "{}: init noise has shape {:?}, expected (N, {}, {}, {}) float32",
+                p.display(),
+                a.shape,
+                want[0],
+                want[1],
+                want[2]
+            );
+            Some(a)
+        }
+        None => None,
+    };
+    let n_from_z = z.as_ref().map(|a| a.shape[0]);
+    if let Some(c) = &job.classes {
+        ensure!(!c.is_empty(), "--classes selects no class");
+        if let Some(bad) = c.iter().find(|&&l| l < 0 || l as usize >= cfg.num_classes) {
+            bail!(
+                "--classes: class {bad} is outside 0..{} (the model's classes)",
+                cfg.num_classes
+            );
+        }
+        ensure!(
+            job.labels.is_none(),
+            "--classes and --labels exclude each other"
+        );
+    }
+    let n_from_classes = job
+        .samples_per_class
+        .map(|k| k * job.classes.as_ref().map_or(cfg.num_classes, Vec::len));
+    let num_samples = match (job.num_samples.or(n_from_classes), n_from_z) {
+        (Some(n), Some(m)) if n != m => bail!("{n} samples requested but the init noise has {m} rows"),
+        (Some(n), _) => n,
+        (None, Some(m)) => m,
+        (None, None) => bail!("give --num-samples N or --samples-per-class K (or --init-noise z.npy, whose rows set N)"),
+    };
+    if let (Some(n), Some(k)) = (job.num_samples, n_from_classes) {
+        ensure!(
+            n == k,
+            "--num-samples {n} disagrees with --samples-per-class ({k} samples)"
+        );
+    }
+    ensure!(num_samples > 0, "--num-samples must be at least 1");
+    let y = match &job.labels {
+        Some(p) => {
+            let a = npy::read_i64(p)?;
+            ensure!(
+                a.shape == [num_samples],
+                "{}: labels have shape {:?}, expected ({num_samples},) int64",
+                p.display(),
+                a.shape
+            );
+            if let Some(bad) = a
+                .data
+                .iter()
+                .find(|&&l| l < 0 || l as usize >= cfg.num_classes)
+            {
+                bail!(
+                    "{}: label {bad} is outside 0..{} (the model's classes)",
+                    p.display(),
+                    cfg.num_classes
+                );
+            }
+            Some(a.data)
+        }
+        None => None,
+    };
+    let replay = match &job.replay_noise {
+        Some(p) => {
+            let a = npy::read_f32(p)?;
+            let b = if guided { 2 * num_samples } else { num_samples };
+            let d = job.steps - 1;
+            ensure!(
+                a.shape.len() == 5 && a.shape[0] == d && a.shape[1] == b && a.shape[2..] == want,
+                "{}: replay noise has shape {:?}, expected ({d}, {b}, {}, {}, {}): one draw per SDE step, the full solver batch",
+                p.display(),
+                a.shape,
+                want[0],
+                want[1],
+                want[2]
+            );
+            debug_assert_eq!(a.data.len(), d * b * len);
+            Some(a)
+        }
+        None => None,
+    };
+    Ok(Inputs {
+        z,
+        y,
+        replay,
+        num_samples,
+    })
+}
+
+/// The SDE noise of one unit: replayed rows of a recorded stream, or counter-based draws.
+pub struct UnitNoise<'a> {
+    pub replay: Option<&'a npy::Array<f32>>,
+    pub seed: u64,
+    pub unit: Unit,
+    pub guided: bool,
+    pub num_samples: usize,
+    pub len: usize,
+}
+
+impl NoiseSource for UnitNoise<'_> {
+    fn draw(&mut self, step: usize) -> Result<Vec<f32>> {
+        let halves: &[u32] = if self.guided {
+            &[rng::STREAM_COND, rng::STREAM_NULL]
+        } else {
+            &[rng::STREAM_COND]
+        };
+        let mut out = Vec::with_capacity(halves.len() * self.unit.len() * self.len);
+        for (h, &stream) in halves.iter().enumerate() {
+            for i in self.unit.start..self.unit.end {
+                match self.replay {
+                    Some(a) => {
+                        let rows = a.shape[1];
+                        let row = h * self.num_samples + i;
+                        out.extend_from_slice(
+                            &a.data[(step * rows + row) * self.len..][..self.len],
+                        );
+                    }
+                    None => out.extend(rng::gaussian(
+                        self.seed,
+                        i as u64,
+                        step as u32 + 1,
+                        stream,
+                        self.len,
+                    )),
+                }
+            }
+        }
+        Ok(out)
+    }
+}
