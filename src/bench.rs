@@ -101,3 +101,42 @@ pub fn vae<B: Backend>(be: &B, b: &VaeBench) -> Result<()> {
     );
     Ok(())
 }
+
+/// Times the Fréchet distance of two random full-rank d×d covariances.
+pub fn fid(d: usize) -> Result<()> {
+    use crate::metrics::fid::frechet_distance;
+    use faer::Mat;
+    let spd = |seed: u64| {
+        let a = rng::gaussian(seed, 0, 0, 0, d * d);
+        let a = Mat::<f64>::from_fn(d, d, |i, j| a[i * d + j] as f64);
+        let mut s = Mat::<f64>::zeros(d, d);
+        faer::linalg::matmul::matmul(
+            s.as_mut(),
+            faer::Accum::Replace,
+            a.as_ref(),
+            a.transpose(),
+            1.0 / d as f64,
+            faer::Par::rayon(0),
+        );
+        s
+    };
+    let (s1, s2) = (spd(11), spd(12));
+    let mu1: Vec<f64> = rng::gaussian(13, 0, 0, 0, d)
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    let mu2: Vec<f64> = rng::gaussian(14, 0, 0, 0, d)
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    let t = Instant::now();
+    let v = frechet_distance(&mu1, s1.as_ref(), &mu2, s2.as_ref())?;
+    let secs = t.elapsed().as_secs_f64();
+    println!("| metric | dim | threads | seconds | value |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| Fréchet distance (eigendecomposition route) | {d} | {} | {secs:.2} | {v:.6} |",
+        rayon::current_num_threads()
+    );
+    Ok(())
+}

@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod metrics;
 pub mod models;
 pub mod pipeline;
 pub mod sampling;

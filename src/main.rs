@@ -73,6 +73,11 @@ enum BenchWhat {
         #[command(flatten)]
         device: DeviceArgs,
     },
+    /// The Fréchet distance of two random full-rank covariances.
+    Fid {
+        #[arg(long, default_value_t = 2048)]
+        dim: usize,
+    },
     /// The SD-VAE decoder on synthetic weights.
     Vae {
         #[arg(long, default_value_t = 256)]
@@ -376,6 +381,9 @@ fn run(cli: Cli) -> Result<()> {
                 precision: device.precision,
             }),
         ),
+        Command::Bench {
+            what: BenchWhat::Fid { dim },
+        } => bench::fid(dim),
         Command::Bench {
             what:
                 BenchWhat::Vae {

@@ -1,0 +1,4 @@
+//! Features → statistics → numbers. Statistics are f64 and merge exactly across shards.
+
+pub mod fid;
+pub mod stats;
