@@ -1,4 +1,7 @@
 //! Features → statistics → numbers. Statistics are f64 and merge exactly across shards.
 
 pub mod fid;
+pub mod inception_score;
+pub mod kid;
+pub mod prdc;
 pub mod stats;
