@@ -47,6 +47,40 @@ enum Command {
         #[command(flatten)]
         device: DeviceArgs,
     },
+    /// Quality metrics from precomputed Inception features (pool, spatial, logits) into one JSON.
+    Metrics {
+        /// Sample features .npz: float32 `pool` (N, 2048), `spatial` (N, 2023), `logits` (N, 1008).
+        #[arg(long)]
+        features: PathBuf,
+        /// Reference features .npz, or an ADM reference batch with `mu`, `sigma`, `mu_s`, `sigma_s`.
+        #[arg(long)]
+        ref_features: PathBuf,
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "fid,sfid,is,pr"
+        )]
+        metrics: Vec<sitdiv::pipeline::evaluate::Metric>,
+        #[arg(long, default_value_t = 100)]
+        kid_subsets: usize,
+        #[arg(long, default_value_t = 1000)]
+        kid_subset_size: usize,
+        /// Seed of the KID subsets.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// IS split size (ADM: 5000, consecutive, no shuffle).
+        #[arg(long, default_value_t = 5000)]
+        is_split_size: usize,
+        /// k of precision/recall (ADM: 3).
+        #[arg(long, default_value_t = 3)]
+        pr_k: usize,
+        /// k of density/coverage (prdc: 5).
+        #[arg(long, default_value_t = 5)]
+        dc_k: usize,
+        #[arg(long)]
+        json: PathBuf,
+    },
     /// Print a weights file's tensors, dtypes, metadata (config) and sha256.
     Inspect { file: PathBuf },
     /// Throughput benchmarks, printed as a table.
@@ -403,6 +437,29 @@ fn run(cli: Cli) -> Result<()> {
             }),
         ),
         Command::Inspect { file } => sitdiv::pipeline::inspect::run(&file),
+        Command::Metrics {
+            features,
+            ref_features,
+            metrics,
+            kid_subsets,
+            kid_subset_size,
+            seed,
+            is_split_size,
+            pr_k,
+            dc_k,
+            json,
+        } => sitdiv::pipeline::evaluate::run(&sitdiv::pipeline::evaluate::MetricsJob {
+            features,
+            ref_features,
+            metrics,
+            kid_subsets,
+            kid_subset_size,
+            seed,
+            is_split_size,
+            pr_k,
+            dc_k,
+            json,
+        }),
         Command::Decode {
             vae,
             latents,

@@ -228,3 +228,46 @@ pub fn decode_i64(source: &Path, bytes: &[u8]) -> Result<Array<i64>> {
         data,
     })
 }
+
+/// A float array (float64, or float32 widened) from `.npy` bytes.
+pub fn decode_f64(source: &Path, bytes: &[u8]) -> Result<Array<f64>> {
+    let h = parse_header(source, bytes)?;
+    let data = match h.descr.as_str() {
+        "<f8" => payload(source, &h, bytes, 8)?
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+            .collect(),
+        "<f4" => payload(source, &h, bytes, 4)?
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
+            .collect(),
+        d => bail!(
+            "{}: dtype {d} where a float array was expected",
+            source.display()
+        ),
+    };
+    Ok(Array {
+        shape: h.shape,
+        data,
+    })
+}
+
+/// A float32 array from `.npy` bytes.
+pub fn decode_f32(source: &Path, bytes: &[u8]) -> Result<Array<f32>> {
+    let h = parse_header(source, bytes)?;
+    if h.descr != "<f4" {
+        bail!(
+            "{}: dtype {} where float32 ('<f4') was expected",
+            source.display(),
+            h.descr
+        );
+    }
+    let data = payload(source, &h, bytes, 4)?
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok(Array {
+        shape: h.shape,
+        data,
+    })
+}
