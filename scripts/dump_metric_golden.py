@@ -76,7 +76,10 @@ def kid_full(real, fake):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tests/golden/metrics_small.safetensors")
+    ap.add_argument("--large", default=None, help="also write the 5000 × 2048 case here")
     args = ap.parse_args()
+    if args.large:
+        large_case(args.large)
     rng = np.random.default_rng(20261126)
     a = features(rng, 0.3)  # "samples"
     b = features(rng, 0.0)  # "reference"
@@ -103,6 +106,58 @@ def main():
         "config": json.dumps(config, sort_keys=True),
     }
     save_file(tensors, args.out, metadata=meta)
+    print(json.dumps(values, indent=1))
+
+
+# ---- the large case: 5000 × 2048 features from a counter-based formula, so only the reference
+# numbers are committed. Both this script and tests/metric_golden.rs generate the features:
+#   u(seed, i, e) = (philox4x32_10(ctr=(e // 4, 0, i, 0), key=(seed, 0))[e % 4] + 0.5) · 2⁻³²
+#   samples   a[i, e] = fl32(u · (0.8 + 0.2 · u)), u = u(1, i, e)   (i < 5000, e < 2048; f64 ops)
+#   reference b[i, e] = fl32(u(2, i, e))
+M32 = np.uint64(0xFFFFFFFF)
+
+
+def philox4x32_10(c0, c1, c2, c3, k0, k1):
+    c = [np.asarray(v, dtype=np.uint64) for v in (c0, c1, c2, c3)]
+    k0, k1 = np.uint64(k0), np.uint64(k1)
+    for r in range(10):
+        if r > 0:
+            k0 = (k0 + np.uint64(0x9E3779B9)) & M32
+            k1 = (k1 + np.uint64(0xBB67AE85)) & M32
+        p0 = np.uint64(0xD2511F53) * c[0]
+        p1 = np.uint64(0xCD9E8D57) * c[2]
+        hi0, lo0 = p0 >> np.uint64(32), p0 & M32
+        hi1, lo1 = p1 >> np.uint64(32), p1 & M32
+        c = [hi1 ^ c[1] ^ k0, lo1, hi0 ^ c[3] ^ k1, lo0]
+    return c
+
+
+def uniforms(seed, n, d):
+    i = np.arange(n, dtype=np.uint64)[:, None]
+    e = np.arange(d, dtype=np.uint64)[None, :]
+    block = (e // np.uint64(4)) + np.zeros_like(i)
+    lanes = philox4x32_10(block, np.zeros_like(block), i + np.zeros_like(e), np.zeros_like(block), seed, 0)
+    x = np.choose((e % np.uint64(4)).astype(np.int64) + np.zeros((n, 1), dtype=np.int64), lanes)
+    return (x.astype(np.float64) + 0.5) * 2.0**-32
+
+
+def large_case(out):
+    n, d = 5000, 2048
+    u = uniforms(1, n, d)
+    a = (u * (0.8 + 0.2 * u)).astype(np.float32)
+    b = uniforms(2, n, d).astype(np.float32)
+    dc = prdc.compute_prdc(real_features=b, fake_features=a, nearest_k=DC_K)
+    p, r = adm_precision_recall(b, a)
+    values = {"fid": frechet(a, b), "precision": p, "recall": r, "density": float(dc["density"]), "coverage": float(dc["coverage"])}
+    tensors = {f"ref.{k}": np.array([v], dtype=np.float64) for k, v in values.items()}
+    tensors["check.a_first_row"] = a[0, :16].copy()
+    meta = {
+        "format": "sitdiv-golden",
+        "version": "1",
+        "producer": f"scripts/dump_metric_golden.py --large, numpy {np.__version__}, scipy {scipy.__version__}, prdc",
+        "config": json.dumps({"n": n, "d": d, "pr_k": PR_K, "dc_k": DC_K, "a": "fl32(u*(0.8+0.2*u)), u=u(1,i,e)", "b": "fl32(u(2,i,e))"}),
+    }
+    save_file(tensors, out, metadata=meta)
     print(json.dumps(values, indent=1))
 
 

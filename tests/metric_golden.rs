@@ -91,3 +91,63 @@ fn too_few_samples_for_k_is_refused() {
     let err = precision_recall(&x, &x, 4, 3).unwrap_err().to_string();
     assert!(err.contains("needs at least 4"), "{err}");
 }
+
+/// The 5000 × 2048 case: features regenerated from the counter-based formula in
+/// scripts/dump_metric_golden.py, reference numbers from scipy, prdc and the ADM formulas.
+#[test]
+fn large_feature_sets_match_the_reference_tools() {
+    use sitdiv::sampling::rng;
+    let f = open("metrics_large.safetensors");
+    let cfg: serde_json::Value = serde_json::from_str(&f.metadata()["config"]).unwrap();
+    let (n, d) = (
+        cfg["n"].as_u64().unwrap() as usize,
+        cfg["d"].as_u64().unwrap() as usize,
+    );
+    let gen = |seed: u64, warp: bool| -> Vec<f32> {
+        (0..n)
+            .flat_map(|i| {
+                rng::uniform(seed, i as u64, 0, 0, d)
+                    .into_iter()
+                    .map(move |u| {
+                        if warp {
+                            (u * (0.8 + 0.2 * u)) as f32
+                        } else {
+                            u as f32
+                        }
+                    })
+            })
+            .collect()
+    };
+    let (a, b) = (gen(1, true), gen(2, false));
+    assert_eq!(
+        &a[..16],
+        &f.f32("check.a_first_row").unwrap()[..],
+        "the feature formula differs from the script's"
+    );
+    let want = |k: &str| f.f64(&format!("ref.{k}")).unwrap()[0];
+    let fid = fd(&a, &b, d);
+    println!(
+        "large: fid {fid} vs {} (rel {:.1e})",
+        want("fid"),
+        ((fid - want("fid")) / want("fid")).abs()
+    );
+    assert!(((fid - want("fid")) / want("fid")).abs() < 1e-6);
+    // Exact distances here (f32 products, f64 norms) vs f64 in the script: a near-tie may flip.
+    let (p, r) = precision_recall(&b, &a, d, cfg["pr_k"].as_u64().unwrap() as usize).unwrap();
+    let (dens, cov) = density_coverage(&b, &a, d, cfg["dc_k"].as_u64().unwrap() as usize).unwrap();
+    println!(
+        "large: precision {p} vs {}, recall {r} vs {}, density {dens} vs {}, coverage {cov} vs {}",
+        want("precision"),
+        want("recall"),
+        want("density"),
+        want("coverage")
+    );
+    for (got, k) in [
+        (p, "precision"),
+        (r, "recall"),
+        (dens, "density"),
+        (cov, "coverage"),
+    ] {
+        assert!((got - want(k)).abs() <= 1e-3, "{k}: {got} vs {}", want(k));
+    }
+}

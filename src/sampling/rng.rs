@@ -78,6 +78,19 @@ pub fn gaussian(seed: u64, index: u64, draw: u32, stream: u32, len: usize) -> Ve
     out
 }
 
+/// `len` uniforms in (0, 1) for (seed, index, draw, stream): lane l of block e / 4 gives element
+/// e as (x + 0.5)·2⁻³² in f64. Exact in any language with 64-bit floats (test fixtures use it).
+pub fn uniform(seed: u64, index: u64, draw: u32, stream: u32, len: usize) -> Vec<f64> {
+    const TWO_POW_M32: f64 = 1.0 / 4_294_967_296.0;
+    let k = key(seed);
+    (0..len)
+        .map(|e| {
+            let x = philox4x32_10([(e / 4) as u32, draw, index as u32, stream], k);
+            (x[e % 4] as f64 + 0.5) * TWO_POW_M32
+        })
+        .collect()
+}
+
 /// The class label of sample `index`, uniform in 0..num_classes.
 pub fn label(seed: u64, index: u64, num_classes: usize) -> i64 {
     let x = philox4x32_10([0, 0, index as u32, STREAM_LABEL], key(seed));
