@@ -4,27 +4,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use common::{golden_dir, open};
+use common::{golden_dir, open, sitdiv, tmp};
 use sitdiv::pipeline::{npy, npz};
 use sitdiv::sampling::rng;
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sitdiv-img-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn sitdiv(args: &[&str]) -> std::process::Output {
-    let bin = std::env::var_os("SITDIV_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_sitdiv").into());
-    Command::new(bin)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run sitdiv")
-}
 
 fn g(name: &str) -> String {
     golden_dir().join(name).display().to_string()

@@ -3,27 +3,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use common::open;
+use common::{open, sitdiv, tmp};
 use sitdiv::pipeline::{npy, npz};
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sitdiv-metrics-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn sitdiv(args: &[&str]) -> std::process::Output {
-    let bin = std::env::var_os("SITDIV_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_sitdiv").into());
-    Command::new(bin)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run sitdiv")
-}
 
 /// Writes set `a` or `b` of the golden file as a features .npz, with `edit` applied.
 fn features(dir: &Path, set: &str, edit: impl Fn(&str, &mut Vec<usize>, &mut Vec<f32>)) -> String {
@@ -64,24 +47,27 @@ fn metrics_json_carries_every_requested_number() {
         features(&dir, "a", |_, _, _| {}),
         features(&dir, "b", |_, _, _| {}),
     );
+    let all = |json: &str| {
+        run_json(&[
+            "metrics",
+            "--features",
+            &a,
+            "--ref-features",
+            &b,
+            "--metrics",
+            "fid,sfid,is,pr,dc,kid",
+            "--kid-subsets",
+            "4",
+            "--kid-subset-size",
+            "100",
+            "--is-split-size",
+            "150",
+            "--json",
+            json,
+        ])
+    };
     let out = dir.join("m.json").display().to_string();
-    let v = run_json(&[
-        "metrics",
-        "--features",
-        &a,
-        "--ref-features",
-        &b,
-        "--metrics",
-        "fid,sfid,is,pr,dc,kid",
-        "--kid-subsets",
-        "4",
-        "--kid-subset-size",
-        "100",
-        "--is-split-size",
-        "150",
-        "--json",
-        &out,
-    ]);
+    let v = all(&out);
     let g = open("metrics_small.safetensors");
     let want = |n: &str| g.f64(&format!("ref.{n}")).unwrap()[0];
     let rel = |k: &str, w: f64| ((v[k].as_f64().unwrap() - w) / w).abs();
@@ -96,23 +82,7 @@ fn metrics_json_carries_every_requested_number() {
     assert!(v["kid_mean"].as_f64().unwrap().is_finite() && v["kid_std"].as_f64().unwrap() >= 0.0);
     // Same seed, same subsets: identical bytes.
     let out2 = dir.join("m2.json").display().to_string();
-    run_json(&[
-        "metrics",
-        "--features",
-        &a,
-        "--ref-features",
-        &b,
-        "--metrics",
-        "fid,sfid,is,pr,dc,kid",
-        "--kid-subsets",
-        "4",
-        "--kid-subset-size",
-        "100",
-        "--is-split-size",
-        "150",
-        "--json",
-        &out2,
-    ]);
+    all(&out2);
     let strip = |p: &str| {
         let mut j: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
         j.as_object_mut().unwrap().remove("settings");

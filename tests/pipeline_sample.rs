@@ -3,32 +3,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use common::{golden_dir, open, rel_err};
+use common::{golden_dir, open, rel_err, sitdiv, tmp};
 use sitdiv::pipeline::npy;
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sitdiv-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Runs the binary; `SITDIV_TEST_DEVICE=cuda` runs every sampling command of these tests on a GPU.
-fn sitdiv(args: &[&str]) -> std::process::Output {
-    // SITDIV_BIN: the binary under test when test executables run away from the build tree.
-    let bin = std::env::var_os("SITDIV_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_sitdiv").into());
-    let mut cmd = Command::new(bin);
-    cmd.args(args).env("RUST_LOG", "warn");
-    if let Ok(dev) = std::env::var("SITDIV_TEST_DEVICE") {
-        if args.first() == Some(&"sample") && !args.contains(&"--device") {
-            cmd.args(["--device", &dev]);
-        }
-    }
-    cmd.output().expect("run sitdiv")
-}
 
 fn tiny_weights() -> String {
     golden_dir()

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::process::Command;
 
 use sitdiv::backend::cpu::Cpu;
 use sitdiv::models::guidance::{Guidance, IntervalMode, SiTVelocity};
@@ -23,6 +24,28 @@ pub fn golden_dir() -> PathBuf {
 
 pub fn open(name: &str) -> WeightFile {
     WeightFile::open(golden_dir().join(name)).expect("golden file")
+}
+
+/// A fresh, empty scratch folder for one test.
+pub fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sitdiv-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("scratch folder");
+    d
+}
+
+/// Runs the binary (`SITDIV_BIN` overrides it, for test executables run away from the build
+/// tree); `SITDIV_TEST_DEVICE=cuda` runs every `sample` command on that device.
+pub fn sitdiv(args: &[&str]) -> std::process::Output {
+    let bin = std::env::var_os("SITDIV_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_sitdiv").into());
+    let mut cmd = Command::new(bin);
+    cmd.args(args).env("RUST_LOG", "warn");
+    if let Ok(dev) = std::env::var("SITDIV_TEST_DEVICE") {
+        if args.first() == Some(&"sample") && !args.contains(&"--device") {
+            cmd.args(["--device", &dev]);
+        }
+    }
+    cmd.output().expect("run sitdiv")
 }
 
 /// max|a − r| / max|r|, the golden README's metric.
