@@ -249,6 +249,9 @@ fn parse_classes(s: &str) -> Result<ClassList, String> {
                 if a > b {
                     return Err(format!("range {part} runs backwards"));
                 }
+                if b - a >= 1_000_000 {
+                    return Err(format!("range {part} selects more than a million classes"));
+                }
                 out.extend(a..=b);
             }
             None => out.push(num(part)?),

@@ -103,3 +103,24 @@ fn bad_statistics_are_refused() {
             .contains("different widths")
     );
 }
+
+#[test]
+fn the_distance_does_not_depend_on_the_thread_count() {
+    let d = 300;
+    let (s1, s2) = (random_spd(5, d), random_spd(6, d));
+    let run = |threads| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| trace_sqrt_product(s1.as_ref(), s2.as_ref()).unwrap())
+    };
+    let one = run(1);
+    for t in [2, 3, 8] {
+        assert_eq!(
+            run(t).to_bits(),
+            one.to_bits(),
+            "{t} threads changed the bits"
+        );
+    }
+}

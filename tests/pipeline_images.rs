@@ -306,3 +306,123 @@ fn class_selection_is_class_major_and_shard_invariant() {
         &dir,
     );
 }
+
+/// A copy of the tiny VAE with its metadata config replaced.
+fn vae_with_config(dir: &Path, config: &str) -> String {
+    let f = open("vae_tiny.weights.safetensors");
+    let t: Vec<(String, Vec<usize>, Vec<f32>)> = f
+        .names()
+        .map(|n| {
+            (
+                n.to_string(),
+                f.info(n).unwrap().shape.clone(),
+                f.f32(n).unwrap(),
+            )
+        })
+        .collect();
+    let p = dir.join("vae.safetensors");
+    sitdiv::weights::write_f32_safetensors(
+        &p,
+        &t,
+        Some([("config".to_string(), config.to_string())].into()),
+    )
+    .unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn inconsistent_vae_inputs_fail_before_any_output() {
+    let dir = tmp("mismatch");
+    let w = g("sit_tiny.weights.safetensors");
+    // A VAE for 8-channel latents with a 4-channel model: refused before sampling.
+    let cfg8 = sitdiv::models::vae::VaeConfig {
+        latent_channels: 8,
+        block_out_channels: vec![32, 64],
+        layers_per_block: 1,
+        ..sitdiv::models::vae::VaeConfig::sd()
+    };
+    let p8 = dir.join("vae8.safetensors");
+    let meta = [("config".to_string(), serde_json::to_string(&cfg8).unwrap())].into();
+    sitdiv::weights::write_f32_safetensors(
+        &p8,
+        &sitdiv::models::synthetic::vae(&cfg8, 0),
+        Some(meta),
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let r = sitdiv(&[
+        "sample",
+        "--weights",
+        &w,
+        "--vae",
+        p8.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--num-samples",
+        "1",
+        "--steps",
+        "2",
+    ]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        !r.status.success() && err.contains("decodes 8 latent channels, but the model samples 4"),
+        "{err}"
+    );
+    assert!(!out.exists(), "output folder created despite the error");
+    // A config that leaves decoder tensors unused.
+    let cfgdir = tmp("mismatch-cfg");
+    let bad = vae_with_config(
+        &cfgdir,
+        r#"{"block_out_channels": [32, 64], "layers_per_block": 1, "mid_block_add_attention": false}"#,
+    );
+    let z = cfgdir.join("z.npy");
+    npy::write_f32(&z, &[1, 4, 8, 8], &[0.0; 256]).unwrap();
+    let o = cfgdir.join("b.npz");
+    let r = sitdiv(&[
+        "decode",
+        "--vae",
+        &bad,
+        "--latents",
+        z.to_str().unwrap(),
+        "--out",
+        o.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && err.contains("does not use"), "{err}");
+    // An output path that is a folder: no manifest is left behind.
+    let folder = cfgdir.join("taken.npz");
+    std::fs::create_dir_all(&folder).unwrap();
+    let r = sitdiv(&[
+        "decode",
+        "--vae",
+        &g("vae_tiny.weights.safetensors"),
+        "--latents",
+        z.to_str().unwrap(),
+        "--out",
+        folder.to_str().unwrap(),
+    ]);
+    assert!(!r.status.success());
+    assert!(
+        !cfgdir.join("taken.npz.manifest.json").exists(),
+        "manifest left behind"
+    );
+}
+
+#[test]
+fn compressed_npz_members_are_read() {
+    use std::io::Write;
+    let dir = tmp("deflate");
+    let p = dir.join("c.npz");
+    let mut zw = zip::ZipWriter::new(std::fs::File::create(&p).unwrap());
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    zw.start_file("pool.npy", opts).unwrap();
+    zw.write_all(&npy::encode_f32(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]))
+        .unwrap();
+    zw.finish().unwrap();
+    let m = npz::read(&p).unwrap();
+    assert_eq!(
+        npy::decode_f32(&p, &m[0].npy).unwrap().data,
+        [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    );
+}

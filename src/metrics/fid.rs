@@ -9,6 +9,14 @@ use anyhow::{ensure, Context, Result};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par, Side};
 
+/// A fixed split of the work, whatever the machine: faer's parallel results depend on how many
+/// parts the work is cut into, and the distance must be the same bits on every node.
+const FID_THREADS: usize = 2;
+
+fn fixed_par() -> Par {
+    Par::rayon(FID_THREADS)
+}
+
 fn check(name: &str, s: MatRef<'_, f64>, d: usize) -> Result<()> {
     ensure!(
         s.nrows() == d && s.ncols() == d,
@@ -35,6 +43,8 @@ fn symmetric(s: MatRef<'_, f64>) -> Mat<f64> {
 /// tr √(Σ₁Σ₂) for symmetric positive semi-definite Σ₁, Σ₂.
 pub fn trace_sqrt_product(s1: MatRef<'_, f64>, s2: MatRef<'_, f64>) -> Result<f64> {
     let d = s1.nrows();
+    // The eigensolvers take faer's global setting.
+    faer::set_global_parallelism(fixed_par());
     let e1 = symmetric(s1)
         .self_adjoint_eigen(Side::Lower)
         .map_err(|e| anyhow::anyhow!("eigendecomposition of Σ₁: {e:?}"))?;
@@ -48,17 +58,10 @@ pub fn trace_sqrt_product(s1: MatRef<'_, f64>, s2: MatRef<'_, f64>) -> Result<f6
         us.as_ref(),
         u.transpose(),
         1.0,
-        Par::rayon(0),
+        fixed_par(),
     );
     let mut t = Mat::<f64>::zeros(d, d);
-    matmul(
-        t.as_mut(),
-        Accum::Replace,
-        r.as_ref(),
-        s2,
-        1.0,
-        Par::rayon(0),
-    );
+    matmul(t.as_mut(), Accum::Replace, r.as_ref(), s2, 1.0, fixed_par());
     let mut m = Mat::<f64>::zeros(d, d);
     matmul(
         m.as_mut(),
@@ -66,7 +69,7 @@ pub fn trace_sqrt_product(s1: MatRef<'_, f64>, s2: MatRef<'_, f64>) -> Result<f6
         t.as_ref(),
         r.as_ref(),
         1.0,
-        Par::rayon(0),
+        fixed_par(),
     );
     let mu = symmetric(m.as_ref())
         .self_adjoint_eigenvalues(Side::Lower)

@@ -63,7 +63,9 @@ pub fn kid(
         nr.min(nf)
     );
     let (r, f): (Vec<&[f32]>, Vec<&[f32]>) = (real.chunks(d).collect(), fake.chunks(d).collect());
+    use rayon::prelude::*;
     let vals: Vec<f64> = (0..subsets)
+        .into_par_iter()
         .map(|s| {
             let fs: Vec<&[f32]> = subset(seed ^ 0x6b69_6466, s, nf, subset_size)
                 .into_iter()

@@ -399,6 +399,31 @@ impl<B: Backend> AutoencoderKL<B> {
             names.up_blocks,
             cfg.block_out_channels.len()
         );
+        // Every decoder tensor in the file must be one this architecture uses: a config that
+        // disagrees with the weights must not decode silently.
+        let wanted: std::collections::HashSet<String> = cfg
+            .expected_tensors()
+            .keys()
+            .map(|k| names.map(k))
+            .collect();
+        let extra: Vec<&str> = file
+            .names()
+            .filter(|n| {
+                let bare = n.strip_prefix(names.prefix).unwrap_or(n);
+                (bare.starts_with("decoder.") || bare.starts_with("post_quant_conv."))
+                    && !wanted.contains(*n)
+            })
+            .collect();
+        ensure!(
+            extra.is_empty(),
+            "{}: {} decoder tensor(s) that the config ({:?} channels, {} layers per block, attention {}) does not use, e.g. {}",
+            file.path().display(),
+            extra.len(),
+            cfg.block_out_channels,
+            cfg.layers_per_block,
+            cfg.mid_block_add_attention,
+            extra[..extra.len().min(3)].join(", ")
+        );
         let g = cfg.norm_num_groups;
         let rev: Vec<usize> = cfg.block_out_channels.iter().rev().copied().collect();
         let top = rev[0];

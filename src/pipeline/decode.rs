@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{ensure, Result};
 use serde::Serialize;
 
-use super::{npy, npz, write_atomic};
+use super::{npy, npz, write_with_manifest};
 use crate::backend::Backend;
 use crate::models::vae::{to_uint8_nhwc, AutoencoderKL};
 use crate::weights::WeightFile;
@@ -29,6 +29,12 @@ pub fn decode_images<B: Backend>(
     w: usize,
     batch: usize,
 ) -> Result<Vec<u8>> {
+    ensure!(
+        z.len() == n * vae.config.latent_channels * h * w,
+        "VAE decode: {} latent values for ({n}, {}, {h}, {w})",
+        z.len(),
+        vae.config.latent_channels
+    );
     let per = vae.config.latent_channels * h * w;
     let (oh, ow) = (h * vae.scale(), w * vae.scale());
     let mut out = Vec::with_capacity(n * oh * ow * vae.config.out_channels);
@@ -69,22 +75,11 @@ pub fn run_on<B: Backend>(be: &B, job: &DecodeJob) -> Result<()> {
         "device": be.name(),
         "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
     });
-    write_atomic(
-        &manifest_path(&job.out),
-        serde_json::to_string_pretty(&manifest)?.as_bytes(),
-    )?;
     let arr = npz::Member {
         key: "arr_0".into(),
         npy: npz::encode_u8(&[n, oh, ow, vae.config.out_channels], &images),
     };
-    npz::write(&job.out, &[arr])?;
+    write_with_manifest(&job.out, &manifest, |p| npz::write(p, &[arr]))?;
     log::info!("wrote {} ({n} images, {oh}×{ow})", job.out.display());
     Ok(())
-}
-
-/// `<file>.manifest.json` beside a data file.
-pub fn manifest_path(data: &Path) -> PathBuf {
-    let mut p = data.as_os_str().to_owned();
-    p.push(".manifest.json");
-    PathBuf::from(p)
 }

@@ -132,6 +132,11 @@ fn same_width(a: usize, b: usize, what: &str) -> Result<()> {
 
 pub fn run(job: &MetricsJob) -> Result<()> {
     ensure!(!job.metrics.is_empty(), "--metrics selects nothing");
+    ensure!(
+        job.pr_k >= 1 && job.dc_k >= 1,
+        "--pr-k and --dc-k must be at least 1"
+    );
+    ensure!(job.is_split_size >= 1, "--is-split-size must be at least 1");
     let a = Features::open(&job.features)?;
     let b = Features::open(&job.ref_features)?;
     let mut out = serde_json::Map::new();

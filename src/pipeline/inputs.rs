@@ -1,7 +1,7 @@
 //! What a sampling run starts from: initial noise, labels and SDE noise, read from files or
 //! derived from the seed, and cut per work unit.
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use super::npy;
 use super::sample::SampleJob;
@@ -51,9 +51,13 @@ pub fn read_inputs(job: &SampleJob, cfg: &SiTConfig, guided: bool) -> Result<Inp
             "--classes and --labels exclude each other"
         );
     }
-    let n_from_classes = job
-        .samples_per_class
-        .map(|k| k * job.classes.as_ref().map_or(cfg.num_classes, Vec::len));
+    let n_from_classes = match job.samples_per_class {
+        Some(k) => Some(
+            k.checked_mul(job.classes.as_ref().map_or(cfg.num_classes, Vec::len))
+                .with_context(|| format!("--samples-per-class {k}: too many samples"))?,
+        ),
+        None => None,
+    };
     let num_samples = match (job.num_samples.or(n_from_classes), n_from_z) {
         (Some(n), Some(m)) if n != m => bail!("{n} samples requested but the init noise has {m} rows"),
         (Some(n), _) => n,

@@ -39,6 +39,40 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result
 }
 
+/// Writes a data file and its `<file>.manifest.json` sidecar: the manifest first, so a data file
+/// always has one, and removed again if the data cannot be written, so nothing partial is left.
+pub fn write_with_manifest(
+    path: &Path,
+    manifest: &serde_json::Value,
+    write_data: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    let mpath = manifest_path(path);
+    write_atomic(&mpath, serde_json::to_string_pretty(manifest)?.as_bytes())?;
+    if let Err(e) = write_data(path) {
+        let _ = std::fs::remove_file(&mpath);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// `<file>.manifest.json` beside a data file.
+pub fn manifest_path(data: &Path) -> PathBuf {
+    let mut p = data.as_os_str().to_owned();
+    p.push(".manifest.json");
+    PathBuf::from(p)
+}
+
+/// Fails early, before any compute, when `dir` cannot be created or written.
+pub fn probe_folder(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create folder {}", dir.display()))?;
+    let probe = dir.join(format!(".sitdiv-probe.{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("cannot write into folder {}", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 fn temp_name(path: &Path) -> PathBuf {
     let mut name = path
         .file_name()

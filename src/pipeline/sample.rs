@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use anyhow::{bail, ensure, Result};
 use serde::Serialize;
 
-use super::decode::{decode_images, manifest_path};
+use super::decode::decode_images;
 use super::inputs::{read_inputs, UnitNoise};
 use super::progress::Progress;
 use super::{npy, npz};
-use super::{shard_units, write_atomic, Unit};
+use super::{shard_units, write_with_manifest, Unit};
 use crate::backend::cpu::Cpu;
 use crate::backend::{Backend, Precision};
 use crate::models::guidance::{Guidance, IntervalMode, SiTVelocity};
@@ -379,6 +379,24 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
         None => None,
     };
     let cfg = model.config.clone();
+    if let (Some((v, _)), Some(p)) = (&vae, &job.vae) {
+        ensure!(
+            v.config.latent_channels == cfg.in_channels,
+            "{}: the VAE decodes {} latent channels, but the model samples {}",
+            p.display(),
+            v.config.latent_channels,
+            cfg.in_channels
+        );
+    }
+    // Output folders are checked before any compute.
+    if let Some(dir) = &job.out {
+        super::probe_folder(dir)?;
+    }
+    for f in [&job.latents_out, &job.png_grid].into_iter().flatten() {
+        if let Some(dir) = f.parent().filter(|d| !d.as_os_str().is_empty()) {
+            super::probe_folder(dir)?;
+        }
+    }
     let guidance = job.guidance();
     let guided = guidance.is_some();
     if guided && cfg.label_rows() == cfg.num_classes {
@@ -502,16 +520,8 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
         "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
     });
     if let Some(path) = &job.latents_out {
-        // The manifest first: a data file always has its manifest beside it.
-        write_atomic(
-            &manifest_path(path),
-            serde_json::to_string_pretty(&manifest)?.as_bytes(),
-        )?;
-        npy::write_f32(
-            path,
-            &[rows, cfg.in_channels, cfg.input_size, cfg.input_size],
-            &latents,
-        )?;
+        let shape = [rows, cfg.in_channels, cfg.input_size, cfg.input_size];
+        write_with_manifest(path, &manifest, |p| npy::write_f32(p, &shape, &latents))?;
         log::info!("wrote {} ({rows} samples)", path.display());
     }
     if let (Some((vae, vae_sha)), Some(dir)) = (&vae, &job.out) {
@@ -526,10 +536,6 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
         let mut manifest = manifest;
         manifest["vae_sha256"] = serde_json::json!(vae_sha);
         manifest["vae_config"] = serde_json::to_value(&vae.config)?;
-        write_atomic(
-            &manifest_path(&path),
-            serde_json::to_string_pretty(&manifest)?.as_bytes(),
-        )?;
         let members = [
             npz::Member {
                 key: "arr_0".into(),
@@ -544,7 +550,7 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
                 npy: npy::encode_i64(&[rows], &indices),
             },
         ];
-        npz::write(&path, &members)?;
+        write_with_manifest(&path, &manifest, |p| npz::write(p, &members))?;
         log::info!("wrote {} ({rows} images, {side}×{side})", path.display());
         if let Some(grid) = &job.png_grid {
             super::grid::write_png_grid(grid, &images, rows, side, side, ch)?;
