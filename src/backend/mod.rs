@@ -36,6 +36,80 @@ pub enum Precision {
     Bf16,
 }
 
+/// Dimensions of an (N, C, H, W) activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nchw {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl Nchw {
+    pub fn len(&self) -> usize {
+        self.n * self.c * self.h * self.w
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A convolution kernel or pooling window: size per axis, one stride, zero padding per axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub ph: usize,
+    pub pw: usize,
+}
+
+impl Window {
+    /// k × k, `stride`, padding `pad` on every side.
+    pub const fn square(k: usize, stride: usize, pad: usize) -> Self {
+        Window {
+            kh: k,
+            kw: k,
+            stride,
+            ph: pad,
+            pw: pad,
+        }
+    }
+
+    /// kh × kw at stride 1, padding (ph, pw): the factorised 1×n / n×1 kernels.
+    pub const fn rect(kh: usize, kw: usize, ph: usize, pw: usize) -> Self {
+        Window {
+            kh,
+            kw,
+            stride: 1,
+            ph,
+            pw,
+        }
+    }
+
+    /// Output size over an H × W input (PyTorch's floor rule), or `None` when the window does
+    /// not fit the padded input or the stride is 0.
+    pub fn output(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        let (hp, wp) = (h + 2 * self.ph, w + 2 * self.pw);
+        if self.stride == 0 || self.kh == 0 || self.kw == 0 || hp < self.kh || wp < self.kw {
+            return None;
+        }
+        Some((
+            (hp - self.kh) / self.stride + 1,
+            (wp - self.kw) / self.stride + 1,
+        ))
+    }
+}
+
+/// The reduction of [`Backend::pool2d`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pool {
+    /// Maximum over the window's inputs (padding never wins; NaN propagates).
+    Max,
+    /// Mean over the window's inputs inside the map (`count_include_pad=False`).
+    Avg,
+}
+
 pub trait Backend: Send + Sync {
     type Buf: Send + Sync;
 
@@ -150,25 +224,39 @@ pub trait Backend: Send + Sync {
     /// `nn.Embedding` lookup: table (V, D), ids (B) → (B, D). Ids are checked by the caller.
     fn gather_rows(&self, table: &Self::Buf, ids: &[usize], d: usize) -> Result<Self::Buf>;
 
-    // ---- ops of the convolutional networks (SD-VAE decoder) --------------------------------
+    // ---- ops of the convolutional networks (SD-VAE decoder, Inception) ---------------------
     // Backends without them report so; the CPU backend has them all.
 
-    /// `F.conv2d(x, w, b, stride=1, padding=pad)`: x (N, Ci, H, W), w (Co, Ci, k, k) → (N, Co, H', W').
+    /// `F.conv2d(x, w, b, stride, padding)`, then ReLU when `relu`: x (N, Ci, H, W),
+    /// w (Co, Ci, kh, kw), b (Co) → (N, Co, H', W') with (H', W') = `win.output(H, W)`.
     #[allow(clippy::too_many_arguments)]
     fn conv2d(
         &self,
         _x: &Self::Buf,
+        _dims: Nchw,
         _w: &Self::Buf,
         _b: &Self::Buf,
-        _n: usize,
-        _ci: usize,
-        _h: usize,
-        _w_: usize,
         _co: usize,
-        _k: usize,
-        _pad: usize,
+        _win: Window,
+        _relu: bool,
     ) -> Result<Self::Buf> {
         anyhow::bail!("conv2d is not implemented on {}", self.name())
+    }
+
+    /// `F.max_pool2d` or `F.avg_pool2d(count_include_pad=False)` over x (N, C, H, W) →
+    /// (N, C, H', W'). A window covering the whole map is `F.adaptive_avg_pool2d(x, 1)`.
+    fn pool2d(&self, _x: &Self::Buf, _dims: Nchw, _win: Window, _pool: Pool) -> Result<Self::Buf> {
+        anyhow::bail!("pool2d is not implemented on {}", self.name())
+    }
+
+    /// `torch.cat(parts, dim=1)` for parts (N, C_i, HW), given as (buffer, C_i).
+    fn concat_channels(
+        &self,
+        _parts: &[(&Self::Buf, usize)],
+        _n: usize,
+        _hw: usize,
+    ) -> Result<Self::Buf> {
+        anyhow::bail!("concat_channels is not implemented on {}", self.name())
     }
 
     /// `F.group_norm(x, groups, gamma, beta, eps)` on x (N, C, HW), then SiLU when `silu`.

@@ -8,7 +8,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::sit::Taps;
-use crate::backend::Backend;
+use crate::backend::{Backend, Nchw, Window};
 use crate::weights::WeightFile;
 
 const GN_EPS: f32 = 1e-6;
@@ -219,18 +219,14 @@ impl<B: Backend> Conv2d<B> {
 
     /// (N, Ci, H, W) → (N, Co, H, W)
     fn forward(&self, be: &B, x: &B::Buf, n: usize, h: usize, w: usize) -> Result<B::Buf> {
-        be.conv2d(
-            x,
-            &self.w,
-            &self.b,
+        let dims = Nchw {
             n,
-            self.ci,
+            c: self.ci,
             h,
             w,
-            self.co,
-            self.k,
-            self.k / 2,
-        )
+        };
+        let win = Window::square(self.k, 1, self.k / 2);
+        be.conv2d(x, dims, &self.w, &self.b, self.co, win, false)
     }
 }
 

@@ -1,8 +1,10 @@
-//! 2-D convolution (stride 1, zero padding) as tiled im2col + GEMM, and nearest upsampling.
+//! 2-D convolution (any kernel size, stride and zero padding) as tiled im2col + GEMM, with an
+//! optional fused ReLU; nearest upsampling.
 
 use rayon::prelude::*;
 
 use super::gemm::{matmul, View};
+use crate::backend::{Nchw, Window};
 
 /// Output pixels per tile: each tile builds its own im2col block, so memory stays bounded at any
 /// resolution. Tiles depend on the shape alone, so the bits do not depend on the thread count.
@@ -14,60 +16,48 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
-/// `F.conv2d(x, w, b, stride=1, padding=pad)`: x (N, Ci, H, W), w (Co, Ci, k, k), b (Co) →
-/// (N, Co, H', W') with H' = H + 2·pad − k + 1.
-#[allow(clippy::too_many_arguments)]
+/// `F.conv2d(x, w, b, stride, padding)` (+ ReLU): x (N, Ci, H, W), w (Co, Ci, kh, kw), b (Co) →
+/// (N, Co, H', W'). The caller has checked that the window fits (`Window::output`).
 pub fn conv2d(
     x: &[f32],
+    d: Nchw,
     w: &[f32],
     b: &[f32],
-    n: usize,
-    ci: usize,
-    h: usize,
-    wd: usize,
     co: usize,
-    k: usize,
-    pad: usize,
+    win: Window,
+    relu: bool,
 ) -> Vec<f32> {
-    let (ho, wo) = (h + 2 * pad + 1 - k, wd + 2 * pad + 1 - k);
-    let (kk, hw) = (ci * k * k, ho * wo);
-    let mut y: Vec<f32> = Vec::with_capacity(n * co * hw);
+    let Some((ho, wo)) = win.output(d.h, d.w) else {
+        return Vec::new();
+    };
+    let (kk, hw) = (d.c * win.kh * win.kw, ho * wo);
+    // A 1×1 stride-1 unpadded convolution reads its input as the GEMM operand directly.
+    let pointwise = win == Window::square(1, 1, 0);
+    let mut y: Vec<f32> = Vec::with_capacity(d.n * co * hw);
     let out = OutPtr(y.as_mut_ptr());
     let tiles = hw.div_ceil(TILE);
-    (0..n * tiles).into_par_iter().for_each(|job| {
+    (0..d.n * tiles).into_par_iter().for_each(|job| {
         #[allow(clippy::redundant_locals)]
         let out = out;
         let (s, t) = (job / tiles, job % tiles);
         let (p0, p1) = (t * TILE, ((t + 1) * TILE).min(hw));
         let cols_n = p1 - p0;
-        let xs = &x[s * ci * h * wd..(s + 1) * ci * h * wd];
-        // im2col block (Ci·k·k, cols_n), rows ordered (c, ky, kx) like the weight; filled one
-        // output-row span at a time (a contiguous input span, zero borders).
-        let mut cols = vec![0f32; kk * cols_n];
-        let mut p = p0;
-        while p < p1 {
-            let (oy, ox0) = (p / wo, p % wo);
-            let span = (wo - ox0).min(p1 - p);
-            let at = p - p0;
-            for c in 0..ci {
-                for ky in 0..k {
-                    let iy = (oy + ky) as isize - pad as isize;
-                    if iy < 0 || iy as usize >= h {
-                        continue;
-                    }
-                    let src_row = &xs[(c * h + iy as usize) * wd..][..wd];
-                    for kx in 0..k {
-                        let dst = &mut cols[((c * k + ky) * k + kx) * cols_n + at..][..span];
-                        // ix = ox + kx − pad must lie in 0..wd.
-                        let lo = pad.saturating_sub(ox0 + kx).min(span);
-                        let hi = (wd + pad).saturating_sub(ox0 + kx).min(span).max(lo);
-                        let ix0 = ox0 + lo + kx - pad;
-                        dst[lo..hi].copy_from_slice(&src_row[ix0..ix0 + (hi - lo)]);
-                    }
-                }
+        let xs = &x[s * d.c * d.h * d.w..(s + 1) * d.c * d.h * d.w];
+        let cols;
+        let rhs = if pointwise {
+            View {
+                data: &xs[p0..],
+                rs: hw,
+                cs: 1,
             }
-            p += span;
-        }
+        } else {
+            cols = im2col(xs, d, win, wo, p0, p1);
+            View {
+                data: &cols,
+                rs: cols_n,
+                cs: 1,
+            }
+        };
         // (Co, cols_n) = w (Co, kk) · cols (kk, cols_n), written into columns p0..p1 of sample s.
         let mut tile = vec![0f32; co * cols_n];
         for (o, row) in tile.chunks_mut(cols_n).enumerate() {
@@ -81,17 +71,17 @@ pub fn conv2d(
                 rs: kk,
                 cs: 1,
             },
-            View {
-                data: &cols,
-                rs: cols_n,
-                cs: 1,
-            },
+            rhs,
             co,
             cols_n,
             kk,
             1.0,
             false,
         );
+        if relu {
+            // `v < 0` keeps NaN, as torch.relu does.
+            tile.iter_mut().filter(|v| **v < 0.0).for_each(|v| *v = 0.0);
+        }
         for (o, row) in tile.chunks(cols_n).enumerate() {
             // SAFETY: sample s, channel o, pixels p0..p1 belong to this tile alone; capacity covers N·Co·HW.
             unsafe {
@@ -104,8 +94,51 @@ pub fn conv2d(
         }
     });
     // SAFETY: the tiles wrote every element.
-    unsafe { y.set_len(n * co * hw) };
+    unsafe { y.set_len(d.n * co * hw) };
     y
+}
+
+/// The im2col block (Ci·kh·kw, p1 − p0) of one sample's output pixels p0..p1, rows ordered
+/// (c, ky, kx) like the weight, zeros where the window reads padding. Filled one output-row span
+/// at a time.
+fn im2col(xs: &[f32], d: Nchw, win: Window, wo: usize, p0: usize, p1: usize) -> Vec<f32> {
+    let (kh, kw, st) = (win.kh, win.kw, win.stride);
+    let cols_n = p1 - p0;
+    let mut cols = vec![0f32; d.c * kh * kw * cols_n];
+    let mut p = p0;
+    while p < p1 {
+        let (oy, ox0) = (p / wo, p % wo);
+        let span = (wo - ox0).min(p1 - p);
+        let at = p - p0;
+        for c in 0..d.c {
+            for ky in 0..kh {
+                let iy = (oy * st + ky) as isize - win.ph as isize;
+                if iy < 0 || iy as usize >= d.h {
+                    continue;
+                }
+                let src_row = &xs[(c * d.h + iy as usize) * d.w..][..d.w];
+                for kx in 0..kw {
+                    let dst = &mut cols[((c * kh + ky) * kw + kx) * cols_n + at..][..span];
+                    if st == 1 {
+                        // ix = ox + kx − pw must lie in 0..W: one contiguous copy.
+                        let lo = win.pw.saturating_sub(ox0 + kx).min(span);
+                        let hi = (d.w + win.pw).saturating_sub(ox0 + kx).min(span).max(lo);
+                        let ix0 = ox0 + lo + kx - win.pw;
+                        dst[lo..hi].copy_from_slice(&src_row[ix0..ix0 + (hi - lo)]);
+                    } else {
+                        for (j, v) in dst.iter_mut().enumerate() {
+                            let ix = ((ox0 + j) * st + kx) as isize - win.pw as isize;
+                            if ix >= 0 && (ix as usize) < d.w {
+                                *v = src_row[ix as usize];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        p += span;
+    }
+    cols
 }
 
 /// `F.interpolate(x, scale_factor=2, mode='nearest')`: (N, C, H, W) → (N, C, 2H, 2W).

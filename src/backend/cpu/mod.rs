@@ -9,10 +9,11 @@ pub mod embed;
 pub mod gemm;
 pub mod math;
 pub mod norm;
+pub mod pool;
 
 use anyhow::{ensure, Result};
 
-use super::{Backend, Cols};
+use super::{Backend, Cols, Nchw, Pool, Window};
 
 /// The CPU backend. Buffers are plain `Vec<f32>`.
 #[derive(Debug, Default, Clone, Copy)]
@@ -212,30 +213,65 @@ impl Backend for Cpu {
     fn conv2d(
         &self,
         x: &Vec<f32>,
+        d: Nchw,
         w: &Vec<f32>,
         b: &Vec<f32>,
-        n: usize,
-        ci: usize,
-        h: usize,
-        wd: usize,
         co: usize,
-        k: usize,
-        pad: usize,
+        win: Window,
+        relu: bool,
     ) -> Result<Vec<f32>> {
         ensure!(
-            x.len() == n * ci * h * wd,
-            "conv2d: x has {} elements for ({n}, {ci}, {h}, {wd})",
+            x.len() == d.len(),
+            "conv2d: x has {} elements for {d:?}",
             x.len()
         );
         ensure!(
-            w.len() == co * ci * k * k && b.len() == co,
-            "conv2d: weight/bias sizes differ from ({co}, {ci}, {k}, {k})"
+            w.len() == co * d.c * win.kh * win.kw && b.len() == co,
+            "conv2d: weight/bias sizes differ from ({co}, {}, {}, {})",
+            d.c,
+            win.kh,
+            win.kw
         );
         ensure!(
-            h + 2 * pad >= k && wd + 2 * pad >= k,
-            "conv2d: kernel {k} larger than the padded input {h}×{wd}"
+            win.output(d.h, d.w).is_some(),
+            "conv2d: window {win:?} does not fit the {}×{} input",
+            d.h,
+            d.w
         );
-        Ok(conv::conv2d(x, w, b, n, ci, h, wd, co, k, pad))
+        Ok(conv::conv2d(x, d, w, b, co, win, relu))
+    }
+
+    fn pool2d(&self, x: &Vec<f32>, d: Nchw, win: Window, p: Pool) -> Result<Vec<f32>> {
+        ensure!(
+            x.len() == d.len(),
+            "pool2d: x has {} elements for {d:?}",
+            x.len()
+        );
+        // Every output must see at least one input (PyTorch requires pad ≤ kernel / 2).
+        ensure!(
+            win.output(d.h, d.w).is_some() && 2 * win.ph <= win.kh && 2 * win.pw <= win.kw,
+            "pool2d: window {win:?} does not fit the {}×{} input",
+            d.h,
+            d.w
+        );
+        Ok(pool::pool2d(x, d, win, p))
+    }
+
+    fn concat_channels(
+        &self,
+        parts: &[(&Vec<f32>, usize)],
+        n: usize,
+        hw: usize,
+    ) -> Result<Vec<f32>> {
+        for (i, (p, c)) in parts.iter().enumerate() {
+            ensure!(
+                p.len() == n * c * hw,
+                "concat_channels: part {i} has {} elements for ({n}, {c}, {hw})",
+                p.len()
+            );
+        }
+        let parts: Vec<(&[f32], usize)> = parts.iter().map(|(p, c)| (p.as_slice(), *c)).collect();
+        Ok(pool::concat_channels(&parts, n, hw))
     }
 
     fn group_norm(

@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Reference outputs of networks too large to commit with their weights. The weights and input
+images come from a counter-based formula that the Rust tests evaluate too, so only the reference
+outputs are committed.
+
+    python scripts/dump_golden.py inception [--out tests/golden/inception_fid.io.safetensors]
+
+inception: pytorch-fid's FID Inception-v3 (`fid_inception_v3()`, torchvision's Inception3 with the
+FIDInceptionA/C/E blocks), fed as the ADM evaluator's TensorFlow graph is: uint8 → float →
+TF1 bilinear resize to 299 (torch-fidelity's `interpolate_bilinear_2d_like_tensorflow1x`,
+align_corners=False) → (x − 128)/128. Outputs: pool_3 (N, 2048); Mixed_6d.branch1x1 after ReLU,
+first 7 channels, flattened (h, w, c) (N, 2023); pool_3 · fc.weightᵀ (N, 1008, no bias).
+
+Needs torch, torchvision, pytorch-fid, torch-fidelity, numpy, safetensors. CPU, float32, 4 threads.
+
+The formula (tests/model_inception.rs evaluates the same):
+  u(seed, t, e) = (philox4x32_10(ctr=(e // 4, 0, t, 3), key=(seed, 0))[e % 4] + 0.5) · 2⁻³²
+  (sitdiv's `rng::uniform(seed, t, 0, STREAM_WEIGHTS, len)`), all arithmetic in f64, then fl32:
+  t = the tensor's rank among the float tensors' names sorted as byte strings, seed 2015,
+    *.conv.weight (Co, Ci, kh, kw)  (2u − 1) · √(6 / (Ci·kh·kw))
+    *.bn.weight, *.bn.running_var   0.5 + u
+    *.bn.bias, *.bn.running_mean    0.2u − 0.1
+    fc.weight (1008, 2048)          (2u − 1) · √(3 / 2048)
+    fc.bias                         0.2u − 0.1
+  image n of a case with seed s: pixel (y, x, c) = ⌊256 · u(s, n, (y·W + x)·3 + c)⌋ as uint8.
+"""
+import argparse
+import json
+import sys
+
+import numpy as np
+
+WEIGHT_SEED = 2015
+STREAM_WEIGHTS = 3
+# (name, image seed, count, side): upsampling as for 256 px samples, downsampling as for 512 px.
+CASES = [("b2_256", 256, 2, 256), ("b1_512", 512, 1, 512)]
+M32 = np.uint64(0xFFFFFFFF)
+
+
+def philox4x32_10(c, k0, k1):
+    c = [np.asarray(v, dtype=np.uint64) for v in c]
+    k0, k1 = np.uint64(k0), np.uint64(k1)
+    for r in range(10):
+        if r > 0:
+            k0 = (k0 + np.uint64(0x9E3779B9)) & M32
+            k1 = (k1 + np.uint64(0xBB67AE85)) & M32
+        p0 = np.uint64(0xD2511F53) * c[0]
+        p1 = np.uint64(0xCD9E8D57) * c[2]
+        hi0, lo0 = p0 >> np.uint64(32), p0 & M32
+        hi1, lo1 = p1 >> np.uint64(32), p1 & M32
+        c = [hi1 ^ c[1] ^ k0, lo1, hi0 ^ c[3] ^ k1, lo0]
+    return c
+
+
+def uniform(seed, index, stream, n):
+    """`n` uniforms (f64) of (seed, index, draw 0, stream), as sitdiv's `rng::uniform`."""
+    e = np.arange(n, dtype=np.uint64)
+    block = e // np.uint64(4)
+    z = np.zeros_like(block)
+    lanes = philox4x32_10([block, z, z + np.uint64(index), z + np.uint64(stream)], seed & 0xFFFFFFFF, seed >> 32)
+    x = np.choose((e % np.uint64(4)).astype(np.int64), lanes)
+    return (x.astype(np.float64) + 0.5) * 2.0**-32
+
+
+def inception_tensor(name, shape, t):
+    u = uniform(WEIGHT_SEED, t, STREAM_WEIGHTS, int(np.prod(shape)))
+    if name.endswith(".conv.weight"):
+        v = (2 * u - 1) * np.sqrt(6.0 / int(np.prod(shape[1:])))
+    elif name.endswith((".bn.weight", ".bn.running_var")):
+        v = 0.5 + u
+    elif name.endswith((".bn.bias", ".bn.running_mean")) or name == "fc.bias":
+        v = 0.2 * u - 0.1
+    elif name == "fc.weight":
+        v = (2 * u - 1) * np.sqrt(3.0 / shape[1])
+    else:
+        raise SystemExit(f"no formula for {name}")
+    return v.astype(np.float32).reshape(shape)
+
+
+def images(seed, count, side):
+    out = np.empty((count, side, side, 3), dtype=np.uint8)
+    for n in range(count):
+        out[n] = np.floor(256 * uniform(seed, n, 0, side * side * 3)).astype(np.uint8).reshape(side, side, 3)
+    return out
+
+
+def inception(out_path):
+    import torch
+    import torchvision
+    import pytorch_fid
+    from pytorch_fid import inception as pfi
+    from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+    from safetensors.numpy import save_file
+
+    torch.set_num_threads(4)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+    # pytorch-fid's own constructor and strict load, with the formula weights as the "download".
+    holder = {}
+    pfi.load_state_dict_from_url = lambda *_a, **_k: holder["sd"]
+    # The same module tree, built without loading, to list its tensors.
+    net = pfi._inception_v3(num_classes=1008, aux_logits=False, weights=None)
+    net.Mixed_5b = pfi.FIDInceptionA(192, pool_features=32)
+    net.Mixed_5c = pfi.FIDInceptionA(256, pool_features=64)
+    net.Mixed_5d = pfi.FIDInceptionA(288, pool_features=64)
+    net.Mixed_6b = pfi.FIDInceptionC(768, channels_7x7=128)
+    net.Mixed_6c = pfi.FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6d = pfi.FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6e = pfi.FIDInceptionC(768, channels_7x7=192)
+    net.Mixed_7b = pfi.FIDInceptionE_1(1280)
+    net.Mixed_7c = pfi.FIDInceptionE_2(2048)
+    floats = sorted(k for k, v in net.state_dict().items() if v.is_floating_point())
+    sd, shapes = {}, {}
+    for k, v in net.state_dict().items():
+        if v.is_floating_point():
+            sd[k] = torch.from_numpy(inception_tensor(k, tuple(v.shape), floats.index(k)))
+            shapes[k] = list(v.shape)
+        else:
+            sd[k] = torch.zeros_like(v)
+    holder["sd"] = sd
+    model = pfi.fid_inception_v3().eval()
+    model.transform_input = False
+
+    taps = {}
+    model.Mixed_6d.branch1x1.register_forward_hook(lambda m, i, o: taps.__setitem__("spatial", o))
+    model.avgpool.register_forward_hook(lambda m, i, o: taps.__setitem__("pool", o))
+
+    tensors = {}
+    for case, seed, count, side in CASES:
+        imgs = images(seed, count, side)
+        with torch.no_grad():
+            x = torch.from_numpy(imgs).permute(0, 3, 1, 2).to(torch.float32)
+            x = interpolate_bilinear_2d_like_tensorflow1x(x, size=(299, 299), align_corners=False)
+            x = (x - 128) / 128
+            model(x)
+            pool = taps["pool"].flatten(1)
+            spatial = taps["spatial"][:, :7].permute(0, 2, 3, 1).reshape(count, -1)
+            logits = pool @ model.fc.weight.T
+        tensors[f"{case}.input_head"] = imgs.reshape(count, -1)[:, :16].astype(np.float32)
+        tensors[f"{case}.resized"] = x[0].numpy().copy()
+        tensors[f"{case}.pool"] = pool.numpy().copy()
+        tensors[f"{case}.spatial"] = spatial.numpy().copy()
+        tensors[f"{case}.logits"] = logits.numpy().copy()
+        print(case, "pool", float(pool.abs().max()), "spatial", float(spatial.abs().max()), "logits", float(logits.abs().max()), file=sys.stderr)
+    for name in ("Conv2d_1a_3x3.conv.weight", "Mixed_7c.branch_pool.bn.running_var", "fc.weight"):
+        tensors[f"check.{name}"] = sd[name].numpy().reshape(-1)[:8].copy()
+    config = {
+        "model": "pytorch_fid.inception.fid_inception_v3",
+        "input": "uint8 NHWC -> float32 -> TF1 bilinear resize 299 (torch-fidelity, align_corners=False) -> (x-128)/128",
+        "outputs": {"pool": "avgpool, (N, 2048)", "spatial": "Mixed_6d.branch1x1 post-ReLU [:, :7] in (h, w, c) order, (N, 2023)", "logits": "pool @ fc.weight.T, (N, 1008)"},
+        "weights": "formula in scripts/dump_golden.py, seed %d" % WEIGHT_SEED,
+        "cases": [{"name": c, "image_seed": s, "count": n, "side": d} for c, s, n, d in CASES],
+        "tensor_shapes": shapes,
+    }
+    meta = {
+        "format": "sitdiv-golden",
+        "version": "1",
+        "producer": f"scripts/dump_golden.py inception, torch {torch.__version__}, torchvision {torchvision.__version__}, pytorch-fid {pytorch_fid.__version__}, numpy {np.__version__}",
+        "config": json.dumps(config, sort_keys=True),
+    }
+    save_file(dict(sorted(tensors.items())), out_path, metadata=meta)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("inception")
+    p.add_argument("--out", default="tests/golden/inception_fid.io.safetensors")
+    args = ap.parse_args()
+    if args.what == "inception":
+        inception(args.out)
+
+
+if __name__ == "__main__":
+    main()
