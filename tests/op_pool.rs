@@ -90,7 +90,7 @@ fn max_pool_propagates_nan_and_refuses_bad_windows() {
 #[test]
 fn concat_stacks_channels_per_sample() {
     let (n, hw) = (2, 3);
-    let a: Vec<f32> = (0..n * 1 * hw).map(|v| v as f32).collect();
+    let a: Vec<f32> = (0..n * hw).map(|v| v as f32).collect();
     let b: Vec<f32> = (0..n * 2 * hw).map(|v| 100.0 + v as f32).collect();
     let y = Cpu.concat_channels(&[(&a, 1), (&b, 2)], n, hw).unwrap();
     let want = [

@@ -1,6 +1,8 @@
 //! Networks: weights + backend. One struct per upstream module, loaded by its state_dict prefix.
 
 pub mod guidance;
+pub mod inception;
+pub mod preprocess;
 pub mod sit;
 pub mod synthetic;
 pub mod vae;
