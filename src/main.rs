@@ -10,6 +10,8 @@ use sitdiv::backend::cpu::Cpu;
 use sitdiv::backend::{Backend, Precision};
 use sitdiv::bench;
 use sitdiv::models::guidance::IntervalMode;
+use sitdiv::pipeline::evaluate::{MetricSettings, MetricsJob};
+use sitdiv::pipeline::features::{self, Backbone, EvalJob, FeaturesJob};
 use sitdiv::pipeline::sample::{self, Method, SampleJob};
 use sitdiv::sampling::path::{DiffusionForm, PathType};
 use sitdiv::sampling::sde::LastStep;
@@ -55,31 +57,52 @@ enum Command {
         /// Reference features .npz, or an ADM reference batch with `mu`, `sigma`, `mu_s`, `sigma_s`.
         #[arg(long)]
         ref_features: PathBuf,
-        #[arg(
-            long,
-            value_enum,
-            value_delimiter = ',',
-            default_value = "fid,sfid,is,pr"
-        )]
-        metrics: Vec<sitdiv::pipeline::evaluate::Metric>,
-        #[arg(long, default_value_t = 100)]
-        kid_subsets: usize,
-        #[arg(long, default_value_t = 1000)]
-        kid_subset_size: usize,
-        /// Seed of the KID subsets.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// IS split size (ADM: 5000, consecutive, no shuffle).
-        #[arg(long, default_value_t = 5000)]
-        is_split_size: usize,
-        /// k of precision/recall (ADM: 3).
-        #[arg(long, default_value_t = 3)]
-        pr_k: usize,
-        /// k of density/coverage (prdc: 5).
-        #[arg(long, default_value_t = 5)]
-        dc_k: usize,
+        #[command(flatten)]
+        settings: MetricSettings,
         #[arg(long)]
         json: PathBuf,
+    },
+    /// Features of image batches (an ADM-style .npz with `arr_0` uint8 (N, H, W, 3), or a run folder).
+    Features {
+        #[arg(long, value_enum, default_value_t = Backbone::Inception)]
+        backbone: Backbone,
+        /// Backbone weights (FID Inception: pytorch-fid names, converted by scripts/convert_weights.py).
+        #[arg(long)]
+        weights: PathBuf,
+        #[arg(long)]
+        images: PathBuf,
+        /// Output .npz: float32 `pool` (N, 2048), `spatial` (N, 2023), `logits` (N, 1008).
+        #[arg(long)]
+        out: PathBuf,
+        /// Images per forward pass (memory only; features do not depend on it).
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// Quality metrics of sample images against a reference, as the ADM evaluator computes them.
+    Eval {
+        /// Sample images: an .npz with `arr_0`, or a run folder of such batches.
+        #[arg(long)]
+        samples: PathBuf,
+        /// ADM reference batch (`arr_0`, `mu`, `sigma`, `mu_s`, `sigma_s`) or a features .npz.
+        #[arg(long = "ref")]
+        reference: PathBuf,
+        /// FID Inception weights (pytorch-fid names).
+        #[arg(long)]
+        inception: PathBuf,
+        #[command(flatten)]
+        settings: MetricSettings,
+        #[arg(long)]
+        json: PathBuf,
+        /// Images per forward pass (memory only).
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Also write the samples' features (.npz for `sitdiv metrics`).
+        #[arg(long)]
+        features_out: Option<PathBuf>,
+        #[command(flatten)]
+        device: DeviceArgs,
     },
     /// Print a weights file's tensors, dtypes, metadata (config) and sha256.
     Inspect { file: PathBuf },
@@ -347,6 +370,22 @@ impl OnBackend for VaeBenchRun {
     }
 }
 
+struct FeaturesRun(FeaturesJob);
+
+impl OnBackend for FeaturesRun {
+    fn run<B: Backend>(self, be: &B) -> Result<()> {
+        features::run_features(be, &self.0)
+    }
+}
+
+struct EvalRun(EvalJob);
+
+impl OnBackend for EvalRun {
+    fn run<B: Backend>(self, be: &B) -> Result<()> {
+        features::run_eval(be, &self.0)
+    }
+}
+
 struct BenchRun(bench::SitBench);
 
 impl OnBackend for BenchRun {
@@ -443,26 +482,52 @@ fn run(cli: Cli) -> Result<()> {
         Command::Metrics {
             features,
             ref_features,
-            metrics,
-            kid_subsets,
-            kid_subset_size,
-            seed,
-            is_split_size,
-            pr_k,
-            dc_k,
+            settings,
             json,
-        } => sitdiv::pipeline::evaluate::run(&sitdiv::pipeline::evaluate::MetricsJob {
+        } => sitdiv::pipeline::evaluate::run(&MetricsJob {
             features,
             ref_features,
-            metrics,
-            kid_subsets,
-            kid_subset_size,
-            seed,
-            is_split_size,
-            pr_k,
-            dc_k,
+            settings,
             json,
         }),
+        Command::Features {
+            backbone,
+            weights,
+            images,
+            out,
+            batch,
+            device,
+        } => on_device(
+            &device,
+            FeaturesRun(FeaturesJob {
+                backbone,
+                weights,
+                images,
+                out,
+                batch,
+            }),
+        ),
+        Command::Eval {
+            samples,
+            reference,
+            inception,
+            settings,
+            json,
+            batch,
+            features_out,
+            device,
+        } => on_device(
+            &device,
+            EvalRun(EvalJob {
+                samples,
+                reference,
+                inception,
+                settings,
+                json,
+                batch,
+                features_out,
+            }),
+        ),
         Command::Decode {
             vae,
             latents,

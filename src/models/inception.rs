@@ -107,7 +107,7 @@ impl<B: Backend> BasicConv2d<B> {
     }
 
     /// (N, Ci, H, W) → (N, Co, H', W')
-    fn forward(&self, be: &B, x: &B::Buf, d: Nchw) -> Result<(B::Buf, Nchw)> {
+    fn forward(&self, be: &B, x: &B::Buf, d: Nchw) -> Result<Act<B>> {
         let (h, w) = self
             .win
             .output(d.h, d.w)
@@ -126,12 +126,7 @@ impl<B: Backend> BasicConv2d<B> {
 }
 
 /// Applies convs in sequence.
-fn chain<B: Backend>(
-    be: &B,
-    convs: &[&BasicConv2d<B>],
-    x: &B::Buf,
-    d: Nchw,
-) -> Result<(B::Buf, Nchw)> {
+fn chain<B: Backend>(be: &B, convs: &[&BasicConv2d<B>], x: &B::Buf, d: Nchw) -> Result<Act<B>> {
     let (mut y, mut dy) = convs[0].forward(be, x, d)?;
     for c in &convs[1..] {
         (y, dy) = c.forward(be, &y, dy)?;
@@ -139,7 +134,7 @@ fn chain<B: Backend>(
     Ok((y, dy))
 }
 
-fn pool<B: Backend>(be: &B, x: &B::Buf, d: Nchw, win: Window, p: Pool) -> Result<(B::Buf, Nchw)> {
+fn pool<B: Backend>(be: &B, x: &B::Buf, d: Nchw, win: Window, p: Pool) -> Result<Act<B>> {
     let (h, w) = win
         .output(d.h, d.w)
         .ok_or_else(|| anyhow::anyhow!("pool window {win:?} does not fit {d:?}"))?;
@@ -147,7 +142,7 @@ fn pool<B: Backend>(be: &B, x: &B::Buf, d: Nchw, win: Window, p: Pool) -> Result
 }
 
 /// Concatenates branch outputs of one spatial size along channels.
-fn concat<B: Backend>(be: &B, parts: &[(B::Buf, Nchw)]) -> Result<(B::Buf, Nchw)> {
+fn concat<B: Backend>(be: &B, parts: &[Act<B>]) -> Result<Act<B>> {
     let d = parts[0].1;
     let refs: Vec<(&B::Buf, usize)> = parts.iter().map(|(b, d)| (b, d.c)).collect();
     let c = refs.iter().map(|p| p.1).sum();
@@ -190,7 +185,7 @@ impl<B: Backend> InceptionA<B> {
         })
     }
 
-    fn forward(&self, be: &B, x: &B::Buf, d: Nchw) -> Result<(B::Buf, Nchw)> {
+    fn forward(&self, be: &B, x: &B::Buf, d: Nchw) -> Result<Act<B>> {
         let (p, dp) = pool(be, x, d, K3P, Pool::Avg)?;
         concat(
             be,
@@ -232,7 +227,7 @@ impl<B: Backend> InceptionB<B> {
         })
     }
 
-    fn forward(&self, be: &B, x: &B::Buf, d: Nchw) -> Result<(B::Buf, Nchw)> {
+    fn forward(&self, be: &B, x: &B::Buf, d: Nchw) -> Result<Act<B>> {
         concat(
             be,
             &[
@@ -335,7 +330,7 @@ impl<B: Backend> InceptionD<B> {
         })
     }
 
-    fn forward(&self, be: &B, x: &B::Buf, d: Nchw) -> Result<(B::Buf, Nchw)> {
+    fn forward(&self, be: &B, x: &B::Buf, d: Nchw) -> Result<Act<B>> {
         concat(
             be,
             &[
@@ -389,7 +384,7 @@ impl<B: Backend> InceptionE<B> {
         })
     }
 
-    fn forward(&self, be: &B, x: &B::Buf, d: Nchw) -> Result<(B::Buf, Nchw)> {
+    fn forward(&self, be: &B, x: &B::Buf, d: Nchw) -> Result<Act<B>> {
         let (t, dt) = self.branch3x3_1.forward(be, x, d)?;
         let (u, du) = chain(be, &[&self.branch3x3dbl_1, &self.branch3x3dbl_2], x, d)?;
         let (p, dp) = pool(be, x, d, K3P, self.pool)?;
@@ -422,6 +417,8 @@ pub struct InceptionV3<B: Backend> {
     mixed_7c: InceptionE<B>,
     /// fc.weight (1008, 2048); the bias is not used (ADM's logits).
     fc_w: B::Buf,
+    /// Zeros (1008): the logits run as a 1×1 convolution, see `forward`.
+    fc_zero_bias: B::Buf,
 }
 
 impl<B: Backend> InceptionV3<B> {
@@ -448,6 +445,7 @@ impl<B: Backend> InceptionV3<B> {
             mixed_7b: InceptionE::build(mk, "Mixed_7b", 1280, Pool::Avg)?,
             mixed_7c: InceptionE::build(mk, "Mixed_7c", 2048, Pool::Max)?,
             fc_w: be.upload(fc_w)?,
+            fc_zero_bias: be.upload(&[0.0; LOGITS_DIM])?,
         })
     }
 
@@ -540,7 +538,24 @@ impl<B: Backend> InceptionV3<B> {
         (x, d) = self.mixed_7c.forward(be, &x, d)?; // (N, 2048, 8, 8)
         let global = Window::square(d.h, d.h, 0);
         let (pool3, _) = pool(be, &x, d, global, Pool::Avg)?; // (N, 2048)
-        let logits = be.linear(&pool3, &self.fc_w, None, n, POOL_DIM, LOGITS_DIM)?; // (N, 1008)
+                                                              // pool3 · fc.weightᵀ as a 1×1 convolution over (N, 2048, 1, 1): one product per image, so
+                                                              // the logits do not depend on how many images share a batch (a batched GEMM's kernel
+                                                              // choice, and so its summation order, depends on N).
+        let d = Nchw {
+            c: POOL_DIM,
+            h: 1,
+            w: 1,
+            ..d
+        };
+        let logits = be.conv2d(
+            &pool3,
+            d,
+            &self.fc_w,
+            &self.fc_zero_bias,
+            LOGITS_DIM,
+            K1,
+            false,
+        )?; // (N, 1008)
         Ok(InceptionFeatures {
             pool: be.download(&pool3)?,
             spatial: spatial_features(&tap, n),

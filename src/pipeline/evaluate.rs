@@ -1,8 +1,9 @@
-//! `sitdiv metrics`: quality metrics from precomputed Inception features, written as one JSON.
+//! Quality metrics from Inception features, written as one JSON: `sitdiv metrics` reads the
+//! features from files; `sitdiv eval` (pipeline/features.rs) computes them from images first.
 //!
-//! Feature files are `.npz` with float32 `pool` (N, 2048), `spatial` (N, 2023) and `logits`
-//! (N, 1008). The reference may instead be an ADM reference batch holding `mu`, `sigma` (and
-//! `mu_s`, `sigma_s`): FID and sFID then use those statistics.
+//! Feature sets hold float32 `pool` (N, 2048), `spatial` (N, 2023) and `logits` (N, 1008). The
+//! reference may instead (or also) hold an ADM reference batch's `mu`, `sigma` (and `mu_s`,
+//! `sigma_s`): FID and sFID then use those statistics.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,36 +27,96 @@ pub enum Metric {
     Kid,
 }
 
+/// Which metrics and their parameters; shared by `sitdiv metrics` and `sitdiv eval`.
+#[derive(Debug, Clone, Serialize, clap::Args)]
+pub struct MetricSettings {
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "fid,sfid,is,pr"
+    )]
+    pub metrics: Vec<Metric>,
+    #[arg(long, default_value_t = 100)]
+    pub kid_subsets: usize,
+    #[arg(long, default_value_t = 1000)]
+    pub kid_subset_size: usize,
+    /// Seed of the KID subsets.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// IS split size (ADM: 5000, consecutive, no shuffle).
+    #[arg(long, default_value_t = 5000)]
+    pub is_split_size: usize,
+    /// k of precision/recall (ADM: 3).
+    #[arg(long, default_value_t = 3)]
+    pub pr_k: usize,
+    /// k of density/coverage (prdc: 5).
+    #[arg(long, default_value_t = 5)]
+    pub dc_k: usize,
+}
+
+impl MetricSettings {
+    pub fn validate(&self) -> Result<()> {
+        ensure!(!self.metrics.is_empty(), "--metrics selects nothing");
+        ensure!(
+            self.pr_k >= 1 && self.dc_k >= 1,
+            "--pr-k and --dc-k must be at least 1"
+        );
+        ensure!(
+            self.is_split_size >= 1,
+            "--is-split-size must be at least 1"
+        );
+        Ok(())
+    }
+
+    /// Whether a metric needs the reference's per-image features (not only its statistics).
+    pub fn needs_reference_features(&self, reference: &FeatureSet) -> bool {
+        self.metrics.iter().any(|m| match m {
+            Metric::Pr | Metric::Dc | Metric::Kid => true,
+            Metric::Fid => !reference.has("mu") || !reference.has("sigma"),
+            Metric::Sfid => !reference.has("mu_s") || !reference.has("sigma_s"),
+            Metric::Is => false,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct MetricsJob {
     pub features: PathBuf,
     pub ref_features: PathBuf,
-    pub metrics: Vec<Metric>,
-    pub kid_subsets: usize,
-    pub kid_subset_size: usize,
-    pub seed: u64,
-    pub is_split_size: usize,
-    pub pr_k: usize,
-    pub dc_k: usize,
+    #[serde(flatten)]
+    pub settings: MetricSettings,
     pub json: PathBuf,
 }
 
-/// The arrays of one feature file.
-struct Features {
-    path: PathBuf,
+/// Named arrays (`.npy` bytes) of one feature set: a features file, an ADM reference batch's
+/// statistics, or features just computed.
+pub struct FeatureSet {
+    /// Names the set in errors: a path, or a description.
+    source: PathBuf,
     arrays: BTreeMap<String, Vec<u8>>,
 }
 
-impl Features {
-    fn open(path: &Path) -> Result<Self> {
-        let arrays = npz::read(path)?
-            .into_iter()
-            .map(|m| (m.key, m.npy))
-            .collect();
-        Ok(Features {
-            path: path.to_path_buf(),
-            arrays,
-        })
+impl FeatureSet {
+    pub fn open(path: &Path) -> Result<Self> {
+        Ok(Self::from_members(path, npz::read(path)?))
+    }
+
+    pub fn from_members(source: &Path, members: Vec<npz::Member>) -> Self {
+        FeatureSet {
+            source: source.to_path_buf(),
+            arrays: members.into_iter().map(|m| (m.key, m.npy)).collect(),
+        }
+    }
+
+    /// Adds (or replaces) arrays.
+    pub fn extend(&mut self, members: Vec<npz::Member>) {
+        self.arrays
+            .extend(members.into_iter().map(|m| (m.key, m.npy)));
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.arrays.contains_key(key)
     }
 
     fn keys(&self) -> String {
@@ -67,21 +128,21 @@ impl Features {
         let bytes = self.arrays.get(key).with_context(|| {
             format!(
                 "{}: no `{key}` array (it has: {})",
-                self.path.display(),
+                self.source.display(),
                 self.keys()
             )
         })?;
-        let a = npy::decode_f32(&self.path, bytes)?;
+        let a = npy::decode_f32(&self.source, bytes)?;
         ensure!(
             a.shape.len() == 2,
             "{}: `{key}` has shape {:?}, expected (N, width)",
-            self.path.display(),
+            self.source.display(),
             a.shape
         );
         ensure!(
             a.data.iter().all(|v| v.is_finite()),
             "{}: `{key}` contains NaN or infinite values",
-            self.path.display()
+            self.source.display()
         );
         Ok((a.data, a.shape[1]))
     }
@@ -90,7 +151,7 @@ impl Features {
     fn feature_gaussian(&self, features: &str) -> Result<(Vec<f64>, Mat<f64>)> {
         let (x, d) = self.rows(features)?;
         let st = FeatureStats::from_batch(&x, d)
-            .with_context(|| format!("{}: `{features}`", self.path.display()))?;
+            .with_context(|| format!("{}: `{features}`", self.source.display()))?;
         Ok((st.mean.clone(), st.covariance()?))
     }
 
@@ -105,17 +166,17 @@ impl Features {
             return self.feature_gaussian(features).with_context(|| {
                 format!(
                     "{}: neither `{mu}`/`{sigma}` statistics nor `{features}` features",
-                    self.path.display()
+                    self.source.display()
                 )
             });
         };
-        let m = npy::decode_f64(&self.path, m)?;
-        let s = npy::decode_f64(&self.path, s)?;
+        let m = npy::decode_f64(&self.source, m)?;
+        let s = npy::decode_f64(&self.source, s)?;
         let d = m.data.len();
         ensure!(
             s.shape == [d, d],
             "{}: `{sigma}` has shape {:?}, expected ({d}, {d})",
-            self.path.display(),
+            self.source.display(),
             s.shape
         );
         Ok((m.data, Mat::from_fn(d, d, |i, j| s.data[i * d + j])))
@@ -130,15 +191,14 @@ fn same_width(a: usize, b: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn run(job: &MetricsJob) -> Result<()> {
-    ensure!(!job.metrics.is_empty(), "--metrics selects nothing");
-    ensure!(
-        job.pr_k >= 1 && job.dc_k >= 1,
-        "--pr-k and --dc-k must be at least 1"
-    );
-    ensure!(job.is_split_size >= 1, "--is-split-size must be at least 1");
-    let a = Features::open(&job.features)?;
-    let b = Features::open(&job.ref_features)?;
+/// Every selected metric of samples `a` against reference `b`, as JSON numbers; refuses
+/// non-finite results.
+pub fn compute(
+    job: &MetricSettings,
+    a: &FeatureSet,
+    b: &FeatureSet,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    job.validate()?;
     let mut out = serde_json::Map::new();
     for m in &job.metrics {
         match m {
@@ -196,20 +256,43 @@ pub fn run(job: &MetricsJob) -> Result<()> {
             bail!("metric {k} came out non-finite; nothing was written");
         }
     }
-    out.insert("settings".into(), serde_json::to_value(job)?);
-    out.insert(
-        "manifest".into(),
-        serde_json::json!({
-            "tool": "sitdiv metrics",
-            "version": env!("CARGO_PKG_VERSION"),
-            "features_sha256": super::sample::sha256_hex(&std::fs::read(&job.features)?),
-            "ref_features_sha256": super::sample::sha256_hex(&std::fs::read(&job.ref_features)?),
-        }),
-    );
+    Ok(out)
+}
+
+/// Writes the metric values with the settings and a manifest next to them, atomically.
+pub fn write_json(
+    path: &Path,
+    mut values: serde_json::Map<String, serde_json::Value>,
+    settings: serde_json::Value,
+    manifest: serde_json::Value,
+) -> Result<()> {
+    values.insert("settings".into(), settings);
+    values.insert("manifest".into(), manifest);
     write_atomic(
-        &job.json,
-        serde_json::to_string_pretty(&serde_json::Value::Object(out))?.as_bytes(),
+        path,
+        serde_json::to_string_pretty(&serde_json::Value::Object(values))?.as_bytes(),
     )?;
-    log::info!("wrote {}", job.json.display());
+    log::info!("wrote {}", path.display());
     Ok(())
+}
+
+/// SHA-256 of a file, for manifests.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(super::sample::sha256_hex(&bytes))
+}
+
+/// `sitdiv metrics`.
+pub fn run(job: &MetricsJob) -> Result<()> {
+    job.settings.validate()?;
+    let a = FeatureSet::open(&job.features)?;
+    let b = FeatureSet::open(&job.ref_features)?;
+    let values = compute(&job.settings, &a, &b)?;
+    let manifest = serde_json::json!({
+        "tool": "sitdiv metrics",
+        "version": env!("CARGO_PKG_VERSION"),
+        "features_sha256": file_sha256(&job.features)?,
+        "ref_features_sha256": file_sha256(&job.ref_features)?,
+    });
+    write_json(&job.json, values, serde_json::to_value(job)?, manifest)
 }

@@ -2,6 +2,7 @@
 
 pub mod decode;
 pub mod evaluate;
+pub mod features;
 pub mod grid;
 pub mod inputs;
 pub mod inspect;

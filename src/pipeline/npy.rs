@@ -271,3 +271,27 @@ pub fn decode_f32(source: &Path, bytes: &[u8]) -> Result<Array<f32>> {
         data,
     })
 }
+
+/// Reads just the header of a `.npy` stream, leaving `r` at the first data byte: (descr, shape).
+pub fn read_header(source: &Path, r: &mut impl std::io::Read) -> Result<(String, Vec<usize>)> {
+    let mut prefix = vec![0u8; 12];
+    r.read_exact(&mut prefix[..10])
+        .with_context(|| format!("{}: cannot read the .npy header", source.display()))?;
+    let hlen = match prefix[6] {
+        1 => u16::from_le_bytes([prefix[8], prefix[9]]) as usize,
+        _ => {
+            r.read_exact(&mut prefix[10..12])
+                .with_context(|| format!("{}: cannot read the .npy header", source.display()))?;
+            u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]) as usize
+        }
+    };
+    if prefix[6] == 1 {
+        prefix.truncate(10);
+    }
+    let start = prefix.len();
+    prefix.resize(start + hlen, 0);
+    r.read_exact(&mut prefix[start..])
+        .with_context(|| format!("{}: the .npy header is cut short", source.display()))?;
+    let h = parse_header(source, &prefix)?;
+    Ok((h.descr, h.shape))
+}

@@ -44,9 +44,7 @@ pub fn write(path: &Path, members: &[Member]) -> Result<()> {
 
 /// Reads every member of an npz as raw `.npy` bytes, keyed by name without `.npy`.
 pub fn read(path: &Path) -> Result<Vec<Member>> {
-    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut z = ZipArchive::new(f)
-        .with_context(|| format!("{} is not an .npz (zip) file", path.display()))?;
+    let mut z = open_archive(path)?;
     let mut out = Vec::new();
     for i in 0..z.len() {
         let mut e = z
@@ -65,4 +63,88 @@ pub fn read(path: &Path) -> Result<Vec<Member>> {
         out.push(Member { key, npy });
     }
     Ok(out)
+}
+
+fn open_archive(path: &Path) -> Result<ZipArchive<std::fs::File>> {
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    ZipArchive::new(f).with_context(|| format!("{} is not an .npz (zip) file", path.display()))
+}
+
+/// The array names of an npz, without reading any data.
+pub fn keys(path: &Path) -> Result<Vec<String>> {
+    names(path, &open_archive(path)?)
+}
+
+fn names(path: &Path, z: &ZipArchive<std::fs::File>) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for n in z.file_names() {
+        let n = n.with_context(|| format!("{}: an unreadable member name", path.display()))?;
+        if let Some(k) = n.strip_suffix(".npy") {
+            out.push(k.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the named members that exist (others are skipped), leaving large ones such as an
+/// image array unread.
+pub fn read_only(path: &Path, wanted: &[&str]) -> Result<Vec<Member>> {
+    let mut z = open_archive(path)?;
+    let mut out = Vec::new();
+    for key in wanted {
+        let Ok(mut e) = z.by_name(&format!("{key}.npy")) else {
+            continue;
+        };
+        let mut npy = Vec::with_capacity(e.size() as usize);
+        e.read_to_end(&mut npy)
+            .with_context(|| format!("{}: reading {key}", path.display()))?;
+        out.push(Member {
+            key: key.to_string(),
+            npy,
+        });
+    }
+    Ok(out)
+}
+
+/// Streams a uint8 (N, H, W, C) image array of an npz in chunks of up to `rows` images, without
+/// holding the whole array: `f(chunk, first_row, (N, H, W, C))`. Returns the array's shape.
+pub fn stream_images(
+    path: &Path,
+    key: &str,
+    rows: usize,
+    mut f: impl FnMut(&[u8], usize, (usize, usize, usize, usize)) -> Result<()>,
+) -> Result<(usize, usize, usize, usize)> {
+    let mut z = open_archive(path)?;
+    let names = names(path, &z)?.join(", ");
+    let mut e = z.by_name(&format!("{key}.npy")).map_err(|_| {
+        anyhow::anyhow!(
+            "{}: no `{key}` image array (it has: {names})",
+            path.display()
+        )
+    })?;
+    let (descr, shape) = super::npy::read_header(path, &mut e)?;
+    if descr != "|u1" || shape.len() != 4 {
+        bail!(
+            "{}: `{key}` is {descr} {shape:?}, expected uint8 images (N, H, W, C) as np.savez writes ADM batches",
+            path.display()
+        );
+    }
+    let dims = (shape[0], shape[1], shape[2], shape[3]);
+    let per = dims.1 * dims.2 * dims.3;
+    let mut buf = vec![0u8; rows.max(1) * per];
+    let mut start = 0;
+    while start < dims.0 {
+        let m = rows.max(1).min(dims.0 - start);
+        e.read_exact(&mut buf[..m * per]).with_context(|| {
+            format!(
+                "{}: `{key}` ends before image {} of {}",
+                path.display(),
+                start + m,
+                dims.0
+            )
+        })?;
+        f(&buf[..m * per], start, dims)?;
+        start += m;
+    }
+    Ok(dims)
 }

@@ -1,0 +1,256 @@
+//! `sitdiv features` and `sitdiv eval`: Inception features of uint8 image batches (ADM-style
+//! `.npz` with `arr_0` (N, H, W, 3), or a run folder of them), and the quality metrics of samples
+//! straight from their images.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde::Serialize;
+
+use super::evaluate::{self, FeatureSet, MetricSettings};
+use super::progress::Progress;
+use super::{npy, npz, probe_folder, write_with_manifest, Unit};
+use crate::backend::Backend;
+use crate::models::inception::{InceptionV3, LOGITS_DIM, POOL_DIM, SPATIAL_DIM};
+use crate::weights::WeightFile;
+
+/// Feature networks of `sitdiv features`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backbone {
+    /// The FID Inception-v3 with the ADM evaluator's input path: `pool`, `spatial`, `logits`.
+    Inception,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FeaturesJob {
+    pub backbone: Backbone,
+    pub weights: PathBuf,
+    pub images: PathBuf,
+    pub out: PathBuf,
+    /// Images per forward pass (memory only; features do not depend on it).
+    pub batch: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalJob {
+    pub samples: PathBuf,
+    pub reference: PathBuf,
+    pub inception: PathBuf,
+    #[serde(flatten)]
+    pub settings: MetricSettings,
+    pub json: PathBuf,
+    pub batch: usize,
+    /// Also keep the samples' features here (an `.npz` for `sitdiv metrics`).
+    pub features_out: Option<PathBuf>,
+}
+
+/// The image batches `path` names, in sample order: the file itself, or the `.npz` batches of a
+/// run folder. A folder must hold one run (its batches' names differ only in `-shard{I}of{S}`);
+/// batches are ordered by their `indices`, which must not overlap.
+pub fn image_batches(path: &Path) -> Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        ensure!(path.exists(), "{} does not exist", path.display());
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut runs: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for entry in
+        std::fs::read_dir(path).with_context(|| format!("cannot list {}", path.display()))?
+    {
+        let p = entry?.path();
+        let Some(stem) = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".npz"))
+        else {
+            continue;
+        };
+        if !npz::keys(&p)?.iter().any(|k| k == "arr_0") {
+            continue; // feature files and other arrays
+        }
+        let run = match stem.rfind("-shard") {
+            Some(i) => &stem[..i],
+            None => stem,
+        };
+        runs.entry(run.to_string()).or_default().push(p);
+    }
+    let mut runs = runs.into_iter();
+    let Some((_, mut files)) = runs.next() else {
+        bail!(
+            "{}: no image batch (.npz with arr_0) in this folder",
+            path.display()
+        );
+    };
+    if let Some((other, _)) = runs.next() {
+        bail!(
+            "{}: holds batches of more than one run (e.g. {other}); pass one .npz or a folder per run",
+            path.display()
+        );
+    }
+    // Order by the first global index; refuse overlaps (e.g. two shardings of one run).
+    let mut keyed = Vec::new();
+    for f in files.drain(..) {
+        let idx = match npz::read_only(&f, &["indices"])?.pop() {
+            Some(m) => npy::decode_i64(&f, &m.npy)?.data,
+            None => Vec::new(),
+        };
+        keyed.push((idx.iter().copied().min().unwrap_or(0), idx, f));
+    }
+    keyed.sort_by(|a, b| (a.0, &a.2).cmp(&(b.0, &b.2)));
+    let mut seen = std::collections::HashSet::new();
+    for (_, idx, f) in &keyed {
+        if let Some(dup) = idx.iter().find(|i| !seen.insert(**i)) {
+            bail!(
+                "{}: sample index {dup} appears in more than one batch (last in {}); the folder mixes shardings of one run",
+                path.display(),
+                f.display()
+            );
+        }
+    }
+    Ok(keyed.into_iter().map(|k| k.2).collect())
+}
+
+/// Inception features of every image of `files`, in order, as the members of a features `.npz`.
+pub fn inception_features<B: Backend>(
+    be: &B,
+    net: &InceptionV3<B>,
+    files: &[PathBuf],
+    batch: usize,
+) -> Result<(Vec<npz::Member>, usize)> {
+    ensure!(batch >= 1, "--batch must be at least 1");
+    let (mut pool, mut spatial, mut logits) = (Vec::new(), Vec::new(), Vec::new());
+    let mut total = 0;
+    for file in files {
+        let mut progress: Option<Progress> = None;
+        let t0 = std::time::Instant::now();
+        let (n, h, w, _) = npz::stream_images(file, "arr_0", batch, |chunk, start, dims| {
+            let m = chunk.len() / (dims.1 * dims.2 * dims.3);
+            let p = progress.get_or_insert_with(|| Progress::new(dims.0 as u64));
+            let f = net
+                .forward_images(be, chunk, (m, dims.1, dims.2, dims.3))
+                .with_context(|| format!("{}: images {start}..{}", file.display(), start + m))?;
+            pool.extend(f.pool);
+            spatial.extend(f.spatial);
+            logits.extend(f.logits);
+            p.unit_done(&Unit {
+                index: start / batch,
+                start,
+                end: start + m,
+            });
+            Ok(())
+        })?;
+        if let Some(p) = progress {
+            p.finish();
+        }
+        log::info!(
+            "{}: {n} images {h}×{w} in {:.1} s",
+            file.display(),
+            t0.elapsed().as_secs_f64()
+        );
+        total += n;
+    }
+    ensure!(total > 0, "no images in {}", files[0].display());
+    let members = vec![
+        npz::Member {
+            key: "pool".into(),
+            npy: npy::encode_f32(&[total, POOL_DIM], &pool),
+        },
+        npz::Member {
+            key: "spatial".into(),
+            npy: npy::encode_f32(&[total, SPATIAL_DIM], &spatial),
+        },
+        npz::Member {
+            key: "logits".into(),
+            npy: npy::encode_f32(&[total, LOGITS_DIM], &logits),
+        },
+    ];
+    Ok((members, total))
+}
+
+/// Loads the Inception weights (pytorch-fid names), naming the file in errors.
+fn load_inception<B: Backend>(be: &B, path: &Path) -> Result<(InceptionV3<B>, String)> {
+    let file = WeightFile::open(path)?;
+    let net = InceptionV3::load(be, &file)
+        .with_context(|| format!("{}: not the FID Inception weights", path.display()))?;
+    Ok((net, super::sample::sha256_hex(file.bytes())))
+}
+
+fn output_folder(path: &Path) -> Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => probe_folder(dir),
+        None => Ok(()),
+    }
+}
+
+fn manifest(
+    tool: &str,
+    job: &impl Serialize,
+    weights_sha: &str,
+    device: String,
+) -> Result<serde_json::Value> {
+    Ok(serde_json::json!({
+        "tool": tool,
+        "version": env!("CARGO_PKG_VERSION"),
+        "job": job,
+        "inception_sha256": weights_sha,
+        "device": device,
+    }))
+}
+
+/// `sitdiv features`.
+pub fn run_features<B: Backend>(be: &B, job: &FeaturesJob) -> Result<()> {
+    let files = image_batches(&job.images)?;
+    output_folder(&job.out)?;
+    let (net, sha) = match job.backbone {
+        Backbone::Inception => load_inception(be, &job.weights)?,
+    };
+    let (members, n) = inception_features(be, &net, &files, job.batch)?;
+    let mut m = manifest("sitdiv features", job, &sha, be.name())?;
+    m["images"] = serde_json::json!(files);
+    write_with_manifest(&job.out, &m, |p| npz::write(p, &members))?;
+    log::info!("wrote {} ({n} feature rows)", job.out.display());
+    Ok(())
+}
+
+/// `sitdiv eval`.
+pub fn run_eval<B: Backend>(be: &B, job: &EvalJob) -> Result<()> {
+    job.settings.validate()?;
+    let files = image_batches(&job.samples)?;
+    output_folder(&job.json)?;
+    if let Some(p) = &job.features_out {
+        output_folder(p)?;
+    }
+    // The reference: a features file, or an ADM reference batch (statistics and/or images).
+    let ref_keys = npz::keys(&job.reference)?;
+    let stats = ["mu", "sigma", "mu_s", "sigma_s"];
+    let mut reference = if ref_keys.iter().any(|k| k == "pool") {
+        FeatureSet::open(&job.reference)?
+    } else {
+        FeatureSet::from_members(&job.reference, npz::read_only(&job.reference, &stats)?)
+    };
+    let ref_images = job.settings.needs_reference_features(&reference);
+    ensure!(
+        !ref_images || ref_keys.iter().any(|k| k == "arr_0"),
+        "{}: the selected metrics need reference images (`arr_0`) or features (`pool`…); it has: {}",
+        job.reference.display(),
+        ref_keys.join(", ")
+    );
+    let (net, sha) = load_inception(be, &job.inception)?;
+    let (members, n) = inception_features(be, &net, &files, job.batch)?;
+    let mut m = manifest("sitdiv eval", job, &sha, be.name())?;
+    m["samples_files"] = serde_json::json!(files);
+    if let Some(p) = &job.features_out {
+        write_with_manifest(p, &m, |p| npz::write(p, &members))?;
+        log::info!("wrote {} ({n} feature rows)", p.display());
+    }
+    let samples = FeatureSet::from_members(&job.samples, members);
+    if ref_images {
+        let (ref_members, _) =
+            inception_features(be, &net, std::slice::from_ref(&job.reference), job.batch)?;
+        reference.extend(ref_members);
+    }
+    let values = evaluate::compute(&job.settings, &samples, &reference)?;
+    m["num_samples"] = serde_json::json!(n);
+    evaluate::write_json(&job.json, values, serde_json::to_value(&job.settings)?, m)
+}
