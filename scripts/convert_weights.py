@@ -3,6 +3,7 @@
 
     python scripts/convert_weights.py sit SiT-XL-2-256x256.pt sit-xl-2-256.safetensors --model SiT-XL/2
     python scripts/convert_weights.py vae sd-vae-ft-ema/ sd-vae-ft-ema.safetensors
+    python scripts/convert_weights.py inception pt_inception-2015-12-05-6726825d.pth inception-fid.safetensors
 
 sit: a raw state_dict (the released SiT-XL-2-256x256.pt) or a train.py checkpoint ({"model", "ema",
 ...}; the EMA weights are taken, as upstream's find_model does). The constructor arguments go into
@@ -12,6 +13,11 @@ vae: a diffusers AutoencoderKL folder (config.json + diffusion_pytorch_model.saf
 one of those weight files, or an original Stable Diffusion / LDM .ckpt. Only the decoder half is
 kept (post_quant_conv.* and decoder.*, with or without the first_stage_model. prefix); the
 diffusers config.json, when there is one, becomes __metadata__["config"].
+
+inception: pytorch-fid's FID Inception weights (pt_inception-2015-12-05-6726825d.pth, from the
+pytorch-fid GitHub release "fid_weights"; torch-fidelity's weights-inception-2015-12-05-6726825d.pth
+holds the same tensors). Names are kept (Conv2d_1a_3x3.conv.weight, Mixed_6d.branch1x1.bn.*,
+fc.weight, ...); BatchNorm's num_batches_tracked counters and any auxiliary head are dropped.
 
 Needs: torch, safetensors (pip install torch safetensors).
 """
@@ -79,16 +85,31 @@ def convert_vae(args):
     return tensors, config
 
 
+def convert_inception(args):
+    sd = load_any(args.source)
+    drop = ("num_batches_tracked", "AuxLogits.")
+    tensors = {k: v.detach().float().contiguous() for k, v in sd.items() if not any(d in k for d in drop)}
+    for need in ("Conv2d_1a_3x3.conv.weight", "Mixed_6d.branch1x1.conv.weight", "fc.weight"):
+        if need not in tensors:
+            raise SystemExit(f"{args.source}: no {need}; not the FID Inception state_dict")
+    if tuple(tensors["fc.weight"].shape) != (1008, 2048):
+        raise SystemExit(f"{args.source}: fc.weight is {tuple(tensors['fc.weight'].shape)}, expected (1008, 2048) (the FID weights, not torchvision's ImageNet Inception)")
+    return tensors, {"model": "fid_inception_v3", "bn_eps": 0.001}
+
+
+CONVERTERS = {"sit": convert_sit, "vae": convert_vae, "inception": convert_inception}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("kind", choices=["sit", "vae"])
+    ap.add_argument("kind", choices=sorted(CONVERTERS))
     ap.add_argument("source")
     ap.add_argument("output")
     ap.add_argument("--model", default="SiT-XL/2", help="sit: upstream name, e.g. SiT-XL/2")
     ap.add_argument("--image-size", type=int, default=256, choices=[256, 512])
     ap.add_argument("--num-classes", type=int, default=1000)
     args = ap.parse_args()
-    tensors, config = convert_sit(args) if args.kind == "sit" else convert_vae(args)
+    tensors, config = CONVERTERS[args.kind](args)
     meta = {"source": os.path.basename(args.source.rstrip("/"))}
     if config is not None:
         meta["config"] = json.dumps(config, sort_keys=True)
