@@ -5,6 +5,13 @@ for density/coverage) and with numpy transcriptions of the ADM evaluator's IS an
 formulas and of the unbiased polynomial-kernel MMD (KID) over the full sets.
 
     python scripts/dump_metric_golden.py [--out tests/golden/metrics_small.safetensors]
+    python scripts/dump_metric_golden.py --diversity tests/golden/diversity_small.safetensors
+
+--diversity: a labelled embedding set and its cosine-distance diversity by a direct double loop in
+f64 (intra-class: per-class pair means, their mean and population std over classes with >= 2
+samples; inter-class and mixed: mean and population std over pairs), and Vendi scores from
+`vendi_score.vendi.score_X` (q = 1), over all rows, per class, and for a set with fewer rows than
+dimensions. Needs vendi_score.
 
 Needs: numpy, scipy, prdc, safetensors. Deterministic (numpy PCG64 seeded).
 """
@@ -77,9 +84,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tests/golden/metrics_small.safetensors")
     ap.add_argument("--large", default=None, help="also write the 5000 × 2048 case here")
+    ap.add_argument("--diversity", default=None, help="write the diversity/Vendi case here (only)")
     args = ap.parse_args()
     if args.large:
         large_case(args.large)
+    if args.diversity:
+        diversity_case(args.diversity)
+        return
     rng = np.random.default_rng(20261126)
     a = features(rng, 0.3)  # "samples"
     b = features(rng, 0.0)  # "reference"
@@ -156,6 +167,60 @@ def large_case(out):
         "version": "1",
         "producer": f"scripts/dump_metric_golden.py --large, numpy {np.__version__}, scipy {scipy.__version__}, prdc",
         "config": json.dumps({"n": n, "d": d, "pr_k": PR_K, "dc_k": DC_K, "a": "fl32(u*(0.8+0.2*u)), u=u(1,i,e)", "b": "fl32(u(2,i,e))"}),
+    }
+    save_file(tensors, out, metadata=meta)
+    print(json.dumps(values, indent=1))
+
+
+def pair_stats(d):
+    d = np.asarray(d, dtype=np.float64)
+    return float(d.mean()), float(d.std())
+
+
+def diversity_case(out):
+    from vendi_score import vendi
+
+    rng = np.random.default_rng(7)
+    d = 24
+    # Six classes of unequal size around their own centres, plus a one-sample class (9).
+    counts = {0: 12, 1: 2, 2: 9, 3: 15, 4: 7, 5: 15, 9: 1}
+    labels = np.concatenate([np.full(c, k, dtype=np.int64) for k, c in counts.items()])
+    rng.shuffle(labels)
+    centres = {k: rng.standard_normal(d) * 2 for k in counts}
+    emb = np.stack([centres[k] + rng.standard_normal(d) for k in labels]).astype(np.float32)
+    x = emb.astype(np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    n = len(x)
+    mixed, inter, per_class = [], [], {}
+    for i in range(n):
+        for j in range(i + 1, n):
+            dist = 1.0 - float(x[i] @ x[j])
+            mixed.append(dist)
+            if labels[i] == labels[j]:
+                per_class.setdefault(int(labels[i]), []).append(dist)
+            else:
+                inter.append(dist)
+    class_means = np.array([np.mean(v) for _, v in sorted(per_class.items())])
+    v_class = [vendi.score_X(emb[labels == k].astype(np.float64), q=1) for k in sorted(counts) if counts[k] >= 2]
+    small = emb[:8]  # fewer rows than dimensions: the kernel side
+    values = {
+        "intra_mean": float(class_means.mean()),
+        "intra_std": float(class_means.std()),
+        "inter_mean": pair_stats(inter)[0],
+        "inter_std": pair_stats(inter)[1],
+        "mixed_mean": pair_stats(mixed)[0],
+        "mixed_std": pair_stats(mixed)[1],
+        "vendi_mixed": float(vendi.score_X(emb.astype(np.float64), q=1)),
+        "vendi_intra_mean": float(np.mean(v_class)),
+        "vendi_small": float(vendi.score_X(small.astype(np.float64), q=1)),
+    }
+    tensors = {"embedding": emb, "labels": labels}
+    tensors.update({f"ref.{k}": np.array([v], dtype=np.float64) for k, v in values.items()})
+    meta = {
+        "format": "sitdiv-golden",
+        "version": "1",
+        "producer": f"scripts/dump_metric_golden.py --diversity, numpy {np.__version__}, vendi_score",
+        "config": json.dumps({"n": int(n), "d": d, "class_counts": {str(k): v for k, v in counts.items()}, "vendi_small_rows": 8}),
     }
     save_file(tensors, out, metadata=meta)
     print(json.dumps(values, indent=1))

@@ -49,14 +49,16 @@ enum Command {
         #[command(flatten)]
         device: DeviceArgs,
     },
-    /// Quality metrics from precomputed Inception features (pool, spatial, logits) into one JSON.
+    /// Metrics from feature files into one JSON: quality from Inception features (pool, spatial,
+    /// logits), diversity and Vendi from an `embedding` with `labels`.
     Metrics {
         /// Sample features .npz: float32 `pool` (N, 2048), `spatial` (N, 2023), `logits` (N, 1008).
         #[arg(long)]
         features: PathBuf,
-        /// Reference features .npz, or an ADM reference batch with `mu`, `sigma`, `mu_s`, `sigma_s`.
+        /// Reference features .npz, or an ADM reference batch with `mu`, `sigma`, `mu_s`, `sigma_s`
+        /// (needed by fid, sfid, pr, dc, kid).
         #[arg(long)]
-        ref_features: PathBuf,
+        ref_features: Option<PathBuf>,
         #[command(flatten)]
         settings: MetricSettings,
         #[arg(long)]

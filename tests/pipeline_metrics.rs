@@ -261,3 +261,100 @@ fn bad_metric_inputs_fail_clearly() {
         &out,
     );
 }
+
+/// An `embedding` + `labels` file from the diversity golden, without labels when `labels` is false.
+fn embedding_file(dir: &Path, labels: bool) -> String {
+    let f = open("diversity_small.safetensors");
+    let x = f.f32("embedding").unwrap();
+    let l = f.i64("labels").unwrap();
+    let mut members = vec![npz::Member {
+        key: "embedding".into(),
+        npy: npy::encode_f32(&[l.len(), x.len() / l.len()], &x),
+    }];
+    if labels {
+        members.push(npz::Member {
+            key: "labels".into(),
+            npy: npy::encode_i64(&[l.len()], &l),
+        });
+    }
+    let p = dir.join(format!("emb_{labels}.npz"));
+    npz::write(&p, &members).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn diversity_contract_keys_and_values() {
+    let dir = tmp("diversity");
+    let feats = embedding_file(&dir, true);
+    let out = dir.join("d.json");
+    let o = out.display().to_string();
+    let j = run_json(&[
+        "metrics",
+        "--features",
+        &feats,
+        "--metrics",
+        "diversity,vendi",
+        "--json",
+        &o,
+    ]);
+    let f = open("diversity_small.safetensors");
+    for key in [
+        "intra_mean",
+        "intra_std",
+        "inter_mean",
+        "inter_std",
+        "mixed_mean",
+        "mixed_std",
+    ] {
+        let got = j["diversity"][key].as_f64().unwrap();
+        let want = f.f64(&format!("ref.{key}")).unwrap()[0];
+        assert!(
+            (got - want).abs() <= 1e-12 * want.abs(),
+            "{key}: {got} vs {want}"
+        );
+    }
+    for (key, name) in [("mixed", "vendi_mixed"), ("intra_mean", "vendi_intra_mean")] {
+        let got = j["vendi"][key].as_f64().unwrap();
+        let want = f.f64(&format!("ref.{name}")).unwrap()[0];
+        assert!(
+            (got - want).abs() <= 1e-9 * want,
+            "vendi {key}: {got} vs {want}"
+        );
+    }
+    assert_eq!(
+        j["diversity_info"]["classes_excluded_single_sample"],
+        serde_json::json!([9])
+    );
+    println!("{}", serde_json::to_string_pretty(&j["diversity"]).unwrap());
+    // Without labels: the error names the array and where labels come from.
+    let blind = embedding_file(&dir, false);
+    let bad = dir.join("bad.json");
+    let b = bad.display().to_string();
+    fails(
+        &[
+            "metrics",
+            "--features",
+            &blind,
+            "--metrics",
+            "diversity",
+            "--json",
+            &b,
+        ],
+        "no `labels` array",
+        &bad,
+    );
+    // Quality metrics without a reference.
+    fails(
+        &[
+            "metrics",
+            "--features",
+            &feats,
+            "--metrics",
+            "fid",
+            "--json",
+            &b,
+        ],
+        "give --ref-features",
+        &bad,
+    );
+}

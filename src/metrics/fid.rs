@@ -13,7 +13,7 @@ use faer::{Accum, Mat, MatRef, Par, Side};
 /// parts the work is cut into, and the distance must be the same bits on every node.
 const FID_THREADS: usize = 2;
 
-fn fixed_par() -> Par {
+pub(crate) fn fixed_par() -> Par {
     Par::rayon(FID_THREADS)
 }
 

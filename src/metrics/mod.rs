@@ -1,5 +1,6 @@
 //! Features → statistics → numbers. Statistics are f64 and merge exactly across shards.
 
+pub mod diversity;
 pub mod fid;
 pub mod inception_score;
 pub mod kid;

@@ -13,7 +13,7 @@ use faer::Mat;
 use serde::Serialize;
 
 use super::{npy, npz, write_atomic};
-use crate::metrics::{fid, inception_score, kid, prdc, stats::FeatureStats};
+use crate::metrics::{diversity, fid, inception_score, kid, prdc, stats::FeatureStats};
 
 /// What `--metrics` can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -25,6 +25,17 @@ pub enum Metric {
     Pr,
     Dc,
     Kid,
+    /// Cosine-distance diversity of `embedding` rows: intra-, inter-class and mixed.
+    Diversity,
+    /// Vendi score of `embedding` rows: over all samples and averaged over classes.
+    Vendi,
+}
+
+impl Metric {
+    /// Whether the metric compares the samples with a reference set.
+    pub fn needs_reference(self) -> bool {
+        !matches!(self, Metric::Is | Metric::Diversity | Metric::Vendi)
+    }
 }
 
 /// Which metrics and their parameters; shared by `sitdiv metrics` and `sitdiv eval`.
@@ -75,7 +86,7 @@ impl MetricSettings {
             Metric::Pr | Metric::Dc | Metric::Kid => true,
             Metric::Fid => !reference.has("mu") || !reference.has("sigma"),
             Metric::Sfid => !reference.has("mu_s") || !reference.has("sigma_s"),
-            Metric::Is => false,
+            Metric::Is | Metric::Diversity | Metric::Vendi => false,
         })
     }
 }
@@ -83,7 +94,8 @@ impl MetricSettings {
 #[derive(Debug, Clone, Serialize)]
 pub struct MetricsJob {
     pub features: PathBuf,
-    pub ref_features: PathBuf,
+    /// Needed by the metrics that compare with a reference (FID, sFID, PR, DC, KID).
+    pub ref_features: Option<PathBuf>,
     #[serde(flatten)]
     pub settings: MetricSettings,
     pub json: PathBuf,
@@ -147,6 +159,26 @@ impl FeatureSet {
         Ok((a.data, a.shape[1]))
     }
 
+    /// The int64 class labels of `n` rows.
+    fn labels(&self, n: usize) -> Result<Vec<i64>> {
+        let bytes = self.arrays.get("labels").with_context(|| {
+            format!(
+                "{}: no `labels` array; intra-class diversity and per-class Vendi need the class of \
+                 every row: an int64 (N,) `labels` beside `embedding` (`sitdiv sample` saves them \
+                 as `arr_1` of its image batches)",
+                self.source.display()
+            )
+        })?;
+        let l = npy::decode_i64(&self.source, bytes)?;
+        ensure!(
+            l.data.len() == n && l.shape.len() == 1,
+            "{}: `labels` has shape {:?}, expected ({n},) to match `embedding`",
+            self.source.display(),
+            l.shape
+        );
+        Ok(l.data)
+    }
+
     /// Gaussian statistics (mean, unbiased covariance) of a feature array.
     fn feature_gaussian(&self, features: &str) -> Result<(Vec<f64>, Mat<f64>)> {
         let (x, d) = self.rows(features)?;
@@ -191,17 +223,56 @@ fn same_width(a: usize, b: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Every selected metric of samples `a` against reference `b`, as JSON numbers; refuses
-/// non-finite results.
+/// Every selected metric of samples `a` (against reference `b` where the metric needs one), as
+/// JSON numbers (null where a value is undefined); refuses non-finite results.
 pub fn compute(
     job: &MetricSettings,
     a: &FeatureSet,
-    b: &FeatureSet,
+    b: Option<&FeatureSet>,
 ) -> Result<serde_json::Map<String, serde_json::Value>> {
     job.validate()?;
+    let needing: Vec<&Metric> = job.metrics.iter().filter(|m| m.needs_reference()).collect();
+    let Some(b) = b.or(if needing.is_empty() { Some(a) } else { None }) else {
+        bail!("--metrics {needing:?} compare with a reference: give --ref-features (or --ref for eval)");
+    };
     let mut out = serde_json::Map::new();
     for m in &job.metrics {
         match m {
+            Metric::Diversity => {
+                let (x, d) = a.rows("embedding")?;
+                let labels = a.labels(x.len() / d)?;
+                let div = diversity::cosine_diversity(&x, d, Some(&labels))?;
+                out.insert(
+                    "diversity".into(),
+                    serde_json::json!({
+                        "intra_mean": div.intra_mean,
+                        "intra_std": div.intra_std,
+                        "inter_mean": div.inter_mean,
+                        "inter_std": div.inter_std,
+                        "mixed_mean": div.mixed_mean,
+                        "mixed_std": div.mixed_std,
+                    }),
+                );
+                out.insert(
+                    "diversity_info".into(),
+                    serde_json::json!({
+                        "distance": "1 - cos",
+                        "num_samples": div.num_samples,
+                        "num_pairs": div.num_pairs,
+                        "classes_used": div.classes_used,
+                        "classes_excluded_single_sample": div.classes_excluded,
+                    }),
+                );
+            }
+            Metric::Vendi => {
+                let (x, d) = a.rows("embedding")?;
+                let labels = a.labels(x.len() / d)?;
+                let (mixed, intra) = diversity::vendi_by_class(&x, d, &labels)?;
+                out.insert(
+                    "vendi".into(),
+                    serde_json::json!({ "mixed": mixed, "intra_mean": intra }),
+                );
+            }
             Metric::Fid | Metric::Sfid => {
                 let (feat, mu, sigma, key) = match m {
                     Metric::Fid => ("pool", "mu", "sigma", "fid"),
@@ -252,7 +323,14 @@ pub fn compute(
         }
     }
     for (k, v) in &out {
-        if v.as_f64().is_some_and(|x| !x.is_finite()) {
+        let inner: Vec<&serde_json::Value> = match v.as_object() {
+            Some(o) => o.values().collect(),
+            None => vec![v],
+        };
+        if inner
+            .iter()
+            .any(|x| x.as_f64().is_some_and(|x| !x.is_finite()))
+        {
             bail!("metric {k} came out non-finite; nothing was written");
         }
     }
@@ -286,13 +364,17 @@ pub fn file_sha256(path: &Path) -> Result<String> {
 pub fn run(job: &MetricsJob) -> Result<()> {
     job.settings.validate()?;
     let a = FeatureSet::open(&job.features)?;
-    let b = FeatureSet::open(&job.ref_features)?;
-    let values = compute(&job.settings, &a, &b)?;
+    let b = job
+        .ref_features
+        .as_deref()
+        .map(FeatureSet::open)
+        .transpose()?;
+    let values = compute(&job.settings, &a, b.as_ref())?;
     let manifest = serde_json::json!({
         "tool": "sitdiv metrics",
         "version": env!("CARGO_PKG_VERSION"),
         "features_sha256": file_sha256(&job.features)?,
-        "ref_features_sha256": file_sha256(&job.ref_features)?,
+        "ref_features_sha256": job.ref_features.as_deref().map(file_sha256).transpose()?,
     });
     write_json(&job.json, values, serde_json::to_value(job)?, manifest)
 }

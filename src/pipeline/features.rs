@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
 
-use super::evaluate::{self, FeatureSet, MetricSettings};
+use super::evaluate::{self, FeatureSet, Metric, MetricSettings};
 use super::progress::Progress;
 use super::{npy, npz, probe_folder, write_with_manifest, Unit};
 use crate::backend::Backend;
@@ -216,6 +216,17 @@ pub fn run_features<B: Backend>(be: &B, job: &FeaturesJob) -> Result<()> {
 /// `sitdiv eval`.
 pub fn run_eval<B: Backend>(be: &B, job: &EvalJob) -> Result<()> {
     job.settings.validate()?;
+    if let Some(m) = job
+        .settings
+        .metrics
+        .iter()
+        .find(|m| !m.needs_reference() && **m != Metric::Is)
+    {
+        bail!(
+            "eval computes Inception metrics only; --metrics {m:?} needs a diversity embedding: \
+             run `sitdiv metrics --features F.npz --metrics diversity,vendi` on an `embedding` + `labels` file"
+        );
+    }
     let files = image_batches(&job.samples)?;
     output_folder(&job.json)?;
     if let Some(p) = &job.features_out {
@@ -250,7 +261,7 @@ pub fn run_eval<B: Backend>(be: &B, job: &EvalJob) -> Result<()> {
             inception_features(be, &net, std::slice::from_ref(&job.reference), job.batch)?;
         reference.extend(ref_members);
     }
-    let values = evaluate::compute(&job.settings, &samples, &reference)?;
+    let values = evaluate::compute(&job.settings, &samples, Some(&reference))?;
     m["num_samples"] = serde_json::json!(n);
     evaluate::write_json(&job.json, values, serde_json::to_value(&job.settings)?, m)
 }
