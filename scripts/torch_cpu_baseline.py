@@ -2,10 +2,14 @@
 """PyTorch CPU figures for the same networks `sitdiv bench` times, on the same machine.
 
 Usage: python scripts/torch_cpu_baseline.py [--sit SiT-S/2] [--batch 8] [--vae-batch 2]
-Needs torch (and diffusers for the VAE). Random weights, fp32, eval mode, no grad. Prints images/s
+       [--inception-batch 4] [--diversity 2000]
+Needs torch (diffusers for the VAE, pytorch-fid for the Inception). Random weights, fp32, eval mode, no grad. Prints images/s
 (median of the timed runs) for a SiT-shaped network (same shapes and op sequence as upstream SiT:
 patch embed, adaLN-Zero blocks, SDPA attention, tanh-GELU MLP, final layer) and for the SD-VAE
-decoder (diffusers AutoencoderKL, sd-vae-ft-ema architecture).
+decoder (diffusers AutoencoderKL, sd-vae-ft-ema architecture). --inception-batch times pytorch-fid's
+FID Inception on 256 px images (bilinear resize to 299 inside the timing); --diversity N times the
+all-pairs cosine-distance stage (f64 Gram matrix, mixed / intra / inter means and stds) on N × 768
+random embeddings in 100 classes, as `sitdiv bench diversity` does.
 """
 import argparse
 import statistics
@@ -80,6 +84,8 @@ def main():
     ap.add_argument("--vae-batch", type=int, default=2)
     ap.add_argument("--vae-iters", type=int, default=3)
     ap.add_argument("--skip-vae", action="store_true")
+    ap.add_argument("--inception-batch", type=int, default=0)
+    ap.add_argument("--diversity", type=int, default=0, metavar="N")
     a = ap.parse_args()
     torch.manual_seed(0)
     torch.set_grad_enabled(False)
@@ -104,6 +110,39 @@ def main():
         z = torch.randn(a.vae_batch, 4, 32, 32)
         med, best = timed(lambda: vae.decode(z / 0.18215).sample, 1, a.vae_iters)
         print(f"| SD-VAE decoder | 256 | {a.vae_batch} | diffusers cpu | {med:.3f} | {a.vae_batch / med:.3f} | {a.vae_batch / best:.3f} |")
+    if a.inception_batch:
+        from pytorch_fid import inception as pfi
+
+        pfi.load_state_dict_from_url = lambda *_a, **_k: None
+        net = pfi._inception_v3(num_classes=1008, aux_logits=False, weights=None)
+        for name, blk in [("Mixed_5b", pfi.FIDInceptionA(192, 32)), ("Mixed_5c", pfi.FIDInceptionA(256, 64)),
+                          ("Mixed_5d", pfi.FIDInceptionA(288, 64)), ("Mixed_6b", pfi.FIDInceptionC(768, 128)),
+                          ("Mixed_6c", pfi.FIDInceptionC(768, 160)), ("Mixed_6d", pfi.FIDInceptionC(768, 160)),
+                          ("Mixed_6e", pfi.FIDInceptionC(768, 192)), ("Mixed_7b", pfi.FIDInceptionE_1(1280)),
+                          ("Mixed_7c", pfi.FIDInceptionE_2(2048))]:
+            setattr(net, name, blk)
+        net = net.eval()
+        imgs = torch.randint(0, 256, (a.inception_batch, 3, 256, 256)).float()
+        run = lambda: net((F.interpolate(imgs, size=(299, 299), mode="bilinear") - 128) / 128)
+        med, best = timed(run, 1, 3)
+        print(f"| FID Inception | 256 | {a.inception_batch} | torch cpu | {med:.3f} | {a.inception_batch / med:.3f} | {a.inception_batch / best:.3f} |")
+    if a.diversity:
+        n, classes = a.diversity, 100
+        x = torch.randn(n, 768)
+        labels = torch.arange(n) % classes
+
+        def pairs():
+            u = F.normalize(x.double(), dim=1)
+            dist = 1 - u @ u.T
+            upper = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)
+            same = (labels[:, None] == labels[None, :]) & upper
+            mixed = dist[upper]
+            inter = dist[upper & ~same]
+            intra = torch.stack([dist[same & (labels[:, None] == c)].mean() for c in range(classes)])
+            return mixed.mean(), mixed.std(unbiased=False), inter.mean(), inter.std(unbiased=False), intra.mean(), intra.std(unbiased=False)
+
+        med, best = timed(pairs, 1, 3)
+        print(f"| cosine diversity (f64) | {n} | 768 | {classes} | torch cpu | {med:.3f} | {n * (n - 1) / 2 / med:.3e} pairs/s |")
 
 
 if __name__ == "__main__":

@@ -140,3 +140,70 @@ pub fn fid(d: usize) -> Result<()> {
     );
     Ok(())
 }
+
+/// The distance stage of the diversity metrics on random labelled embeddings: all pairs of `n`
+/// rows of width `dim` (cosine diversity, intra/inter/mixed) and the Vendi score.
+pub fn diversity(n: usize, dim: usize, classes: usize) -> Result<()> {
+    use crate::metrics::diversity::{cosine_diversity, vendi_by_class};
+    anyhow::ensure!(
+        n >= 2 && dim >= 1 && classes >= 1,
+        "bench diversity: n ≥ 2, dim ≥ 1, classes ≥ 1"
+    );
+    let x = rng::gaussian(21, 0, 0, 0, n * dim);
+    let labels: Vec<i64> = (0..n).map(|i| (i % classes) as i64).collect();
+    let pairs = (n * (n - 1) / 2) as f64;
+    let t = Instant::now();
+    let d = cosine_diversity(&x, dim, Some(&labels))?;
+    let secs_div = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let (v, _) = vendi_by_class(&x, dim, &labels)?;
+    let secs_vendi = t.elapsed().as_secs_f64();
+    println!("| stage | n | dim | classes | threads | seconds | pairs/s | value |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let threads = rayon::current_num_threads();
+    println!(
+        "| cosine diversity (intra/inter/mixed, f64) | {n} | {dim} | {classes} | {threads} | {secs_div:.3} | {:.3e} | mixed {:.6} |",
+        pairs / secs_div,
+        d.mixed_mean.unwrap_or(f64::NAN)
+    );
+    println!(
+        "| Vendi (all + per class, f64) | {n} | {dim} | {classes} | {threads} | {secs_vendi:.3} | – | {v:.4} |"
+    );
+    Ok(())
+}
+
+/// The FID Inception on formula weights: `batch` random 256 × 256 images per forward, the TF1
+/// resize included.
+pub fn inception<B: Backend>(be: &B, batch: usize, warmup: usize, iters: usize) -> Result<()> {
+    use crate::models::inception::InceptionV3;
+    anyhow::ensure!(batch >= 1, "bench inception: --batch must be at least 1");
+    let net = InceptionV3::load(be, &synthetic::inception(0)?)?;
+    let side = 256;
+    let images: Vec<u8> = rng::uniform(3, 0, 0, 0, batch * side * side * 3)
+        .iter()
+        .map(|u| (u * 256.0) as u8)
+        .collect();
+    let run = || net.forward_images(be, &images, (batch, side, side, 3));
+    for _ in 0..warmup {
+        run()?;
+    }
+    let mut times = Vec::with_capacity(iters.max(1));
+    for _ in 0..iters.max(1) {
+        let s = Instant::now();
+        run()?;
+        times.push(s.elapsed().as_secs_f64());
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let (median, best) = (times[times.len() / 2], times[0]);
+    println!(
+        "| network | px | batch | device | median s/forward | img/s (median) | img/s (best) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| FID Inception | {side} | {batch} | {} | {median:.3} | {:.3} | {:.3} |",
+        be.name(),
+        batch as f64 / median,
+        batch as f64 / best
+    );
+    Ok(())
+}

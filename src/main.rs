@@ -137,6 +137,26 @@ enum BenchWhat {
         #[arg(long, default_value_t = 2048)]
         dim: usize,
     },
+    /// The FID Inception (TF1 resize + network) on formula weights and random 256 px images.
+    Inception {
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        #[arg(long, default_value_t = 3)]
+        iters: usize,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// The diversity metrics' distance stage on random labelled embeddings.
+    Diversity {
+        #[arg(long, default_value_t = 2000)]
+        n: usize,
+        #[arg(long, default_value_t = 768)]
+        dim: usize,
+        #[arg(long, default_value_t = 100)]
+        classes: usize,
+    },
     /// The SD-VAE decoder on synthetic weights.
     Vae {
         #[arg(long, default_value_t = 256)]
@@ -388,6 +408,14 @@ impl OnBackend for EvalRun {
     }
 }
 
+struct InceptionBenchRun(usize, usize, usize);
+
+impl OnBackend for InceptionBenchRun {
+    fn run<B: Backend>(self, be: &B) -> Result<()> {
+        bench::inception(be, self.0, self.1, self.2)
+    }
+}
+
 struct BenchRun(bench::SitBench);
 
 impl OnBackend for BenchRun {
@@ -462,6 +490,18 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             what: BenchWhat::Fid { dim },
         } => bench::fid(dim),
+        Command::Bench {
+            what: BenchWhat::Diversity { n, dim, classes },
+        } => bench::diversity(n, dim, classes),
+        Command::Bench {
+            what:
+                BenchWhat::Inception {
+                    batch,
+                    warmup,
+                    iters,
+                    device,
+                },
+        } => on_device(&device, InceptionBenchRun(batch, warmup, iters)),
         Command::Bench {
             what:
                 BenchWhat::Vae {
