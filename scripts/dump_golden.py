@@ -4,6 +4,7 @@ images come from a counter-based formula that the Rust tests evaluate too, so on
 outputs are committed.
 
     python scripts/dump_golden.py inception [--out tests/golden/inception_fid.io.safetensors]
+    python scripts/dump_golden.py preprocess [--out tests/golden/preprocess.io.safetensors]
 
 inception: pytorch-fid's FID Inception-v3 (`fid_inception_v3()`, torchvision's Inception3 with the
 FIDInceptionA/C/E blocks), fed as the ADM evaluator's TensorFlow graph is: uint8 → float →
@@ -12,6 +13,21 @@ align_corners=False) → (x − 128)/128. Outputs: pool_3 (N, 2048); Mixed_6d.br
 first 7 channels, flattened (h, w, c) (N, 2023); pool_3 · fc.weightᵀ (N, 1008, no bias).
 
 Needs torch, torchvision, pytorch-fid, torch-fidelity, numpy, safetensors. CPU, float32, 4 threads.
+
+preprocess: Pillow's `Image.resize` (8-bit fixed point, antialiased when shrinking) on formula
+images, and the full preprocessing of each backbone: transformers' PIL-backend processors
+(`CLIPImageProcessorPil` for openai/clip-vit-base-patch32; `BitImageProcessorPil` configured as
+facebook/dinov2-base: shortest edge 256 bicubic, centre crop 224, ImageNet mean/std) and the
+torchvision pipelines of MoCo v3 (Resize 256 bilinear, CenterCrop 224, ToTensor, Normalize) and
+SimCLR (CenterCrop 0.875 of the short side, Resize 224 bicubic, ToTensor). Needs Pillow,
+transformers, torchvision.
+  formula images (H, W, 3) uint8, c the channel:
+    gradient  (x + y + 64c) mod 256                       256 × 256
+    checker   255 · ((⌊x/8⌋ + ⌊y/8⌋ + c) mod 2)           256 × 256
+    edges     c=0: 235·[x > 100] + 20; c=1: 235·[y > 150] + 20; c=2: 235·[x + y > 256] + 20
+    noise     ⌊256 · u(9, 0, (y·W + x)·3 + c)⌋            256 × 256
+    wide      (2x + y + 50c) mod 256                      200 × 320
+    big       ⌊256 · u(10, 0, (y·W + x)·3 + c)⌋           512 × 512
 
 The formula (tests/model_inception.rs evaluates the same):
   u(seed, t, e) = (philox4x32_10(ctr=(e // 4, 0, t, 3), key=(seed, 0))[e % 4] + 0.5) · 2⁻³²
@@ -163,14 +179,95 @@ def inception(out_path):
     save_file(dict(sorted(tensors.items())), out_path, metadata=meta)
 
 
+def formula_image(name):
+    if name in ("noise", "big"):
+        side, seed = (256, 9) if name == "noise" else (512, 10)
+        return np.floor(256 * uniform(seed, 0, 0, side * side * 3)).astype(np.uint8).reshape(side, side, 3)
+    h, w = (200, 320) if name == "wide" else (256, 256)
+    y, x, c = np.meshgrid(np.arange(h), np.arange(w), np.arange(3), indexing="ij")
+    if name == "gradient":
+        v = (x + y + 64 * c) % 256
+    elif name == "checker":
+        v = 255 * ((x // 8 + y // 8 + c) % 2)
+    elif name == "edges":
+        v = np.where(c == 0, 235 * (x > 100), np.where(c == 1, 235 * (y > 150), 235 * (x + y > 256))) + 20
+    else:
+        v = (2 * x + y + 50 * c) % 256
+    return v.astype(np.uint8)
+
+
+IMAGES = ["gradient", "checker", "edges", "noise", "wide", "big"]
+# (name, filter, output (H, W)) of the plain resizes; every image goes through each.
+RESIZES = [("bicubic_224", "BICUBIC", 224, 224), ("bilinear_256", "BILINEAR", 256, 256), ("bicubic_299x180", "BICUBIC", 299, 180)]
+
+
+def preprocess(out_path):
+    import PIL
+    import torchvision
+    import transformers
+    from PIL import Image
+    from safetensors.numpy import save_file
+    from torchvision import transforms as T
+    from transformers import BitImageProcessorPil, CLIPImageProcessorPil
+
+    tensors = {}
+    clip = CLIPImageProcessorPil()
+    dino = BitImageProcessorPil(
+        size={"shortest_edge": 256}, resample=3, crop_size={"height": 224, "width": 224},
+        do_center_crop=True, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+    )
+    moco = T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BILINEAR), T.CenterCrop(224), T.ToTensor(),
+                      T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
+
+    def simclr(img):
+        side = min(img.size)
+        return T.Compose([T.CenterCrop(round(0.875 * side)), T.Resize((224, 224), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor()])(img)
+
+    for name in IMAGES:
+        arr = formula_image(name)
+        pil = Image.fromarray(arr)
+        tensors[f"{name}.head"] = arr.reshape(-1)[:64].copy()
+        for op, flt, h, w in RESIZES:
+            tensors[f"{name}.{op}"] = np.asarray(pil.resize((w, h), getattr(Image, flt)))
+        outs = {
+            "clip": clip(pil, return_tensors="np")["pixel_values"][0],
+            "dinov2": dino(pil, return_tensors="np")["pixel_values"][0],
+            "mocov3": moco(pil).numpy(),
+            "simclr": simclr(pil).numpy(),
+        }
+        for proc, v in outs.items():
+            assert v.shape == (3, 224, 224) and v.dtype == np.float32, (proc, v.shape, v.dtype)
+            tensors[f"{name}.{proc}"] = v[:, :8, :].copy()  # the first 8 rows of each channel
+            tensors[f"{name}.{proc}_sum"] = np.array([v.astype(np.float64).sum()])
+    config = {
+        "images": IMAGES,
+        "resizes": [{"name": n, "filter": f, "height": h, "width": w} for n, f, h, w in RESIZES],
+        "processors": {
+            "clip": "transformers CLIPImageProcessorPil() (openai/clip-vit-base-patch32 defaults)",
+            "dinov2": "transformers BitImageProcessorPil(shortest_edge 256, bicubic, crop 224, ImageNet mean/std)",
+            "mocov3": "torchvision Resize(256, bilinear), CenterCrop(224), ToTensor, Normalize(ImageNet)",
+            "simclr": "torchvision CenterCrop(round(0.875 * short side)), Resize((224, 224), bicubic), ToTensor",
+        },
+        "stored": "<image>.<resize>: uint8 (H, W, 3); <image>.<processor>: float32 rows 0..8 of (3, 224, 224); <processor>_sum: f64 sum of all",
+    }
+    meta = {
+        "format": "sitdiv-golden",
+        "version": "1",
+        "producer": f"scripts/dump_golden.py preprocess, Pillow {PIL.__version__}, transformers {transformers.__version__}, torchvision {torchvision.__version__}, numpy {np.__version__}",
+        "config": json.dumps(config, sort_keys=True),
+    }
+    save_file(dict(sorted(tensors.items())), out_path, metadata=meta)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
     p = sub.add_parser("inception")
     p.add_argument("--out", default="tests/golden/inception_fid.io.safetensors")
+    p = sub.add_parser("preprocess")
+    p.add_argument("--out", default="tests/golden/preprocess.io.safetensors")
     args = ap.parse_args()
-    if args.what == "inception":
-        inception(args.out)
+    {"inception": inception, "preprocess": preprocess}[args.what](args.out)
 
 
 if __name__ == "__main__":

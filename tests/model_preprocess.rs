@@ -1,0 +1,124 @@
+//! Image preprocessing against Pillow, transformers' PIL processors and torchvision
+//! (tests/golden/preprocess.io.safetensors, made by `scripts/dump_golden.py preprocess`): the
+//! 8-bit resizes bit for bit, each backbone's normalised input within 1e-6.
+
+mod common;
+
+use common::open;
+use sitdiv::models::preprocess::{pil_resize, PilFilter, Pipeline};
+use sitdiv::sampling::rng;
+
+/// The script's formula images (its docstring has the table): (pixels, H, W).
+fn formula_image(name: &str) -> (Vec<u8>, usize, usize) {
+    if name == "noise" || name == "big" {
+        let (side, seed) = if name == "noise" { (256, 9) } else { (512, 10) };
+        let px = rng::uniform(seed, 0, 0, 0, side * side * 3)
+            .iter()
+            .map(|u| (256.0 * u).floor() as u8)
+            .collect();
+        return (px, side, side);
+    }
+    let (h, w) = if name == "wide" {
+        (200, 320)
+    } else {
+        (256, 256)
+    };
+    let mut px = Vec::with_capacity(h * w * 3);
+    for y in 0..h {
+        for x in 0..w {
+            for c in 0..3 {
+                let v = match name {
+                    "gradient" => (x + y + 64 * c) % 256,
+                    "checker" => 255 * ((x / 8 + y / 8 + c) % 2),
+                    "edges" => {
+                        let on = match c {
+                            0 => x > 100,
+                            1 => y > 150,
+                            _ => x + y > 256,
+                        };
+                        235 * on as usize + 20
+                    }
+                    _ => (2 * x + y + 50 * c) % 256,
+                };
+                px.push(v as u8);
+            }
+        }
+    }
+    (px, h, w)
+}
+
+const IMAGES: [&str; 6] = ["gradient", "checker", "edges", "noise", "wide", "big"];
+
+#[test]
+fn pil_resize_is_bit_exact() {
+    let g = open("preprocess.io.safetensors");
+    for name in IMAGES {
+        let (img, h, w) = formula_image(name);
+        let head: Vec<i64> = img[..64].iter().map(|&v| v as i64).collect();
+        assert_eq!(
+            head,
+            g.i64(&format!("{name}.head")).unwrap(),
+            "{name}: formula image differs"
+        );
+        for (op, filter, oh, ow) in [
+            ("bicubic_224", PilFilter::Bicubic, 224, 224),
+            ("bilinear_256", PilFilter::Bilinear, 256, 256),
+            ("bicubic_299x180", PilFilter::Bicubic, 299, 180),
+        ] {
+            let want: Vec<u8> = g
+                .i64(&format!("{name}.{op}"))
+                .unwrap()
+                .into_iter()
+                .map(|v| v as u8)
+                .collect();
+            let got = if (oh, ow) == (h, w) {
+                img.clone()
+            } else {
+                pil_resize(&img, (h, w, 3), (oh, ow), filter)
+            };
+            let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+            assert!(
+                got.len() == want.len() && differ == 0,
+                "{name} {op}: {differ} of {} bytes differ from Pillow",
+                want.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn backbone_inputs_match_their_processors() {
+    let g = open("preprocess.io.safetensors");
+    let mut worst = 0f64;
+    for name in IMAGES {
+        let (img, h, w) = formula_image(name);
+        for (proc, p) in [
+            ("clip", Pipeline::ClipHf),
+            ("dinov2", Pipeline::Dinov2Hf),
+            ("mocov3", Pipeline::Mocov3),
+            ("simclr", Pipeline::Simclr),
+        ] {
+            let x = p.prepare(&img, (h, w));
+            assert_eq!(x.len(), 3 * 224 * 224);
+            let rows = g.f32(&format!("{name}.{proc}")).unwrap(); // (3, 8, 224)
+            for c in 0..3 {
+                for (i, &r) in rows[c * 8 * 224..(c + 1) * 8 * 224].iter().enumerate() {
+                    let err = (x[c * 224 * 224 + i] - r).abs() as f64;
+                    worst = worst.max(err);
+                    assert!(
+                        err <= 1e-6,
+                        "{name} {proc}: channel {c} value {i}: {} vs {r}",
+                        x[c * 224 * 224 + i]
+                    );
+                }
+            }
+            let sum: f64 = x.iter().map(|&v| v as f64).sum();
+            let want = g.f64(&format!("{name}.{proc}_sum")).unwrap()[0];
+            assert!(
+                (sum - want).abs() <= 1e-6 * x.len() as f64,
+                "{name} {proc}: sum {sum} vs {want}"
+            );
+        }
+    }
+    println!("worst normalised-input difference: {worst:e}");
+}
