@@ -5,6 +5,7 @@ outputs are committed.
 
     python scripts/dump_golden.py inception [--out tests/golden/inception_fid.io.safetensors]
     python scripts/dump_golden.py preprocess [--out tests/golden/preprocess.io.safetensors]
+    python scripts/dump_golden.py vit [--out-dir tests/golden]
 
 inception: pytorch-fid's FID Inception-v3 (`fid_inception_v3()`, torchvision's Inception3 with the
 FIDInceptionA/C/E blocks), fed as the ADM evaluator's TensorFlow graph is: uint8 → float →
@@ -259,6 +260,70 @@ def preprocess(out_path):
     save_file(dict(sorted(tensors.items())), out_path, metadata=meta)
 
 
+def vit(out_dir):
+    """Tiny DINOv2 and CLIP image towers (transformers' own classes, random weights) on formula
+    images through their PIL processors: dinov2_tiny.{weights,io}.safetensors and
+    clip_tiny.{weights,io}.safetensors. DINOv2 keeps the 518-pixel release's 37 × 37 position
+    grid, so a 224 input exercises the bicubic position resize; its weights are saved under the
+    hub checkpoint's names (attention.attention.query, attention.output.dense, ...)."""
+    import torch
+    import transformers
+    from PIL import Image
+    from safetensors.numpy import save_file
+    from transformers import (BitImageProcessorPil, CLIPImageProcessorPil, CLIPVisionConfig,
+                              CLIPVisionModelWithProjection, Dinov2Config, Dinov2Model)
+
+    torch.set_num_threads(4)
+    torch.manual_seed(2024)
+    producer = f"scripts/dump_golden.py vit, torch {torch.__version__}, transformers {transformers.__version__}"
+
+    def randomise(model):
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("lambda1"):
+                    p.copy_(torch.rand_like(p) + 0.5)
+                elif "norm" in name and name.endswith("weight"):
+                    p.copy_(1 + 0.2 * torch.randn_like(p))
+                elif p.dim() >= 2 and "position" not in name:
+                    p.copy_(torch.randn_like(p) / p[0].numel() ** 0.5)
+                else:
+                    p.copy_(0.3 * torch.randn_like(p))
+        return model.eval()
+
+    names = ["gradient", "noise", "wide"]
+    cases = [
+        ("dinov2_tiny", Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                                 image_size=518, patch_size=14)),
+         BitImageProcessorPil(size={"shortest_edge": 256}, resample=3, crop_size={"height": 224, "width": 224},
+                              do_center_crop=True, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]),
+         lambda m, x: m(pixel_values=x).pooler_output,
+         {"num_attention_heads": 4}),
+        ("clip_tiny", CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                                                     intermediate_size=80, image_size=224, patch_size=32,
+                                                                     projection_dim=16)),
+         CLIPImageProcessorPil(),
+         lambda m, x: m(pixel_values=x).image_embeds,
+         {"num_attention_heads": 4}),
+    ]
+    hub = {"attention.q_proj": "attention.attention.query", "attention.k_proj": "attention.attention.key",
+           "attention.v_proj": "attention.attention.value", "attention.o_proj": "attention.output.dense"}
+    for tag, model, proc, embed, cfg in cases:
+        randomise(model)
+        sd = {}
+        for k, v in model.state_dict().items():
+            for a, b in hub.items():
+                k = k.replace(a, b) if tag.startswith("dinov2") else k
+            sd[k] = v.detach().numpy().copy()
+        x = torch.from_numpy(np.stack([proc(Image.fromarray(formula_image(n)), return_tensors="np")["pixel_values"][0] for n in names]))
+        with torch.no_grad():
+            e = embed(model, x)
+        meta = {"format": "sitdiv-golden", "version": "1", "producer": producer, "config": json.dumps(cfg, sort_keys=True)}
+        save_file(dict(sorted(sd.items())), f"{out_dir}/{tag}.weights.safetensors", metadata=meta)
+        io_meta = dict(meta, config=json.dumps({"images": names, "model": cfg}, sort_keys=True))
+        save_file({"embedding": e.numpy().copy()}, f"{out_dir}/{tag}.io.safetensors", metadata=io_meta)
+        print(tag, e.shape, float(e.abs().max()), file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -266,8 +331,10 @@ def main():
     p.add_argument("--out", default="tests/golden/inception_fid.io.safetensors")
     p = sub.add_parser("preprocess")
     p.add_argument("--out", default="tests/golden/preprocess.io.safetensors")
+    p = sub.add_parser("vit")
+    p.add_argument("--out-dir", dest="out", default="tests/golden")
     args = ap.parse_args()
-    {"inception": inception, "preprocess": preprocess}[args.what](args.out)
+    {"inception": inception, "preprocess": preprocess, "vit": vit}[args.what](args.out)
 
 
 if __name__ == "__main__":

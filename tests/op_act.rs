@@ -1,4 +1,4 @@
-//! SiLU and tanh-GELU against f64 closed forms.
+//! SiLU, tanh-GELU, exact GELU and quick GELU against f64 closed forms.
 
 #[path = "common/ops.rs"]
 mod ops;
@@ -57,4 +57,46 @@ fn cuda_activations_match_cpu() {
     gpu.gelu_tanh(&mut g).unwrap();
     Cpu.gelu_tanh(&mut c).unwrap();
     assert!(cuda::rel(&gpu, &g, &c) <= 1e-5, "gelu_tanh");
+}
+
+#[test]
+fn gelu_erf_and_quick_gelu_match_closed_forms() {
+    let x: Vec<f32> = (-4000..=4000)
+        .map(|i| i as f32 * 0.0025)
+        .chain([-30.0, 30.0, 1e-7, -1e-7])
+        .collect();
+    let (mut g, mut q) = (x.clone(), x.clone());
+    Cpu.gelu_erf(&mut g).unwrap();
+    Cpu.quick_gelu(&mut q).unwrap();
+    for ((&x, &g), &q) in x.iter().zip(&g).zip(&q) {
+        let xd = x as f64;
+        // erf(z) = 1 − erfc(z); a power series is enough at these arguments for a check.
+        let r = 0.5 * xd * (1.0 + erf_ref(xd / std::f64::consts::SQRT_2));
+        assert!(
+            (g as f64 - r).abs() <= 1e-7 * xd.abs().max(1.0),
+            "gelu({x}) = {g}, expected {r}"
+        );
+        let rq = xd / (1.0 + (-1.702 * xd).exp());
+        assert!(
+            (q as f64 - rq).abs() <= 3e-7 * xd.abs().max(1.0),
+            "quick_gelu({x}) = {q}, expected {rq}"
+        );
+    }
+}
+
+/// erf: Taylor series for |z| ≤ 4, else 1 − erfc from its asymptotic series (both good to
+/// ~1e-11 here).
+fn erf_ref(z: f64) -> f64 {
+    if z.abs() > 4.0 {
+        let z2 = z * z;
+        let erfc = (-z2).exp() / (z.abs() * std::f64::consts::PI.sqrt())
+            * (1.0 - 1.0 / (2.0 * z2) + 3.0 / (4.0 * z2 * z2) - 15.0 / (8.0 * z2 * z2 * z2));
+        return z.signum() * (1.0 - erfc);
+    }
+    let (mut term, mut sum) = (z, z);
+    for n in 1..200 {
+        term *= -z * z / n as f64;
+        sum += term / (2 * n + 1) as f64;
+    }
+    sum * 2.0 / std::f64::consts::PI.sqrt()
 }

@@ -140,3 +140,22 @@ fn group_norm_normalises_each_group_then_applies_affine() {
         }
     }
 }
+
+#[test]
+fn layer_norm_affine_scales_and_shifts_each_column() {
+    let (rows, d) = (5, 33);
+    let x = randn(4, rows * d);
+    let gamma = randn(5, d);
+    let beta = randn(6, d);
+    let plain = Cpu.layer_norm(&x, rows, d, 1e-5).unwrap();
+    let y = Cpu
+        .layer_norm_affine(&x, &gamma, &beta, rows, d, 1e-5)
+        .unwrap();
+    for (i, (&y, &p)) in y.iter().zip(&plain).enumerate() {
+        let want = p * gamma[i % d] + beta[i % d];
+        assert_eq!(y.to_bits(), want.to_bits(), "element {i}");
+    }
+    assert!(Cpu
+        .layer_norm_affine(&x, &gamma[..d - 1].to_vec(), &beta, rows, d, 1e-5)
+        .is_err());
+}

@@ -224,6 +224,33 @@ pub trait Backend: Send + Sync {
     /// `nn.Embedding` lookup: table (V, D), ids (B) → (B, D). Ids are checked by the caller.
     fn gather_rows(&self, table: &Self::Buf, ids: &[usize], d: usize) -> Result<Self::Buf>;
 
+    // ---- ops of the metric backbones (ViTs) ----------------------------------------------------
+    // Backends without them report so; the CPU backend has them all.
+
+    /// `F.layer_norm(x, (D,), gamma, beta, eps)`: x (R, D) → (R, D).
+    #[allow(clippy::too_many_arguments)]
+    fn layer_norm_affine(
+        &self,
+        _x: &Self::Buf,
+        _gamma: &Self::Buf,
+        _beta: &Self::Buf,
+        _rows: usize,
+        _d: usize,
+        _eps: f32,
+    ) -> Result<Self::Buf> {
+        anyhow::bail!("layer_norm_affine is not implemented on {}", self.name())
+    }
+
+    /// `F.gelu(x)` (exact, erf), in place.
+    fn gelu_erf(&self, _x: &mut Self::Buf) -> Result<()> {
+        anyhow::bail!("gelu_erf is not implemented on {}", self.name())
+    }
+
+    /// CLIP's `quick_gelu`: x·sigmoid(1.702·x), in place.
+    fn quick_gelu(&self, _x: &mut Self::Buf) -> Result<()> {
+        anyhow::bail!("quick_gelu is not implemented on {}", self.name())
+    }
+
     // ---- ops of the convolutional networks (SD-VAE decoder, Inception) ---------------------
     // Backends without them report so; the CPU backend has them all.
 

@@ -1,8 +1,12 @@
 //! Networks: weights + backend. One struct per upstream module, loaded by its state_dict prefix.
 
+pub mod clip;
+pub mod dinov2;
 pub mod guidance;
 pub mod inception;
+pub mod layers;
 pub mod preprocess;
 pub mod sit;
 pub mod synthetic;
 pub mod vae;
+pub mod vit;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::layers::Linear;
 use super::synthetic::TensorSource;
 use crate::backend::{Backend, Cols};
 use crate::weights::{Expected, WeightFile};
@@ -263,30 +264,6 @@ pub fn timestep_embedding(t: &[f32], dim: usize) -> Vec<f32> {
         }
     }
     out
-}
-
-/// `nn.Linear` weights: w (out, in), b (out).
-pub struct Linear<B: Backend> {
-    w: B::Buf,
-    b: B::Buf,
-    pub in_f: usize,
-    pub out_f: usize,
-}
-
-impl<B: Backend> Linear<B> {
-    fn load(be: &B, f: &dyn TensorSource, prefix: &str, in_f: usize, out_f: usize) -> Result<Self> {
-        Ok(Linear {
-            w: be.upload(&f.f32(&format!("{prefix}.weight"))?)?,
-            b: be.upload(&f.f32(&format!("{prefix}.bias"))?)?,
-            in_f,
-            out_f,
-        })
-    }
-
-    /// (M, in) → (M, out)
-    fn forward(&self, be: &B, x: &B::Buf, m: usize) -> Result<B::Buf> {
-        be.linear(x, &self.w, Some(&self.b), m, self.in_f, self.out_f)
-    }
 }
 
 /// `x_embedder`: timm `PatchEmbed`, a Conv2d with kernel = stride = p, run as patchify + GEMM.

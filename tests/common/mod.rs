@@ -256,3 +256,42 @@ pub fn run_case(file: &str) -> (WeightFile, CaseResult, Vec<f32>) {
     };
     (f, res, grid)
 }
+
+/// The script's formula images (its docstring has the table): (pixels, H, W).
+pub fn formula_image(name: &str) -> (Vec<u8>, usize, usize) {
+    if name == "noise" || name == "big" {
+        let (side, seed) = if name == "noise" { (256, 9) } else { (512, 10) };
+        let px = sitdiv::sampling::rng::uniform(seed, 0, 0, 0, side * side * 3)
+            .iter()
+            .map(|u| (256.0 * u).floor() as u8)
+            .collect();
+        return (px, side, side);
+    }
+    let (h, w) = if name == "wide" {
+        (200, 320)
+    } else {
+        (256, 256)
+    };
+    let mut px = Vec::with_capacity(h * w * 3);
+    for y in 0..h {
+        for x in 0..w {
+            for c in 0..3 {
+                let v = match name {
+                    "gradient" => (x + y + 64 * c) % 256,
+                    "checker" => 255 * ((x / 8 + y / 8 + c) % 2),
+                    "edges" => {
+                        let on = match c {
+                            0 => x > 100,
+                            1 => y > 150,
+                            _ => x + y > 256,
+                        };
+                        235 * on as usize + 20
+                    }
+                    _ => (2 * x + y + 50 * c) % 256,
+                };
+                px.push(v as u8);
+            }
+        }
+    }
+    (px, h, w)
+}

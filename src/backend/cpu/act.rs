@@ -1,4 +1,4 @@
-//! Activations: SiLU and tanh-GELU.
+//! Activations: SiLU, tanh-GELU, exact (erf) GELU and CLIP's quick GELU.
 
 use rayon::prelude::*;
 
@@ -24,5 +24,25 @@ pub fn gelu_tanh(x: &mut [f32]) {
                 *v = 0.5 * x * (1.0 + math::tanh(inner));
             }
         })
+    });
+}
+
+/// `F.gelu(x)` (exact) in place: 0.5·x·(1 + erf(x/√2)), evaluated in f64 and rounded.
+pub fn gelu_erf(x: &mut [f32]) {
+    x.par_chunks_mut(CHUNK).for_each(|c| {
+        for v in c.iter_mut() {
+            let x = *v as f64;
+            *v = (0.5 * x * (1.0 + libm::erf(x * std::f64::consts::FRAC_1_SQRT_2))) as f32;
+        }
+    });
+}
+
+/// CLIP's `quick_gelu` in place: x·sigmoid(1.702·x), in f32 as PyTorch evaluates it.
+pub fn quick_gelu(x: &mut [f32]) {
+    x.par_chunks_mut(CHUNK).for_each(|c| {
+        for v in c.iter_mut() {
+            let x = *v;
+            *v = x * (1.0 / (1.0 + (-(1.702f32 * x)).exp()));
+        }
     });
 }

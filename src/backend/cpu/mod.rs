@@ -147,6 +147,35 @@ impl Backend for Cpu {
         Ok(())
     }
 
+    fn gelu_erf(&self, x: &mut Vec<f32>) -> Result<()> {
+        act::gelu_erf(x);
+        Ok(())
+    }
+
+    fn quick_gelu(&self, x: &mut Vec<f32>) -> Result<()> {
+        act::quick_gelu(x);
+        Ok(())
+    }
+
+    fn layer_norm_affine(
+        &self,
+        x: &Vec<f32>,
+        gamma: &Vec<f32>,
+        beta: &Vec<f32>,
+        rows: usize,
+        d: usize,
+        eps: f32,
+    ) -> Result<Vec<f32>> {
+        ensure!(
+            x.len() == rows * d && gamma.len() == d && beta.len() == d,
+            "layer_norm_affine: {} elements, {} weights, {} biases for ({rows}, {d})",
+            x.len(),
+            gamma.len(),
+            beta.len()
+        );
+        Ok(norm::layer_norm_affine(x, gamma, beta, eps))
+    }
+
     fn attention(
         &self,
         qkv: &Vec<f32>,

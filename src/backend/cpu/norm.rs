@@ -1,4 +1,4 @@
-//! LayerNorm without affine parameters and the adaLN modulate.
+//! LayerNorm (plain and affine), the adaLN modulate and GroupNorm.
 
 use rayon::prelude::*;
 
@@ -16,6 +16,19 @@ pub fn layer_norm(x: &[f32], d: usize, eps: f32) -> Vec<f32> {
                 *o = ((v as f64 - mean) * rstd) as f32;
             }
         });
+    out
+}
+
+/// `F.layer_norm(x, (D,), gamma, beta, eps)`: statistics in f64 as in [`layer_norm`], then
+/// `x̂·γ + β` in f32.
+pub fn layer_norm_affine(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> Vec<f32> {
+    let d = gamma.len();
+    let mut out = layer_norm(x, d, eps);
+    out.par_chunks_mut(d).for_each(|r| {
+        for ((v, &g), &b) in r.iter_mut().zip(gamma).zip(beta) {
+            *v = *v * g + b;
+        }
+    });
     out
 }
 

@@ -1,0 +1,279 @@
+//! DINOv2 as HF transformers runs it (`Dinov2Model`, e.g. `facebook/dinov2-base`): patch
+//! embedding, class token, position grid resized to the patch grid by bicubic interpolation of
+//! output size, pre-norm layers with layer scale, final LayerNorm. The embedding is the class
+//! token after the final LayerNorm (`pooler_output`).
+//!
+//! Reads the hub checkpoint's names (`encoder.layer.{i}.attention.attention.query`, …) and the
+//! transformers ≥ 5 names (`attention.q_proj`, …), with or without a `dinov2.` prefix.
+
+use anyhow::{bail, ensure, Context, Result};
+use serde::Serialize;
+
+use super::layers::{LayerNorm, Linear};
+use super::synthetic::TensorSource;
+use super::vit::{
+    bicubic_resize, cls_rows, prepend_cls, Activation, LayerDims, LayerNames, VitLayer,
+};
+use crate::backend::Backend;
+use crate::weights::{Expected, WeightFile};
+
+const LN_EPS: f32 = 1e-6;
+
+/// How a file spells the attention projections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Dinov2Names {
+    /// `attention.attention.{query,key,value}`, `attention.output.dense` (hub files).
+    Hub,
+    /// `attention.{q,k,v,o}_proj` (transformers ≥ 5 state_dicts).
+    Transformers5,
+}
+
+/// Architecture, read from the tensor shapes (and `num_attention_heads` from the metadata config
+/// when present; else head size 64).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Dinov2Config {
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub mlp_hidden: usize,
+    pub patch_size: usize,
+    /// Side of the learned position grid (37 for the 518-pixel release).
+    pub position_grid: usize,
+    pub prefix: String,
+    pub names: Dinov2Names,
+}
+
+impl Dinov2Config {
+    pub fn detect(file: &WeightFile) -> Result<Self> {
+        let prefix = ["", "dinov2."]
+            .into_iter()
+            .find(|p| file.info(&format!("{p}embeddings.cls_token")).is_some())
+            .with_context(|| {
+                format!(
+                    "{}: not a DINOv2 checkpoint (no embeddings.cls_token)",
+                    file.path().display()
+                )
+            })?;
+        let shape = |n: &str| -> Result<Vec<usize>> {
+            Ok(file
+                .info(&format!("{prefix}{n}"))
+                .with_context(|| format!("{}: missing tensor {prefix}{n}", file.path().display()))?
+                .shape
+                .clone())
+        };
+        let d = *shape("embeddings.cls_token")?.last().unwrap_or(&0);
+        let proj = shape("embeddings.patch_embeddings.projection.weight")?;
+        let pos = shape("embeddings.position_embeddings")?;
+        let fc1 = shape("encoder.layer.0.mlp.fc1.weight")?;
+        let layers = (0..)
+            .take_while(|i| {
+                file.info(&format!("{prefix}encoder.layer.{i}.norm1.weight"))
+                    .is_some()
+            })
+            .count();
+        let names = if file
+            .info(&format!(
+                "{prefix}encoder.layer.0.attention.attention.query.weight"
+            ))
+            .is_some()
+        {
+            Dinov2Names::Hub
+        } else {
+            Dinov2Names::Transformers5
+        };
+        let heads = file
+            .metadata()
+            .get("config")
+            .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+            .and_then(|c| c["num_attention_heads"].as_u64())
+            .map_or(d / 64, |h| h as usize);
+        let grid = ((pos.get(1).copied().unwrap_or(1) - 1) as f64).sqrt() as usize;
+        ensure!(
+            proj.len() == 4 && proj[1] == 3 && proj[2] == proj[3] && pos.len() == 3,
+            "{}: unexpected DINOv2 shapes: projection {proj:?}, position embeddings {pos:?}",
+            file.path().display()
+        );
+        ensure!(
+            heads > 0 && d.is_multiple_of(heads) && grid * grid + 1 == pos[1] && layers > 0,
+            "{}: DINOv2 hidden size {d}, {heads} heads, {} positions, {layers} layers do not fit together",
+            file.path().display(),
+            pos[1]
+        );
+        Ok(Dinov2Config {
+            hidden_size: d,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            mlp_hidden: fc1[0],
+            patch_size: proj[2],
+            position_grid: grid,
+            prefix: prefix.to_string(),
+            names,
+        })
+    }
+
+    fn layer_names(&self, i: usize) -> LayerNames {
+        let l = format!("{}encoder.layer.{i}", self.prefix);
+        let (q, k, v, o) = match self.names {
+            Dinov2Names::Hub => (
+                "attention.attention.query",
+                "attention.attention.key",
+                "attention.attention.value",
+                "attention.output.dense",
+            ),
+            Dinov2Names::Transformers5 => (
+                "attention.q_proj",
+                "attention.k_proj",
+                "attention.v_proj",
+                "attention.o_proj",
+            ),
+        };
+        LayerNames {
+            norm1: format!("{l}.norm1"),
+            q: format!("{l}.{q}"),
+            k: format!("{l}.{k}"),
+            v: format!("{l}.{v}"),
+            out: format!("{l}.{o}"),
+            ls1: Some(format!("{l}.layer_scale1.lambda1")),
+            norm2: format!("{l}.norm2"),
+            fc1: format!("{l}.mlp.fc1"),
+            fc2: format!("{l}.mlp.fc2"),
+            ls2: Some(format!("{l}.layer_scale2.lambda1")),
+        }
+    }
+
+    /// Every tensor the model reads (the unused `mask_token` is allowed too).
+    pub fn expected_tensors(&self) -> Vec<Expected> {
+        let (d, p, g, hid) = (
+            self.hidden_size,
+            self.patch_size,
+            self.position_grid,
+            self.mlp_hidden,
+        );
+        let e = |n: &str, s: &[usize]| Expected::new(format!("{}{n}", self.prefix), s);
+        let mut out = vec![
+            e("embeddings.cls_token", &[1, 1, d]),
+            e("embeddings.mask_token", &[1, d]),
+            e("embeddings.position_embeddings", &[1, 1 + g * g, d]),
+            e(
+                "embeddings.patch_embeddings.projection.weight",
+                &[d, 3, p, p],
+            ),
+            e("embeddings.patch_embeddings.projection.bias", &[d]),
+            e("layernorm.weight", &[d]),
+            e("layernorm.bias", &[d]),
+        ];
+        for i in 0..self.num_hidden_layers {
+            let n = self.layer_names(i);
+            for (name, shape) in [
+                (&n.norm1, [d, 0]),
+                (&n.norm2, [d, 0]),
+                (&n.q, [d, d]),
+                (&n.k, [d, d]),
+                (&n.v, [d, d]),
+                (&n.out, [d, d]),
+                (&n.fc1, [hid, d]),
+                (&n.fc2, [d, hid]),
+            ] {
+                let w: Vec<usize> = shape.iter().copied().filter(|&s| s > 0).collect();
+                out.push(Expected::new(format!("{name}.weight"), &w));
+                out.push(Expected::new(format!("{name}.bias"), &[shape[0]]));
+            }
+            for ls in [&n.ls1, &n.ls2].into_iter().flatten() {
+                out.push(Expected::new(ls.clone(), &[d]));
+            }
+        }
+        out
+    }
+}
+
+pub struct Dinov2<B: Backend> {
+    /// The patch Conv2d (kernel = stride = p) as patchify + GEMM.
+    patch: Linear<B>,
+    cls: Vec<f32>,
+    /// (1 + G², D), the class position first.
+    positions: Vec<f32>,
+    layers: Vec<VitLayer<B>>,
+    layernorm: LayerNorm<B>,
+    pub config: Dinov2Config,
+}
+
+impl<B: Backend> Dinov2<B> {
+    pub fn load(be: &B, src: &dyn TensorSource, config: Dinov2Config) -> Result<Self> {
+        src.check(&config.expected_tensors())?;
+        let (d, p) = (config.hidden_size, config.patch_size);
+        let pre = &config.prefix;
+        let dims = LayerDims {
+            d,
+            hidden: config.mlp_hidden,
+            heads: config.num_attention_heads,
+            eps: LN_EPS,
+            act: Activation::GeluErf,
+        };
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| VitLayer::load(be, src, &config.layer_names(i), dims))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Dinov2 {
+            patch: Linear::load(
+                be,
+                src,
+                &format!("{pre}embeddings.patch_embeddings.projection"),
+                3 * p * p,
+                d,
+            )?,
+            cls: src.f32(&format!("{pre}embeddings.cls_token"))?,
+            positions: src.f32(&format!("{pre}embeddings.position_embeddings"))?,
+            layers,
+            layernorm: LayerNorm::load(be, src, &format!("{pre}layernorm"), d, LN_EPS)?,
+            config,
+        })
+    }
+
+    /// HF `interpolate_pos_encoding`: the learned grid as is when it matches a square input,
+    /// else bicubic-resized to (gh, gw). → (1 + gh·gw, D)
+    fn positions_for(&self, gh: usize, gw: usize) -> Vec<f32> {
+        let (d, g) = (self.config.hidden_size, self.config.position_grid);
+        if gh * gw == g * g && gh == gw {
+            return self.positions.clone();
+        }
+        // (G², D) → (D, G, G) → resize → (D, gh, gw) → (gh·gw, D)
+        let patch = &self.positions[d..];
+        let chw: Vec<f32> = (0..d)
+            .flat_map(|c| (0..g * g).map(move |p| patch[p * d + c]))
+            .collect();
+        let r = bicubic_resize(&chw, (d, g, g), (gh, gw));
+        let mut out = self.positions[..d].to_vec();
+        for p in 0..gh * gw {
+            out.extend((0..d).map(|c| r[c * gh * gw + p]));
+        }
+        out
+    }
+
+    /// Class-token embeddings (B, D) of preprocessed images x (B, 3, H, W).
+    pub fn forward(&self, be: &B, x: &[f32], b: usize, (h, w): (usize, usize)) -> Result<Vec<f32>> {
+        let (d, p) = (self.config.hidden_size, self.config.patch_size);
+        ensure!(
+            x.len() == b * 3 * h * w,
+            "DINOv2: {} input values for ({b}, 3, {h}, {w})",
+            x.len()
+        );
+        if h % p != 0 || w % p != 0 {
+            bail!("DINOv2: input {h}×{w} is not a multiple of the patch size {p}");
+        }
+        let (gh, gw) = (h / p, w / p);
+        let t = gh * gw;
+        let patches = be.patchify(&be.upload(x)?, b, 3, h, w, p)?; // (B, T, 3·p·p)
+        let emb = self.patch.forward(be, &patches, b * t)?; // (B, T, D)
+        let mut x = prepend_cls(be, &emb, &self.cls, b, t)?; // (B, 1+T, D)
+        be.add_row(
+            &mut x,
+            &be.upload(&self.positions_for(gh, gw))?,
+            b,
+            (1 + t) * d,
+        )?;
+        for layer in &self.layers {
+            layer.forward(be, &mut x, b, 1 + t)?;
+        }
+        let cls = cls_rows(be, &x, b, 1 + t, d)?; // (B, D); LayerNorm is per row
+        be.download(&self.layernorm.forward(be, &cls, b)?)
+    }
+}
