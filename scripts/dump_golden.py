@@ -6,6 +6,7 @@ outputs are committed.
     python scripts/dump_golden.py inception [--out tests/golden/inception_fid.io.safetensors]
     python scripts/dump_golden.py preprocess [--out tests/golden/preprocess.io.safetensors]
     python scripts/dump_golden.py vit [--out-dir tests/golden]
+    python scripts/dump_golden.py resnet [--out tests/golden/resnet50_formula.io.safetensors]
 
 inception: pytorch-fid's FID Inception-v3 (`fid_inception_v3()`, torchvision's Inception3 with the
 FIDInceptionA/C/E blocks), fed as the ADM evaluator's TensorFlow graph is: uint8 → float →
@@ -33,12 +34,12 @@ transformers, torchvision.
 The formula (tests/model_inception.rs evaluates the same):
   u(seed, t, e) = (philox4x32_10(ctr=(e // 4, 0, t, 3), key=(seed, 0))[e % 4] + 0.5) · 2⁻³²
   (sitdiv's `rng::uniform(seed, t, 0, STREAM_WEIGHTS, len)`), all arithmetic in f64, then fl32:
-  t = the tensor's rank among the float tensors' names sorted as byte strings, seed 2015,
-    *.conv.weight (Co, Ci, kh, kw)  (2u − 1) · √(6 / (Ci·kh·kw))
-    *.bn.weight, *.bn.running_var   0.5 + u
-    *.bn.bias, *.bn.running_mean    0.2u − 0.1
-    fc.weight (1008, 2048)          (2u − 1) · √(3 / 2048)
-    fc.bias                         0.2u − 0.1
+  t = the tensor's rank among the float tensors' names sorted as byte strings (seed 2015 for the
+  Inception, 2016 for the ResNet-50 trunk),
+    4-D (conv) weights (Co, Ci, kh, kw)   (2u − 1) · √(6 / (Ci·kh·kw))
+    2-D (linear) weights (out, in)        (2u − 1) · √(3 / in)
+    BN weight and running_var             0.5 + u   (a bottleneck's bn3.weight: 0.2u)
+    biases and BN running_mean            0.2u − 0.1
   image n of a case with seed s: pixel (y, x, c) = ⌊256 · u(s, n, (y·W + x)·3 + c)⌋ as uint8.
 """
 import argparse
@@ -79,16 +80,19 @@ def uniform(seed, index, stream, n):
     return (x.astype(np.float64) + 0.5) * 2.0**-32
 
 
-def inception_tensor(name, shape, t):
-    u = uniform(WEIGHT_SEED, t, STREAM_WEIGHTS, int(np.prod(shape)))
-    if name.endswith(".conv.weight"):
-        v = (2 * u - 1) * np.sqrt(6.0 / int(np.prod(shape[1:])))
-    elif name.endswith((".bn.weight", ".bn.running_var")):
+def formula_tensor(name, shape, t, seed=WEIGHT_SEED):
+    u = uniform(seed, t, STREAM_WEIGHTS, int(np.prod(shape)))
+    fan_in = int(np.prod(shape[1:]))
+    if len(shape) == 4:
+        v = (2 * u - 1) * np.sqrt(6.0 / fan_in)
+    elif len(shape) == 2:
+        v = (2 * u - 1) * np.sqrt(3.0 / fan_in)
+    elif name.endswith("bn3.weight"):
+        v = 0.2 * u
+    elif name.endswith((".weight", ".running_var")):
         v = 0.5 + u
-    elif name.endswith((".bn.bias", ".bn.running_mean")) or name == "fc.bias":
+    elif name.endswith((".bias", ".running_mean")):
         v = 0.2 * u - 0.1
-    elif name == "fc.weight":
-        v = (2 * u - 1) * np.sqrt(3.0 / shape[1])
     else:
         raise SystemExit(f"no formula for {name}")
     return v.astype(np.float32).reshape(shape)
@@ -132,7 +136,7 @@ def inception(out_path):
     sd, shapes = {}, {}
     for k, v in net.state_dict().items():
         if v.is_floating_point():
-            sd[k] = torch.from_numpy(inception_tensor(k, tuple(v.shape), floats.index(k)))
+            sd[k] = torch.from_numpy(formula_tensor(k, tuple(v.shape), floats.index(k)))
             shapes[k] = list(v.shape)
         else:
             sd[k] = torch.zeros_like(v)
@@ -324,6 +328,45 @@ def vit(out_dir):
         print(tag, e.shape, float(e.abs().max()), file=sys.stderr)
 
 
+def resnet(out_path):
+    """torchvision's resnet50 on formula weights (seed 2016, trunk only) and the formula images
+    through the MoCo v3 preprocessing: the global-average-pooled features (N, 2048)."""
+    import torch
+    import torchvision
+    from PIL import Image
+    from safetensors.numpy import save_file
+    from torchvision import transforms as T
+
+    torch.set_num_threads(4)
+    net = torchvision.models.resnet50(weights=None).eval()
+    sd = net.state_dict()
+    floats = sorted(k for k, v in sd.items() if v.is_floating_point() and not k.startswith("fc."))
+    for k in floats:
+        sd[k] = torch.from_numpy(formula_tensor(k, tuple(sd[k].shape), floats.index(k), seed=2016))
+    net.load_state_dict(sd)
+    taps = {}
+    net.avgpool.register_forward_hook(lambda m, i, o: taps.__setitem__("pool", o.flatten(1)))
+    prep = T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BILINEAR), T.CenterCrop(224), T.ToTensor(),
+                      T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
+    names = ["gradient", "noise"]
+    x = torch.stack([prep(Image.fromarray(formula_image(n))) for n in names])
+    with torch.no_grad():
+        net(x)
+    pool = taps["pool"].numpy().copy()
+    print("resnet50 pool max", float(np.abs(pool).max()), file=sys.stderr)
+    tensors = {"pool": pool}
+    for k in ("conv1.weight", "layer4.2.bn3.weight", "layer1.0.downsample.1.running_var"):
+        tensors[f"check.{k}"] = sd[k].numpy().reshape(-1)[:8].copy()
+    meta = {
+        "format": "sitdiv-golden",
+        "version": "1",
+        "producer": f"scripts/dump_golden.py resnet, torch {torch.__version__}, torchvision {torchvision.__version__}",
+        "config": json.dumps({"model": "torchvision.models.resnet50 (trunk, formula weights seed 2016)", "images": names,
+                              "preprocess": "MoCo v3: Resize(256, bilinear), CenterCrop(224), ToTensor, Normalize(ImageNet)"}),
+    }
+    save_file(tensors, out_path, metadata=meta)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -331,10 +374,12 @@ def main():
     p.add_argument("--out", default="tests/golden/inception_fid.io.safetensors")
     p = sub.add_parser("preprocess")
     p.add_argument("--out", default="tests/golden/preprocess.io.safetensors")
+    p = sub.add_parser("resnet")
+    p.add_argument("--out", default="tests/golden/resnet50_formula.io.safetensors")
     p = sub.add_parser("vit")
     p.add_argument("--out-dir", dest="out", default="tests/golden")
     args = ap.parse_args()
-    {"inception": inception, "preprocess": preprocess, "vit": vit}[args.what](args.out)
+    {"inception": inception, "preprocess": preprocess, "resnet": resnet, "vit": vit}[args.what](args.out)
 
 
 if __name__ == "__main__":

@@ -100,3 +100,11 @@ fn erf_ref(z: f64) -> f64 {
     }
     sum * 2.0 / std::f64::consts::PI.sqrt()
 }
+
+#[test]
+fn relu_zeroes_negatives_and_keeps_nan() {
+    let mut x = vec![-2.0, -0.0, 0.0, 3.5, f32::NAN, f32::NEG_INFINITY];
+    Cpu.relu(&mut x).unwrap();
+    assert_eq!(&x[..4], &[0.0, -0.0, 0.0, 3.5]);
+    assert!(x[4].is_nan() && x[5] == 0.0);
+}

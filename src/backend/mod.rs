@@ -246,6 +246,11 @@ pub trait Backend: Send + Sync {
         anyhow::bail!("gelu_erf is not implemented on {}", self.name())
     }
 
+    /// `F.relu(x)`, in place (NaN stays NaN).
+    fn relu(&self, _x: &mut Self::Buf) -> Result<()> {
+        anyhow::bail!("relu is not implemented on {}", self.name())
+    }
+
     /// CLIP's `quick_gelu`: x·sigmoid(1.702·x), in place.
     fn quick_gelu(&self, _x: &mut Self::Buf) -> Result<()> {
         anyhow::bail!("quick_gelu is not implemented on {}", self.name())

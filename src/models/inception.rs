@@ -13,6 +13,7 @@
 
 use anyhow::{ensure, Result};
 
+use super::layers::ConvBn;
 use super::preprocess::tf1_bilinear_nchw;
 use super::synthetic::TensorSource;
 use crate::backend::cpu::Cpu;
@@ -35,94 +36,26 @@ pub struct InceptionFeatures {
     pub logits: Vec<f32>,
 }
 
-/// Builds one `BasicConv2d` from (state_dict prefix, Ci, Co, window): loads it, or only records
-/// its tensors' names.
 /// An activation and its dimensions.
 type Act<B> = (<B as Backend>::Buf, Nchw);
 
+/// Builds one `BasicConv2d` from (state_dict prefix, Ci, Co, window): loads it, or only records
+/// its tensors' names.
 type MakeConv<'a, B> = dyn FnMut(&str, usize, usize, Window) -> Result<BasicConv2d<B>> + 'a;
 
-/// torchvision's `BasicConv2d`: conv (no bias) → BatchNorm2d(eps=1e-3) → ReLU, BN folded in.
-pub struct BasicConv2d<B: Backend> {
-    w: B::Buf,
-    b: B::Buf,
-    co: usize,
+/// torchvision's `BasicConv2d`: conv (no bias) → BatchNorm2d(eps=1e-3) → ReLU, BN folded in;
+/// tensors `{key}.conv.weight` and `{key}.bn.*`.
+type BasicConv2d<B> = ConvBn<B>;
+
+fn basic_conv<B: Backend>(
+    be: &B,
+    src: &dyn TensorSource,
+    key: &str,
+    (ci, co): (usize, usize),
     win: Window,
-}
-
-impl<B: Backend> BasicConv2d<B> {
-    /// The tensors of `{key}.conv` and `{key}.bn` with their shapes.
-    fn expected(key: &str, ci: usize, co: usize, win: Window) -> Vec<Expected> {
-        let mut e = vec![Expected::new(
-            format!("{key}.conv.weight"),
-            &[co, ci, win.kh, win.kw],
-        )];
-        for t in ["weight", "bias", "running_mean", "running_var"] {
-            e.push(Expected::new(format!("{key}.bn.{t}"), &[co]));
-        }
-        e
-    }
-
-    /// Loads the conv and folds the batch norm into it: w' = w·γ/√(σ²+ε), b' = β − μ·γ/√(σ²+ε).
-    fn load(
-        be: &B,
-        src: &dyn TensorSource,
-        key: &str,
-        ci: usize,
-        co: usize,
-        win: Window,
-    ) -> Result<Self> {
-        let w = src.f32(&format!("{key}.conv.weight"))?;
-        let bn = |t: &str| src.f32(&format!("{key}.bn.{t}"));
-        let (gamma, beta, mean, var) = (
-            bn("weight")?,
-            bn("bias")?,
-            bn("running_mean")?,
-            bn("running_var")?,
-        );
-        let per_out = ci * win.kh * win.kw;
-        ensure!(
-            w.len() == co * per_out && [&gamma, &beta, &mean, &var].iter().all(|v| v.len() == co),
-            "{key}: tensor sizes differ from ({co}, {ci}, {}, {})",
-            win.kh,
-            win.kw
-        );
-        let mut wf = Vec::with_capacity(w.len());
-        let mut bf = Vec::with_capacity(co);
-        for o in 0..co {
-            let scale = gamma[o] as f64 / (var[o] as f64 + BN_EPS).sqrt();
-            wf.extend(
-                w[o * per_out..(o + 1) * per_out]
-                    .iter()
-                    .map(|&v| (v as f64 * scale) as f32),
-            );
-            bf.push((beta[o] as f64 - mean[o] as f64 * scale) as f32);
-        }
-        Ok(BasicConv2d {
-            w: be.upload(&wf)?,
-            b: be.upload(&bf)?,
-            co,
-            win,
-        })
-    }
-
-    /// (N, Ci, H, W) → (N, Co, H', W')
-    fn forward(&self, be: &B, x: &B::Buf, d: Nchw) -> Result<Act<B>> {
-        let (h, w) = self
-            .win
-            .output(d.h, d.w)
-            .ok_or_else(|| anyhow::anyhow!("window {:?} does not fit {d:?}", self.win))?;
-        let y = be.conv2d(x, d, &self.w, &self.b, self.co, self.win, true)?;
-        Ok((
-            y,
-            Nchw {
-                c: self.co,
-                h,
-                w,
-                ..d
-            },
-        ))
-    }
+) -> Result<BasicConv2d<B>> {
+    let names = (format!("{key}.conv"), format!("{key}.bn"));
+    ConvBn::load(be, src, (&names.0, &names.1), (ci, co), win, BN_EPS, true)
 }
 
 /// Applies convs in sequence.
@@ -454,13 +387,9 @@ impl<B: Backend> InceptionV3<B> {
     pub fn expected_tensors() -> Vec<Expected> {
         let mut out = Vec::new();
         let mut record = |key: &str, ci: usize, co: usize, win: Window| {
-            out.extend(BasicConv2d::<Cpu>::expected(key, ci, co, win));
-            Ok(BasicConv2d {
-                w: Vec::new(),
-                b: Vec::new(),
-                co,
-                win,
-            })
+            let names = (format!("{key}.conv"), format!("{key}.bn"));
+            out.extend(ConvBn::<Cpu>::expected((&names.0, &names.1), (ci, co), win));
+            Ok(ConvBn::shape_only(co, win, true))
         };
         // Building on the CPU with empty buffers only walks the structure.
         let _ = InceptionV3::<Cpu>::build(&Cpu, &mut record, &[]);
@@ -475,7 +404,7 @@ impl<B: Backend> InceptionV3<B> {
         let fc_w = src.f32("fc.weight")?;
         Self::build(
             be,
-            &mut |key, ci, co, win| BasicConv2d::load(be, src, key, ci, co, win),
+            &mut |key, ci, co, win| basic_conv(be, src, key, (ci, co), win),
             &fc_w,
         )
     }

@@ -1,9 +1,11 @@
-//! Layers shared by the networks: `nn.Linear` and `nn.LayerNorm`.
+//! Layers shared by the networks: `nn.Linear`, `nn.LayerNorm`, and a convolution with its
+//! BatchNorm folded in.
 
-use anyhow::Result;
+use anyhow::{ensure, Result};
 
 use super::synthetic::TensorSource;
-use crate::backend::Backend;
+use crate::backend::{Backend, Nchw, Window};
+use crate::weights::Expected;
 
 /// `nn.Linear` weights: w (out, in), b (out) when the layer has a bias.
 pub struct Linear<B: Backend> {
@@ -86,5 +88,109 @@ impl<B: Backend> LayerNorm<B> {
     /// (rows, d) → (rows, d)
     pub fn forward(&self, be: &B, x: &B::Buf, rows: usize) -> Result<B::Buf> {
         be.layer_norm_affine(x, &self.gamma, &self.beta, rows, self.d, self.eps)
+    }
+}
+
+/// `nn.Conv2d(bias=False)` → `nn.BatchNorm2d` (eval) → optional ReLU, with the batch norm folded
+/// into the convolution at load time in f64: w' = w·γ/√(σ²+ε), b' = β − μ·γ/√(σ²+ε).
+pub struct ConvBn<B: Backend> {
+    w: B::Buf,
+    b: B::Buf,
+    co: usize,
+    win: Window,
+    relu: bool,
+}
+
+impl<B: Backend> ConvBn<B> {
+    /// The tensors of conv `{conv}.weight` and batch norm `{bn}.*`, with their shapes.
+    pub fn expected(
+        (conv, bn): (&str, &str),
+        (ci, co): (usize, usize),
+        win: Window,
+    ) -> Vec<Expected> {
+        let mut e = vec![Expected::new(
+            format!("{conv}.weight"),
+            &[co, ci, win.kh, win.kw],
+        )];
+        for t in ["weight", "bias", "running_mean", "running_var"] {
+            e.push(Expected::new(format!("{bn}.{t}"), &[co]));
+        }
+        e
+    }
+
+    pub fn load(
+        be: &B,
+        src: &dyn TensorSource,
+        (conv, bn): (&str, &str),
+        (ci, co): (usize, usize),
+        win: Window,
+        eps: f64,
+        relu: bool,
+    ) -> Result<Self> {
+        let w = src.f32(&format!("{conv}.weight"))?;
+        let t = |name: &str| src.f32(&format!("{bn}.{name}"));
+        let (gamma, beta, mean, var) = (
+            t("weight")?,
+            t("bias")?,
+            t("running_mean")?,
+            t("running_var")?,
+        );
+        let per_out = ci * win.kh * win.kw;
+        ensure!(
+            w.len() == co * per_out && [&gamma, &beta, &mean, &var].iter().all(|v| v.len() == co),
+            "{conv}: tensor sizes differ from ({co}, {ci}, {}, {})",
+            win.kh,
+            win.kw
+        );
+        let mut wf = Vec::with_capacity(w.len());
+        let mut bf = Vec::with_capacity(co);
+        for o in 0..co {
+            let scale = gamma[o] as f64 / (var[o] as f64 + eps).sqrt();
+            wf.extend(
+                w[o * per_out..(o + 1) * per_out]
+                    .iter()
+                    .map(|&v| (v as f64 * scale) as f32),
+            );
+            bf.push((beta[o] as f64 - mean[o] as f64 * scale) as f32);
+        }
+        Ok(ConvBn {
+            w: be.upload(&wf)?,
+            b: be.upload(&bf)?,
+            co,
+            win,
+            relu,
+        })
+    }
+
+    /// A layer with empty buffers, for walking a network's structure without weights.
+    pub fn shape_only(co: usize, win: Window, relu: bool) -> Self
+    where
+        B: Backend<Buf = Vec<f32>>,
+    {
+        ConvBn {
+            w: Vec::new(),
+            b: Vec::new(),
+            co,
+            win,
+            relu,
+        }
+    }
+
+    /// (N, Ci, H, W) → (N, Co, H', W')
+    pub fn forward(&self, be: &B, x: &B::Buf, d: Nchw) -> Result<(B::Buf, Nchw)> {
+        let (h, w) = self
+            .win
+            .output(d.h, d.w)
+            .ok_or_else(|| anyhow::anyhow!("window {:?} does not fit {d:?}", self.win))?;
+        let y = be.conv2d(x, d, &self.w, &self.b, self.co, self.win, self.relu)?;
+        Ok((
+            y,
+            Nchw {
+                c: self.co,
+                h,
+                w,
+                ..d
+            },
+        ))
     }
 }

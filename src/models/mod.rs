@@ -6,6 +6,7 @@ pub mod guidance;
 pub mod inception;
 pub mod layers;
 pub mod preprocess;
+pub mod resnet;
 pub mod sit;
 pub mod synthetic;
 pub mod vae;

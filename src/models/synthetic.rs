@@ -122,38 +122,57 @@ pub fn vae(config: &super::vae::VaeConfig, seed: u64) -> Vec<(String, Vec<usize>
         .collect()
 }
 
-/// FID Inception tensors from the counter-based formula that `scripts/dump_golden.py inception`
-/// documents and evaluates too: with u = `rng::uniform(seed, t, 0, STREAM_WEIGHTS, numel)` and t
-/// the rank of the name among all names sorted bytewise, in f64, then rounded to f32:
-/// conv weights (2u − 1)·√(6/fan_in); BN weight and running_var 0.5 + u; BN bias, running_mean
-/// and fc.bias 0.2u − 0.1; fc.weight (2u − 1)·√(3/2048).
-pub fn inception(seed: u64) -> Result<Synthetic> {
-    let mut expected =
-        super::inception::InceptionV3::<crate::backend::cpu::Cpu>::expected_tensors();
+/// Tensors of a convolutional network from the counter-based formula that
+/// `scripts/dump_golden.py` documents and evaluates too. With u = `rng::uniform(seed, t, 0,
+/// STREAM_WEIGHTS, numel)` and t the rank of the name among all names sorted bytewise, in f64,
+/// then rounded to f32: 4-D (conv) weights (2u − 1)·√(6/fan_in); 2-D (linear) weights
+/// (2u − 1)·√(3/fan_in); BN weights and running_var 0.5 + u, except a bottleneck's last BN
+/// weight (`bn3.weight`) 0.2u, which keeps residual sums bounded; biases and running_mean
+/// 0.2u − 0.1.
+pub fn conv_net_formula(mut expected: Vec<Expected>, seed: u64) -> Result<Synthetic> {
     expected.sort_by(|a, b| a.name.cmp(&b.name));
     let mut tensors = BTreeMap::new();
     for (t, e) in expected.into_iter().enumerate() {
         let numel: usize = e.shape.iter().product();
         let u = rng::uniform(seed, t as u64, 0, rng::STREAM_WEIGHTS, numel);
         let name = e.name.as_str();
-        let f: Box<dyn Fn(f64) -> f64> = if name.ends_with(".conv.weight") {
-            let a = (6.0 / e.shape[1..].iter().product::<usize>() as f64).sqrt();
-            Box::new(move |u| (2.0 * u - 1.0) * a)
-        } else if name.ends_with(".bn.weight") || name.ends_with(".bn.running_var") {
-            Box::new(|u| 0.5 + u)
-        } else if name.ends_with(".bn.bias")
-            || name.ends_with(".bn.running_mean")
-            || name == "fc.bias"
-        {
-            Box::new(|u| 0.2 * u - 0.1)
-        } else if name == "fc.weight" {
-            let a = (3.0 / e.shape[1] as f64).sqrt();
-            Box::new(move |u| (2.0 * u - 1.0) * a)
-        } else {
-            bail!("no synthetic formula for Inception tensor {name}");
+        let fan_in = e.shape[1..].iter().product::<usize>() as f64;
+        let f: Box<dyn Fn(f64) -> f64> = match (e.shape.len(), name) {
+            (4, _) => {
+                let a = (6.0 / fan_in).sqrt();
+                Box::new(move |u| (2.0 * u - 1.0) * a)
+            }
+            (2, _) => {
+                let a = (3.0 / fan_in).sqrt();
+                Box::new(move |u| (2.0 * u - 1.0) * a)
+            }
+            (1, n) if n.ends_with("bn3.weight") => Box::new(|u| 0.2 * u),
+            (1, n) if n.ends_with(".weight") || n.ends_with(".running_var") => {
+                Box::new(|u| 0.5 + u)
+            }
+            (1, n) if n.ends_with(".bias") || n.ends_with(".running_mean") => {
+                Box::new(|u| 0.2 * u - 0.1)
+            }
+            _ => bail!("no synthetic formula for tensor {name} {:?}", e.shape),
         };
         let data = u.into_iter().map(|u| f(u) as f32).collect();
         tensors.insert(e.name, (e.shape, data));
     }
     Ok(Synthetic { tensors })
+}
+
+/// FID Inception tensors from [`conv_net_formula`].
+pub fn inception(seed: u64) -> Result<Synthetic> {
+    conv_net_formula(
+        super::inception::InceptionV3::<crate::backend::cpu::Cpu>::expected_tensors(),
+        seed,
+    )
+}
+
+/// ResNet-50 trunk tensors from [`conv_net_formula`].
+pub fn resnet50(seed: u64) -> Result<Synthetic> {
+    conv_net_formula(
+        super::resnet::ResNet50::<crate::backend::cpu::Cpu>::expected_tensors(),
+        seed,
+    )
 }

@@ -1,4 +1,4 @@
-//! Activations: SiLU, tanh-GELU, exact (erf) GELU and CLIP's quick GELU.
+//! Activations: SiLU, tanh-GELU, exact (erf) GELU, CLIP's quick GELU and ReLU.
 
 use rayon::prelude::*;
 
@@ -44,5 +44,12 @@ pub fn quick_gelu(x: &mut [f32]) {
             let x = *v;
             *v = x * (1.0 / (1.0 + (-(1.702f32 * x)).exp()));
         }
+    });
+}
+
+/// `F.relu(x)` in place; `v < 0` keeps NaN, as torch.relu does.
+pub fn relu(x: &mut [f32]) {
+    x.par_chunks_mut(CHUNK).for_each(|c| {
+        c.iter_mut().filter(|v| **v < 0.0).for_each(|v| *v = 0.0);
     });
 }

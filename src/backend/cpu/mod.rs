@@ -152,6 +152,11 @@ impl Backend for Cpu {
         Ok(())
     }
 
+    fn relu(&self, x: &mut Vec<f32>) -> Result<()> {
+        act::relu(x);
+        Ok(())
+    }
+
     fn quick_gelu(&self, x: &mut Vec<f32>) -> Result<()> {
         act::quick_gelu(x);
         Ok(())
