@@ -10,6 +10,7 @@ use sitdiv::backend::cpu::Cpu;
 use sitdiv::backend::{Backend, Precision};
 use sitdiv::bench;
 use sitdiv::models::guidance::IntervalMode;
+use sitdiv::pipeline::embed::Subset;
 use sitdiv::pipeline::evaluate::{MetricSettings, MetricsJob};
 use sitdiv::pipeline::features::{self, Backbone, EvalJob, FeaturesJob};
 use sitdiv::pipeline::sample::{self, Method, SampleJob};
@@ -68,31 +69,44 @@ enum Command {
     Features {
         #[arg(long, value_enum, default_value_t = Backbone::Inception)]
         backbone: Backbone,
-        /// Backbone weights (FID Inception: pytorch-fid names, converted by scripts/convert_weights.py).
+        /// Backbone weights (upstream names, converted by scripts/convert_weights.py).
         #[arg(long)]
         weights: PathBuf,
         #[arg(long)]
         images: PathBuf,
-        /// Output .npz: float32 `pool` (N, 2048), `spatial` (N, 2023), `logits` (N, 1008).
+        /// Output .npz. Inception: float32 `pool` (N, 2048), `spatial` (N, 2023), `logits`
+        /// (N, 1008). Diversity backbones: `embedding` (N, D), `indices` (N), `labels` (N).
         #[arg(long)]
         out: PathBuf,
         /// Images per forward pass (memory only; features do not depend on it).
         #[arg(long, default_value_t = 32)]
         batch: usize,
         #[command(flatten)]
+        subset: Subset,
+        #[command(flatten)]
         device: DeviceArgs,
     },
-    /// Quality metrics of sample images against a reference, as the ADM evaluator computes them.
+    /// Metrics of sample images: quality against a reference as the ADM evaluator computes it
+    /// (Inception), diversity and Vendi with a diversity backbone.
     Eval {
         /// Sample images: an .npz with `arr_0`, or a run folder of such batches.
         #[arg(long)]
         samples: PathBuf,
-        /// ADM reference batch (`arr_0`, `mu`, `sigma`, `mu_s`, `sigma_s`) or a features .npz.
+        /// ADM reference batch (`arr_0`, `mu`, `sigma`, `mu_s`, `sigma_s`) or a features .npz
+        /// (needed by fid, sfid, pr, dc, kid).
         #[arg(long = "ref")]
-        reference: PathBuf,
-        /// FID Inception weights (pytorch-fid names).
+        reference: Option<PathBuf>,
+        /// FID Inception weights (pytorch-fid names; needed by the quality metrics).
         #[arg(long)]
-        inception: PathBuf,
+        inception: Option<PathBuf>,
+        /// Diversity backbone of the diversity and vendi metrics.
+        #[arg(long, value_enum)]
+        backbone: Option<Backbone>,
+        /// Weights of --backbone.
+        #[arg(long)]
+        backbone_weights: Option<PathBuf>,
+        #[command(flatten)]
+        subset: Subset,
         #[command(flatten)]
         settings: MetricSettings,
         #[arg(long)]
@@ -538,6 +552,7 @@ fn run(cli: Cli) -> Result<()> {
             images,
             out,
             batch,
+            subset,
             device,
         } => on_device(
             &device,
@@ -547,12 +562,16 @@ fn run(cli: Cli) -> Result<()> {
                 images,
                 out,
                 batch,
+                subset,
             }),
         ),
         Command::Eval {
             samples,
             reference,
             inception,
+            backbone,
+            backbone_weights,
+            subset,
             settings,
             json,
             batch,
@@ -564,6 +583,9 @@ fn run(cli: Cli) -> Result<()> {
                 samples,
                 reference,
                 inception,
+                backbone,
+                backbone_weights,
+                subset,
                 settings,
                 json,
                 batch,

@@ -159,6 +159,14 @@ impl FeatureSet {
         Ok((a.data, a.shape[1]))
     }
 
+    /// The `indices` array (global sample indices of the rows), empty when there is none.
+    pub fn indices(&self) -> Result<Vec<i64>> {
+        match self.arrays.get("indices") {
+            Some(b) => Ok(npy::decode_i64(&self.source, b)?.data),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// The int64 class labels of `n` rows.
     fn labels(&self, n: usize) -> Result<Vec<i64>> {
         let bytes = self.arrays.get("labels").with_context(|| {

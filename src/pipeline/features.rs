@@ -1,6 +1,7 @@
-//! `sitdiv features` and `sitdiv eval`: Inception features of uint8 image batches (ADM-style
-//! `.npz` with `arr_0` (N, H, W, 3), or a run folder of them), and the quality metrics of samples
-//! straight from their images.
+//! `sitdiv features` and `sitdiv eval`: features of uint8 image batches (ADM-style `.npz` with
+//! `arr_0` (N, H, W, 3), or a run folder of them) — the Inception's for the quality metrics, a
+//! diversity backbone's embedding (pipeline/embed.rs) — and the metrics of samples straight from
+//! their images.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
 
+use super::embed::{embedding_members, Embedder, Subset};
 use super::evaluate::{self, FeatureSet, Metric, MetricSettings};
 use super::progress::Progress;
 use super::{npy, npz, probe_folder, write_with_manifest, Unit};
@@ -17,10 +19,30 @@ use crate::weights::WeightFile;
 
 /// Feature networks of `sitdiv features`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Backbone {
     /// The FID Inception-v3 with the ADM evaluator's input path: `pool`, `spatial`, `logits`.
     Inception,
+    /// DINOv2 (HF `facebook/dinov2-base` and its PIL processor): the class token, 768-d.
+    Dinov2B14,
+    /// CLIP ViT-B/32 (HF `openai/clip-vit-base-patch32`, PIL processor): `image_embeds`, 512-d.
+    ClipB32,
+    /// CLIP ViT-L/14 (HF `openai/clip-vit-large-patch14`, PIL processor): `image_embeds`, 768-d.
+    ClipL14,
+    /// MoCo v3 ResNet-50 trunk (torchvision names), MoCo's evaluation preprocessing, 2048-d.
+    Mocov3R50,
+    /// SimCLR v2 ResNet-50 (1×, SK0) trunk (torchvision names), SimCLR's preprocessing, 2048-d.
+    SimclrR50,
+}
+
+impl Backbone {
+    /// The command-line name (`dinov2-b14`, …).
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -31,18 +53,29 @@ pub struct FeaturesJob {
     pub out: PathBuf,
     /// Images per forward pass (memory only; features do not depend on it).
     pub batch: usize,
+    /// Rows kept for the diversity backbones.
+    #[serde(flatten)]
+    pub subset: Subset,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalJob {
     pub samples: PathBuf,
-    pub reference: PathBuf,
-    pub inception: PathBuf,
+    /// Needed by fid, sfid, pr, dc, kid.
+    pub reference: Option<PathBuf>,
+    /// The FID Inception, needed by the quality metrics.
+    pub inception: Option<PathBuf>,
+    /// The diversity backbone and its weights, needed by diversity and vendi.
+    pub backbone: Option<Backbone>,
+    pub backbone_weights: Option<PathBuf>,
+    #[serde(flatten)]
+    pub subset: Subset,
     #[serde(flatten)]
     pub settings: MetricSettings,
     pub json: PathBuf,
     pub batch: usize,
-    /// Also keep the samples' features here (an `.npz` for `sitdiv metrics`).
+    /// Also keep the samples' features here (`.npz` for `sitdiv metrics`; the diversity
+    /// embedding, when asked for, goes to `<stem>.embedding.npz` beside it).
     pub features_out: Option<PathBuf>,
 }
 
@@ -202,10 +235,18 @@ fn manifest(
 pub fn run_features<B: Backend>(be: &B, job: &FeaturesJob) -> Result<()> {
     let files = image_batches(&job.images)?;
     output_folder(&job.out)?;
-    let (net, sha) = match job.backbone {
-        Backbone::Inception => load_inception(be, &job.weights)?,
+    let (members, n, sha) = match job.backbone {
+        Backbone::Inception => {
+            let (net, sha) = load_inception(be, &job.weights)?;
+            let (m, n) = inception_features(be, &net, &files, job.batch)?;
+            (m, n, sha)
+        }
+        b => {
+            let (emb, sha) = Embedder::load(be, b, &job.weights)?;
+            let (m, n) = embedding_members(be, &emb, &files, &job.subset, job.batch)?;
+            (m, n, sha)
+        }
     };
-    let (members, n) = inception_features(be, &net, &files, job.batch)?;
     let mut m = manifest("sitdiv features", job, &sha, be.name())?;
     m["images"] = serde_json::json!(files);
     write_with_manifest(&job.out, &m, |p| npz::write(p, &members))?;
@@ -216,52 +257,107 @@ pub fn run_features<B: Backend>(be: &B, job: &FeaturesJob) -> Result<()> {
 /// `sitdiv eval`.
 pub fn run_eval<B: Backend>(be: &B, job: &EvalJob) -> Result<()> {
     job.settings.validate()?;
-    if let Some(m) = job
+    let (quality, diversity): (Vec<Metric>, Vec<Metric>) = job
         .settings
         .metrics
         .iter()
-        .find(|m| !m.needs_reference() && **m != Metric::Is)
-    {
-        bail!(
-            "eval computes Inception metrics only; --metrics {m:?} needs a diversity embedding: \
-             run `sitdiv metrics --features F.npz --metrics diversity,vendi` on an `embedding` + `labels` file"
-        );
-    }
+        .partition(|m| !matches!(m, Metric::Diversity | Metric::Vendi));
     let files = image_batches(&job.samples)?;
     output_folder(&job.json)?;
     if let Some(p) = &job.features_out {
         output_folder(p)?;
     }
-    // The reference: a features file, or an ADM reference batch (statistics and/or images).
-    let ref_keys = npz::keys(&job.reference)?;
-    let stats = ["mu", "sigma", "mu_s", "sigma_s"];
-    let mut reference = if ref_keys.iter().any(|k| k == "pool") {
-        FeatureSet::open(&job.reference)?
-    } else {
-        FeatureSet::from_members(&job.reference, npz::read_only(&job.reference, &stats)?)
+    // Everything a selected metric needs is named before any compute.
+    let inception = match (&job.inception, quality.is_empty()) {
+        (Some(p), false) => Some(p),
+        (None, false) => {
+            bail!("--metrics {quality:?} need the FID Inception: give --inception FILE")
+        }
+        _ => None,
     };
-    let ref_images = job.settings.needs_reference_features(&reference);
-    ensure!(
-        !ref_images || ref_keys.iter().any(|k| k == "arr_0"),
-        "{}: the selected metrics need reference images (`arr_0`) or features (`pool`…); it has: {}",
-        job.reference.display(),
-        ref_keys.join(", ")
-    );
-    let (net, sha) = load_inception(be, &job.inception)?;
-    let (members, n) = inception_features(be, &net, &files, job.batch)?;
-    let mut m = manifest("sitdiv eval", job, &sha, be.name())?;
-    m["samples_files"] = serde_json::json!(files);
-    if let Some(p) = &job.features_out {
-        write_with_manifest(p, &m, |p| npz::write(p, &members))?;
-        log::info!("wrote {} ({n} feature rows)", p.display());
+    let backbone = match (job.backbone, &job.backbone_weights, diversity.is_empty()) {
+        (Some(b), Some(w), false) => Some((b, w)),
+        (_, _, false) => bail!(
+            "--metrics {diversity:?} need a diversity backbone: give --backbone (dinov2-b14, clip-b32, …) and --backbone-weights FILE"
+        ),
+        _ => None,
+    };
+    // The reference: a features file, or an ADM reference batch (statistics and/or images).
+    let needs_ref = quality.iter().any(|m| m.needs_reference());
+    let reference_path = match (&job.reference, needs_ref) {
+        (Some(r), true) => Some(r),
+        (None, true) => bail!("--metrics {quality:?} compare with a reference: give --ref REF.npz"),
+        _ => None,
+    };
+    let mut m = serde_json::json!({
+        "tool": "sitdiv eval",
+        "version": env!("CARGO_PKG_VERSION"),
+        "job": job,
+        "device": be.name(),
+        "samples_files": files,
+    });
+    let mut values = serde_json::Map::new();
+    if let Some(inc) = inception {
+        let quality_settings = MetricSettings {
+            metrics: quality.clone(),
+            ..job.settings.clone()
+        };
+        let mut reference = None;
+        let mut ref_images = false;
+        if let Some(r) = reference_path {
+            let ref_keys = npz::keys(r)?;
+            let set = if ref_keys.iter().any(|k| k == "pool") {
+                FeatureSet::open(r)?
+            } else {
+                FeatureSet::from_members(r, npz::read_only(r, &["mu", "sigma", "mu_s", "sigma_s"])?)
+            };
+            ref_images = quality_settings.needs_reference_features(&set);
+            ensure!(
+                !ref_images || ref_keys.iter().any(|k| k == "arr_0"),
+                "{}: the selected metrics need reference images (`arr_0`) or features (`pool`…); it has: {}",
+                r.display(),
+                ref_keys.join(", ")
+            );
+            reference = Some(set);
+        }
+        let (net, sha) = load_inception(be, inc)?;
+        m["inception_sha256"] = serde_json::json!(sha);
+        let (members, n) = inception_features(be, &net, &files, job.batch)?;
+        if let Some(p) = &job.features_out {
+            write_with_manifest(p, &m, |p| npz::write(p, &members))?;
+            log::info!("wrote {} ({n} feature rows)", p.display());
+        }
+        let samples = FeatureSet::from_members(&job.samples, members);
+        if let (true, Some(set), Some(r)) = (ref_images, reference.as_mut(), reference_path) {
+            let (ref_members, _) =
+                inception_features(be, &net, std::slice::from_ref(r), job.batch)?;
+            set.extend(ref_members);
+        }
+        values.extend(evaluate::compute(
+            &quality_settings,
+            &samples,
+            reference.as_ref(),
+        )?);
+        m["num_samples"] = serde_json::json!(n);
     }
-    let samples = FeatureSet::from_members(&job.samples, members);
-    if ref_images {
-        let (ref_members, _) =
-            inception_features(be, &net, std::slice::from_ref(&job.reference), job.batch)?;
-        reference.extend(ref_members);
+    if let Some((b, w)) = backbone {
+        let (emb, sha) = Embedder::load(be, b, w)?;
+        m["backbone_sha256"] = serde_json::json!(sha);
+        let (members, n) = embedding_members(be, &emb, &files, &job.subset, job.batch)?;
+        if let Some(p) = &job.features_out {
+            let path = p.with_extension("embedding.npz");
+            write_with_manifest(&path, &m, |p| npz::write(p, &members))?;
+            log::info!("wrote {} ({n} embedding rows)", path.display());
+        }
+        let set = FeatureSet::from_members(&job.samples, members);
+        let div_settings = MetricSettings {
+            metrics: diversity.clone(),
+            ..job.settings.clone()
+        };
+        values.extend(evaluate::compute(&div_settings, &set, None)?);
+        m["diversity_backbone"] = serde_json::json!(b);
+        m["diversity_rows"] = serde_json::json!(n);
+        m["diversity_indices"] = serde_json::json!(set.indices()?);
     }
-    let values = evaluate::compute(&job.settings, &samples, Some(&reference))?;
-    m["num_samples"] = serde_json::json!(n);
     evaluate::write_json(&job.json, values, serde_json::to_value(&job.settings)?, m)
 }

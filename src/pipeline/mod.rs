@@ -1,6 +1,7 @@
 //! Work units, sharding and atomic output files. The only module that writes outputs.
 
 pub mod decode;
+pub mod embed;
 pub mod evaluate;
 pub mod features;
 pub mod grid;

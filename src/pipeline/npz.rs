@@ -106,6 +106,23 @@ pub fn read_only(path: &Path, wanted: &[&str]) -> Result<Vec<Member>> {
     Ok(out)
 }
 
+/// The number of rows of an array, from its header alone.
+pub fn image_count(path: &Path, key: &str) -> Result<usize> {
+    let mut z = open_archive(path)?;
+    let names = names(path, &z)?.join(", ");
+    let mut e = z.by_name(&format!("{key}.npy")).map_err(|_| {
+        anyhow::anyhow!(
+            "{}: no `{key}` image array (it has: {names})",
+            path.display()
+        )
+    })?;
+    let (_, shape) = super::npy::read_header(path, &mut e)?;
+    shape
+        .first()
+        .copied()
+        .with_context(|| format!("{}: `{key}` is a scalar", path.display()))
+}
+
 /// Streams a uint8 (N, H, W, C) image array of an npz in chunks of up to `rows` images, without
 /// holding the whole array: `f(chunk, first_row, (N, H, W, C))`. Returns the array's shape.
 pub fn stream_images(

@@ -1,0 +1,325 @@
+//! Diversity embeddings of image batches: the backbone (DINOv2, CLIP, MoCo v3 or SimCLR ResNet-50)
+//! with its own preprocessing, the labels and global indices saved with the samples, and seeded
+//! subsets (`--max-samples`, `--max-per-class`) whose chosen indices are always written out.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context, Result};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::features::Backbone;
+use super::progress::Progress;
+use super::{npy, npz, Unit};
+use crate::backend::Backend;
+use crate::models::clip::{ClipVision, ClipVisionConfig};
+use crate::models::dinov2::{Dinov2, Dinov2Config};
+use crate::models::preprocess::{Pipeline, PIPELINE_SIZE};
+use crate::models::resnet::ResNet50;
+use crate::sampling::rng;
+use crate::weights::WeightFile;
+
+/// Which rows enter a diversity metric.
+#[derive(Debug, Clone, Default, Serialize, clap::Args)]
+pub struct Subset {
+    /// Keep at most K samples per class (needs labels), drawn from --subset-seed.
+    #[arg(long)]
+    pub max_per_class: Option<usize>,
+    /// Keep at most K samples in all (after --max-per-class), drawn from --subset-seed.
+    #[arg(long)]
+    pub max_samples: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub subset_seed: u64,
+}
+
+/// The image batches of a run with what they carry besides images.
+pub struct BatchIndex {
+    pub files: Vec<PathBuf>,
+    /// Images per file.
+    pub counts: Vec<usize>,
+    /// Class of every image (`arr_1`), when every batch has them.
+    pub labels: Option<Vec<i64>>,
+    /// Global sample index of every image (`indices`), else the position in the run.
+    pub indices: Vec<i64>,
+}
+
+impl BatchIndex {
+    /// Reads shapes, labels and indices (never the images).
+    pub fn read(files: &[PathBuf]) -> Result<Self> {
+        let (mut counts, mut labels, mut indices) = (Vec::new(), Vec::new(), Vec::new());
+        let mut with_labels = 0;
+        for f in files {
+            let n = npz::image_count(f, "arr_0")?;
+            let members = npz::read_only(f, &["arr_1", "indices"])?;
+            for m in &members {
+                let a = npy::decode_i64(f, &m.npy)?;
+                ensure!(
+                    a.data.len() == n,
+                    "{}: `{}` has {} entries for {n} images",
+                    f.display(),
+                    m.key,
+                    a.data.len()
+                );
+                match m.key.as_str() {
+                    "arr_1" => {
+                        labels.extend(a.data);
+                        with_labels += 1;
+                    }
+                    _ => indices.extend(a.data),
+                }
+            }
+            if !members.iter().any(|m| m.key == "indices") {
+                let start = counts.iter().sum::<usize>() as i64;
+                indices.extend(start..start + n as i64);
+            }
+            counts.push(n);
+        }
+        ensure!(
+            with_labels == 0 || with_labels == files.len(),
+            "only {with_labels} of {} batches carry labels (`arr_1`)",
+            files.len()
+        );
+        Ok(BatchIndex {
+            files: files.to_vec(),
+            counts,
+            labels: (with_labels > 0).then_some(labels),
+            indices,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.counts.iter().sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// `k` of `candidates` by a partial Fisher–Yates driven by Philox draws `(seed, stream + i)`.
+fn draw(candidates: &[usize], k: usize, seed: u64, stream: u64) -> Vec<usize> {
+    let mut c = candidates.to_vec();
+    for i in 0..k.min(c.len()) {
+        let r = rng::label(seed, stream + i as u64, c.len() - i) as usize;
+        c.swap(i, i + r);
+    }
+    c.truncate(k);
+    c
+}
+
+/// Row positions kept by `subset`, ascending. Per class first (classes in ascending order, each
+/// with its own draw stream), then over all rows.
+pub fn select_rows(n: usize, labels: Option<&[i64]>, subset: &Subset) -> Result<Vec<usize>> {
+    let mut rows: Vec<usize> = (0..n).collect();
+    if let Some(k) = subset.max_per_class {
+        ensure!(k >= 1, "--max-per-class must be at least 1");
+        let Some(labels) = labels else {
+            bail!("--max-per-class needs labels: the batches have no `arr_1` (sitdiv sample writes the class of every image there)");
+        };
+        let mut by_class: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+        for (i, &c) in labels.iter().enumerate() {
+            by_class.entry(c).or_default().push(i);
+        }
+        rows = by_class
+            .values()
+            .enumerate()
+            .flat_map(|(ci, r)| draw(r, k, subset.subset_seed, (ci * n) as u64))
+            .collect();
+        rows.sort_unstable();
+    }
+    if let Some(k) = subset.max_samples {
+        ensure!(k >= 2, "--max-samples must be at least 2");
+        let stream = ((labels.map_or(0, |l| l.len()) + 1) * n) as u64;
+        rows = draw(&rows, k, subset.subset_seed, stream);
+        rows.sort_unstable();
+    }
+    Ok(rows)
+}
+
+enum Net<B: Backend> {
+    Dinov2(Dinov2<B>),
+    Clip(ClipVision<B>),
+    Resnet50(ResNet50<B>),
+}
+
+/// A diversity backbone with its preprocessing.
+pub struct Embedder<B: Backend> {
+    net: Net<B>,
+    pipeline: Pipeline,
+    pub backbone: Backbone,
+}
+
+impl<B: Backend> Embedder<B> {
+    /// Loads `weights` for `backbone`; returns the file's SHA-256 too.
+    pub fn load(be: &B, backbone: Backbone, weights: &Path) -> Result<(Self, String)> {
+        let file = WeightFile::open(weights)?;
+        let ctx = || format!("{}: not {} weights", weights.display(), backbone.name());
+        let (net, pipeline) = match backbone {
+            Backbone::Dinov2B14 => {
+                let cfg = Dinov2Config::detect(&file).with_context(ctx)?;
+                (
+                    Net::Dinov2(Dinov2::load(be, &file, cfg).with_context(ctx)?),
+                    Pipeline::Dinov2Hf,
+                )
+            }
+            Backbone::ClipB32 | Backbone::ClipL14 => {
+                let cfg = ClipVisionConfig::detect(&file).with_context(ctx)?;
+                ensure!(
+                    cfg.image_size == PIPELINE_SIZE,
+                    "{}: a CLIP tower for {} px input; the CLIP preprocessing gives {PIPELINE_SIZE} px",
+                    weights.display(),
+                    cfg.image_size
+                );
+                (
+                    Net::Clip(ClipVision::load(be, &file, cfg).with_context(ctx)?),
+                    Pipeline::ClipHf,
+                )
+            }
+            Backbone::Mocov3R50 | Backbone::SimclrR50 => {
+                let p = if backbone == Backbone::Mocov3R50 {
+                    Pipeline::Mocov3
+                } else {
+                    Pipeline::Simclr
+                };
+                (Net::Resnet50(ResNet50::load(be, &file).with_context(ctx)?), p)
+            }
+            Backbone::Inception => bail!("the Inception is not a diversity backbone"),
+        };
+        let sha = super::sample::sha256_hex(file.bytes());
+        Ok((
+            Embedder {
+                net,
+                pipeline,
+                backbone,
+            },
+            sha,
+        ))
+    }
+
+    /// Embeddings (N, D) of uint8 images (N, H, W, 3). The network runs one image at a time:
+    /// a batched GEMM picks its kernel by the row count, which would make the last bits of an
+    /// embedding depend on how many images share a pass (`--batch` only sets how many are
+    /// decoded and preprocessed together).
+    pub fn embed(
+        &self,
+        be: &B,
+        images: &[u8],
+        (n, h, w, c): (usize, usize, usize, usize),
+    ) -> Result<Vec<f32>> {
+        ensure!(
+            c == 3,
+            "{} takes RGB images, got {c} channels",
+            self.backbone.name()
+        );
+        ensure!(
+            images.len() == n * h * w * c,
+            "image batch has {} bytes for ({n}, {h}, {w}, {c})",
+            images.len()
+        );
+        let inputs: Vec<Vec<f32>> = images
+            .par_chunks(h * w * 3)
+            .map(|img| self.pipeline.prepare(img, (h, w)))
+            .collect();
+        let s = PIPELINE_SIZE;
+        let mut out = Vec::new();
+        for x in &inputs {
+            out.extend(match &self.net {
+                Net::Dinov2(m) => m.forward(be, x, 1, (s, s))?,
+                Net::Clip(m) => m.forward(be, x, 1)?,
+                Net::Resnet50(m) => m.forward(be, x, 1, (s, s))?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Embeddings of the kept rows (ascending positions) of a run, streamed in `batch`-image passes.
+pub fn embeddings<B: Backend>(
+    be: &B,
+    emb: &Embedder<B>,
+    index: &BatchIndex,
+    keep: &[usize],
+    batch: usize,
+) -> Result<Vec<f32>> {
+    ensure!(batch >= 1, "--batch must be at least 1");
+    let progress = Progress::new(keep.len() as u64);
+    let mut out = Vec::new();
+    let (mut next, mut offset, mut done) = (0usize, 0usize, 0usize);
+    for (file, &count) in index.files.iter().zip(&index.counts) {
+        let mut pending: Vec<u8> = Vec::new();
+        let mut dims = (0, 0, 0, 0);
+        let mut flush = |pending: &mut Vec<u8>, dims: (usize, usize, usize, usize)| -> Result<()> {
+            let m = pending.len() / (dims.1 * dims.2 * dims.3).max(1);
+            if m > 0 {
+                out.extend(
+                    emb.embed(be, pending, (m, dims.1, dims.2, dims.3))
+                        .with_context(|| file.display().to_string())?,
+                );
+                progress.unit_done(&Unit {
+                    index: done / batch,
+                    start: done,
+                    end: done + m,
+                });
+                done += m;
+                pending.clear();
+            }
+            Ok(())
+        };
+        npz::stream_images(file, "arr_0", batch, |chunk, start, d| {
+            dims = d;
+            let per = d.1 * d.2 * d.3;
+            for r in 0..chunk.len() / per {
+                if keep.get(next) == Some(&(offset + start + r)) {
+                    pending.extend_from_slice(&chunk[r * per..(r + 1) * per]);
+                    next += 1;
+                    if pending.len() == batch * per {
+                        flush(&mut pending, d)?;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        flush(&mut pending, dims)?;
+        offset += count;
+    }
+    progress.finish();
+    Ok(out)
+}
+
+/// The embedding set of a run as `.npz` members: `embedding` (N, D), `indices` (N) and, when the
+/// batches carry them, `labels` (N).
+pub fn embedding_members<B: Backend>(
+    be: &B,
+    emb: &Embedder<B>,
+    files: &[PathBuf],
+    subset: &Subset,
+    batch: usize,
+) -> Result<(Vec<npz::Member>, usize)> {
+    let index = BatchIndex::read(files)?;
+    ensure!(!index.is_empty(), "no images in {}", files[0].display());
+    let keep = select_rows(index.len(), index.labels.as_deref(), subset)?;
+    let e = embeddings(be, emb, &index, &keep, batch)?;
+    let n = keep.len();
+    let d = e.len() / n.max(1);
+    let mut members = vec![
+        npz::Member {
+            key: "embedding".into(),
+            npy: npy::encode_f32(&[n, d], &e),
+        },
+        npz::Member {
+            key: "indices".into(),
+            npy: npy::encode_i64(
+                &[n],
+                &keep.iter().map(|&r| index.indices[r]).collect::<Vec<_>>(),
+            ),
+        },
+    ];
+    if let Some(l) = &index.labels {
+        members.push(npz::Member {
+            key: "labels".into(),
+            npy: npy::encode_i64(&[n], &keep.iter().map(|&r| l[r]).collect::<Vec<_>>()),
+        });
+    }
+    Ok((members, n))
+}

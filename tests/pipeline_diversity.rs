@@ -1,0 +1,335 @@
+//! Diversity embeddings end to end: `sitdiv features --backbone …` and `sitdiv eval --metrics
+//! diversity,vendi` on the tiny DINOv2 / CLIP goldens and the ResNet-50 formula weights: equal to
+//! the library, independent of --batch, seeded subsets, labels carried through, bad input.
+
+mod common;
+
+use std::path::Path;
+
+use common::{golden_dir, sitdiv, tmp};
+use sitdiv::backend::cpu::Cpu;
+use sitdiv::models::dinov2::{Dinov2, Dinov2Config};
+use sitdiv::models::preprocess::Pipeline;
+use sitdiv::pipeline::{npy, npz};
+use sitdiv::sampling::rng;
+use sitdiv::weights::WeightFile;
+
+const SIDE: usize = 40;
+
+/// Six noise images of classes [3, 3, 7, 7, 9, 9], global indices 10..16, optionally labelled.
+fn batch(dir: &Path, labels: bool) -> (String, Vec<u8>) {
+    let imgs: Vec<u8> = (0..6)
+        .flat_map(|n| rng::uniform(31, n, 0, 0, SIDE * SIDE * 3))
+        .map(|u| (256.0 * u) as u8)
+        .collect();
+    let mut m = vec![
+        npz::Member {
+            key: "arr_0".into(),
+            npy: npz::encode_u8(&[6, SIDE, SIDE, 3], &imgs),
+        },
+        npz::Member {
+            key: "indices".into(),
+            npy: npy::encode_i64(&[6], &[10, 11, 12, 13, 14, 15]),
+        },
+    ];
+    if labels {
+        m.push(npz::Member {
+            key: "arr_1".into(),
+            npy: npy::encode_i64(&[6], &[3, 3, 7, 7, 9, 9]),
+        });
+    }
+    let p = dir.join(format!("batch_{labels}.npz"));
+    npz::write(&p, &m).unwrap();
+    (p.display().to_string(), imgs)
+}
+
+fn ok(args: &[&str]) {
+    let r = sitdiv(args);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+}
+
+fn arrays(p: &Path) -> (Vec<f32>, Vec<i64>, Vec<i64>) {
+    let m = npz::read(p).unwrap();
+    let get = |k: &str| m.iter().find(|x| x.key == k).unwrap().npy.clone();
+    (
+        npy::decode_f32(p, &get("embedding")).unwrap().data,
+        npy::decode_i64(p, &get("indices")).unwrap().data,
+        npy::decode_i64(p, &get("labels")).unwrap().data,
+    )
+}
+
+fn golden(name: &str) -> String {
+    golden_dir().join(name).display().to_string()
+}
+
+#[test]
+fn features_equal_the_library_and_ignore_the_batch_size() {
+    let dir = tmp("div-features");
+    let (b, imgs) = batch(&dir, true);
+    let w = golden("dinov2_tiny.weights.safetensors");
+    let (e1, e4) = (dir.join("e1.npz"), dir.join("e4.npz"));
+    for (out, bs) in [(&e1, "1"), (&e4, "4")] {
+        ok(&[
+            "features",
+            "--backbone",
+            "dinov2-b14",
+            "--weights",
+            &w,
+            "--images",
+            &b,
+            "--out",
+            out.to_str().unwrap(),
+            "--batch",
+            bs,
+        ]);
+    }
+    let (a, idx, labels) = arrays(&e1);
+    let (b4, _, _) = arrays(&e4);
+    let differ = a
+        .iter()
+        .zip(&b4)
+        .filter(|(x, y)| x.to_bits() != y.to_bits())
+        .count();
+    assert_eq!(differ, 0, "{differ} embedding values depend on --batch");
+    assert_eq!(idx, vec![10, 11, 12, 13, 14, 15]);
+    assert_eq!(labels, vec![3, 3, 7, 7, 9, 9]);
+    let file = WeightFile::open(&w).unwrap();
+    let net = Dinov2::load(&Cpu, &file, Dinov2Config::detect(&file).unwrap()).unwrap();
+    // One image per forward, as the command runs it.
+    let want: Vec<f32> = imgs
+        .chunks(SIDE * SIDE * 3)
+        .flat_map(|i| {
+            let x = Pipeline::Dinov2Hf.prepare(i, (SIDE, SIDE));
+            net.forward(&Cpu, &x, 1, (224, 224)).unwrap()
+        })
+        .collect();
+    assert!(a == want, "sitdiv features differs from the library");
+}
+
+#[test]
+fn eval_diversity_equals_metrics_on_the_embedding_and_subsets_are_seeded() {
+    let dir = tmp("div-eval");
+    let (b, _) = batch(&dir, true);
+    for (backbone, weights) in [
+        ("clip-b32", "clip_tiny.weights.safetensors"),
+        ("dinov2-b14", "dinov2_tiny.weights.safetensors"),
+    ] {
+        let w = golden(weights);
+        let json = dir.join(format!("{backbone}.json"));
+        let fo = dir.join(format!("{backbone}.npz"));
+        ok(&[
+            "eval",
+            "--samples",
+            &b,
+            "--metrics",
+            "diversity,vendi",
+            "--backbone",
+            backbone,
+            "--backbone-weights",
+            &w,
+            "--json",
+            json.to_str().unwrap(),
+            "--features-out",
+            fo.to_str().unwrap(),
+        ]);
+        let e: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let emb = fo.with_extension("embedding.npz");
+        let mj = dir.join(format!("{backbone}-m.json"));
+        ok(&[
+            "metrics",
+            "--features",
+            emb.to_str().unwrap(),
+            "--metrics",
+            "diversity,vendi",
+            "--json",
+            mj.to_str().unwrap(),
+        ]);
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&mj).unwrap()).unwrap();
+        assert_eq!(e["diversity"], m["diversity"], "{backbone}");
+        assert_eq!(e["vendi"], m["vendi"], "{backbone}");
+        assert!(e["diversity"]["intra_mean"].as_f64().unwrap() > 0.0);
+        assert_eq!(
+            e["manifest"]["diversity_indices"],
+            serde_json::json!([10, 11, 12, 13, 14, 15])
+        );
+        println!("{backbone}: {}", e["diversity"]);
+    }
+    // One per class, from a seed: three rows, one of each class, the same for the same seed.
+    let w = golden("dinov2_tiny.weights.safetensors");
+    let pick = |seed: &str, name: &str| {
+        let out = dir.join(name);
+        ok(&[
+            "features",
+            "--backbone",
+            "dinov2-b14",
+            "--weights",
+            &w,
+            "--images",
+            &b,
+            "--out",
+            out.to_str().unwrap(),
+            "--max-per-class",
+            "1",
+            "--subset-seed",
+            seed,
+        ]);
+        let (_, idx, labels) = arrays(&out);
+        assert_eq!(labels, vec![3, 7, 9]);
+        idx
+    };
+    let (a, a2) = (pick("5", "s5.npz"), pick("5", "s5b.npz"));
+    assert_eq!(a, a2);
+    let seeds: Vec<Vec<i64>> = (0..8)
+        .map(|s| pick(&s.to_string(), &format!("s{s}.npz")))
+        .collect();
+    assert!(
+        seeds.iter().any(|s| *s != seeds[0]),
+        "the seed does not change the subset"
+    );
+    // --max-samples after --max-per-class.
+    let out = dir.join("m.npz");
+    ok(&[
+        "features",
+        "--backbone",
+        "dinov2-b14",
+        "--weights",
+        &w,
+        "--images",
+        &b,
+        "--out",
+        out.to_str().unwrap(),
+        "--max-samples",
+        "4",
+    ]);
+    assert_eq!(arrays(&out).1.len(), 4);
+}
+
+#[test]
+fn resnet_backbones_run_through_features() {
+    let dir = tmp("div-resnet");
+    let (b, _) = batch(&dir, true);
+    let w = dir.join("r50.safetensors");
+    let t: Vec<_> = sitdiv::models::synthetic::resnet50(2016)
+        .unwrap()
+        .tensors
+        .into_iter()
+        .map(|(k, (s, d))| (k, s, d))
+        .collect();
+    sitdiv::weights::write_f32_safetensors(&w, &t, None).unwrap();
+    for backbone in ["mocov3-r50", "simclr-r50"] {
+        let out = dir.join(format!("{backbone}.npz"));
+        ok(&[
+            "features",
+            "--backbone",
+            backbone,
+            "--weights",
+            w.to_str().unwrap(),
+            "--images",
+            &b,
+            "--out",
+            out.to_str().unwrap(),
+            "--batch",
+            "6",
+        ]);
+        let (e, _, _) = arrays(&out);
+        assert_eq!(e.len(), 6 * 2048);
+        assert!(e.iter().all(|v| v.is_finite()));
+    }
+}
+
+fn fails(args: &[&str], needle: &str, out: &Path) {
+    let r = sitdiv(args);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        !r.status.success() && err.contains(needle),
+        "{needle:?} not in {err}"
+    );
+    assert!(!out.exists(), "output written despite the error");
+    println!("{}", err.trim());
+}
+
+#[test]
+fn bad_diversity_inputs_fail_clearly() {
+    let dir = tmp("div-bad");
+    let (unlabelled, _) = batch(&dir, false);
+    let w = golden("dinov2_tiny.weights.safetensors");
+    let json = dir.join("e.json");
+    let j = json.to_str().unwrap();
+    fails(
+        &[
+            "eval",
+            "--samples",
+            &unlabelled,
+            "--metrics",
+            "diversity",
+            "--backbone",
+            "dinov2-b14",
+            "--backbone-weights",
+            &w,
+            "--json",
+            j,
+        ],
+        "no `labels` array",
+        &json,
+    );
+    let out = dir.join("f.npz");
+    let o = out.to_str().unwrap();
+    fails(
+        &[
+            "features",
+            "--backbone",
+            "dinov2-b14",
+            "--weights",
+            &w,
+            "--images",
+            &unlabelled,
+            "--out",
+            o,
+            "--max-per-class",
+            "2",
+        ],
+        "--max-per-class needs labels",
+        &out,
+    );
+    fails(
+        &[
+            "features",
+            "--backbone",
+            "dinov2-b14",
+            "--weights",
+            &golden("clip_tiny.weights.safetensors"),
+            "--images",
+            &unlabelled,
+            "--out",
+            o,
+        ],
+        "not dinov2-b14 weights",
+        &out,
+    );
+    fails(
+        &[
+            "eval",
+            "--samples",
+            &unlabelled,
+            "--metrics",
+            "diversity",
+            "--json",
+            j,
+        ],
+        "need a diversity backbone",
+        &json,
+    );
+    fails(
+        &[
+            "eval",
+            "--samples",
+            &unlabelled,
+            "--metrics",
+            "fid",
+            "--json",
+            j,
+        ],
+        "need the FID Inception",
+        &json,
+    );
+}
