@@ -4,6 +4,10 @@
     python scripts/convert_weights.py sit SiT-XL-2-256x256.pt sit-xl-2-256.safetensors --model SiT-XL/2
     python scripts/convert_weights.py vae sd-vae-ft-ema/ sd-vae-ft-ema.safetensors
     python scripts/convert_weights.py inception pt_inception-2015-12-05-6726825d.pth inception-fid.safetensors
+    python scripts/convert_weights.py dinov2 dinov2-base/ dinov2-base.safetensors
+    python scripts/convert_weights.py clip clip-vit-base-patch32/ clip-b32.safetensors
+    python scripts/convert_weights.py mocov3 r-50-1000ep.pth.tar mocov3-r50.safetensors
+    python scripts/convert_weights.py resnet50 simclr-r50-torchvision-names.pth simclr-r50.safetensors
 
 sit: a raw state_dict (the released SiT-XL-2-256x256.pt) or a train.py checkpoint ({"model", "ema",
 ...}; the EMA weights are taken, as upstream's find_model does). The constructor arguments go into
@@ -18,6 +22,21 @@ inception: pytorch-fid's FID Inception weights (pt_inception-2015-12-05-6726825d
 pytorch-fid GitHub release "fid_weights"; torch-fidelity's weights-inception-2015-12-05-6726825d.pth
 holds the same tensors). Names are kept (Conv2d_1a_3x3.conv.weight, Mixed_6d.branch1x1.bn.*,
 fc.weight, ...); BatchNorm's num_batches_tracked counters and any auxiliary head are dropped.
+
+dinov2: a transformers folder of facebook/dinov2-* (config.json + model.safetensors or
+pytorch_model.bin) or one of those files. Names are kept (hub or transformers >= 5 spelling, with or
+without the dinov2. prefix); num_attention_heads goes into the metadata config.
+
+clip: a transformers folder of openai/clip-vit-* (CLIPModel or CLIPVisionModelWithProjection) or
+one weight file. The image tower is kept (vision_model.*, visual_projection.weight); the text
+tower and logit_scale are dropped; the vision config's num_attention_heads goes into the metadata.
+
+mocov3: MoCo v3's ResNet-50 checkpoint (r-50-{100,300,1000}ep.pth.tar): state_dict keys
+module.base_encoder.* with the prefix removed and the projection head (fc.*) dropped; the momentum
+encoder and predictor are dropped. The result has torchvision's ResNet-50 names.
+
+resnet50: any state_dict already in torchvision's ResNet-50 names (for SimCLR v2, convert the TF
+checkpoint to torchvision names first); fc.* and num_batches_tracked are dropped.
 
 Needs: torch, safetensors (pip install torch safetensors).
 """
@@ -97,7 +116,68 @@ def convert_inception(args):
     return tensors, {"model": "fid_inception_v3", "bn_eps": 0.001}
 
 
-CONVERTERS = {"sit": convert_sit, "vae": convert_vae, "inception": convert_inception}
+def hf_folder(src):
+    """(weights file, config dict or None) of a transformers folder or file."""
+    config = None
+    if os.path.isdir(src):
+        cfg_path = os.path.join(src, "config.json")
+        if os.path.exists(cfg_path):
+            with open(cfg_path) as f:
+                config = json.load(f)
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            if os.path.exists(os.path.join(src, name)):
+                return os.path.join(src, name), config
+        raise SystemExit(f"{src}: no model.safetensors or pytorch_model.bin")
+    return src, config
+
+
+def convert_dinov2(args):
+    src, config = hf_folder(args.source)
+    sd = load_any(src)
+    tensors = {k: v.detach().float().contiguous() for k, v in sd.items()}
+    if not any(k.endswith("embeddings.cls_token") for k in tensors):
+        raise SystemExit(f"{src}: no embeddings.cls_token; not a transformers DINOv2 state_dict")
+    heads = (config or {}).get("num_attention_heads")
+    return tensors, ({"num_attention_heads": heads} if heads else None)
+
+
+def convert_clip(args):
+    src, config = hf_folder(args.source)
+    sd = load_any(src)
+    tensors = {k: v.detach().float().contiguous() for k, v in sd.items()
+               if k.startswith("vision_model.") or k == "visual_projection.weight"}
+    tensors.pop("vision_model.embeddings.position_ids", None)
+    if "visual_projection.weight" not in tensors:
+        raise SystemExit(f"{src}: no visual_projection.weight; not a transformers CLIP checkpoint")
+    vision = (config or {}).get("vision_config", config or {})
+    heads = vision.get("num_attention_heads")
+    return tensors, ({"num_attention_heads": heads} if heads else None)
+
+
+def resnet_trunk(sd, src):
+    tensors = {k: v.detach().float().contiguous() for k, v in sd.items()
+               if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
+    if "layer4.2.conv3.weight" not in tensors or tensors["conv1.weight"].shape[0] != 64:
+        raise SystemExit(f"{src}: not a ResNet-50 trunk in torchvision names (no layer4.2.conv3.weight)")
+    return tensors
+
+
+def convert_mocov3(args):
+    ckpt = torch.load(args.source, map_location="cpu", weights_only=False)
+    sd = ckpt.get("state_dict", ckpt)
+    prefix = "module.base_encoder."
+    trunk = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    if not trunk:
+        raise SystemExit(f"{args.source}: no {prefix}* keys; not a MoCo v3 checkpoint")
+    return resnet_trunk(trunk, args.source), {"model": "mocov3 resnet50 base_encoder"}
+
+
+def convert_resnet50(args):
+    return resnet_trunk(load_any(args.source), args.source), {"model": "torchvision resnet50 trunk"}
+
+
+CONVERTERS = {"sit": convert_sit, "vae": convert_vae, "inception": convert_inception, "dinov2": convert_dinov2,
+              "clip": convert_clip, "mocov3": convert_mocov3, "resnet50": convert_resnet50}
 
 
 def main():
