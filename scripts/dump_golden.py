@@ -37,9 +37,9 @@ The formula (tests/model_inception.rs evaluates the same):
   t = the tensor's rank among the float tensors' names sorted as byte strings (seed 2015 for the
   Inception, 2016 for the ResNet-50 trunk),
     4-D (conv) weights (Co, Ci, kh, kw)   (2u − 1) · √(6 / (Ci·kh·kw))
-    2-D (linear) weights (out, in)        (2u − 1) · √(3 / in)
-    BN weight and running_var             0.5 + u   (a bottleneck's bn3.weight: 0.2u)
-    biases and BN running_mean            0.2u − 0.1
+    2-D and 3-D weights (out, in…)        (2u − 1) · √(3 / fan_in)
+    1-D weight, running_var, lambda1      0.5 + u   (a bottleneck's bn3.weight: 0.2u)
+    other 1-D (biases, running_mean)      0.2u − 0.1
   image n of a case with seed s: pixel (y, x, c) = ⌊256 · u(s, n, (y·W + x)·3 + c)⌋ as uint8.
 """
 import argparse
@@ -85,16 +85,16 @@ def formula_tensor(name, shape, t, seed=WEIGHT_SEED):
     fan_in = int(np.prod(shape[1:]))
     if len(shape) == 4:
         v = (2 * u - 1) * np.sqrt(6.0 / fan_in)
-    elif len(shape) == 2:
+    elif len(shape) in (2, 3):
         v = (2 * u - 1) * np.sqrt(3.0 / fan_in)
+    elif len(shape) != 1:
+        raise SystemExit(f"no formula for {name} {shape}")
     elif name.endswith("bn3.weight"):
         v = 0.2 * u
-    elif name.endswith((".weight", ".running_var")):
+    elif name.endswith((".weight", ".running_var", ".lambda1")):
         v = 0.5 + u
-    elif name.endswith((".bias", ".running_mean")):
-        v = 0.2 * u - 0.1
     else:
-        raise SystemExit(f"no formula for {name}")
+        v = 0.2 * u - 0.1
     return v.astype(np.float32).reshape(shape)
 
 

@@ -2,14 +2,17 @@
 """PyTorch CPU figures for the same networks `sitdiv bench` times, on the same machine.
 
 Usage: python scripts/torch_cpu_baseline.py [--sit SiT-S/2] [--batch 8] [--vae-batch 2]
-       [--inception-batch 4] [--diversity 2000]
+       [--inception-batch 4] [--diversity 2000] [--backbones 16]
 Needs torch (diffusers for the VAE, pytorch-fid for the Inception). Random weights, fp32, eval mode, no grad. Prints images/s
 (median of the timed runs) for a SiT-shaped network (same shapes and op sequence as upstream SiT:
 patch embed, adaLN-Zero blocks, SDPA attention, tanh-GELU MLP, final layer) and for the SD-VAE
 decoder (diffusers AutoencoderKL, sd-vae-ft-ema architecture). --inception-batch times pytorch-fid's
 FID Inception on 256 px images (bilinear resize to 299 inside the timing); --diversity N times the
 all-pairs cosine-distance stage (f64 Gram matrix, mixed / intra / inter means and stds) on N × 768
-random embeddings in 100 classes, as `sitdiv bench diversity` does.
+random embeddings in 100 classes, as `sitdiv bench diversity` does; --backbones N times the
+diversity backbones at full size with random weights (transformers Dinov2Model base,
+CLIPVisionModelWithProjection base/32, torchvision resnet50) on N preprocessed 224 px inputs, as a
+batch of N and one image at a time (preprocessing not included; sitdiv's figures include it).
 """
 import argparse
 import statistics
@@ -86,6 +89,7 @@ def main():
     ap.add_argument("--skip-vae", action="store_true")
     ap.add_argument("--inception-batch", type=int, default=0)
     ap.add_argument("--diversity", type=int, default=0, metavar="N")
+    ap.add_argument("--backbones", type=int, default=0, metavar="N")
     a = ap.parse_args()
     torch.manual_seed(0)
     torch.set_grad_enabled(False)
@@ -143,6 +147,26 @@ def main():
 
         med, best = timed(pairs, 1, 3)
         print(f"| cosine diversity (f64) | {n} | 768 | {classes} | torch cpu | {med:.3f} | {n * (n - 1) / 2 / med:.3e} pairs/s |")
+    if a.backbones:
+        backbones(a.backbones)
+
+
+def backbones(n):
+    import torchvision
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, Dinov2Config, Dinov2Model
+
+    x = torch.randn(n, 3, 224, 224)
+    nets = [
+        ("dinov2-b14 (ViT-B/14)", Dinov2Model(Dinov2Config()).eval()),
+        ("clip-b32 (ViT-B/32)", CLIPVisionModelWithProjection(CLIPVisionConfig()).eval()),
+        ("mocov3-r50 (ResNet-50)", torchvision.models.resnet50(weights=None).eval()),
+    ]
+    print("| backbone | images | torch batch img/s | torch one-at-a-time img/s |")
+    print("|---|---|---|---|")
+    for name, net in nets:
+        med, _ = timed(lambda: net(x), 1, 3)
+        one, _ = timed(lambda: [net(x[i : i + 1]) for i in range(n)], 1, 1)
+        print(f"| {name} | {n} | {n / med:.2f} | {n / one:.2f} |")
 
 
 if __name__ == "__main__":

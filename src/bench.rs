@@ -141,9 +141,94 @@ pub fn fid(d: usize) -> Result<()> {
     Ok(())
 }
 
+/// The diversity backbones at full size on formula weights: `images` random 256 × 256 images,
+/// preprocessing included, one image per forward (as `sitdiv features` runs them), on the CPU.
+fn diversity_backbones(images: usize) -> Result<()> {
+    use crate::backend::cpu::Cpu;
+    use crate::models::clip::{ClipVision, ClipVisionConfig};
+    use crate::models::dinov2::{Dinov2, Dinov2Config, Dinov2Names};
+    use crate::models::preprocess::{Pipeline, PIPELINE_SIZE};
+    use crate::models::resnet::ResNet50;
+    let side = 256;
+    let imgs: Vec<Vec<u8>> = (0..images)
+        .map(|i| {
+            rng::uniform(4, i as u64, 0, 0, side * side * 3)
+                .iter()
+                .map(|u| (u * 256.0) as u8)
+                .collect()
+        })
+        .collect();
+    let s = PIPELINE_SIZE;
+    let dcfg = Dinov2Config {
+        hidden_size: 768,
+        num_hidden_layers: 12,
+        num_attention_heads: 12,
+        mlp_hidden: 3072,
+        patch_size: 14,
+        position_grid: 37,
+        prefix: String::new(),
+        names: Dinov2Names::Hub,
+    };
+    let ccfg = ClipVisionConfig {
+        hidden_size: 768,
+        num_hidden_layers: 12,
+        num_attention_heads: 12,
+        intermediate_size: 3072,
+        patch_size: 32,
+        image_size: 224,
+        projection_dim: 512,
+    };
+    let dino = Dinov2::load(
+        &Cpu,
+        &synthetic::formula_weights(dcfg.expected_tensors(), 0)?,
+        dcfg,
+    )?;
+    let clip = ClipVision::load(
+        &Cpu,
+        &synthetic::formula_weights(ccfg.expected_tensors(), 0)?,
+        ccfg,
+    )?;
+    let resnet = ResNet50::load(&Cpu, &synthetic::resnet50(0)?)?;
+    type Run<'a> = Box<dyn Fn(&[f32]) -> Result<Vec<f32>> + 'a>;
+    let rows: Vec<(&str, Pipeline, Run)> = vec![
+        (
+            "dinov2-b14 (ViT-B/14)",
+            Pipeline::Dinov2Hf,
+            Box::new(|x| dino.forward(&Cpu, x, 1, (s, s))),
+        ),
+        (
+            "clip-b32 (ViT-B/32)",
+            Pipeline::ClipHf,
+            Box::new(|x| clip.forward(&Cpu, x, 1)),
+        ),
+        (
+            "mocov3-r50 (ResNet-50)",
+            Pipeline::Mocov3,
+            Box::new(|x| resnet.forward(&Cpu, x, 1, (s, s))),
+        ),
+    ];
+    println!("| backbone | px | images | threads | seconds | img/s |");
+    println!("|---|---|---|---|---|---|");
+    for (name, pipeline, run) in rows {
+        run(&pipeline.prepare(&imgs[0], (side, side)))?; // warm-up
+        let t = Instant::now();
+        for img in &imgs {
+            run(&pipeline.prepare(img, (side, side)))?;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "| {name} | {side} | {images} | {} | {secs:.2} | {:.2} |",
+            rayon::current_num_threads(),
+            images as f64 / secs
+        );
+    }
+    Ok(())
+}
+
 /// The distance stage of the diversity metrics on random labelled embeddings: all pairs of `n`
-/// rows of width `dim` (cosine diversity, intra/inter/mixed) and the Vendi score.
-pub fn diversity(n: usize, dim: usize, classes: usize) -> Result<()> {
+/// rows of width `dim` (cosine diversity, intra/inter/mixed) and the Vendi score; then the
+/// backbones on `images` images (0 skips them).
+pub fn diversity(n: usize, dim: usize, classes: usize, images: usize) -> Result<()> {
     use crate::metrics::diversity::{cosine_diversity, vendi_by_class};
     anyhow::ensure!(
         n >= 2 && dim >= 1 && classes >= 1,
@@ -169,6 +254,10 @@ pub fn diversity(n: usize, dim: usize, classes: usize) -> Result<()> {
     println!(
         "| Vendi (all + per class, f64) | {n} | {dim} | {classes} | {threads} | {secs_vendi:.3} | – | {v:.4} |"
     );
+    if images > 0 {
+        println!();
+        diversity_backbones(images)?;
+    }
     Ok(())
 }
 

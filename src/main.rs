@@ -170,6 +170,9 @@ enum BenchWhat {
         dim: usize,
         #[arg(long, default_value_t = 100)]
         classes: usize,
+        /// Images per backbone for the images/s rows (0 skips them).
+        #[arg(long, default_value_t = 16)]
+        images: usize,
     },
     /// The SD-VAE decoder on synthetic weights.
     Vae {
@@ -505,8 +508,14 @@ fn run(cli: Cli) -> Result<()> {
             what: BenchWhat::Fid { dim },
         } => bench::fid(dim),
         Command::Bench {
-            what: BenchWhat::Diversity { n, dim, classes },
-        } => bench::diversity(n, dim, classes),
+            what:
+                BenchWhat::Diversity {
+                    n,
+                    dim,
+                    classes,
+                    images,
+                },
+        } => bench::diversity(n, dim, classes, images),
         Command::Bench {
             what:
                 BenchWhat::Inception {

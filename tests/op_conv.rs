@@ -51,7 +51,7 @@ fn conv_ref(
 fn conv2d_matches_naive_reference() {
     // 3×3 pad 1; 1×1 (the direct GEMM path); a map larger than one im2col tile (2048 pixels);
     // stride 2 with and without padding; Inception's factorised 1×7 / 7×1 and 1×3 / 3×1 kernels;
-    // a strided 1×1.
+    // a strided 1×1; channel-split jobs.
     let cases = [
         ((2, 3, 5, 7), 4, Window::square(3, 1, 1)),
         ((1, 5, 9, 4), 6, Window::square(1, 1, 0)),
@@ -65,6 +65,8 @@ fn conv2d_matches_naive_reference() {
         ((1, 4, 6, 6), 2, Window::rect(3, 1, 1, 0)),
         ((1, 3, 7, 7), 2, Window::square(1, 2, 0)),
         ((1, 2, 64, 70), 3, Window::square(5, 2, 2)),
+        // More than one block of 64 output channels on a small map (channel-split jobs).
+        ((2, 8, 9, 7), 130, Window::square(3, 1, 1)),
     ];
     for (i, &((n, c, h, w), co, win)) in cases.iter().enumerate() {
         let d = Nchw { n, c, h, w };

@@ -122,14 +122,14 @@ pub fn vae(config: &super::vae::VaeConfig, seed: u64) -> Vec<(String, Vec<usize>
         .collect()
 }
 
-/// Tensors of a convolutional network from the counter-based formula that
-/// `scripts/dump_golden.py` documents and evaluates too. With u = `rng::uniform(seed, t, 0,
-/// STREAM_WEIGHTS, numel)` and t the rank of the name among all names sorted bytewise, in f64,
-/// then rounded to f32: 4-D (conv) weights (2u − 1)·√(6/fan_in); 2-D (linear) weights
-/// (2u − 1)·√(3/fan_in); BN weights and running_var 0.5 + u, except a bottleneck's last BN
-/// weight (`bn3.weight`) 0.2u, which keeps residual sums bounded; biases and running_mean
-/// 0.2u − 0.1.
-pub fn conv_net_formula(mut expected: Vec<Expected>, seed: u64) -> Result<Synthetic> {
+/// Tensors from the counter-based formula that `scripts/dump_golden.py` documents and evaluates
+/// too. With u = `rng::uniform(seed, t, 0, STREAM_WEIGHTS, numel)` and t the rank of the name
+/// among all names sorted bytewise, in f64, then rounded to f32: 4-D (conv) weights
+/// (2u − 1)·√(6/fan_in); 2-D and 3-D weights (linear, tokens, positions) (2u − 1)·√(3/fan_in);
+/// 1-D `weight`, `running_var` and layer-scale `lambda1` 0.5 + u, except a bottleneck's last BN
+/// weight (`bn3.weight`) 0.2u, which keeps residual sums bounded; other 1-D tensors (biases,
+/// running_mean, class embeddings) 0.2u − 0.1.
+pub fn formula_weights(mut expected: Vec<Expected>, seed: u64) -> Result<Synthetic> {
     expected.sort_by(|a, b| a.name.cmp(&b.name));
     let mut tensors = BTreeMap::new();
     for (t, e) in expected.into_iter().enumerate() {
@@ -142,17 +142,19 @@ pub fn conv_net_formula(mut expected: Vec<Expected>, seed: u64) -> Result<Synthe
                 let a = (6.0 / fan_in).sqrt();
                 Box::new(move |u| (2.0 * u - 1.0) * a)
             }
-            (2, _) => {
+            (2 | 3, _) => {
                 let a = (3.0 / fan_in).sqrt();
                 Box::new(move |u| (2.0 * u - 1.0) * a)
             }
             (1, n) if n.ends_with("bn3.weight") => Box::new(|u| 0.2 * u),
-            (1, n) if n.ends_with(".weight") || n.ends_with(".running_var") => {
+            (1, n)
+                if n.ends_with(".weight")
+                    || n.ends_with(".running_var")
+                    || n.ends_with(".lambda1") =>
+            {
                 Box::new(|u| 0.5 + u)
             }
-            (1, n) if n.ends_with(".bias") || n.ends_with(".running_mean") => {
-                Box::new(|u| 0.2 * u - 0.1)
-            }
+            (1, _) => Box::new(|u| 0.2 * u - 0.1),
             _ => bail!("no synthetic formula for tensor {name} {:?}", e.shape),
         };
         let data = u.into_iter().map(|u| f(u) as f32).collect();
@@ -161,17 +163,17 @@ pub fn conv_net_formula(mut expected: Vec<Expected>, seed: u64) -> Result<Synthe
     Ok(Synthetic { tensors })
 }
 
-/// FID Inception tensors from [`conv_net_formula`].
+/// FID Inception tensors from [`formula_weights`].
 pub fn inception(seed: u64) -> Result<Synthetic> {
-    conv_net_formula(
+    formula_weights(
         super::inception::InceptionV3::<crate::backend::cpu::Cpu>::expected_tensors(),
         seed,
     )
 }
 
-/// ResNet-50 trunk tensors from [`conv_net_formula`].
+/// ResNet-50 trunk tensors from [`formula_weights`].
 pub fn resnet50(seed: u64) -> Result<Synthetic> {
-    conv_net_formula(
+    formula_weights(
         super::resnet::ResNet50::<crate::backend::cpu::Cpu>::expected_tensors(),
         seed,
     )

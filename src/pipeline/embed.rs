@@ -182,7 +182,10 @@ impl<B: Backend> Embedder<B> {
                 } else {
                     Pipeline::Simclr
                 };
-                (Net::Resnet50(ResNet50::load(be, &file).with_context(ctx)?), p)
+                (
+                    Net::Resnet50(ResNet50::load(be, &file).with_context(ctx)?),
+                    p,
+                )
             }
             Backbone::Inception => bail!("the Inception is not a diversity backbone"),
         };

@@ -9,6 +9,9 @@ use crate::backend::{Nchw, Window};
 /// Output pixels per tile: each tile builds its own im2col block, so memory stays bounded at any
 /// resolution. Tiles depend on the shape alone, so the bits do not depend on the thread count.
 const TILE: usize = 2048;
+/// Output channels per job on maps smaller than one tile: late, small layers then still spread
+/// over every core. Like the pixel tiles, this depends on the shape alone.
+const CO_TILE: usize = 64;
 
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
@@ -36,11 +39,18 @@ pub fn conv2d(
     let mut y: Vec<f32> = Vec::with_capacity(d.n * co * hw);
     let out = OutPtr(y.as_mut_ptr());
     let tiles = hw.div_ceil(TILE);
-    (0..d.n * tiles).into_par_iter().for_each(|job| {
+    let co_tile = if hw >= TILE { co } else { CO_TILE.min(co) };
+    let co_tiles = co.div_ceil(co_tile);
+    (0..d.n * tiles * co_tiles).into_par_iter().for_each(|job| {
         #[allow(clippy::redundant_locals)]
         let out = out;
-        let (s, t) = (job / tiles, job % tiles);
+        let (s, t, ct) = (
+            job / (tiles * co_tiles),
+            job / co_tiles % tiles,
+            job % co_tiles,
+        );
         let (p0, p1) = (t * TILE, ((t + 1) * TILE).min(hw));
+        let (o0, o1) = (ct * co_tile, ((ct + 1) * co_tile).min(co));
         let cols_n = p1 - p0;
         let xs = &x[s * d.c * d.h * d.w..(s + 1) * d.c * d.h * d.w];
         let cols;
@@ -58,21 +68,22 @@ pub fn conv2d(
                 cs: 1,
             }
         };
-        // (Co, cols_n) = w (Co, kk) · cols (kk, cols_n), written into columns p0..p1 of sample s.
-        let mut tile = vec![0f32; co * cols_n];
+        // (o1 − o0, cols_n) = w[o0..o1] (·, kk) · cols (kk, cols_n): channels o0..o1, columns
+        // p0..p1 of sample s.
+        let mut tile = vec![0f32; (o1 - o0) * cols_n];
         for (o, row) in tile.chunks_mut(cols_n).enumerate() {
-            row.fill(b[o]);
+            row.fill(b[o0 + o]);
         }
         matmul(
             &mut tile,
             true,
             View {
-                data: w,
+                data: &w[o0 * kk..],
                 rs: kk,
                 cs: 1,
             },
             rhs,
-            co,
+            o1 - o0,
             cols_n,
             kk,
             1.0,
@@ -83,11 +94,12 @@ pub fn conv2d(
             tile.iter_mut().filter(|v| **v < 0.0).for_each(|v| *v = 0.0);
         }
         for (o, row) in tile.chunks(cols_n).enumerate() {
-            // SAFETY: sample s, channel o, pixels p0..p1 belong to this tile alone; capacity covers N·Co·HW.
+            // SAFETY: sample s, channel o0 + o, pixels p0..p1 belong to this job alone; the
+            // capacity covers N·Co·HW.
             unsafe {
                 std::ptr::copy_nonoverlapping(
                     row.as_ptr(),
-                    out.0.add((s * co + o) * hw + p0),
+                    out.0.add((s * co + o0 + o) * hw + p0),
                     cols_n,
                 )
             };
