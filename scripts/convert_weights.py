@@ -8,6 +8,7 @@
     python scripts/convert_weights.py clip clip-vit-base-patch32/ clip-b32.safetensors
     python scripts/convert_weights.py mocov3 r-50-1000ep.pth.tar mocov3-r50.safetensors
     python scripts/convert_weights.py resnet50 simclr-r50-torchvision-names.pth simclr-r50.safetensors
+    python scripts/convert_weights.py lpips alex lpips-alex.safetensors      # or vgg
 
 sit: a raw state_dict (the released SiT-XL-2-256x256.pt) or a train.py checkpoint ({"model", "ema",
 ...}; the EMA weights are taken, as upstream's find_model does). The constructor arguments go into
@@ -37,6 +38,10 @@ encoder and predictor are dropped. The result has torchvision's ResNet-50 names.
 
 resnet50: any state_dict already in torchvision's ResNet-50 names (for SimCLR v2, convert the TF
 checkpoint to torchvision names first); fc.* and num_batches_tracked are dropped.
+
+lpips: the source is the trunk name (alex or vgg): lpips.LPIPS(net=..., version='0.1') with its
+packaged linear heads and torchvision's ImageNet trunk (downloaded by torchvision), saved under the
+lpips state_dict names (net.slice*, lin*.model.1.weight, scaling_layer.*). Needs the lpips package.
 
 Needs: torch, safetensors (pip install torch safetensors).
 """
@@ -176,7 +181,17 @@ def convert_resnet50(args):
     return resnet_trunk(load_any(args.source), args.source), {"model": "torchvision resnet50 trunk"}
 
 
-CONVERTERS = {"sit": convert_sit, "vae": convert_vae, "inception": convert_inception, "dinov2": convert_dinov2,
+def convert_lpips(args):
+    import lpips
+
+    if args.source not in ("alex", "vgg"):
+        raise SystemExit(f"lpips: the source is the trunk name, alex or vgg, not {args.source!r}")
+    m = lpips.LPIPS(net=args.source, version="0.1", pretrained=True, pnet_rand=False, verbose=False)
+    tensors = {k: v.detach().float().contiguous() for k, v in m.state_dict().items()}
+    return tensors, {"model": f"lpips v0.1 {args.source}"}
+
+
+CONVERTERS = {"lpips": convert_lpips, "sit": convert_sit, "vae": convert_vae, "inception": convert_inception, "dinov2": convert_dinov2,
               "clip": convert_clip, "mocov3": convert_mocov3, "resnet50": convert_resnet50}
 
 

@@ -7,6 +7,7 @@ outputs are committed.
     python scripts/dump_golden.py preprocess [--out tests/golden/preprocess.io.safetensors]
     python scripts/dump_golden.py vit [--out-dir tests/golden]
     python scripts/dump_golden.py resnet [--out tests/golden/resnet50_formula.io.safetensors]
+    python scripts/dump_golden.py lpips [--out tests/golden/lpips_formula.io.safetensors]
 
 inception: pytorch-fid's FID Inception-v3 (`fid_inception_v3()`, torchvision's Inception3 with the
 FIDInceptionA/C/E blocks), fed as the ADM evaluator's TensorFlow graph is: uint8 → float →
@@ -367,6 +368,48 @@ def resnet(out_path):
     save_file(tensors, out_path, metadata=meta)
 
 
+def lpips_case(out_path):
+    """lpips.LPIPS(net='alex'|'vgg') with its packaged v0.1 linear heads and a formula trunk
+    (seed 2017 alex, 2018 vgg; the trunk's net.* tensors ranked alone), on four formula images:
+    every pair's distance as `lpips` computes it (one forward pair per call)."""
+    import lpips
+    import torch
+    from safetensors.numpy import save_file
+
+    torch.set_num_threads(4)
+    side = 64
+    imgs = [formula_image("gradient")[:side, :side], formula_image("checker")[:side, :side],
+            np.floor(256 * uniform(11, 0, 0, side * side * 3)).astype(np.uint8).reshape(side, side, 3),
+            np.floor(256 * uniform(11, 1, 0, side * side * 3)).astype(np.uint8).reshape(side, side, 3)]
+    x = [lpips.im2tensor(i) for i in imgs]
+    tensors = {}
+    for net, seed in (("alex", 2017), ("vgg", 2018)):
+        m = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
+        sd = m.state_dict()
+        trunk = sorted(k for k in sd if k.startswith("net."))
+        for k in trunk:
+            sd[k] = torch.from_numpy(formula_tensor(k, tuple(sd[k].shape), trunk.index(k), seed=seed))
+        m.load_state_dict(sd)
+        d = []
+        with torch.no_grad():
+            for i in range(len(x)):
+                for j in range(i + 1, len(x)):
+                    d.append(float(m(x[i], x[j])))
+        tensors[f"{net}.pairs"] = np.array(d, dtype=np.float64)
+        for k, v in sd.items():
+            if not k.startswith("net."):
+                tensors[f"{net}.{k}"] = v.numpy().copy()
+        print(net, d, file=sys.stderr)
+    meta = {
+        "format": "sitdiv-golden",
+        "version": "1",
+        "producer": f"scripts/dump_golden.py lpips, torch {torch.__version__}, lpips (v0.1 heads)",
+        "config": json.dumps({"images": "gradient and checker cropped to 64, noise u(11, 0) and u(11, 1) 64 x 64",
+                              "pairs": "(0,1),(0,2),(0,3),(1,2),(1,3),(2,3)", "trunk_seeds": {"alex": 2017, "vgg": 2018}}),
+    }
+    save_file(tensors, out_path, metadata=meta)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -376,10 +419,12 @@ def main():
     p.add_argument("--out", default="tests/golden/preprocess.io.safetensors")
     p = sub.add_parser("resnet")
     p.add_argument("--out", default="tests/golden/resnet50_formula.io.safetensors")
+    p = sub.add_parser("lpips")
+    p.add_argument("--out", default="tests/golden/lpips_formula.io.safetensors")
     p = sub.add_parser("vit")
     p.add_argument("--out-dir", dest="out", default="tests/golden")
     args = ap.parse_args()
-    {"inception": inception, "preprocess": preprocess, "resnet": resnet, "vit": vit}[args.what](args.out)
+    {"inception": inception, "preprocess": preprocess, "resnet": resnet, "vit": vit, "lpips": lpips_case}[args.what](args.out)
 
 
 if __name__ == "__main__":

@@ -103,6 +103,75 @@ fn normalised(x: &[f32], d: usize) -> Vec<f64> {
 /// Cosine-distance diversity of embeddings x (N, d) with optional class labels (N).
 pub fn cosine_diversity(x: &[f32], d: usize, labels: Option<&[i64]>) -> Result<Diversity> {
     let n = check_rows(x, d)?;
+    let xn = normalised(x, d);
+    pair_diversity(n, labels, BLOCK, |r0, r1| {
+        // (rows, m) = X̂[r0..r1] · X̂[r0..]ᵀ, single-threaded inside (blocks run in parallel).
+        let m = n - r0;
+        let a = MatRef::from_row_major_slice(&xn[r0 * d..r1 * d], r1 - r0, d);
+        let b = MatRef::from_row_major_slice(&xn[r0 * d..], m, d);
+        let mut dots = Mat::<f64>::zeros(r1 - r0, m);
+        matmul(
+            dots.as_mut(),
+            Accum::Replace,
+            a,
+            b.transpose(),
+            1.0,
+            Par::Seq,
+        );
+        (0..r1 - r0)
+            .flat_map(|i| (0..m).map(move |j| (i, j)))
+            .map(|(i, j)| 1.0 - dots[(i, j)])
+            .collect()
+    })
+}
+
+/// Squared-Euclidean diversity of feature rows x (N, d): the LPIPS distance when the rows are
+/// LPIPS's scaled, normalised feature maps (models/lpips.rs). Pairs in f64, rows in parallel.
+pub fn squared_l2_diversity(x: &[f32], d: usize, labels: Option<&[i64]>) -> Result<Diversity> {
+    ensure!(
+        d > 0 && x.len().is_multiple_of(d),
+        "features: {} values are not rows of width {d}",
+        x.len()
+    );
+    ensure!(
+        x.iter().all(|v| v.is_finite()),
+        "features: contain NaN or infinite values"
+    );
+    let n = x.len() / d;
+    pair_diversity(n, labels, 4, |r0, r1| {
+        let m = n - r0;
+        let rows: Vec<Vec<f64>> = (r0..r1)
+            .into_par_iter()
+            .map(|i| {
+                let a = &x[i * d..(i + 1) * d];
+                (r0..n)
+                    .map(|j| {
+                        let b = &x[j * d..(j + 1) * d];
+                        a.iter()
+                            .zip(b)
+                            .map(|(&p, &q)| (p as f64 - q as f64).powi(2))
+                            .sum::<f64>()
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut out = Vec::with_capacity((r1 - r0) * m);
+        for r in rows {
+            out.extend(r);
+        }
+        out
+    })
+}
+
+/// Intra-, inter-class and mixed statistics of a pair distance given in row blocks:
+/// `block(r0, r1)` returns the distances of rows r0..r1 to rows r0..N, row-major. Blocks run in
+/// parallel and are reduced in order.
+fn pair_diversity(
+    n: usize,
+    labels: Option<&[i64]>,
+    block_rows: usize,
+    block: impl Fn(usize, usize) -> Vec<f64> + Sync,
+) -> Result<Diversity> {
     ensure!(n >= 2, "diversity needs at least 2 samples, got {n}");
     if let Some(l) = labels {
         ensure!(l.len() == n, "{} labels for {n} embedding rows", l.len());
@@ -122,25 +191,12 @@ pub fn cosine_diversity(x: &[f32], d: usize, labels: Option<&[i64]>) -> Result<D
         Some(l) => l.iter().map(|v| index[v]).collect(),
         None => vec![0; n],
     };
-    let xn = normalised(x, d);
-    // One block of rows i against rows j ≥ i: (mixed sums, per-class sums).
-    let blocks: Vec<(Sums, Vec<Sums>)> = (0..n.div_ceil(BLOCK))
+    let blocks: Vec<(Sums, Vec<Sums>)> = (0..n.div_ceil(block_rows))
         .into_par_iter()
         .map(|b| {
-            let (r0, r1) = (b * BLOCK, ((b + 1) * BLOCK).min(n));
+            let (r0, r1) = (b * block_rows, ((b + 1) * block_rows).min(n));
             let m = n - r0;
-            // (rows, m) = X̂[r0..r1] · X̂[r0..]ᵀ, single-threaded inside (blocks run in parallel).
-            let a = MatRef::from_row_major_slice(&xn[r0 * d..r1 * d], r1 - r0, d);
-            let b = MatRef::from_row_major_slice(&xn[r0 * d..], m, d);
-            let mut dots = Mat::<f64>::zeros(r1 - r0, m);
-            matmul(
-                dots.as_mut(),
-                Accum::Replace,
-                a,
-                b.transpose(),
-                1.0,
-                Par::Seq,
-            );
+            let dist = block(r0, r1);
             let mut mixed = Sums::default();
             let mut per_class = vec![Sums::default(); classes.len()];
             for i in r0..r1 {
@@ -148,14 +204,14 @@ pub fn cosine_diversity(x: &[f32], d: usize, labels: Option<&[i64]>) -> Result<D
                 let mut s = Sums::default();
                 let mut sc = Sums::default();
                 for j in i + 1..n {
-                    let dist = 1.0 - dots[(i - r0, j - r0)];
+                    let v = dist[(i - r0) * m + j - r0];
                     s.n += 1.0;
-                    s.s1 += dist;
-                    s.s2 += dist * dist;
+                    s.s1 += v;
+                    s.s2 += v * v;
                     if cls[j] == ci {
                         sc.n += 1.0;
-                        sc.s1 += dist;
-                        sc.s2 += dist * dist;
+                        sc.s1 += v;
+                        sc.s2 += v * v;
                     }
                 }
                 mixed.add(&s);

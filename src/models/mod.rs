@@ -5,6 +5,7 @@ pub mod dinov2;
 pub mod guidance;
 pub mod inception;
 pub mod layers;
+pub mod lpips;
 pub mod preprocess;
 pub mod resnet;
 pub mod sit;

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
-use rayon::prelude::*;
 use serde::Serialize;
 
 use super::features::Backbone;
@@ -15,6 +14,7 @@ use super::{npy, npz, Unit};
 use crate::backend::Backend;
 use crate::models::clip::{ClipVision, ClipVisionConfig};
 use crate::models::dinov2::{Dinov2, Dinov2Config};
+use crate::models::lpips::{Lpips, LpipsNet};
 use crate::models::preprocess::{Pipeline, PIPELINE_SIZE};
 use crate::models::resnet::ResNet50;
 use crate::sampling::rng;
@@ -138,6 +138,7 @@ pub fn select_rows(n: usize, labels: Option<&[i64]>, subset: &Subset) -> Result<
 }
 
 enum Net<B: Backend> {
+    Lpips(Lpips<B>),
     Dinov2(Dinov2<B>),
     Clip(ClipVision<B>),
     Resnet50(ResNet50<B>),
@@ -187,6 +188,18 @@ impl<B: Backend> Embedder<B> {
                     p,
                 )
             }
+            Backbone::LpipsAlex | Backbone::LpipsVgg => {
+                let net = if backbone == Backbone::LpipsAlex {
+                    LpipsNet::Alex
+                } else {
+                    LpipsNet::Vgg
+                };
+                // Native resolution: the pipeline is unused.
+                (
+                    Net::Lpips(Lpips::load(be, &file, net).with_context(ctx)?),
+                    Pipeline::Simclr,
+                )
+            }
             Backbone::Inception => bail!("the Inception is not a diversity backbone"),
         };
         let sha = super::sample::sha256_hex(file.bytes());
@@ -220,17 +233,16 @@ impl<B: Backend> Embedder<B> {
             "image batch has {} bytes for ({n}, {h}, {w}, {c})",
             images.len()
         );
-        let inputs: Vec<Vec<f32>> = images
-            .par_chunks(h * w * 3)
-            .map(|img| self.pipeline.prepare(img, (h, w)))
-            .collect();
         let s = PIPELINE_SIZE;
         let mut out = Vec::new();
-        for x in &inputs {
+        for img in images.chunks(h * w * 3) {
             out.extend(match &self.net {
-                Net::Dinov2(m) => m.forward(be, x, 1, (s, s))?,
-                Net::Clip(m) => m.forward(be, x, 1)?,
-                Net::Resnet50(m) => m.forward(be, x, 1, (s, s))?,
+                Net::Lpips(m) => m.features(be, img, (1, h, w, 3))?,
+                Net::Dinov2(m) => m.forward(be, &self.pipeline.prepare(img, (h, w)), 1, (s, s))?,
+                Net::Clip(m) => m.forward(be, &self.pipeline.prepare(img, (h, w)), 1)?,
+                Net::Resnet50(m) => {
+                    m.forward(be, &self.pipeline.prepare(img, (h, w)), 1, (s, s))?
+                }
             });
         }
         Ok(out)
@@ -302,12 +314,23 @@ pub fn embedding_members<B: Backend>(
     let index = BatchIndex::read(files)?;
     ensure!(!index.is_empty(), "no images in {}", files[0].display());
     let keep = select_rows(index.len(), index.labels.as_deref(), subset)?;
+    let lpips = matches!(emb.net, Net::Lpips(_));
+    if lpips {
+        // ~2.5 MB of feature maps per 256 px image (AlexNet): bound the subset up front.
+        const MAX_ROWS: usize = 4096;
+        ensure!(
+            keep.len() <= MAX_ROWS,
+            "LPIPS keeps every image's feature maps (~2.5 MB each at 256 px): {} images is more than {MAX_ROWS}; \
+             choose a subset with --max-per-class K or --max-samples K",
+            keep.len()
+        );
+    }
     let e = embeddings(be, emb, &index, &keep, batch)?;
     let n = keep.len();
     let d = e.len() / n.max(1);
     let mut members = vec![
         npz::Member {
-            key: "embedding".into(),
+            key: if lpips { "lpips" } else { "embedding" }.into(),
             npy: npy::encode_f32(&[n, d], &e),
         },
         npz::Member {

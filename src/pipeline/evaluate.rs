@@ -29,12 +29,17 @@ pub enum Metric {
     Diversity,
     /// Vendi score of `embedding` rows: over all samples and averaged over classes.
     Vendi,
+    /// LPIPS between image pairs, from `lpips` feature rows: intra-, inter-class and mixed.
+    Lpips,
 }
 
 impl Metric {
     /// Whether the metric compares the samples with a reference set.
     pub fn needs_reference(self) -> bool {
-        !matches!(self, Metric::Is | Metric::Diversity | Metric::Vendi)
+        !matches!(
+            self,
+            Metric::Is | Metric::Diversity | Metric::Vendi | Metric::Lpips
+        )
     }
 }
 
@@ -86,7 +91,7 @@ impl MetricSettings {
             Metric::Pr | Metric::Dc | Metric::Kid => true,
             Metric::Fid => !reference.has("mu") || !reference.has("sigma"),
             Metric::Sfid => !reference.has("mu_s") || !reference.has("sigma_s"),
-            Metric::Is | Metric::Diversity | Metric::Vendi => false,
+            Metric::Is | Metric::Diversity | Metric::Vendi | Metric::Lpips => false,
         })
     }
 }
@@ -268,6 +273,25 @@ pub fn compute(
                         "num_samples": div.num_samples,
                         "num_pairs": div.num_pairs,
                         "classes_used": div.classes_used,
+                        "classes_excluded_single_sample": div.classes_excluded,
+                    }),
+                );
+            }
+            Metric::Lpips => {
+                let (x, d) = a.rows("lpips")?;
+                let labels = a.labels(x.len() / d)?;
+                let div = diversity::squared_l2_diversity(&x, d, Some(&labels))?;
+                out.insert(
+                    "lpips".into(),
+                    serde_json::json!({
+                        "intra_mean": div.intra_mean,
+                        "intra_std": div.intra_std,
+                        "inter_mean": div.inter_mean,
+                        "inter_std": div.inter_std,
+                        "mixed_mean": div.mixed_mean,
+                        "mixed_std": div.mixed_std,
+                        "num_samples": div.num_samples,
+                        "num_pairs": div.num_pairs,
                         "classes_excluded_single_sample": div.classes_excluded,
                     }),
                 );

@@ -33,6 +33,11 @@ pub enum Backbone {
     Mocov3R50,
     /// SimCLR v2 ResNet-50 (1×, SK0) trunk (torchvision names), SimCLR's preprocessing, 2048-d.
     SimclrR50,
+    /// LPIPS v0.1 with the AlexNet trunk at the images' own size: `lpips` rows (N, ~640k at
+    /// 256 px), LPIPS(a, b) = ‖row a − row b‖².
+    LpipsAlex,
+    /// LPIPS v0.1 with the VGG16 trunk.
+    LpipsVgg,
 }
 
 impl Backbone {
@@ -261,7 +266,7 @@ pub fn run_eval<B: Backend>(be: &B, job: &EvalJob) -> Result<()> {
         .settings
         .metrics
         .iter()
-        .partition(|m| !matches!(m, Metric::Diversity | Metric::Vendi));
+        .partition(|m| !matches!(m, Metric::Diversity | Metric::Vendi | Metric::Lpips));
     let files = image_batches(&job.samples)?;
     output_folder(&job.json)?;
     if let Some(p) = &job.features_out {
@@ -278,7 +283,7 @@ pub fn run_eval<B: Backend>(be: &B, job: &EvalJob) -> Result<()> {
     let backbone = match (job.backbone, &job.backbone_weights, diversity.is_empty()) {
         (Some(b), Some(w), false) => Some((b, w)),
         (_, _, false) => bail!(
-            "--metrics {diversity:?} need a diversity backbone: give --backbone (dinov2-b14, clip-b32, …) and --backbone-weights FILE"
+            "--metrics {diversity:?} need a diversity backbone: give --backbone (dinov2-b14, clip-b32, lpips-alex, …) and --backbone-weights FILE"
         ),
         _ => None,
     };
