@@ -167,6 +167,20 @@ def backbones(n):
         med, _ = timed(lambda: net(x), 1, 3)
         one, _ = timed(lambda: [net(x[i : i + 1]) for i in range(n)], 1, 1)
         print(f"| {name} | {n} | {n / med:.2f} | {n / one:.2f} |")
+    try:
+        import lpips
+
+        m = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
+        y = torch.rand(n, 3, 256, 256) * 2 - 1
+        pairs = n * (n - 1) // 2
+        t = time.perf_counter()
+        for i in range(n):
+            for j in range(i + 1, n):
+                m(y[i : i + 1], y[j : j + 1])
+        secs = time.perf_counter() - t
+        print(f"| lpips-alex, one call per pair (the study's way) | {n} images, {pairs} pairs | {pairs / secs:.2f} pairs/s | {secs:.2f} s |")
+    except ImportError:
+        pass
 
 
 if __name__ == "__main__":

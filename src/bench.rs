@@ -189,6 +189,15 @@ fn diversity_backbones(images: usize) -> Result<()> {
         ccfg,
     )?;
     let resnet = ResNet50::load(&Cpu, &synthetic::resnet50(0)?)?;
+    use crate::models::lpips::{Lpips, LpipsNet};
+    let mut lw = synthetic::formula_weights(LpipsNet::Alex.expected_tensors(), 0)?;
+    for (name, (_, data)) in lw.tensors.iter_mut() {
+        // The heads must be non-negative (and the scaling layer positive): take magnitudes.
+        if name.starts_with("lin") || name.starts_with("scaling_layer") {
+            data.iter_mut().for_each(|v| *v = v.abs() + 0.01);
+        }
+    }
+    let lpips = Lpips::load(&Cpu, &lw, LpipsNet::Alex)?;
     type Run<'a> = Box<dyn Fn(&[f32]) -> Result<Vec<f32>> + 'a>;
     let rows: Vec<(&str, Pipeline, Run)> = vec![
         (
@@ -209,6 +218,16 @@ fn diversity_backbones(images: usize) -> Result<()> {
     ];
     println!("| backbone | px | images | threads | seconds | img/s |");
     println!("|---|---|---|---|---|---|");
+    let t = Instant::now();
+    for img in &imgs {
+        lpips.features(&Cpu, img, (1, side, side, 3))?;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "| lpips-alex (AlexNet taps, feature rows) | {side} | {images} | {} | {secs:.2} | {:.2} |",
+        rayon::current_num_threads(),
+        images as f64 / secs
+    );
     for (name, pipeline, run) in rows {
         run(&pipeline.prepare(&imgs[0], (side, side)))?; // warm-up
         let t = Instant::now();
