@@ -5,6 +5,7 @@
     python scripts/convert_weights.py vae sd-vae-ft-ema/ sd-vae-ft-ema.safetensors
     python scripts/convert_weights.py inception pt_inception-2015-12-05-6726825d.pth inception-fid.safetensors
     python scripts/convert_weights.py dinov2 dinov2-base/ dinov2-base.safetensors
+    python scripts/convert_weights.py dinov2-release dinov2_vitl14_pretrain.pth dinov2-l14.safetensors
     python scripts/convert_weights.py clip clip-vit-base-patch32/ clip-b32.safetensors
     python scripts/convert_weights.py mocov3 r-50-1000ep.pth.tar mocov3-r50.safetensors
     python scripts/convert_weights.py resnet50 simclr-r50-torchvision-names.pth simclr-r50.safetensors
@@ -27,6 +28,10 @@ fc.weight, ...); BatchNorm's num_batches_tracked counters and any auxiliary head
 dinov2: a transformers folder of facebook/dinov2-* (config.json + model.safetensors or
 pytorch_model.bin) or one of those files. Names are kept (hub or transformers >= 5 spelling, with or
 without the dinov2. prefix); num_attention_heads goes into the metadata config.
+
+dinov2-release: the original facebookresearch/dinov2 state_dict (dinov2_vitl14_pretrain.pth, as
+torch.hub and dgm-eval load it for FD-DINOv2): names kept (cls_token, pos_embed, blocks.N.attn.qkv,
+ls1.gamma, norm, ...); num_heads = embed_dim / 64 goes into the metadata config.
 
 clip: a transformers folder of openai/clip-vit-* (CLIPModel or CLIPVisionModelWithProjection) or
 one weight file. The image tower is kept (vision_model.*, visual_projection.weight); the text
@@ -159,6 +164,14 @@ def convert_clip(args):
     return tensors, ({"num_attention_heads": heads} if heads else None)
 
 
+def convert_dinov2_release(args):
+    sd = load_any(args.source)
+    tensors = {k: v.detach().float().contiguous() for k, v in sd.items()}
+    if "blocks.0.attn.qkv.weight" not in tensors or "pos_embed" not in tensors:
+        raise SystemExit(f"{args.source}: no blocks.0.attn.qkv.weight / pos_embed; not an original DINOv2 release file")
+    return tensors, {"num_heads": tensors["cls_token"].shape[-1] // 64}
+
+
 def resnet_trunk(sd, src):
     tensors = {k: v.detach().float().contiguous() for k, v in sd.items()
                if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
@@ -191,7 +204,7 @@ def convert_lpips(args):
     return tensors, {"model": f"lpips v0.1 {args.source}"}
 
 
-CONVERTERS = {"lpips": convert_lpips, "sit": convert_sit, "vae": convert_vae, "inception": convert_inception, "dinov2": convert_dinov2,
+CONVERTERS = {"lpips": convert_lpips, "sit": convert_sit, "vae": convert_vae, "inception": convert_inception, "dinov2": convert_dinov2, "dinov2-release": convert_dinov2_release,
               "clip": convert_clip, "mocov3": convert_mocov3, "resnet50": convert_resnet50}
 
 

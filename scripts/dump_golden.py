@@ -8,6 +8,7 @@ outputs are committed.
     python scripts/dump_golden.py vit [--out-dir tests/golden]
     python scripts/dump_golden.py resnet [--out tests/golden/resnet50_formula.io.safetensors]
     python scripts/dump_golden.py lpips [--out tests/golden/lpips_formula.io.safetensors]
+    DINOV2_SRC=path/to/facebookresearch-dinov2 python scripts/dump_golden.py dinov2-release [--out-dir tests/golden]
 
 inception: pytorch-fid's FID Inception-v3 (`fid_inception_v3()`, torchvision's Inception3 with the
 FIDInceptionA/C/E blocks), fed as the ADM evaluator's TensorFlow graph is: uint8 → float →
@@ -410,6 +411,51 @@ def lpips_case(out_path):
     save_file(tensors, out_path, metadata=meta)
 
 
+def dinov2_release(out_dir):
+    """A tiny facebookresearch/dinov2 `DinoVisionTransformer` (the release's own code, from the
+    checkout in $DINOV2_SRC; hidden 32, 2 blocks, 4 heads, 518 px / patch 14, layer scale,
+    interpolate_offset 0.1, no antialias, as the hub's dinov2_vitl14) with random weights, on three
+    formula images through dgm-eval's DINOv2 transform (PIL Resize((224, 224), BICUBIC), ToTensor,
+    ImageNet Normalize): the class token after the final norm (x_norm_clstoken).
+    Writes dinov2_release_tiny.{weights,io}.safetensors."""
+    import os
+    os.environ.setdefault("XFORMERS_DISABLED", "1")
+    sys.path.insert(0, os.environ["DINOV2_SRC"])
+    import torch
+    from PIL import Image
+    from safetensors.numpy import save_file
+    from torchvision import transforms as T
+    from dinov2.models.vision_transformer import DinoVisionTransformer
+
+    torch.set_num_threads(4)
+    torch.manual_seed(2025)
+    m = DinoVisionTransformer(img_size=518, patch_size=14, embed_dim=32, depth=2, num_heads=4, mlp_ratio=4,
+                              init_values=1.0, block_chunks=0, interpolate_offset=0.1, interpolate_antialias=False).eval()
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.endswith("gamma"):
+                p.copy_(torch.rand_like(p) + 0.5)
+            elif "norm" in name and name.endswith("weight"):
+                p.copy_(1 + 0.2 * torch.randn_like(p))
+            elif p.dim() >= 2 and name not in ("pos_embed", "cls_token", "mask_token"):
+                p.copy_(torch.randn_like(p) / p[0].numel() ** 0.5)
+            else:
+                p.copy_(0.3 * torch.randn_like(p))
+    prep = T.Compose([T.Resize((224, 224), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor(),
+                      T.Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))])
+    names = ["gradient", "noise", "wide"]
+    x = torch.stack([prep(Image.fromarray(formula_image(n))) for n in names])
+    with torch.no_grad():
+        e = m.forward_features(x)["x_norm_clstoken"]
+    meta = {"format": "sitdiv-golden", "version": "1",
+            "producer": f"scripts/dump_golden.py dinov2-release, torch {torch.__version__}, facebookresearch/dinov2 models/vision_transformer.py",
+            "config": json.dumps({"embed_dim": 32, "depth": 2, "num_heads": 4, "patch_size": 14, "img_size": 518,
+                                  "interpolate_offset": 0.1, "images": names}, sort_keys=True)}
+    save_file({k: v.numpy().copy() for k, v in sorted(m.state_dict().items())}, f"{out_dir}/dinov2_release_tiny.weights.safetensors", metadata=meta)
+    save_file({"embedding": e.numpy().copy()}, f"{out_dir}/dinov2_release_tiny.io.safetensors", metadata=meta)
+    print("dinov2 release", tuple(e.shape), float(e.abs().max()), file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -421,10 +467,12 @@ def main():
     p.add_argument("--out", default="tests/golden/resnet50_formula.io.safetensors")
     p = sub.add_parser("lpips")
     p.add_argument("--out", default="tests/golden/lpips_formula.io.safetensors")
+    p = sub.add_parser("dinov2-release")
+    p.add_argument("--out-dir", dest="out", default="tests/golden")
     p = sub.add_parser("vit")
     p.add_argument("--out-dir", dest="out", default="tests/golden")
     args = ap.parse_args()
-    {"inception": inception, "preprocess": preprocess, "resnet": resnet, "vit": vit, "lpips": lpips_case}[args.what](args.out)
+    {"inception": inception, "preprocess": preprocess, "resnet": resnet, "vit": vit, "lpips": lpips_case, "dinov2-release": dinov2_release}[args.what](args.out)
 
 
 if __name__ == "__main__":

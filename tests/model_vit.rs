@@ -121,3 +121,37 @@ fn dinov2_reads_transformers5_names_and_refuses_other_models() {
     let e = ClipVisionConfig::detect(&sit).unwrap_err();
     assert!(e.to_string().contains("not a CLIP image tower"), "{e}");
 }
+
+#[test]
+fn dinov2_release_matches_the_original_code_with_dgm_eval_preprocessing() {
+    // facebookresearch/dinov2's own DinoVisionTransformer; the 37 × 37 grid resized with the
+    // scale factor (16 + 0.1)/37.
+    let file = open("dinov2_release_tiny.weights.safetensors");
+    let cfg = Dinov2Config::detect(&file).unwrap();
+    assert_eq!(cfg.names, Dinov2Names::Original);
+    // Heads from the metadata (the released sizes all have D/64).
+    assert_eq!(
+        (
+            cfg.hidden_size,
+            cfg.num_hidden_layers,
+            cfg.num_attention_heads,
+            cfg.position_grid
+        ),
+        (32, 2, 4, 37)
+    );
+    let net = Dinov2::load(&Cpu, &file, cfg).unwrap();
+    let s = PIPELINE_SIZE;
+    let e = net
+        .forward(&Cpu, &inputs(Pipeline::Dinov2Dgm), IMAGES.len(), (s, s))
+        .unwrap();
+    let mut r = Report::new("dinov2_release_tiny");
+    r.check(
+        "x_norm_clstoken",
+        &e,
+        &open("dinov2_release_tiny.io.safetensors")
+            .f32("embedding")
+            .unwrap(),
+        1e-4,
+    );
+    r.finish();
+}

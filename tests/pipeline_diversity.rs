@@ -405,3 +405,113 @@ fn lpips_through_features_and_eval() {
     assert_eq!(e["lpips"]["num_pairs"], 15);
     println!("lpips: {}", e["lpips"]);
 }
+
+#[test]
+fn fd_dinov2_through_eval_equals_features_then_metrics() {
+    let dir = tmp("div-fd");
+    let (b, _) = batch(&dir, true);
+    // The reference: six other images.
+    let imgs: Vec<u8> = (0..6)
+        .flat_map(|n| rng::uniform(32, n, 0, 0, SIDE * SIDE * 3))
+        .map(|u| (256.0 * u) as u8)
+        .collect();
+    let r = dir.join("ref.npz");
+    npz::write(
+        &r,
+        &[npz::Member {
+            key: "arr_0".into(),
+            npy: npz::encode_u8(&[6, SIDE, SIDE, 3], &imgs),
+        }],
+    )
+    .unwrap();
+    let r = r.to_str().unwrap();
+    let w = golden("dinov2_release_tiny.weights.safetensors");
+    let json = dir.join("e.json");
+    ok(&[
+        "eval",
+        "--samples",
+        &b,
+        "--ref",
+        r,
+        "--metrics",
+        "fd_dinov2",
+        "--backbone",
+        "dinov2-l14",
+        "--backbone-weights",
+        &w,
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let (fa, fb) = (dir.join("a.npz"), dir.join("b.npz"));
+    ok(&[
+        "features",
+        "--backbone",
+        "dinov2-l14",
+        "--weights",
+        &w,
+        "--images",
+        &b,
+        "--out",
+        fa.to_str().unwrap(),
+    ]);
+    ok(&[
+        "features",
+        "--backbone",
+        "dinov2-l14",
+        "--weights",
+        &w,
+        "--images",
+        r,
+        "--out",
+        fb.to_str().unwrap(),
+    ]);
+    let mj = dir.join("m.json");
+    ok(&[
+        "metrics",
+        "--features",
+        fa.to_str().unwrap(),
+        "--ref-features",
+        fb.to_str().unwrap(),
+        "--metrics",
+        "fd_dinov2",
+        "--json",
+        mj.to_str().unwrap(),
+    ]);
+    let e: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&mj).unwrap()).unwrap();
+    assert!(e["fd_dinov2"].as_f64().unwrap() > 0.0);
+    assert_eq!(e["fd_dinov2"], m["fd_dinov2"]);
+    println!("fd_dinov2 {}", e["fd_dinov2"]);
+    // Each DINOv2 backbone takes its own weights format.
+    let out = dir.join("x.npz");
+    fails(
+        &[
+            "features",
+            "--backbone",
+            "dinov2-l14",
+            "--weights",
+            &golden("dinov2_tiny.weights.safetensors"),
+            "--images",
+            &b,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "use dinov2-b14",
+        &out,
+    );
+    fails(
+        &[
+            "features",
+            "--backbone",
+            "dinov2-b14",
+            "--weights",
+            &w,
+            "--images",
+            &b,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "use dinov2-l14",
+        &out,
+    );
+}

@@ -86,6 +86,7 @@ impl ClipVisionConfig {
         let l = format!("{V}.encoder.layers.{i}");
         LayerNames {
             norm1: format!("{l}.layer_norm1"),
+            qkv: None,
             q: format!("{l}.self_attn.q_proj"),
             k: format!("{l}.self_attn.k_proj"),
             v: format!("{l}.self_attn.v_proj"),

@@ -4,7 +4,10 @@
 //! token after the final LayerNorm (`pooler_output`).
 //!
 //! Reads the hub checkpoint's names (`encoder.layer.{i}.attention.attention.query`, …) and the
-//! transformers ≥ 5 names (`attention.q_proj`, …), with or without a `dinov2.` prefix.
+//! transformers ≥ 5 names (`attention.q_proj`, …), with or without a `dinov2.` prefix; and the
+//! original release (`dinov2_vitl14_pretrain.pth`: `blocks.{i}.attn.qkv`, `ls1.gamma`, …) as
+//! dgm-eval and EDM2 run it for FD-DINOv2, whose position grid is resized with the original
+//! code's scale factor (G' + 0.1)/G rather than an output size.
 
 use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
@@ -26,6 +29,39 @@ pub enum Dinov2Names {
     Hub,
     /// `attention.{q,k,v,o}_proj` (transformers ≥ 5 state_dicts).
     Transformers5,
+    /// facebookresearch/dinov2 release files: `blocks.{i}.attn.qkv`, `attn.proj`, `ls{1,2}.gamma`,
+    /// `cls_token`, `pos_embed`, `patch_embed.proj`, `norm`.
+    Original,
+}
+
+/// The model-level tensor names of a naming style (without the prefix).
+struct TopNames {
+    cls: &'static str,
+    mask: &'static str,
+    pos: &'static str,
+    patch: &'static str,
+    norm: &'static str,
+}
+
+impl Dinov2Names {
+    fn top(self) -> TopNames {
+        match self {
+            Dinov2Names::Original => TopNames {
+                cls: "cls_token",
+                mask: "mask_token",
+                pos: "pos_embed",
+                patch: "patch_embed.proj",
+                norm: "norm",
+            },
+            _ => TopNames {
+                cls: "embeddings.cls_token",
+                mask: "embeddings.mask_token",
+                pos: "embeddings.position_embeddings",
+                patch: "embeddings.patch_embeddings.projection",
+                norm: "layernorm",
+            },
+        }
+    }
 }
 
 /// Architecture, read from the tensor shapes (and `num_attention_heads` from the metadata config
@@ -45,12 +81,15 @@ pub struct Dinov2Config {
 
 impl Dinov2Config {
     pub fn detect(file: &WeightFile) -> Result<Self> {
+        if file.info("cls_token").is_some() && file.info("blocks.0.norm1.weight").is_some() {
+            return Self::detect_original(file);
+        }
         let prefix = ["", "dinov2."]
             .into_iter()
             .find(|p| file.info(&format!("{p}embeddings.cls_token")).is_some())
             .with_context(|| {
                 format!(
-                    "{}: not a DINOv2 checkpoint (no embeddings.cls_token)",
+                    "{}: not a DINOv2 checkpoint (no embeddings.cls_token or cls_token)",
                     file.path().display()
                 )
             })?;
@@ -111,7 +150,73 @@ impl Dinov2Config {
         })
     }
 
+    /// The original release: heads from the metadata config (`num_heads`) or D/64 (as every
+    /// released size has), no register tokens.
+    fn detect_original(file: &WeightFile) -> Result<Self> {
+        let shape = |n: &str| -> Result<Vec<usize>> {
+            Ok(file
+                .info(n)
+                .with_context(|| format!("{}: missing tensor {n}", file.path().display()))?
+                .shape
+                .clone())
+        };
+        ensure!(
+            file.info("register_tokens").is_none(),
+            "{}: DINOv2 with register tokens is not supported",
+            file.path().display()
+        );
+        let d = *shape("cls_token")?.last().unwrap_or(&0);
+        let proj = shape("patch_embed.proj.weight")?;
+        let pos = shape("pos_embed")?;
+        let fc1 = shape("blocks.0.mlp.fc1.weight")?;
+        let layers = (0..)
+            .take_while(|i| file.info(&format!("blocks.{i}.norm1.weight")).is_some())
+            .count();
+        let grid = ((pos.get(1).copied().unwrap_or(1) - 1) as f64).sqrt() as usize;
+        let heads = file
+            .metadata()
+            .get("config")
+            .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+            .and_then(|c| c["num_heads"].as_u64())
+            .map_or(d / 64, |h| h as usize);
+        ensure!(
+            proj.len() == 4
+                && pos.len() == 3
+                && grid * grid + 1 == pos[1]
+                && heads > 0
+                && d.is_multiple_of(heads),
+            "{}: unexpected DINOv2 release shapes: patch {proj:?}, pos_embed {pos:?}, {heads} heads",
+            file.path().display()
+        );
+        Ok(Dinov2Config {
+            hidden_size: d,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            mlp_hidden: fc1[0],
+            patch_size: proj[2],
+            position_grid: grid,
+            prefix: String::new(),
+            names: Dinov2Names::Original,
+        })
+    }
+
     fn layer_names(&self, i: usize) -> LayerNames {
+        if self.names == Dinov2Names::Original {
+            let l = format!("blocks.{i}");
+            return LayerNames {
+                norm1: format!("{l}.norm1"),
+                qkv: Some(format!("{l}.attn.qkv")),
+                q: String::new(),
+                k: String::new(),
+                v: String::new(),
+                out: format!("{l}.attn.proj"),
+                ls1: Some(format!("{l}.ls1.gamma")),
+                norm2: format!("{l}.norm2"),
+                fc1: format!("{l}.mlp.fc1"),
+                fc2: format!("{l}.mlp.fc2"),
+                ls2: Some(format!("{l}.ls2.gamma")),
+            };
+        }
         let l = format!("{}encoder.layer.{i}", self.prefix);
         let (q, k, v, o) = match self.names {
             Dinov2Names::Hub => (
@@ -120,7 +225,7 @@ impl Dinov2Config {
                 "attention.attention.value",
                 "attention.output.dense",
             ),
-            Dinov2Names::Transformers5 => (
+            _ => (
                 "attention.q_proj",
                 "attention.k_proj",
                 "attention.v_proj",
@@ -129,6 +234,7 @@ impl Dinov2Config {
         };
         LayerNames {
             norm1: format!("{l}.norm1"),
+            qkv: None,
             q: format!("{l}.{q}"),
             k: format!("{l}.{k}"),
             v: format!("{l}.{v}"),
@@ -150,30 +256,29 @@ impl Dinov2Config {
             self.mlp_hidden,
         );
         let e = |n: &str, s: &[usize]| Expected::new(format!("{}{n}", self.prefix), s);
+        let t = self.names.top();
         let mut out = vec![
-            e("embeddings.cls_token", &[1, 1, d]),
-            e("embeddings.mask_token", &[1, d]),
-            e("embeddings.position_embeddings", &[1, 1 + g * g, d]),
-            e(
-                "embeddings.patch_embeddings.projection.weight",
-                &[d, 3, p, p],
-            ),
-            e("embeddings.patch_embeddings.projection.bias", &[d]),
-            e("layernorm.weight", &[d]),
-            e("layernorm.bias", &[d]),
+            e(t.cls, &[1, 1, d]),
+            e(t.mask, &[1, d]),
+            e(t.pos, &[1, 1 + g * g, d]),
+            e(&format!("{}.weight", t.patch), &[d, 3, p, p]),
+            e(&format!("{}.bias", t.patch), &[d]),
+            e(&format!("{}.weight", t.norm), &[d]),
+            e(&format!("{}.bias", t.norm), &[d]),
         ];
         for i in 0..self.num_hidden_layers {
             let n = self.layer_names(i);
-            for (name, shape) in [
+            let qkv: Vec<(&String, [usize; 2])> = match &n.qkv {
+                Some(f) => vec![(f, [3 * d, d])],
+                None => vec![(&n.q, [d, d]), (&n.k, [d, d]), (&n.v, [d, d])],
+            };
+            for (name, shape) in qkv.into_iter().chain([
                 (&n.norm1, [d, 0]),
                 (&n.norm2, [d, 0]),
-                (&n.q, [d, d]),
-                (&n.k, [d, d]),
-                (&n.v, [d, d]),
                 (&n.out, [d, d]),
                 (&n.fc1, [hid, d]),
                 (&n.fc2, [d, hid]),
-            ] {
+            ]) {
                 let w: Vec<usize> = shape.iter().copied().filter(|&s| s > 0).collect();
                 out.push(Expected::new(format!("{name}.weight"), &w));
                 out.push(Expected::new(format!("{name}.bias"), &[shape[0]]));
@@ -212,24 +317,19 @@ impl<B: Backend> Dinov2<B> {
         let layers = (0..config.num_hidden_layers)
             .map(|i| VitLayer::load(be, src, &config.layer_names(i), dims))
             .collect::<Result<Vec<_>>>()?;
+        let t = config.names.top();
         Ok(Dinov2 {
-            patch: Linear::load(
-                be,
-                src,
-                &format!("{pre}embeddings.patch_embeddings.projection"),
-                3 * p * p,
-                d,
-            )?,
-            cls: src.f32(&format!("{pre}embeddings.cls_token"))?,
-            positions: src.f32(&format!("{pre}embeddings.position_embeddings"))?,
+            patch: Linear::load(be, src, &format!("{pre}{}", t.patch), 3 * p * p, d)?,
+            cls: src.f32(&format!("{pre}{}", t.cls))?,
+            positions: src.f32(&format!("{pre}{}", t.pos))?,
             layers,
-            layernorm: LayerNorm::load(be, src, &format!("{pre}layernorm"), d, LN_EPS)?,
+            layernorm: LayerNorm::load(be, src, &format!("{pre}{}", t.norm), d, LN_EPS)?,
             config,
         })
     }
 
-    /// HF `interpolate_pos_encoding`: the learned grid as is when it matches a square input,
-    /// else bicubic-resized to (gh, gw). → (1 + gh·gw, D)
+    /// `interpolate_pos_encoding`: the learned grid as is when it matches a square input, else
+    /// bicubic-resized to (gh, gw). → (1 + gh·gw, D)
     fn positions_for(&self, gh: usize, gw: usize) -> Vec<f32> {
         let (d, g) = (self.config.hidden_size, self.config.position_grid);
         if gh * gw == g * g && gh == gw {
@@ -240,7 +340,11 @@ impl<B: Backend> Dinov2<B> {
         let chw: Vec<f32> = (0..d)
             .flat_map(|c| (0..g * g).map(move |p| patch[p * d + c]))
             .collect();
-        let r = bicubic_resize(&chw, (d, g, g), (gh, gw));
+        // The release's code asks for a scale factor (G' + 0.1)/G (its "historical kludge");
+        // transformers asks for the output size.
+        let scale_factor = (self.config.names == Dinov2Names::Original)
+            .then(|| ((gh as f64 + 0.1) / g as f64, (gw as f64 + 0.1) / g as f64));
+        let r = bicubic_resize(&chw, (d, g, g), (gh, gw), scale_factor);
         let mut out = self.positions[..d].to_vec();
         for p in 0..gh * gw {
             out.extend((0..d).map(|c| r[c * gh * gw + p]));

@@ -264,6 +264,9 @@ pub enum Pipeline {
     /// HF `BitImageProcessor` as facebook/dinov2-base (PIL): shorter side 256 bicubic, centre
     /// crop 224, ImageNet mean/std.
     Dinov2Hf,
+    /// dgm-eval's DINOv2 (FD-DINOv2): Resize((224, 224)) bicubic without a crop (the aspect ratio
+    /// is not kept), ToTensor, ImageNet mean/std.
+    Dinov2Dgm,
     /// MoCo v3 evaluation (torchvision): Resize(256) bilinear, CenterCrop(224), ImageNet mean/std.
     Mocov3,
     /// SimCLR evaluation: centre crop of 0.875 × the shorter side, Resize((224, 224)) bicubic,
@@ -321,6 +324,17 @@ impl Pipeline {
                     &center_crop(&r, (size.0, size.1, 3), (s, s), rounding),
                     (s, s),
                     norm,
+                )
+            }
+            Pipeline::Dinov2Dgm => {
+                let r = resize(img, (h, w), (s, s), PilFilter::Bicubic);
+                to_chw(
+                    &r,
+                    (s, s),
+                    Normalize::ToTensor {
+                        mean: IMAGENET_MEAN,
+                        std: IMAGENET_STD,
+                    },
                 )
             }
             Pipeline::Simclr => {

@@ -20,6 +20,8 @@ pub enum Activation {
 /// The state_dict names of one encoder layer (full prefixes, without `.weight`/`.bias`).
 pub struct LayerNames {
     pub norm1: String,
+    /// A fused (3D, D) projection, when the file has one; else `q`, `k`, `v` are stacked.
+    pub qkv: Option<String>,
     pub q: String,
     pub k: String,
     pub v: String,
@@ -88,7 +90,11 @@ impl<B: Backend> VitLayer<B> {
         let d = dims.d;
         let mut w = Vec::with_capacity(3 * d * d);
         let mut b = Vec::with_capacity(3 * d);
-        for p in [&n.q, &n.k, &n.v] {
+        let parts = match &n.qkv {
+            Some(f) => vec![f],
+            None => vec![&n.q, &n.k, &n.v],
+        };
+        for p in parts {
             w.extend(src.f32(&format!("{p}.weight"))?);
             b.extend(src.f32(&format!("{p}.bias"))?);
         }
@@ -142,16 +148,21 @@ pub fn cls_rows<B: Backend>(be: &B, x: &B::Buf, b: usize, t: usize, d: usize) ->
 }
 
 /// `F.interpolate(x, size=(oh, ow), mode='bicubic', align_corners=False)` of x (C, H, W) on the
-/// host, in f32 with PyTorch's CPU arithmetic: source index (i + 0.5)·(in/out) − 0.5, Keys cubic
-/// with A = −0.75, edge indices clamped, rows weighted after the columns.
+/// host, in f32 with PyTorch's CPU arithmetic: source index (i + 0.5)·s − 0.5 with s = in/out, or
+/// s = 1/scale_factor when `scale_factor` (per axis, as `F.interpolate(scale_factor=…)` takes it)
+/// is given; Keys cubic with A = −0.75, edge indices clamped, rows weighted after the columns.
 pub fn bicubic_resize(
     x: &[f32],
     (c, h, w): (usize, usize, usize),
     (oh, ow): (usize, usize),
+    scale_factor: Option<(f64, f64)>,
 ) -> Vec<f32> {
     const A: f32 = -0.75;
-    let axis = |len_in: usize, len_out: usize| -> Vec<([usize; 4], [f32; 4])> {
-        let scale = len_in as f32 / len_out as f32;
+    let axis = |len_in: usize, len_out: usize, sf: Option<f64>| -> Vec<([usize; 4], [f32; 4])> {
+        let scale = match sf {
+            Some(f) => (1.0 / f) as f32,
+            None => len_in as f32 / len_out as f32,
+        };
         (0..len_out)
             .map(|i| {
                 let real = scale * (i as f32 + 0.5) - 0.5;
@@ -167,7 +178,10 @@ pub fn bicubic_resize(
             })
             .collect()
     };
-    let (ys, xs) = (axis(h, oh), axis(w, ow));
+    let (ys, xs) = (
+        axis(h, oh, scale_factor.map(|s| s.0)),
+        axis(w, ow, scale_factor.map(|s| s.1)),
+    );
     let mut out = Vec::with_capacity(c * oh * ow);
     for ch in 0..c {
         let plane = &x[ch * h * w..(ch + 1) * h * w];

@@ -13,7 +13,7 @@ use super::progress::Progress;
 use super::{npy, npz, Unit};
 use crate::backend::Backend;
 use crate::models::clip::{ClipVision, ClipVisionConfig};
-use crate::models::dinov2::{Dinov2, Dinov2Config};
+use crate::models::dinov2::{Dinov2, Dinov2Config, Dinov2Names};
 use crate::models::lpips::{Lpips, LpipsNet};
 use crate::models::preprocess::{Pipeline, PIPELINE_SIZE};
 use crate::models::resnet::ResNet50;
@@ -157,11 +157,34 @@ impl<B: Backend> Embedder<B> {
         let file = WeightFile::open(weights)?;
         let ctx = || format!("{}: not {} weights", weights.display(), backbone.name());
         let (net, pipeline) = match backbone {
-            Backbone::Dinov2B14 => {
+            Backbone::Dinov2B14 | Backbone::Dinov2L14 => {
                 let cfg = Dinov2Config::detect(&file).with_context(ctx)?;
+                let release = cfg.names == Dinov2Names::Original;
+                ensure!(
+                    release == (backbone == Backbone::Dinov2L14),
+                    "{}: {} expects {}; this file is {} (use {})",
+                    weights.display(),
+                    backbone.name(),
+                    if release {
+                        "a transformers DINOv2 checkpoint (facebook/dinov2-*)"
+                    } else {
+                        "the original release, as dgm-eval runs it (dinov2_vitl14_pretrain.pth)"
+                    },
+                    if release {
+                        "the original release"
+                    } else {
+                        "a transformers checkpoint"
+                    },
+                    if release { "dinov2-l14" } else { "dinov2-b14" }
+                );
+                let p = if release {
+                    Pipeline::Dinov2Dgm
+                } else {
+                    Pipeline::Dinov2Hf
+                };
                 (
                     Net::Dinov2(Dinov2::load(be, &file, cfg).with_context(ctx)?),
-                    Pipeline::Dinov2Hf,
+                    p,
                 )
             }
             Backbone::ClipB32 | Backbone::ClipL14 => {

@@ -31,6 +31,11 @@ pub enum Metric {
     Vendi,
     /// LPIPS between image pairs, from `lpips` feature rows: intra-, inter-class and mixed.
     Lpips,
+    /// Fréchet distance of `embedding` rows against the reference's (FD-DINOv2 with the
+    /// dinov2-l14 backbone).
+    #[serde(rename = "fd_dinov2")]
+    #[value(name = "fd_dinov2")]
+    FdDinov2,
 }
 
 impl Metric {
@@ -92,6 +97,7 @@ impl MetricSettings {
             Metric::Fid => !reference.has("mu") || !reference.has("sigma"),
             Metric::Sfid => !reference.has("mu_s") || !reference.has("sigma_s"),
             Metric::Is | Metric::Diversity | Metric::Vendi | Metric::Lpips => false,
+            Metric::FdDinov2 => !reference.has("embedding"),
         })
     }
 }
@@ -275,6 +281,17 @@ pub fn compute(
                         "classes_used": div.classes_used,
                         "classes_excluded_single_sample": div.classes_excluded,
                     }),
+                );
+            }
+            Metric::FdDinov2 => {
+                let (m1, s1) = a.feature_gaussian("embedding")?;
+                let (m2, s2) = b.feature_gaussian("embedding").map_err(|e| {
+                    e.context("FD-DINOv2 needs the reference's embedding (or its images)")
+                })?;
+                same_width(m1.len(), m2.len(), "fd_dinov2")?;
+                out.insert(
+                    "fd_dinov2".into(),
+                    fid::frechet_distance(&m1, s1.as_ref(), &m2, s2.as_ref())?.into(),
                 );
             }
             Metric::Lpips => {

@@ -25,6 +25,9 @@ pub enum Backbone {
     Inception,
     /// DINOv2 (HF `facebook/dinov2-base` and its PIL processor): the class token, 768-d.
     Dinov2B14,
+    /// DINOv2 ViT-L/14 for FD-DINOv2 as dgm-eval and EDM2 run it: the original release
+    /// (`dinov2_vitl14_pretrain.pth`), PIL bicubic to 224 × 224 without a crop, 1024-d.
+    Dinov2L14,
     /// CLIP ViT-B/32 (HF `openai/clip-vit-base-patch32`, PIL processor): `image_embeds`, 512-d.
     ClipB32,
     /// CLIP ViT-L/14 (HF `openai/clip-vit-large-patch14`, PIL processor): `image_embeds`, 768-d.
@@ -262,11 +265,13 @@ pub fn run_features<B: Backend>(be: &B, job: &FeaturesJob) -> Result<()> {
 /// `sitdiv eval`.
 pub fn run_eval<B: Backend>(be: &B, job: &EvalJob) -> Result<()> {
     job.settings.validate()?;
-    let (quality, diversity): (Vec<Metric>, Vec<Metric>) = job
-        .settings
-        .metrics
-        .iter()
-        .partition(|m| !matches!(m, Metric::Diversity | Metric::Vendi | Metric::Lpips));
+    let (quality, diversity): (Vec<Metric>, Vec<Metric>) =
+        job.settings.metrics.iter().partition(|m| {
+            !matches!(
+                m,
+                Metric::Diversity | Metric::Vendi | Metric::Lpips | Metric::FdDinov2
+            )
+        });
     let files = image_batches(&job.samples)?;
     output_folder(&job.json)?;
     if let Some(p) = &job.features_out {
@@ -288,10 +293,13 @@ pub fn run_eval<B: Backend>(be: &B, job: &EvalJob) -> Result<()> {
         _ => None,
     };
     // The reference: a features file, or an ADM reference batch (statistics and/or images).
-    let needs_ref = quality.iter().any(|m| m.needs_reference());
+    let needs_ref = job.settings.metrics.iter().any(|m| m.needs_reference());
     let reference_path = match (&job.reference, needs_ref) {
         (Some(r), true) => Some(r),
-        (None, true) => bail!("--metrics {quality:?} compare with a reference: give --ref REF.npz"),
+        (None, true) => bail!(
+            "--metrics {:?} compare with a reference: give --ref REF.npz",
+            job.settings.metrics
+        ),
         _ => None,
     };
     let mut m = serde_json::json!({
@@ -359,7 +367,25 @@ pub fn run_eval<B: Backend>(be: &B, job: &EvalJob) -> Result<()> {
             metrics: diversity.clone(),
             ..job.settings.clone()
         };
-        values.extend(evaluate::compute(&div_settings, &set, None)?);
+        // FD-DINOv2's reference: its embedding, or its images through the same backbone.
+        let mut reference = None;
+        if let (true, Some(r)) = (diversity.contains(&Metric::FdDinov2), reference_path) {
+            let keys = npz::keys(r)?;
+            reference = Some(if keys.iter().any(|k| k == "embedding") {
+                FeatureSet::open(r)?
+            } else {
+                ensure!(
+                    keys.iter().any(|k| k == "arr_0"),
+                    "{}: FD-DINOv2 needs reference images (`arr_0`) or an `embedding`; it has: {}",
+                    r.display(),
+                    keys.join(", ")
+                );
+                let all = Subset::default();
+                let (m, _) = embedding_members(be, &emb, std::slice::from_ref(r), &all, job.batch)?;
+                FeatureSet::from_members(r, m)
+            });
+        }
+        values.extend(evaluate::compute(&div_settings, &set, reference.as_ref())?);
         m["diversity_backbone"] = serde_json::json!(b);
         m["diversity_rows"] = serde_json::json!(n);
         m["diversity_indices"] = serde_json::json!(set.indices()?);
