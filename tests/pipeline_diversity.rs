@@ -269,7 +269,7 @@ fn bad_diversity_inputs_fail_clearly() {
             "--json",
             j,
         ],
-        "no `labels` array",
+        "need the class of every sample",
         &json,
     );
     let out = dir.join("f.npz");
@@ -318,6 +318,50 @@ fn bad_diversity_inputs_fail_clearly() {
         ],
         "need a diversity backbone",
         &json,
+    );
+    // A metric its backbone cannot give.
+    let (labelled, _) = batch(&dir, true);
+    fails(
+        &[
+            "eval",
+            "--samples",
+            &labelled,
+            "--metrics",
+            "lpips",
+            "--backbone",
+            "dinov2-b14",
+            "--backbone-weights",
+            &w,
+            "--json",
+            j,
+        ],
+        "cannot use --backbone dinov2-b14",
+        &json,
+    );
+    // Zero-sized images.
+    let empty = dir.join("zero.npz");
+    npz::write(
+        &empty,
+        &[npz::Member {
+            key: "arr_0".into(),
+            npy: npz::encode_u8(&[2, 0, 4, 3], &[]),
+        }],
+    )
+    .unwrap();
+    fails(
+        &[
+            "features",
+            "--backbone",
+            "dinov2-b14",
+            "--weights",
+            &w,
+            "--images",
+            empty.to_str().unwrap(),
+            "--out",
+            o,
+        ],
+        "height, width and channels of at least 1",
+        &out,
     );
     fails(
         &[

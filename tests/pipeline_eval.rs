@@ -209,6 +209,28 @@ fn eval_equals_features_then_metrics_and_reads_run_folders() {
         "eval: fid {} sfid {} is {} p {} r {}",
         e["fid"], e["sfid"], e["inception_score"], e["precision"], e["recall"]
     );
+    // A features file works as --ref too: no reference images needed.
+    let ef = dir.join("eval_ref_features.json");
+    ok(&[
+        "eval",
+        "--samples",
+        &samples,
+        "--ref",
+        rf.to_str().unwrap(),
+        "--inception",
+        weights(),
+        "--metrics",
+        "pr",
+        "--pr-k",
+        "2",
+        "--json",
+        ef.to_str().unwrap(),
+    ]);
+    let g = json(&ef);
+    assert_eq!(
+        (&g["precision"], &g["recall"]),
+        (&e["precision"], &e["recall"])
+    );
     // A run folder of two shards (written out of order) gives the same numbers, in order.
     let run = dir.join("run");
     std::fs::create_dir_all(&run).unwrap();

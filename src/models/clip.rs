@@ -53,6 +53,11 @@ impl ClipVisionConfig {
                     .is_some()
             })
             .count();
+        ensure!(
+            patch.len() == 4 && pos.len() == 2 && fc1.len() == 2 && proj.len() == 2,
+            "{}: unexpected CLIP shapes: patch {patch:?}, positions {pos:?}, fc1 {fc1:?}, projection {proj:?}",
+            file.path().display()
+        );
         let d = patch[0];
         let heads = file
             .metadata()

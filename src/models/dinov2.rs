@@ -104,6 +104,11 @@ impl Dinov2Config {
         let proj = shape("embeddings.patch_embeddings.projection.weight")?;
         let pos = shape("embeddings.position_embeddings")?;
         let fc1 = shape("encoder.layer.0.mlp.fc1.weight")?;
+        ensure!(
+            fc1.len() == 2,
+            "{}: mlp.fc1.weight has shape {fc1:?}, expected 2-D",
+            file.path().display()
+        );
         let layers = (0..)
             .take_while(|i| {
                 file.info(&format!("{prefix}encoder.layer.{i}.norm1.weight"))
@@ -126,7 +131,7 @@ impl Dinov2Config {
             .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
             .and_then(|c| c["num_attention_heads"].as_u64())
             .map_or(d / 64, |h| h as usize);
-        let grid = ((pos.get(1).copied().unwrap_or(1) - 1) as f64).sqrt() as usize;
+        let grid = (pos.get(1).copied().unwrap_or(1).saturating_sub(1) as f64).sqrt() as usize;
         ensure!(
             proj.len() == 4 && proj[1] == 3 && proj[2] == proj[3] && pos.len() == 3,
             "{}: unexpected DINOv2 shapes: projection {proj:?}, position embeddings {pos:?}",
@@ -169,10 +174,15 @@ impl Dinov2Config {
         let proj = shape("patch_embed.proj.weight")?;
         let pos = shape("pos_embed")?;
         let fc1 = shape("blocks.0.mlp.fc1.weight")?;
+        ensure!(
+            fc1.len() == 2,
+            "{}: mlp.fc1.weight has shape {fc1:?}, expected 2-D",
+            file.path().display()
+        );
         let layers = (0..)
             .take_while(|i| file.info(&format!("blocks.{i}.norm1.weight")).is_some())
             .count();
-        let grid = ((pos.get(1).copied().unwrap_or(1) - 1) as f64).sqrt() as usize;
+        let grid = (pos.get(1).copied().unwrap_or(1).saturating_sub(1) as f64).sqrt() as usize;
         let heads = file
             .metadata()
             .get("config")

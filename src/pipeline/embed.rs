@@ -47,8 +47,9 @@ pub struct BatchIndex {
 impl BatchIndex {
     /// Reads shapes, labels and indices (never the images).
     pub fn read(files: &[PathBuf]) -> Result<Self> {
+        ensure!(!files.is_empty(), "no image batches given");
         let (mut counts, mut labels, mut indices) = (Vec::new(), Vec::new(), Vec::new());
-        let mut with_labels = 0;
+        let (mut with_labels, mut with_indices) = (0, 0);
         for f in files {
             let n = npz::image_count(f, "arr_0")?;
             let members = npz::read_only(f, &["arr_1", "indices"])?;
@@ -66,7 +67,10 @@ impl BatchIndex {
                         labels.extend(a.data);
                         with_labels += 1;
                     }
-                    _ => indices.extend(a.data),
+                    _ => {
+                        indices.extend(a.data);
+                        with_indices += 1;
+                    }
                 }
             }
             if !members.iter().any(|m| m.key == "indices") {
@@ -78,6 +82,11 @@ impl BatchIndex {
         ensure!(
             with_labels == 0 || with_labels == files.len(),
             "only {with_labels} of {} batches carry labels (`arr_1`)",
+            files.len()
+        );
+        ensure!(
+            with_indices == 0 || with_indices == files.len(),
+            "only {with_indices} of {} batches carry global `indices`; positions would collide",
             files.len()
         );
         Ok(BatchIndex {
@@ -97,19 +106,20 @@ impl BatchIndex {
     }
 }
 
-/// `k` of `candidates` by a partial Fisher–Yates driven by Philox draws `(seed, stream + i)`.
-fn draw(candidates: &[usize], k: usize, seed: u64, stream: u64) -> Vec<usize> {
+/// `k` of `candidates` by a partial Fisher–Yates driven by Philox draws (seed, `first + i`) of
+/// the subset stream.
+fn draw(candidates: &[usize], k: usize, seed: u64, first: u64) -> Vec<usize> {
     let mut c = candidates.to_vec();
     for i in 0..k.min(c.len()) {
-        let r = rng::label(seed, stream + i as u64, c.len() - i) as usize;
+        let r = rng::below(seed, first + i as u64, rng::STREAM_SUBSET, c.len() - i);
         c.swap(i, i + r);
     }
     c.truncate(k);
     c
 }
 
-/// Row positions kept by `subset`, ascending. Per class first (classes in ascending order, each
-/// with its own draw stream), then over all rows.
+/// Row positions kept by `subset`, ascending. Per class first (class number c in ascending
+/// order draws counters c·N …), then over all rows (counters from (classes + 1)·N).
 pub fn select_rows(n: usize, labels: Option<&[i64]>, subset: &Subset) -> Result<Vec<usize>> {
     let mut rows: Vec<usize> = (0..n).collect();
     if let Some(k) = subset.max_per_class {
@@ -124,14 +134,20 @@ pub fn select_rows(n: usize, labels: Option<&[i64]>, subset: &Subset) -> Result<
         rows = by_class
             .values()
             .enumerate()
-            .flat_map(|(ci, r)| draw(r, k, subset.subset_seed, (ci * n) as u64))
+            .flat_map(|(ci, r)| draw(r, k, subset.subset_seed, ci as u64 * n as u64))
             .collect();
         rows.sort_unstable();
     }
     if let Some(k) = subset.max_samples {
         ensure!(k >= 2, "--max-samples must be at least 2");
-        let stream = ((labels.map_or(0, |l| l.len()) + 1) * n) as u64;
-        rows = draw(&rows, k, subset.subset_seed, stream);
+        let classes = labels.map_or(0, |l| {
+            let mut c = l.to_vec();
+            c.sort_unstable();
+            c.dedup();
+            c.len()
+        });
+        let first = (classes as u64 + 1) * n as u64;
+        rows = draw(&rows, k, subset.subset_seed, first);
         rows.sort_unstable();
     }
     Ok(rows)
@@ -272,6 +288,9 @@ impl<B: Backend> Embedder<B> {
     }
 }
 
+/// The most feature memory a run may hold (LPIPS keeps every image's feature maps).
+const MAX_FEATURE_BYTES: f64 = 8e9;
+
 /// Embeddings of the kept rows (ascending positions) of a run, streamed in `batch`-image passes.
 pub fn embeddings<B: Backend>(
     be: &B,
@@ -282,7 +301,8 @@ pub fn embeddings<B: Backend>(
 ) -> Result<Vec<f32>> {
     ensure!(batch >= 1, "--batch must be at least 1");
     let progress = Progress::new(keep.len() as u64);
-    let mut out = Vec::new();
+    let mut out: Vec<f32> = Vec::new();
+    let mut width: Option<usize> = None;
     let (mut next, mut offset, mut done) = (0usize, 0usize, 0usize);
     for (file, &count) in index.files.iter().zip(&index.counts) {
         let mut pending: Vec<u8> = Vec::new();
@@ -290,10 +310,31 @@ pub fn embeddings<B: Backend>(
         let mut flush = |pending: &mut Vec<u8>, dims: (usize, usize, usize, usize)| -> Result<()> {
             let m = pending.len() / (dims.1 * dims.2 * dims.3).max(1);
             if m > 0 {
-                out.extend(
-                    emb.embed(be, pending, (m, dims.1, dims.2, dims.3))
-                        .with_context(|| file.display().to_string())?,
-                );
+                let rows = emb
+                    .embed(be, pending, (m, dims.1, dims.2, dims.3))
+                    .with_context(|| file.display().to_string())?;
+                let w = rows.len() / m;
+                match width {
+                    None => {
+                        // LPIPS rows grow with the image: refuse a run that cannot fit in memory.
+                        let bytes = (keep.len() * w * 4) as f64;
+                        ensure!(
+                            bytes <= MAX_FEATURE_BYTES,
+                            "{} rows of {w} floats would need {:.1} GB; choose a subset with --max-per-class K or --max-samples K",
+                            keep.len(),
+                            bytes / 1e9
+                        );
+                        width = Some(w);
+                    }
+                    Some(w0) => ensure!(
+                        w == w0,
+                        "{}: {}×{} images give feature rows of width {w}, but earlier images gave {w0}: LPIPS compares images of one size",
+                        file.display(),
+                        dims.1,
+                        dims.2
+                    ),
+                }
+                out.extend(rows);
                 progress.unit_done(&Unit {
                     index: done / batch,
                     start: done,
@@ -335,22 +376,13 @@ pub fn embedding_members<B: Backend>(
     batch: usize,
 ) -> Result<(Vec<npz::Member>, usize)> {
     let index = BatchIndex::read(files)?;
-    ensure!(!index.is_empty(), "no images in {}", files[0].display());
+    ensure!(!index.is_empty(), "no images in the given batches");
     let keep = select_rows(index.len(), index.labels.as_deref(), subset)?;
     let lpips = matches!(emb.net, Net::Lpips(_));
-    if lpips {
-        // ~2.5 MB of feature maps per 256 px image (AlexNet): bound the subset up front.
-        const MAX_ROWS: usize = 4096;
-        ensure!(
-            keep.len() <= MAX_ROWS,
-            "LPIPS keeps every image's feature maps (~2.5 MB each at 256 px): {} images is more than {MAX_ROWS}; \
-             choose a subset with --max-per-class K or --max-samples K",
-            keep.len()
-        );
-    }
     let e = embeddings(be, emb, &index, &keep, batch)?;
     let n = keep.len();
-    let d = e.len() / n.max(1);
+    ensure!(n > 0 && e.len() % n == 0, "no embedding rows were computed");
+    let d = e.len() / n;
     let mut members = vec![
         npz::Member {
             key: if lpips { "lpips" } else { "embedding" }.into(),

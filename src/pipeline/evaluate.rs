@@ -38,6 +38,16 @@ pub enum Metric {
     FdDinov2,
 }
 
+/// Command-line names of metrics, for messages: `fid, sfid`.
+pub fn names(metrics: &[Metric]) -> String {
+    metrics
+        .iter()
+        .filter_map(|m| serde_json::to_value(m).ok())
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl Metric {
     /// Whether the metric compares the samples with a reference set.
     pub fn needs_reference(self) -> bool {
@@ -90,12 +100,14 @@ impl MetricSettings {
         Ok(())
     }
 
-    /// Whether a metric needs the reference's per-image features (not only its statistics).
+    /// Whether a selected metric needs reference features that `reference` lacks, so they must
+    /// be computed from its images.
     pub fn needs_reference_features(&self, reference: &FeatureSet) -> bool {
+        let stats = |mu, sigma| reference.has(mu) && reference.has(sigma);
         self.metrics.iter().any(|m| match m {
-            Metric::Pr | Metric::Dc | Metric::Kid => true,
-            Metric::Fid => !reference.has("mu") || !reference.has("sigma"),
-            Metric::Sfid => !reference.has("mu_s") || !reference.has("sigma_s"),
+            Metric::Pr | Metric::Dc | Metric::Kid => !reference.has("pool"),
+            Metric::Fid => !stats("mu", "sigma") && !reference.has("pool"),
+            Metric::Sfid => !stats("mu_s", "sigma_s") && !reference.has("spatial"),
             Metric::Is | Metric::Diversity | Metric::Vendi | Metric::Lpips => false,
             Metric::FdDinov2 => !reference.has("embedding"),
         })
@@ -157,8 +169,8 @@ impl FeatureSet {
         })?;
         let a = npy::decode_f32(&self.source, bytes)?;
         ensure!(
-            a.shape.len() == 2,
-            "{}: `{key}` has shape {:?}, expected (N, width)",
+            a.shape.len() == 2 && a.shape[1] > 0,
+            "{}: `{key}` has shape {:?}, expected (N, width) with width ≥ 1",
             self.source.display(),
             a.shape
         );
@@ -234,12 +246,45 @@ impl FeatureSet {
     }
 }
 
+/// A metric value as JSON; NaN and infinities are refused (serde_json would write them as null).
+fn num(key: &str, v: f64) -> Result<serde_json::Value> {
+    ensure!(
+        v.is_finite(),
+        "metric {key} came out non-finite ({v}); nothing was written"
+    );
+    Ok(v.into())
+}
+
+/// An optional metric value (null where undefined, e.g. no intra-class pair), finite otherwise.
+fn opt(key: &str, v: Option<f64>) -> Result<serde_json::Value> {
+    v.map_or(Ok(serde_json::Value::Null), |v| num(key, v))
+}
+
 fn same_width(a: usize, b: usize, what: &str) -> Result<()> {
     ensure!(
         a == b,
         "{what}: the samples have width {a} but the reference has width {b}"
     );
     Ok(())
+}
+
+/// The six intra/inter/mixed values of a pairwise diversity, as a JSON object.
+fn pair_stats(
+    key: &str,
+    d: &diversity::Diversity,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let mut o = serde_json::Map::new();
+    for (name, v) in [
+        ("intra_mean", d.intra_mean),
+        ("intra_std", d.intra_std),
+        ("inter_mean", d.inter_mean),
+        ("inter_std", d.inter_std),
+        ("mixed_mean", d.mixed_mean),
+        ("mixed_std", d.mixed_std),
+    ] {
+        o.insert(name.into(), opt(&format!("{key}.{name}"), v)?);
+    }
+    Ok(o)
 }
 
 /// Every selected metric of samples `a` (against reference `b` where the metric needs one), as
@@ -252,7 +297,11 @@ pub fn compute(
     job.validate()?;
     let needing: Vec<&Metric> = job.metrics.iter().filter(|m| m.needs_reference()).collect();
     let Some(b) = b.or(if needing.is_empty() { Some(a) } else { None }) else {
-        bail!("--metrics {needing:?} compare with a reference: give --ref-features (or --ref for eval)");
+        let needing: Vec<Metric> = needing.into_iter().copied().collect();
+        bail!(
+            "--metrics {} compare with a reference: give --ref-features (or --ref for eval)",
+            names(&needing)
+        );
     };
     let mut out = serde_json::Map::new();
     for m in &job.metrics {
@@ -261,17 +310,7 @@ pub fn compute(
                 let (x, d) = a.rows("embedding")?;
                 let labels = a.labels(x.len() / d)?;
                 let div = diversity::cosine_diversity(&x, d, Some(&labels))?;
-                out.insert(
-                    "diversity".into(),
-                    serde_json::json!({
-                        "intra_mean": div.intra_mean,
-                        "intra_std": div.intra_std,
-                        "inter_mean": div.inter_mean,
-                        "inter_std": div.inter_std,
-                        "mixed_mean": div.mixed_mean,
-                        "mixed_std": div.mixed_std,
-                    }),
-                );
+                out.insert("diversity".into(), pair_stats("diversity", &div)?.into());
                 out.insert(
                     "diversity_info".into(),
                     serde_json::json!({
@@ -289,29 +328,21 @@ pub fn compute(
                     e.context("FD-DINOv2 needs the reference's embedding (or its images)")
                 })?;
                 same_width(m1.len(), m2.len(), "fd_dinov2")?;
-                out.insert(
-                    "fd_dinov2".into(),
-                    fid::frechet_distance(&m1, s1.as_ref(), &m2, s2.as_ref())?.into(),
-                );
+                let fd = fid::frechet_distance(&m1, s1.as_ref(), &m2, s2.as_ref())?;
+                out.insert("fd_dinov2".into(), num("fd_dinov2", fd)?);
             }
             Metric::Lpips => {
                 let (x, d) = a.rows("lpips")?;
                 let labels = a.labels(x.len() / d)?;
                 let div = diversity::squared_l2_diversity(&x, d, Some(&labels))?;
-                out.insert(
-                    "lpips".into(),
-                    serde_json::json!({
-                        "intra_mean": div.intra_mean,
-                        "intra_std": div.intra_std,
-                        "inter_mean": div.inter_mean,
-                        "inter_std": div.inter_std,
-                        "mixed_mean": div.mixed_mean,
-                        "mixed_std": div.mixed_std,
-                        "num_samples": div.num_samples,
-                        "num_pairs": div.num_pairs,
-                        "classes_excluded_single_sample": div.classes_excluded,
-                    }),
+                let mut o = pair_stats("lpips", &div)?;
+                o.insert("num_samples".into(), div.num_samples.into());
+                o.insert("num_pairs".into(), div.num_pairs.into());
+                o.insert(
+                    "classes_excluded_single_sample".into(),
+                    serde_json::json!(div.classes_excluded),
                 );
+                out.insert("lpips".into(), o.into());
             }
             Metric::Vendi => {
                 let (x, d) = a.rows("embedding")?;
@@ -319,7 +350,10 @@ pub fn compute(
                 let (mixed, intra) = diversity::vendi_by_class(&x, d, &labels)?;
                 out.insert(
                     "vendi".into(),
-                    serde_json::json!({ "mixed": mixed, "intra_mean": intra }),
+                    serde_json::json!({
+                        "mixed": num("vendi.mixed", mixed)?,
+                        "intra_mean": opt("vendi.intra_mean", intra)?,
+                    }),
                 );
             }
             Metric::Fid | Metric::Sfid => {
@@ -330,17 +364,13 @@ pub fn compute(
                 let (m1, s1) = a.feature_gaussian(feat)?;
                 let (m2, s2) = b.reference_gaussian(feat, mu, sigma)?;
                 same_width(m1.len(), m2.len(), key)?;
-                out.insert(
-                    key.into(),
-                    fid::frechet_distance(&m1, s1.as_ref(), &m2, s2.as_ref())?.into(),
-                );
+                let fd = fid::frechet_distance(&m1, s1.as_ref(), &m2, s2.as_ref())?;
+                out.insert(key.into(), num(key, fd)?);
             }
             Metric::Is => {
                 let (l, c) = a.rows("logits")?;
-                out.insert(
-                    "inception_score".into(),
-                    inception_score::inception_score(&l, c, job.is_split_size)?.into(),
-                );
+                let is = inception_score::inception_score(&l, c, job.is_split_size)?;
+                out.insert("inception_score".into(), num("inception_score", is)?);
             }
             Metric::Pr | Metric::Dc | Metric::Kid => {
                 let (x, dx) = a.rows("pool")?;
@@ -353,34 +383,22 @@ pub fn compute(
                 match m {
                     Metric::Pr => {
                         let (p, r) = prdc::precision_recall(&y, &x, dx, job.pr_k)?;
-                        out.insert("precision".into(), p.into());
-                        out.insert("recall".into(), r.into());
+                        out.insert("precision".into(), num("precision", p)?);
+                        out.insert("recall".into(), num("recall", r)?);
                     }
                     Metric::Dc => {
                         let (d, c) = prdc::density_coverage(&y, &x, dx, job.dc_k)?;
-                        out.insert("density".into(), d.into());
-                        out.insert("coverage".into(), c.into());
+                        out.insert("density".into(), num("density", d)?);
+                        out.insert("coverage".into(), num("coverage", c)?);
                     }
                     _ => {
                         let (mean, std) =
                             kid::kid(&y, &x, dx, job.kid_subsets, job.kid_subset_size, job.seed)?;
-                        out.insert("kid_mean".into(), mean.into());
-                        out.insert("kid_std".into(), std.into());
+                        out.insert("kid_mean".into(), num("kid_mean", mean)?);
+                        out.insert("kid_std".into(), num("kid_std", std)?);
                     }
                 }
             }
-        }
-    }
-    for (k, v) in &out {
-        let inner: Vec<&serde_json::Value> = match v.as_object() {
-            Some(o) => o.values().collect(),
-            None => vec![v],
-        };
-        if inner
-            .iter()
-            .any(|x| x.as_f64().is_some_and(|x| !x.is_finite()))
-        {
-            bail!("metric {k} came out non-finite; nothing was written");
         }
     }
     Ok(out)

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
 
-use super::embed::{embedding_members, Embedder, Subset};
+use super::embed::{self, embedding_members, Embedder, Subset};
 use super::evaluate::{self, FeatureSet, Metric, MetricSettings};
 use super::progress::Progress;
 use super::{npy, npz, probe_folder, write_with_manifest, Unit};
@@ -136,7 +136,12 @@ pub fn image_batches(path: &Path) -> Result<Vec<PathBuf>> {
             Some(m) => npy::decode_i64(&f, &m.npy)?.data,
             None => Vec::new(),
         };
-        keyed.push((idx.iter().copied().min().unwrap_or(0), idx, f));
+        // Without `indices`, the shard number of `-shard{I}of{S}` orders the batches.
+        let key = match idx.iter().copied().min() {
+            Some(first) => first,
+            None => shard_number(&f).unwrap_or(0) as i64,
+        };
+        keyed.push((key, idx, f));
     }
     keyed.sort_by(|a, b| (a.0, &a.2).cmp(&(b.0, &b.2)));
     let mut seen = std::collections::HashSet::new();
@@ -152,6 +157,13 @@ pub fn image_batches(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(keyed.into_iter().map(|k| k.2).collect())
 }
 
+/// I of a `-shard{I}of{S}` file name.
+fn shard_number(path: &Path) -> Option<usize> {
+    let stem = path.file_stem()?.to_str()?;
+    let rest = &stem[stem.rfind("-shard")? + "-shard".len()..];
+    rest.split("of").next()?.parse().ok()
+}
+
 /// Inception features of every image of `files`, in order, as the members of a features `.npz`.
 pub fn inception_features<B: Backend>(
     be: &B,
@@ -160,6 +172,7 @@ pub fn inception_features<B: Backend>(
     batch: usize,
 ) -> Result<(Vec<npz::Member>, usize)> {
     ensure!(batch >= 1, "--batch must be at least 1");
+    ensure!(!files.is_empty(), "no image batches given");
     let (mut pool, mut spatial, mut logits) = (Vec::new(), Vec::new(), Vec::new());
     let mut total = 0;
     for file in files {
@@ -277,28 +290,71 @@ pub fn run_eval<B: Backend>(be: &B, job: &EvalJob) -> Result<()> {
     if let Some(p) = &job.features_out {
         output_folder(p)?;
     }
-    // Everything a selected metric needs is named before any compute.
+    // Everything a selected metric needs is checked before any compute.
     let inception = match (&job.inception, quality.is_empty()) {
         (Some(p), false) => Some(p),
-        (None, false) => {
-            bail!("--metrics {quality:?} need the FID Inception: give --inception FILE")
-        }
+        (None, false) => bail!(
+            "--metrics {} need the FID Inception: give --inception FILE",
+            evaluate::names(&quality)
+        ),
         _ => None,
     };
     let backbone = match (job.backbone, &job.backbone_weights, diversity.is_empty()) {
         (Some(b), Some(w), false) => Some((b, w)),
         (_, _, false) => bail!(
-            "--metrics {diversity:?} need a diversity backbone: give --backbone (dinov2-b14, clip-b32, lpips-alex, …) and --backbone-weights FILE"
+            "--metrics {} need a diversity backbone: give --backbone (dinov2-b14, clip-b32, lpips-alex, …) and --backbone-weights FILE",
+            evaluate::names(&diversity)
         ),
         _ => None,
     };
+    if let Some((b, _)) = backbone {
+        let lpips = matches!(b, Backbone::LpipsAlex | Backbone::LpipsVgg);
+        for m in &diversity {
+            let fits = match m {
+                Metric::Lpips => lpips,
+                Metric::FdDinov2 => b == Backbone::Dinov2L14,
+                _ => !lpips,
+            };
+            ensure!(
+                fits,
+                "--metrics {} cannot use --backbone {}: lpips needs lpips-alex or lpips-vgg, fd_dinov2 needs dinov2-l14, diversity and vendi need an embedding backbone",
+                evaluate::names(&[*m]),
+                b.name()
+            );
+        }
+        if diversity.iter().any(|m| *m != Metric::FdDinov2) {
+            ensure!(
+                embed::BatchIndex::read(&files)?.labels.is_some(),
+                "--metrics {} need the class of every sample: the batches have no `arr_1` (sitdiv sample writes it)",
+                evaluate::names(&diversity)
+            );
+        }
+    }
     // The reference: a features file, or an ADM reference batch (statistics and/or images).
-    let needs_ref = job.settings.metrics.iter().any(|m| m.needs_reference());
-    let reference_path = match (&job.reference, needs_ref) {
-        (Some(r), true) => Some(r),
-        (None, true) => bail!(
-            "--metrics {:?} compare with a reference: give --ref REF.npz",
-            job.settings.metrics
+    let needing: Vec<Metric> = job
+        .settings
+        .metrics
+        .iter()
+        .copied()
+        .filter(|m| m.needs_reference())
+        .collect();
+    let reference_path = match (&job.reference, needing.is_empty()) {
+        (Some(r), false) => {
+            let keys = npz::keys(r)?;
+            let has = |k: &str| keys.iter().any(|x| x == k);
+            if needing.contains(&Metric::FdDinov2) {
+                ensure!(
+                    has("embedding") || has("arr_0"),
+                    "{}: fd_dinov2 needs reference images (`arr_0`) or an `embedding`; it has: {}",
+                    r.display(),
+                    keys.join(", ")
+                );
+            }
+            Some(r)
+        }
+        (None, false) => bail!(
+            "--metrics {} compare with a reference: give --ref REF.npz",
+            evaluate::names(&needing)
         ),
         _ => None,
     };

@@ -147,6 +147,12 @@ pub fn stream_images(
         );
     }
     let dims = (shape[0], shape[1], shape[2], shape[3]);
+    if dims.1 == 0 || dims.2 == 0 || dims.3 == 0 {
+        bail!(
+            "{}: `{key}` has shape {shape:?}; images need a height, width and channels of at least 1",
+            path.display()
+        );
+    }
     let per = dims.1 * dims.2 * dims.3;
     let mut buf = vec![0u8; rows.max(1) * per];
     let mut start = 0;

@@ -20,6 +20,8 @@ pub const STREAM_NULL: u32 = 1;
 pub const STREAM_LABEL: u32 = 2;
 /// Synthetic weights: `index` is the tensor number in state_dict order.
 pub const STREAM_WEIGHTS: u32 = 3;
+/// Subset draws of the diversity metrics (`--subset-seed`): never the label or noise streams.
+pub const STREAM_SUBSET: u32 = 4;
 
 const M0: u32 = 0xD251_1F53;
 const M1: u32 = 0xCD9E_8D57;
@@ -95,4 +97,15 @@ pub fn uniform(seed: u64, index: u64, draw: u32, stream: u32, len: usize) -> Vec
 pub fn label(seed: u64, index: u64, num_classes: usize) -> i64 {
     let x = philox4x32_10([0, 0, index as u32, STREAM_LABEL], key(seed));
     ((x[0] as u64 * num_classes as u64) >> 32) as i64
+}
+
+/// A uniform integer in 0..n for draw `counter` of `stream`: `(x₀ · n) >> 32` of the block whose
+/// counter is (counter low 32 bits, counter high 32 bits, 0, stream), so 64-bit counters never
+/// wrap onto each other.
+pub fn below(seed: u64, counter: u64, stream: u32, n: usize) -> usize {
+    let x = philox4x32_10(
+        [counter as u32, (counter >> 32) as u32, 0, stream],
+        key(seed),
+    );
+    ((x[0] as u64 * n as u64) >> 32) as usize
 }
