@@ -125,29 +125,14 @@ def main():
 #   u(seed, i, e) = (philox4x32_10(ctr=(e // 4, 0, i, 0), key=(seed, 0))[e % 4] + 0.5) · 2⁻³²
 #   samples   a[i, e] = fl32(u · (0.8 + 0.2 · u)), u = u(1, i, e)   (i < 5000, e < 2048; f64 ops)
 #   reference b[i, e] = fl32(u(2, i, e))
-M32 = np.uint64(0xFFFFFFFF)
-
-
-def philox4x32_10(c0, c1, c2, c3, k0, k1):
-    c = [np.asarray(v, dtype=np.uint64) for v in (c0, c1, c2, c3)]
-    k0, k1 = np.uint64(k0), np.uint64(k1)
-    for r in range(10):
-        if r > 0:
-            k0 = (k0 + np.uint64(0x9E3779B9)) & M32
-            k1 = (k1 + np.uint64(0xBB67AE85)) & M32
-        p0 = np.uint64(0xD2511F53) * c[0]
-        p1 = np.uint64(0xCD9E8D57) * c[2]
-        hi0, lo0 = p0 >> np.uint64(32), p0 & M32
-        hi1, lo1 = p1 >> np.uint64(32), p1 & M32
-        c = [hi1 ^ c[1] ^ k0, lo1, hi0 ^ c[3] ^ k1, lo0]
-    return c
+from dump_golden import philox4x32_10  # noqa: E402  (scripts/ is on sys.path when run as a script)
 
 
 def uniforms(seed, n, d):
     i = np.arange(n, dtype=np.uint64)[:, None]
     e = np.arange(d, dtype=np.uint64)[None, :]
     block = (e // np.uint64(4)) + np.zeros_like(i)
-    lanes = philox4x32_10(block, np.zeros_like(block), i + np.zeros_like(e), np.zeros_like(block), seed, 0)
+    lanes = philox4x32_10([block, np.zeros_like(block), i + np.zeros_like(e), np.zeros_like(block)], seed, 0)
     x = np.choose((e % np.uint64(4)).astype(np.int64) + np.zeros((n, 1), dtype=np.int64), lanes)
     return (x.astype(np.float64) + 0.5) * 2.0**-32
 

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{golden_dir, sitdiv, tmp};
+use common::{fails, golden_dir, sitdiv, tmp};
 use sitdiv::backend::cpu::Cpu;
 use sitdiv::models::dinov2::{Dinov2, Dinov2Config};
 use sitdiv::models::preprocess::Pipeline;
@@ -235,17 +235,6 @@ fn resnet_backbones_run_through_features() {
         assert_eq!(e.len(), 6 * 2048);
         assert!(e.iter().all(|v| v.is_finite()));
     }
-}
-
-fn fails(args: &[&str], needle: &str, out: &Path) {
-    let r = sitdiv(args);
-    let err = String::from_utf8_lossy(&r.stderr);
-    assert!(
-        !r.status.success() && err.contains(needle),
-        "{needle:?} not in {err}"
-    );
-    assert!(!out.exists(), "output written despite the error");
-    println!("{}", err.trim());
 }
 
 #[test]

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::{open, sitdiv, tmp, Report};
+use common::{fails, open, sitdiv, tmp, Report};
 use sitdiv::models::synthetic;
 use sitdiv::pipeline::{npy, npz};
 use sitdiv::sampling::rng;
@@ -265,17 +265,6 @@ fn eval_equals_features_then_metrics_and_reads_run_folders() {
             e[key], f[key]
         );
     }
-}
-
-fn fails(args: &[&str], needle: &str, out: &Path) {
-    let r = sitdiv(args);
-    let err = String::from_utf8_lossy(&r.stderr);
-    assert!(
-        !r.status.success() && err.contains(needle),
-        "{needle:?} not in {err}"
-    );
-    assert!(!out.exists(), "output written despite the error");
-    println!("{}", err.trim());
 }
 
 #[test]

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{open, sitdiv, tmp};
+use common::{fails, open, sitdiv, tmp};
 use sitdiv::pipeline::{npy, npz};
 
 /// Writes set `a` or `b` of the golden file as a features .npz, with `edit` applied.
@@ -148,17 +148,6 @@ fn adm_reference_statistics_give_the_same_fid() {
         ((v["fid"].as_f64().unwrap() - want) / want).abs() < 1e-6,
         "{v}"
     );
-}
-
-fn fails(args: &[&str], needle: &str, out: &Path) {
-    let r = sitdiv(args);
-    let err = String::from_utf8_lossy(&r.stderr);
-    assert!(
-        !r.status.success() && err.contains(needle),
-        "{needle:?} not in {err}"
-    );
-    assert!(!out.exists(), "output written despite the error");
-    println!("{}", err.trim());
 }
 
 #[test]

@@ -106,16 +106,25 @@ pub fn read_only(path: &Path, wanted: &[&str]) -> Result<Vec<Member>> {
     Ok(out)
 }
 
-/// The number of rows of an array, from its header alone.
-pub fn image_count(path: &Path, key: &str) -> Result<usize> {
-    let mut z = open_archive(path)?;
-    let names = names(path, &z)?.join(", ");
-    let mut e = z.by_name(&format!("{key}.npy")).map_err(|_| {
+/// The member `{key}.npy`, or an error listing the arrays the file has.
+fn member<'a>(
+    path: &Path,
+    z: &'a mut ZipArchive<std::fs::File>,
+    key: &str,
+) -> Result<zip::read::ZipFile<'a, std::fs::File>> {
+    let names = names(path, z)?.join(", ");
+    z.by_name(&format!("{key}.npy")).map_err(|_| {
         anyhow::anyhow!(
             "{}: no `{key}` image array (it has: {names})",
             path.display()
         )
-    })?;
+    })
+}
+
+/// The number of rows of an array, from its header alone.
+pub fn image_count(path: &Path, key: &str) -> Result<usize> {
+    let mut z = open_archive(path)?;
+    let mut e = member(path, &mut z, key)?;
     let (_, shape) = super::npy::read_header(path, &mut e)?;
     shape
         .first()
@@ -132,13 +141,7 @@ pub fn stream_images(
     mut f: impl FnMut(&[u8], usize, (usize, usize, usize, usize)) -> Result<()>,
 ) -> Result<(usize, usize, usize, usize)> {
     let mut z = open_archive(path)?;
-    let names = names(path, &z)?.join(", ");
-    let mut e = z.by_name(&format!("{key}.npy")).map_err(|_| {
-        anyhow::anyhow!(
-            "{}: no `{key}` image array (it has: {names})",
-            path.display()
-        )
-    })?;
+    let mut e = member(path, &mut z, key)?;
     let (descr, shape) = super::npy::read_header(path, &mut e)?;
     if descr != "|u1" || shape.len() != 4 {
         bail!(

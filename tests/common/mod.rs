@@ -48,6 +48,18 @@ pub fn sitdiv(args: &[&str]) -> std::process::Output {
     cmd.output().expect("run sitdiv")
 }
 
+/// Runs the binary expecting failure: a non-zero exit, `needle` in stderr, and `out` not written.
+pub fn fails(args: &[&str], needle: &str, out: &std::path::Path) {
+    let r = sitdiv(args);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        !r.status.success() && err.contains(needle),
+        "{needle:?} not in {err}"
+    );
+    assert!(!out.exists(), "output written despite the error");
+    println!("{}", err.trim());
+}
+
 /// max|a − r| / max|r|, the golden README's metric.
 pub fn rel_err(a: &[f32], r: &[f32]) -> f64 {
     assert_eq!(a.len(), r.len(), "length mismatch");
