@@ -13,19 +13,25 @@ use sitdiv::pipeline::{npy, npz};
 use sitdiv::sampling::rng;
 use sitdiv::weights::write_f32_safetensors;
 
-/// The formula Inception weights as a file, written once per test binary.
+/// The formula Inception weights as a file (92 MB), written once under Cargo's test scratch
+/// folder and reused by later runs.
 fn weights() -> &'static str {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        let dir = tmp("inception-weights");
-        let p = dir.join("inception_formula.safetensors");
-        let t: Vec<_> = synthetic::inception(2015)
-            .unwrap()
-            .tensors
-            .into_iter()
-            .map(|(k, (shape, data))| (k, shape, data))
-            .collect();
-        write_f32_safetensors(&p, &t, None).unwrap();
+        let p = Path::new(env!("CARGO_TARGET_TMPDIR")).join("inception_formula_2015.safetensors");
+        if !p.exists() {
+            let t: Vec<_> = synthetic::inception(2015)
+                .unwrap()
+                .tensors
+                .into_iter()
+                .map(|(k, (shape, data))| (k, shape, data))
+                .collect();
+            // Written under a private name, then renamed: concurrent test binaries never read a
+            // partial file.
+            let part = p.with_extension(format!("part{}", std::process::id()));
+            write_f32_safetensors(&part, &t, None).unwrap();
+            std::fs::rename(&part, &p).unwrap();
+        }
         p
     })
     .to_str()
