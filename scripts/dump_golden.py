@@ -45,6 +45,7 @@ The formula (tests/model_inception.rs evaluates the same):
   image n of a case with seed s: pixel (y, x, c) = ⌊256 · u(s, n, (y·W + x)·3 + c)⌋ as uint8.
 """
 import argparse
+import hashlib
 import json
 import sys
 
@@ -235,7 +236,11 @@ def preprocess(out_path):
         pil = Image.fromarray(arr)
         tensors[f"{name}.head"] = arr.reshape(-1)[:64].copy()
         for op, flt, h, w in RESIZES:
-            tensors[f"{name}.{op}"] = np.asarray(pil.resize((w, h), getattr(Image, flt)))
+            out = np.ascontiguousarray(np.asarray(pil.resize((w, h), getattr(Image, flt))))
+            # Every output as its SHA-256; the noise image's in full too, for diagnosis.
+            tensors[f"{name}.{op}.sha256"] = np.frombuffer(hashlib.sha256(out.tobytes()).digest(), dtype=np.uint8).copy()
+            if name == "noise":
+                tensors[f"{name}.{op}"] = out
         outs = {
             "clip": clip(pil, return_tensors="np")["pixel_values"][0],
             "dinov2": dino(pil, return_tensors="np")["pixel_values"][0],
@@ -255,7 +260,7 @@ def preprocess(out_path):
             "mocov3": "torchvision Resize(256, bilinear), CenterCrop(224), ToTensor, Normalize(ImageNet)",
             "simclr": "torchvision CenterCrop(round(0.875 * short side)), Resize((224, 224), bicubic), ToTensor",
         },
-        "stored": "<image>.<resize>: uint8 (H, W, 3); <image>.<processor>: float32 rows 0..8 of (3, 224, 224); <processor>_sum: f64 sum of all",
+        "stored": "<image>.<resize>.sha256: SHA-256 of the uint8 (H, W, 3) output (noise.<resize>: the output itself); <image>.<processor>: float32 rows 0..8 of (3, 224, 224); <processor>_sum: f64 sum of all",
     }
     meta = {
         "format": "sitdiv-golden",
