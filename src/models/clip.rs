@@ -31,17 +31,9 @@ pub struct ClipVisionConfig {
 
 impl ClipVisionConfig {
     pub fn detect(file: &WeightFile) -> Result<Self> {
-        let shape = |n: &str| -> Result<Vec<usize>> {
-            Ok(file
-                .info(n)
-                .with_context(|| {
-                    format!(
-                        "{}: not a CLIP image tower: missing tensor {n}",
-                        file.path().display()
-                    )
-                })?
-                .shape
-                .clone())
+        let shape = |n: &str| {
+            file.shape(n)
+                .with_context(|| format!("{}: not a CLIP image tower", file.path().display()))
         };
         let patch = shape(&format!("{V}.embeddings.patch_embedding.weight"))?;
         let pos = shape(&format!("{V}.embeddings.position_embedding.weight"))?;
@@ -59,12 +51,7 @@ impl ClipVisionConfig {
             file.path().display()
         );
         let d = patch[0];
-        let heads = file
-            .metadata()
-            .get("config")
-            .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
-            .and_then(|c| c["num_attention_heads"].as_u64())
-            .map_or(d / 64, |h| h as usize);
+        let heads = file.config_usize("num_attention_heads").unwrap_or(d / 64);
         let grid = ((pos[0].saturating_sub(1)) as f64).sqrt() as usize;
         ensure!(
             patch.len() == 4 && patch[1] == 3 && heads > 0 && d.is_multiple_of(heads)

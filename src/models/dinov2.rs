@@ -93,13 +93,7 @@ impl Dinov2Config {
                     file.path().display()
                 )
             })?;
-        let shape = |n: &str| -> Result<Vec<usize>> {
-            Ok(file
-                .info(&format!("{prefix}{n}"))
-                .with_context(|| format!("{}: missing tensor {prefix}{n}", file.path().display()))?
-                .shape
-                .clone())
-        };
+        let shape = |n: &str| file.shape(&format!("{prefix}{n}"));
         let d = *shape("embeddings.cls_token")?.last().unwrap_or(&0);
         let proj = shape("embeddings.patch_embeddings.projection.weight")?;
         let pos = shape("embeddings.position_embeddings")?;
@@ -125,12 +119,7 @@ impl Dinov2Config {
         } else {
             Dinov2Names::Transformers5
         };
-        let heads = file
-            .metadata()
-            .get("config")
-            .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
-            .and_then(|c| c["num_attention_heads"].as_u64())
-            .map_or(d / 64, |h| h as usize);
+        let heads = file.config_usize("num_attention_heads").unwrap_or(d / 64);
         let grid = (pos.get(1).copied().unwrap_or(1).saturating_sub(1) as f64).sqrt() as usize;
         ensure!(
             proj.len() == 4 && proj[1] == 3 && proj[2] == proj[3] && pos.len() == 3,
@@ -158,22 +147,15 @@ impl Dinov2Config {
     /// The original release: heads from the metadata config (`num_heads`) or D/64 (as every
     /// released size has), no register tokens.
     fn detect_original(file: &WeightFile) -> Result<Self> {
-        let shape = |n: &str| -> Result<Vec<usize>> {
-            Ok(file
-                .info(n)
-                .with_context(|| format!("{}: missing tensor {n}", file.path().display()))?
-                .shape
-                .clone())
-        };
         ensure!(
             file.info("register_tokens").is_none(),
             "{}: DINOv2 with register tokens is not supported",
             file.path().display()
         );
-        let d = *shape("cls_token")?.last().unwrap_or(&0);
-        let proj = shape("patch_embed.proj.weight")?;
-        let pos = shape("pos_embed")?;
-        let fc1 = shape("blocks.0.mlp.fc1.weight")?;
+        let d = *file.shape("cls_token")?.last().unwrap_or(&0);
+        let proj = file.shape("patch_embed.proj.weight")?;
+        let pos = file.shape("pos_embed")?;
+        let fc1 = file.shape("blocks.0.mlp.fc1.weight")?;
         ensure!(
             fc1.len() == 2,
             "{}: mlp.fc1.weight has shape {fc1:?}, expected 2-D",
@@ -183,12 +165,7 @@ impl Dinov2Config {
             .take_while(|i| file.info(&format!("blocks.{i}.norm1.weight")).is_some())
             .count();
         let grid = (pos.get(1).copied().unwrap_or(1).saturating_sub(1) as f64).sqrt() as usize;
-        let heads = file
-            .metadata()
-            .get("config")
-            .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
-            .and_then(|c| c["num_heads"].as_u64())
-            .map_or(d / 64, |h| h as usize);
+        let heads = file.config_usize("num_heads").unwrap_or(d / 64);
         ensure!(
             proj.len() == 4
                 && pos.len() == 3

@@ -172,6 +172,21 @@ impl WeightFile {
         self.tensors.get(name)
     }
 
+    /// The shape of a tensor, or an error naming the file and the tensor.
+    pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        Ok(self
+            .info(name)
+            .with_context(|| format!("{}: missing tensor {name}", self.path.display()))?
+            .shape
+            .clone())
+    }
+
+    /// A whole-number field of the `config` JSON in the metadata, when there is one.
+    pub fn config_usize(&self, key: &str) -> Option<usize> {
+        let c: serde_json::Value = serde_json::from_str(self.metadata.get("config")?).ok()?;
+        c[key].as_u64().map(|v| v as usize)
+    }
+
     /// The raw bytes of the whole file (for hashing).
     pub fn bytes(&self) -> &[u8] {
         &self.mmap
