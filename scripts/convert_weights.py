@@ -8,8 +8,10 @@
     python scripts/convert_weights.py dinov2-release dinov2_vitl14_pretrain.pth dinov2-l14.safetensors
     python scripts/convert_weights.py clip clip-vit-base-patch32/ clip-b32.safetensors
     python scripts/convert_weights.py mocov3 r-50-1000ep.pth.tar mocov3-r50.safetensors
-    python scripts/convert_weights.py resnet50 simclr-r50-torchvision-names.pth simclr-r50.safetensors
+    python scripts/convert_weights.py simclr r50_1x_sk0.pth simclr-r50.safetensors
+    python scripts/convert_weights.py resnet50 resnet50-torchvision-names.pth resnet50.safetensors
     python scripts/convert_weights.py lpips alex lpips-alex.safetensors      # or vgg
+    python scripts/convert_weights.py dreamsim ./models dreamsim-ensemble.safetensors
 
 sit: a raw state_dict (the released SiT-XL-2-256x256.pt) or a train.py checkpoint ({"model", "ema",
 ...}; the EMA weights are taken, as upstream's find_model does). The constructor arguments go into
@@ -41,12 +43,25 @@ mocov3: MoCo v3's ResNet-50 checkpoint (r-50-{100,300,1000}ep.pth.tar): state_di
 module.base_encoder.* with the prefix removed and the projection head (fc.*) dropped; the momentum
 encoder and predictor are dropped. The result has torchvision's ResNet-50 names.
 
-resnet50: any state_dict already in torchvision's ResNet-50 names (for SimCLR v2, convert the TF
-checkpoint to torchvision names first); fc.* and num_batches_tracked are dropped.
+simclr: SimCLR v2 r50_1x_sk0 as ported to PyTorch by Separius/SimCLRv2-Pytorch (its convert.py
+writes {"resnet": state_dict, "head": ...}): the trunk's module names (net.0 stem, net.{1..4}.blocks.N
+with projection.shortcut / projection.bn.0 and the net.{0..5} conv/BN sequence) renamed to
+torchvision's ResNet-50 (conv1, bn1, layerS.N.conv1..3, bn1..3, downsample.0/1), module by module;
+fc and the contrastive head are dropped. Selective-kernel (sk1) and wider (2x, 3x) models are refused.
+
+resnet50: any state_dict already in torchvision's ResNet-50 names; fc.* and num_batches_tracked are
+dropped.
 
 lpips: the source is the trunk name (alex or vgg): lpips.LPIPS(net=..., version='0.1') with its
 packaged linear heads and torchvision's ImageNet trunk (downloaded by torchvision), saved under the
 lpips state_dict names (net.slice*, lin*.model.1.weight, scaling_layer.*). Needs the lpips package.
+
+dreamsim: the cache folder of `dreamsim.dreamsim(cache_dir=...)` after its first run (the ensemble:
+ensemble_lora/, clip_vitb16_pretrain.pth.tar, open_clip_vitb16_pretrain.pth.tar, and the torch.hub
+DINO ViT-B/16 it fetched into checkpoints/dino_vitbase16_pretrain.pth). The three towers are kept
+under dino.*, clip.*, open_clip.* with the package's DINO-style names (blocks.N.attn.qkv, pos_drop =
+CLIP's ln_pre, proj); the LoRA factors are merged into each target weight, W + (lora_alpha / r) B A,
+in float64. Heads default to embed_dim / 64 (--num-heads to override, for every tower).
 
 Needs: torch, safetensors (pip install torch safetensors).
 """
@@ -190,6 +205,44 @@ def convert_mocov3(args):
     return resnet_trunk(trunk, args.source), {"model": "mocov3 resnet50 base_encoder"}
 
 
+# Separius/SimCLRv2-Pytorch module → torchvision module. A bottleneck's `net` is the sequence
+# conv1x1, BN+ReLU, conv3x3, BN+ReLU, conv1x1, BN; BatchNormRelu is a Sequential whose 0 is the BN.
+SIMCLR_BLOCK = {"net.0": "conv1", "net.1.0": "bn1", "net.2": "conv2", "net.3.0": "bn2", "net.4": "conv3",
+                "net.5.0": "bn3", "projection.shortcut": "downsample.0", "projection.bn.0": "downsample.1"}
+
+
+def simclr_to_torchvision(key):
+    """The torchvision name of a Separius r50_1x_sk0 trunk tensor, or None for fc.*."""
+    if key.startswith("fc."):
+        return None
+    module, param = key.rsplit(".", 1)
+    if module == "net.0.0":
+        return f"conv1.{param}"
+    if module == "net.0.1.0":
+        return f"bn1.{param}"
+    parts = module.split(".")
+    if len(parts) > 4 and parts[0] == "net" and parts[2] == "blocks" and parts[1] in "1234":
+        inner = ".".join(parts[4:])
+        if inner in SIMCLR_BLOCK:
+            return f"layer{parts[1]}.{parts[3]}.{SIMCLR_BLOCK[inner]}.{param}"
+    raise SystemExit(f"SimCLR checkpoint: unexpected tensor {key} (only r50_1x_sk0 is supported)")
+
+
+def convert_simclr(args):
+    ckpt = torch.load(args.source, map_location="cpu", weights_only=False)
+    sd = ckpt.get("resnet", ckpt)
+    if any("mixing_conv" in k or "main_conv" in k for k in sd):
+        raise SystemExit(f"{args.source}: a selective-kernel (sk1) model; only r50_1x_sk0 is supported")
+    if "net.0.0.weight" not in sd:
+        raise SystemExit(f"{args.source}: no net.0.0.weight; not a Separius/SimCLRv2-Pytorch ResNet")
+    trunk = {}
+    for k, v in sd.items():
+        name = simclr_to_torchvision(k)
+        if name is not None:
+            trunk[name] = v
+    return resnet_trunk(trunk, args.source), {"model": "simclr v2 r50_1x_sk0 (Separius port) trunk"}
+
+
 def convert_resnet50(args):
     return resnet_trunk(load_any(args.source), args.source), {"model": "torchvision resnet50 trunk"}
 
@@ -204,8 +257,60 @@ def convert_lpips(args):
     return tensors, {"model": f"lpips v0.1 {args.source}"}
 
 
+DREAMSIM_TOWERS = ("dino", "clip", "open_clip")  # extractor_list order of the ensemble
+
+
+def convert_dreamsim(args):
+    src = args.source
+    paths = {"dino": os.path.join(src, "checkpoints", "dino_vitbase16_pretrain.pth"),
+             "clip": os.path.join(src, "clip_vitb16_pretrain.pth.tar"),
+             "open_clip": os.path.join(src, "open_clip_vitb16_pretrain.pth.tar")}
+    lora_dir = os.path.join(src, "ensemble_lora")
+    for p in list(paths.values()) + [os.path.join(lora_dir, "adapter_config.json")]:
+        if not os.path.exists(p):
+            raise SystemExit(f"{src}: no {os.path.relpath(p, src)}; run dreamsim.dreamsim(cache_dir=...) once to fetch the ensemble")
+    tensors = {}
+    for tower, p in paths.items():
+        sd = torch.load(p, map_location="cpu", weights_only=True)
+        sd = sd.get("state_dict", sd)
+        for k, v in sd.items():
+            tensors[f"{tower}.{k}"] = v.detach().double()
+    with open(os.path.join(lora_dir, "adapter_config.json")) as f:
+        lcfg = json.load(f)
+    for name in ("adapter_model.safetensors", "adapter_model.bin"):
+        if os.path.exists(os.path.join(lora_dir, name)):
+            lsd = load_any(os.path.join(lora_dir, name))
+            break
+    else:
+        raise SystemExit(f"{lora_dir}: no adapter_model.safetensors or adapter_model.bin")
+    if lcfg.get("use_rslora") or lcfg.get("use_dora"):
+        raise SystemExit(f"{lora_dir}: rsLoRA/DoRA adapters are not supported")
+    scale = lcfg["lora_alpha"] / lcfg["r"]
+    merged = 0
+    for k, a in lsd.items():
+        if ".lora_A." not in k:
+            continue
+        b = lsd[k.replace(".lora_A.", ".lora_B.")]
+        # base_model.model.extractor_list.{i}.model.{module}.lora_A[.default].weight
+        head, module = k.split(".lora_A.")[0].split("extractor_list.", 1)[1].split(".model.", 1)
+        target = f"{DREAMSIM_TOWERS[int(head)]}.{module}.weight"
+        if target not in tensors:
+            raise SystemExit(f"{lora_dir}: LoRA for {target}, which the towers do not have")
+        w = tensors[target]
+        delta = b.double().flatten(1) @ a.double().flatten(1)
+        tensors[target] = w + scale * delta.reshape(w.shape)
+        merged += 1
+    if merged == 0:
+        raise SystemExit(f"{lora_dir}: no lora_A weights found")
+    tensors = {k: v.float().contiguous() for k, v in tensors.items()}
+    heads = {t: args.num_heads or tensors[f"{t}.cls_token"].shape[-1] // 64 for t in DREAMSIM_TOWERS}
+    return tensors, {"model": "dreamsim ensemble", "num_heads": heads,
+                     "lora": {"r": lcfg["r"], "lora_alpha": lcfg["lora_alpha"], "merged": merged}}
+
+
 CONVERTERS = {"lpips": convert_lpips, "sit": convert_sit, "vae": convert_vae, "inception": convert_inception, "dinov2": convert_dinov2, "dinov2-release": convert_dinov2_release,
-              "clip": convert_clip, "mocov3": convert_mocov3, "resnet50": convert_resnet50}
+              "clip": convert_clip, "mocov3": convert_mocov3, "resnet50": convert_resnet50, "simclr": convert_simclr,
+              "dreamsim": convert_dreamsim}
 
 
 def main():
@@ -216,6 +321,7 @@ def main():
     ap.add_argument("--model", default="SiT-XL/2", help="sit: upstream name, e.g. SiT-XL/2")
     ap.add_argument("--image-size", type=int, default=256, choices=[256, 512])
     ap.add_argument("--num-classes", type=int, default=1000)
+    ap.add_argument("--num-heads", type=int, default=None, help="dreamsim: attention heads of every tower (default embed_dim / 64)")
     args = ap.parse_args()
     tensors, config = CONVERTERS[args.kind](args)
     meta = {"source": os.path.basename(args.source.rstrip("/"))}

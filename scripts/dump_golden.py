@@ -9,6 +9,8 @@ outputs are committed.
     python scripts/dump_golden.py resnet [--out tests/golden/resnet50_formula.io.safetensors]
     python scripts/dump_golden.py lpips [--out tests/golden/lpips_formula.io.safetensors]
     DINOV2_SRC=path/to/facebookresearch-dinov2 python scripts/dump_golden.py dinov2-release [--out-dir tests/golden]
+    python scripts/dump_golden.py dreamsim [--out-dir tests/golden]
+    SIMCLR_SRC=path/to/Separius-SimCLRv2-Pytorch python scripts/dump_golden.py simclr [--out tests/golden/simclr_formula.io.safetensors]
 
 inception: pytorch-fid's FID Inception-v3 (`fid_inception_v3()`, torchvision's Inception3 with the
 FIDInceptionA/C/E blocks), fed as the ADM evaluator's TensorFlow graph is: uint8 → float →
@@ -461,6 +463,179 @@ def dinov2_release(out_dir):
     print("dinov2 release", tuple(e.shape), float(e.abs().max()), file=sys.stderr)
 
 
+def dreamsim_case(out_dir):
+    """The `dreamsim` package's own ensemble (`dreamsim.dreamsim()`: DINO ViT-B/16 class token of
+    block 11, CLIP and OpenCLIP ViT-B/16 projected embeddings, LoRA on every attn.qkv, the embedding
+    centred and L2-normalised) at a tiny width, on four formula images through its own preprocessing
+    (Resize((224, 224), bicubic), ToTensor). The towers keep the released shapes but the width:
+    DINO 12 blocks (the package reads block 11), 32 wide, 2 heads; CLIP and OpenCLIP 2 blocks, 32
+    wide, 2 heads, projection to 16. Only the model constructors are replaced (the package builds
+    ViT-B/16 from torch.hub): each tower is the package's `VisionTransformer`, the CLIP towers go
+    through its `load_clip_as_dino` / `load_open_clip_as_dino`. Random weights (seed 2026) and LoRA
+    factors (r 16, alpha 8; the release uses alpha 0.5, scaled up here so the LoRA term is well
+    above the test tolerance) are saved in the release's file layout, converted with
+    `convert_weights.py dreamsim` (LoRA merged), and the converted file is committed.
+    Writes dreamsim_tiny.{weights,io}.safetensors. Needs dreamsim 0.2.1, peft, open_clip_torch."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    import dreamsim
+    import peft
+    import torch
+    from PIL import Image
+    from safetensors.numpy import save_file
+    from dreamsim.feature_extraction import extractor
+    from dreamsim.feature_extraction.load_clip_as_dino import load_clip_as_dino
+    from dreamsim.feature_extraction.load_open_clip_as_dino import load_open_clip_as_dino
+    from dreamsim.feature_extraction.vision_transformer import VisionTransformer
+
+    torch.set_num_threads(4)
+    torch.manual_seed(2026)
+    tower = {"patch_size": 16, "embed_dim": 32, "num_heads": 2, "mlp_ratio": 4, "qkv_bias": True}
+    dino_kwargs = dict(tower, depth=12)
+    clip_kwargs = dict(tower, depth=2)
+
+    def randomise(model):
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "norm" in name and name.endswith("weight"):
+                    p.copy_(1 + 0.2 * torch.randn_like(p))
+                elif p.dim() >= 2 and name not in ("pos_embed", "cls_token"):
+                    p.copy_(torch.randn_like(p) / p[0].numel() ** 0.5)
+                else:
+                    p.copy_(0.3 * torch.randn_like(p))
+        return model
+
+    def dino_model():
+        from functools import partial
+        return VisionTransformer(**dino_kwargs, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6))
+
+    src = tempfile.mkdtemp(prefix="dreamsim-golden-")
+    os.makedirs(f"{src}/checkpoints")
+    torch.save(randomise(dino_model()).state_dict(), f"{src}/checkpoints/dino_vitbase16_pretrain.pth")
+    torch.save({"student": {}}, f"{src}/dino_vitb16_pretrain.pth")  # the DINO head: unused by the cls feature
+    for name in ("clip", "open_clip"):
+        vit = VisionTransformer(**clip_kwargs)
+        vit.pos_drop = torch.nn.LayerNorm(vit.embed_dim)  # ln_pre, as the converted CLIP files hold it
+        sd = randomise(vit).state_dict()
+        sd["proj"] = torch.randn(32, 16) / 32 ** 0.5
+        torch.save({"state_dict": sd}, f"{src}/{name}_vitb16_pretrain.pth.tar")
+        # The package's ViT-L path takes constructor arguments from the file: the tiny tower goes
+        # through the same loader.
+        torch.save({"kwargs": clip_kwargs, "state_dict": dict(sd)}, f"{src}/{name}l14_as_dino_vitl.pth.tar")
+
+    def create_model(model_type, load_dir):
+        if model_type == "dino_vitb16":  # torch.hub's dino_vitb16 at the tiny width
+            m = dino_model()
+            m.load_state_dict(torch.load(f"{load_dir}/checkpoints/dino_vitbase16_pretrain.pth", weights_only=True))
+            return m
+        if model_type == "clip_vitb16":
+            return load_clip_as_dino(16, load_dir, l14=True)
+        if model_type == "open_clip_vitb16":
+            return load_open_clip_as_dino(16, load_dir, l14=True)
+        raise SystemExit(f"unexpected tower {model_type}")
+
+    extractor.ViTExtractor.create_model = staticmethod(create_model)
+    # The LoRA adapter in the release's layout (adapter_config.json + weights), random factors.
+    cfg = dreamsim.model.dreamsim_args["model_config"]["ensemble"]
+    base = dreamsim.model.PerceptualModel(**cfg, device="cpu", load_dir=src, normalize_embeds=True)
+    lora = peft.LoraConfig(r=16, lora_alpha=8, lora_dropout=0.3, bias="none", target_modules=["qkv"])
+    with_lora = peft.get_peft_model(base, lora)
+    with torch.no_grad():
+        for name, p in with_lora.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn_like(p) / p.shape[1] ** 0.5)
+    with_lora.save_pretrained(f"{src}/ensemble_lora")
+
+    model, preprocess = dreamsim.dreamsim(pretrained=True, device="cpu", cache_dir=src)
+    names = ["gradient", "checker", "noise", "wide"]
+    x = torch.cat([preprocess(Image.fromarray(formula_image(n))) for n in names])
+    with torch.no_grad():
+        e = model.embed(x)
+        d01 = float(model(x[:1], x[1:2]))
+        plain, _ = dreamsim.dreamsim(pretrained=False, device="cpu", cache_dir=src)
+        e0 = plain.embed(x)
+    lora_effect = float((e - e0).abs().max() / e.abs().max())
+    print("dreamsim", tuple(e.shape), "LoRA changes the embedding by", lora_effect, file=sys.stderr)
+    assert lora_effect > 1e-2, lora_effect
+
+    weights = f"{out_dir}/dreamsim_tiny.weights.safetensors"
+    subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "convert_weights.py"), "dreamsim", src,
+                    weights, "--num-heads", "2"], check=True)
+    config = {"towers": {"dino": dino_kwargs, "clip": clip_kwargs, "open_clip": clip_kwargs}, "images": names,
+              "lora": {"r": 16, "lora_alpha": 8, "target_modules": ["qkv"]}, "seed": 2026}
+    meta = {"format": "sitdiv-golden", "version": "1",
+            "producer": f"scripts/dump_golden.py dreamsim, torch {torch.__version__}, dreamsim 0.2.1, peft {peft.__version__}",
+            "config": json.dumps(config, sort_keys=True)}
+    save_file({"embedding": e.numpy().copy(), "distance_0_1": np.array([d01], dtype=np.float64)},
+              f"{out_dir}/dreamsim_tiny.io.safetensors", metadata=meta)
+    shutil.rmtree(src)
+
+
+def simclr(out_path):
+    """SimCLR v2 r50_1x_sk0 as Separius/SimCLRv2-Pytorch builds it (its resnet.py, from the checkout
+    in $SIMCLR_SRC), holding the ResNet-50 formula weights (seed 2016, torchvision names) moved to
+    its module names by the inverse of `convert_weights.py simclr`'s renaming; a wrong renaming
+    puts tensors in the wrong modules (in a first block, downsample.0 and conv3 have one shape).
+    The converter is run on the saved checkpoint and must give the formula tensors back. Output:
+    the pooled trunk features `net(x).mean([2, 3])` (N, 2048) of the formula images through
+    SimCLR's preprocessing (centre crop 0.875, Resize((224, 224)) bicubic, ToTensor)."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    import torch
+    import torchvision
+    from PIL import Image
+    from safetensors.numpy import save_file
+    from safetensors.torch import load_file
+    from torchvision import transforms as T
+
+    sys.path.insert(0, os.environ["SIMCLR_SRC"])
+    sys.path.insert(0, os.path.dirname(__file__))
+    from convert_weights import simclr_to_torchvision
+    from resnet import get_resnet
+
+    torch.set_num_threads(4)
+    tv = torchvision.models.resnet50(weights=None).state_dict()
+    floats = sorted(k for k, v in tv.items() if v.is_floating_point() and not k.startswith("fc."))
+    formula = {k: torch.from_numpy(formula_tensor(k, tuple(tv[k].shape), floats.index(k), seed=2016)) for k in floats}
+    model, _ = get_resnet(50, 1, 0)
+    sd = model.state_dict()
+    for k in sd:
+        name = simclr_to_torchvision(k)
+        if name is not None and name in formula:
+            assert sd[k].shape == formula[name].shape, (k, name)
+            sd[k] = formula[name]
+    model.load_state_dict(sd)
+    model.eval()
+    tmp = tempfile.mkdtemp(prefix="simclr-golden-")
+    torch.save({"resnet": model.state_dict(), "head": {}}, f"{tmp}/r50_1x_sk0.pth")
+    subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "convert_weights.py"), "simclr",
+                    f"{tmp}/r50_1x_sk0.pth", f"{tmp}/simclr.safetensors"], check=True)
+    back = load_file(f"{tmp}/simclr.safetensors")
+    assert sorted(back) == floats and all(torch.equal(back[k], formula[k]) for k in floats), "converter round trip"
+    shutil.rmtree(tmp)
+
+    def prep(img):
+        side = min(img.size)
+        return T.Compose([T.CenterCrop(round(0.875 * side)), T.Resize((224, 224), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor()])(img)
+
+    names = ["gradient", "noise"]
+    x = torch.stack([prep(Image.fromarray(formula_image(n))) for n in names])
+    with torch.no_grad():
+        pool = model(x).numpy().copy()
+    print("simclr pool max", float(np.abs(pool).max()), file=sys.stderr)
+    meta = {"format": "sitdiv-golden", "version": "1",
+            "producer": f"scripts/dump_golden.py simclr, torch {torch.__version__}, Separius/SimCLRv2-Pytorch resnet.py",
+            "config": json.dumps({"model": "get_resnet(50, 1, 0) with the ResNet-50 formula weights (seed 2016)", "images": names,
+                                  "preprocess": "CenterCrop(round(0.875 * short side)), Resize((224, 224), bicubic), ToTensor"})}
+    save_file({"pool": pool}, out_path, metadata=meta)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -474,10 +649,15 @@ def main():
     p.add_argument("--out", default="tests/golden/lpips_formula.io.safetensors")
     p = sub.add_parser("dinov2-release")
     p.add_argument("--out-dir", dest="out", default="tests/golden")
+    p = sub.add_parser("simclr")
+    p.add_argument("--out", default="tests/golden/simclr_formula.io.safetensors")
+    p = sub.add_parser("dreamsim")
+    p.add_argument("--out-dir", dest="out", default="tests/golden")
     p = sub.add_parser("vit")
     p.add_argument("--out-dir", dest="out", default="tests/golden")
     args = ap.parse_args()
-    {"inception": inception, "preprocess": preprocess, "resnet": resnet, "vit": vit, "lpips": lpips_case, "dinov2-release": dinov2_release}[args.what](args.out)
+    {"inception": inception, "preprocess": preprocess, "resnet": resnet, "vit": vit, "lpips": lpips_case, "dinov2-release": dinov2_release,
+     "dreamsim": dreamsim_case, "simclr": simclr}[args.what](args.out)
 
 
 if __name__ == "__main__":

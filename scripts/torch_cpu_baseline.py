@@ -11,7 +11,8 @@ FID Inception on 256 px images (bilinear resize to 299 inside the timing); --div
 all-pairs cosine-distance stage (f64 Gram matrix, mixed / intra / inter means and stds) on N × 768
 random embeddings in 100 classes, as `sitdiv bench diversity` does; --backbones N times the
 diversity backbones at full size with random weights (transformers Dinov2Model base,
-CLIPVisionModelWithProjection base/32, torchvision resnet50) on N preprocessed 224 px inputs, as a
+CLIPVisionModelWithProjection base/32, torchvision resnet50, and the dreamsim package's ensemble when
+it is installed) on N preprocessed 224 px inputs, as a
 batch of N and one image at a time (preprocessing not included; sitdiv's figures include it).
 """
 import argparse
@@ -168,6 +169,13 @@ def backbones(n):
         one, _ = timed(lambda: [net(x[i : i + 1]) for i in range(n)], 1, 1)
         print(f"| {name} | {n} | {n / med:.2f} | {n / one:.2f} |")
     try:
+        ens = dreamsim_ensemble()
+        med, _ = timed(lambda: ens(x), 1, 3)
+        one, _ = timed(lambda: [ens(x[i : i + 1]) for i in range(n)], 1, 1)
+        print(f"| dreamsim (3 × ViT-B/16) | {n} | {n / med:.2f} | {n / one:.2f} |")
+    except ImportError:
+        pass
+    try:
         import lpips
 
         m = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
@@ -181,6 +189,40 @@ def backbones(n):
         print(f"| lpips-alex, one call per pair (the study's way) | {n} images, {pairs} pairs | {pairs / secs:.2f} pairs/s | {secs:.2f} s |")
     except ImportError:
         pass
+
+
+def dreamsim_ensemble():
+    """The dreamsim package's three ViT-B/16 towers (its own VisionTransformer, CLIP towers as its
+    loaders set them up) with random weights, embedding as PerceptualModel.embed does (LoRA merged:
+    no extra cost). Raises ImportError without the dreamsim package."""
+    from dreamsim.feature_extraction.load_clip_as_dino import QuickGELU
+    from dreamsim.feature_extraction.vision_transformer import vit_base
+
+    towers = []
+    for kind in ("dino", "clip", "open_clip"):
+        m = vit_base(patch_size=16).eval()
+        if kind != "dino":
+            m.pos_drop = torch.nn.LayerNorm(768)
+            if kind == "clip":
+                for blk in m.blocks:
+                    blk.mlp.act = QuickGELU()
+        towers.append((kind, m, torch.randn(768, 512) / 768 ** 0.5))
+
+    def embed(x):
+        feats = []
+        for kind, m, proj in towers:
+            if kind == "dino":  # block 11's class token, as the package's hook reads it
+                t = m.prepare_tokens(x)
+                for blk in m.blocks:
+                    t = blk(t)
+                feats.append(t[:, 0])
+            else:
+                feats.append(m(x) @ proj)
+        e = torch.cat(feats, dim=-1)
+        e = e - e.mean(dim=1, keepdim=True)
+        return e / e.norm(dim=1, keepdim=True)
+
+    return embed
 
 
 if __name__ == "__main__":

@@ -147,6 +147,7 @@ fn diversity_backbones(images: usize) -> Result<()> {
     use crate::backend::cpu::Cpu;
     use crate::models::clip::{ClipVision, ClipVisionConfig};
     use crate::models::dinov2::{Dinov2, Dinov2Config, Dinov2Names};
+    use crate::models::dreamsim::{DreamSim, DreamSimConfig};
     use crate::models::preprocess::{Pipeline, PIPELINE_SIZE};
     use crate::models::resnet::ResNet50;
     let side = 256;
@@ -189,6 +190,12 @@ fn diversity_backbones(images: usize) -> Result<()> {
         ccfg,
     )?;
     let resnet = ResNet50::load(&Cpu, &synthetic::resnet50(0)?)?;
+    let scfg = DreamSimConfig::released();
+    let dreamsim = DreamSim::load(
+        &Cpu,
+        &synthetic::formula_weights(scfg.expected_tensors(), 0)?,
+        scfg,
+    )?;
     use crate::models::lpips::{Lpips, LpipsNet};
     let mut lw = synthetic::formula_weights(LpipsNet::Alex.expected_tensors(), 0)?;
     for (name, (_, data)) in lw.tensors.iter_mut() {
@@ -209,6 +216,11 @@ fn diversity_backbones(images: usize) -> Result<()> {
             "clip-b32 (ViT-B/32)",
             Pipeline::ClipHf,
             Box::new(|x| clip.forward(&Cpu, x, 1)),
+        ),
+        (
+            "dreamsim (3 × ViT-B/16)",
+            Pipeline::DreamSim,
+            Box::new(|x| dreamsim.embed(&Cpu, x, 1)),
         ),
         (
             "mocov3-r50 (ResNet-50)",

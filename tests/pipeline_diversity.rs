@@ -1,5 +1,5 @@
 //! Diversity embeddings end to end: `sitdiv features --backbone …` and `sitdiv eval --metrics
-//! diversity,vendi` on the tiny DINOv2 / CLIP goldens and the ResNet-50 formula weights: equal to
+//! diversity,vendi` on the tiny DINOv2 / CLIP / DreamSim goldens and the ResNet-50 formula weights: equal to
 //! the library, independent of --batch, seeded subsets, labels carried through, bad input.
 
 mod common;
@@ -9,6 +9,7 @@ use std::path::Path;
 use common::{fails, golden_dir, sitdiv, tmp};
 use sitdiv::backend::cpu::Cpu;
 use sitdiv::models::dinov2::{Dinov2, Dinov2Config};
+use sitdiv::models::dreamsim::{DreamSim, DreamSimConfig};
 use sitdiv::models::preprocess::Pipeline;
 use sitdiv::pipeline::{npy, npz};
 use sitdiv::sampling::rng;
@@ -547,4 +548,67 @@ fn fd_dinov2_through_eval_equals_features_then_metrics() {
         "use dinov2-l14",
         &out,
     );
+}
+
+#[test]
+fn dreamsim_runs_through_features_and_refuses_other_weights() {
+    let dir = tmp("div-dreamsim");
+    let (b, imgs) = batch(&dir, true);
+    let w = golden("dreamsim_tiny.weights.safetensors");
+    let out = dir.join("dreamsim.npz");
+    let o = out.to_str().unwrap();
+    ok(&[
+        "features",
+        "--backbone",
+        "dreamsim",
+        "--weights",
+        &w,
+        "--images",
+        &b,
+        "--out",
+        o,
+        "--batch",
+        "4",
+    ]);
+    let (e, _, labels) = arrays(&out);
+    assert_eq!(labels, vec![3, 3, 7, 7, 9, 9]);
+    let file = WeightFile::open(&w).unwrap();
+    let net = DreamSim::load(&Cpu, &file, DreamSimConfig::detect(&file).unwrap()).unwrap();
+    let want: Vec<f32> = imgs
+        .chunks(SIDE * SIDE * 3)
+        .flat_map(|i| {
+            let x = Pipeline::DreamSim.prepare(i, (SIDE, SIDE));
+            net.embed(&Cpu, &x, 1).unwrap()
+        })
+        .collect();
+    assert!(e == want, "sitdiv features differs from the library");
+    std::fs::remove_file(&out).unwrap();
+    for (backbone, weights, needle) in [
+        (
+            "dreamsim",
+            "dinov2_tiny.weights.safetensors",
+            "not dreamsim weights",
+        ),
+        (
+            "clip-b32",
+            "dreamsim_tiny.weights.safetensors",
+            "not clip-b32 weights",
+        ),
+    ] {
+        fails(
+            &[
+                "features",
+                "--backbone",
+                backbone,
+                "--weights",
+                &golden(weights),
+                "--images",
+                &b,
+                "--out",
+                o,
+            ],
+            needle,
+            &out,
+        );
+    }
 }

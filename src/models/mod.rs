@@ -2,6 +2,7 @@
 
 pub mod clip;
 pub mod dinov2;
+pub mod dreamsim;
 pub mod guidance;
 pub mod inception;
 pub mod layers;

@@ -267,6 +267,9 @@ pub enum Pipeline {
     /// dgm-eval's DINOv2 (FD-DINOv2): Resize((224, 224)) bicubic without a crop (the aspect ratio
     /// is not kept), ToTensor, ImageNet mean/std.
     Dinov2Dgm,
+    /// DreamSim (the `dreamsim` package's preprocess): Resize((224, 224)) bicubic without a crop,
+    /// ToTensor; each tower normalises the result with its own mean/std.
+    DreamSim,
     /// MoCo v3 evaluation (torchvision): Resize(256) bilinear, CenterCrop(224), ImageNet mean/std.
     Mocov3,
     /// SimCLR evaluation: centre crop of 0.875 × the shorter side, Resize((224, 224)) bicubic,
@@ -326,16 +329,16 @@ impl Pipeline {
                     norm,
                 )
             }
-            Pipeline::Dinov2Dgm => {
+            Pipeline::Dinov2Dgm | Pipeline::DreamSim => {
                 let r = resize(img, (h, w), (s, s), PilFilter::Bicubic);
-                to_chw(
-                    &r,
-                    (s, s),
-                    Normalize::ToTensor {
+                let norm = match self {
+                    Pipeline::DreamSim => Normalize::Unit,
+                    _ => Normalize::ToTensor {
                         mean: IMAGENET_MEAN,
                         std: IMAGENET_STD,
                     },
-                )
+                };
+                to_chw(&r, (s, s), norm)
             }
             Pipeline::Simclr => {
                 let side = (0.875 * h.min(w) as f64).round_ties_even() as usize;

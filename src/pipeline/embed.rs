@@ -1,4 +1,4 @@
-//! Diversity embeddings of image batches: the backbone (DINOv2, CLIP, MoCo v3 or SimCLR ResNet-50)
+//! Diversity embeddings of image batches: the backbone (DINOv2, CLIP, DreamSim, MoCo v3 or SimCLR ResNet-50)
 //! with its own preprocessing, the labels and global indices saved with the samples, and seeded
 //! subsets (`--max-samples`, `--max-per-class`) whose chosen indices are always written out.
 
@@ -14,6 +14,7 @@ use super::{npy, npz, Unit};
 use crate::backend::Backend;
 use crate::models::clip::{ClipVision, ClipVisionConfig};
 use crate::models::dinov2::{Dinov2, Dinov2Config, Dinov2Names};
+use crate::models::dreamsim::{DreamSim, DreamSimConfig};
 use crate::models::lpips::{Lpips, LpipsNet};
 use crate::models::preprocess::{Pipeline, PIPELINE_SIZE};
 use crate::models::resnet::ResNet50;
@@ -157,6 +158,7 @@ enum Net<B: Backend> {
     Lpips(Lpips<B>),
     Dinov2(Dinov2<B>),
     Clip(ClipVision<B>),
+    DreamSim(DreamSim<B>),
     Resnet50(ResNet50<B>),
 }
 
@@ -214,6 +216,13 @@ impl<B: Backend> Embedder<B> {
                 (
                     Net::Clip(ClipVision::load(be, &file, cfg).with_context(ctx)?),
                     Pipeline::ClipHf,
+                )
+            }
+            Backbone::Dreamsim => {
+                let cfg = DreamSimConfig::detect(&file).with_context(ctx)?;
+                (
+                    Net::DreamSim(DreamSim::load(be, &file, cfg).with_context(ctx)?),
+                    Pipeline::DreamSim,
                 )
             }
             Backbone::Mocov3R50 | Backbone::SimclrR50 => {
@@ -279,6 +288,7 @@ impl<B: Backend> Embedder<B> {
                 Net::Lpips(m) => m.features(be, img, (1, h, w, 3))?,
                 Net::Dinov2(m) => m.forward(be, &self.pipeline.prepare(img, (h, w)), 1, (s, s))?,
                 Net::Clip(m) => m.forward(be, &self.pipeline.prepare(img, (h, w)), 1)?,
+                Net::DreamSim(m) => m.embed(be, &self.pipeline.prepare(img, (h, w)), 1)?,
                 Net::Resnet50(m) => {
                     m.forward(be, &self.pipeline.prepare(img, (h, w)), 1, (s, s))?
                 }

@@ -36,6 +36,10 @@ pub enum Backbone {
     Mocov3R50,
     /// SimCLR v2 ResNet-50 (1×, SK0) trunk (torchvision names), SimCLR's preprocessing, 2048-d.
     SimclrR50,
+    /// DreamSim's ensemble (DINO, CLIP and OpenCLIP ViT-B/16, LoRA merged) as the `dreamsim`
+    /// package embeds: Resize((224, 224)) bicubic, the towers' features concatenated, centred and
+    /// L2-normalised, 1792-d.
+    Dreamsim,
     /// LPIPS v0.1 with the AlexNet trunk at the images' own size: `lpips` rows (N, ~640k at
     /// 256 px), LPIPS(a, b) = ‖row a − row b‖².
     LpipsAlex,
