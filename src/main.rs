@@ -33,6 +33,12 @@ struct Cli {
 enum Command {
     /// Sample latents with an ODE or SDE solver.
     Sample(Box<SampleArgs>),
+    /// Sweeps: a grid of sampler settings cut into work units, run in shards (SLURM arrays),
+    /// resumed, verified and merged into one JSON per run config and a tidy results.csv.
+    Sweep {
+        #[command(subcommand)]
+        action: SweepAction,
+    },
     /// Decode sampler latents with the SD-VAE into an ADM-style .npz of uint8 images.
     Decode {
         /// SD-VAE weights (diffusers, legacy diffusers or original LDM names).
@@ -187,6 +193,50 @@ enum BenchWhat {
         #[command(flatten)]
         device: DeviceArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum SweepAction {
+    /// Check the sweep file and the weights, write plan.json and list the run configs.
+    Plan {
+        #[command(flatten)]
+        target: SweepTarget,
+        /// Shards the array will have (to print the per-shard load).
+        #[arg(long, default_value_t = 1)]
+        num_shards: usize,
+    },
+    /// Compute the units of one shard that are not done (sample → decode → features).
+    Run {
+        #[command(flatten)]
+        target: SweepTarget,
+        #[arg(long, default_value_t = 0)]
+        shard_index: usize,
+        #[arg(long, default_value_t = 1)]
+        num_shards: usize,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// Done / missing / invalid units, per run config and in all.
+    Status {
+        #[command(flatten)]
+        target: SweepTarget,
+    },
+    /// Verify every unit, compute the metrics, write results/<config>.json and results.csv.
+    Merge {
+        #[command(flatten)]
+        target: SweepTarget,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+}
+
+#[derive(Args)]
+struct SweepTarget {
+    /// The sweep file (TOML), e.g. sweeps/cfg.toml.
+    sweep: PathBuf,
+    /// Output folder (default: runs/<sweep name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 /// Where networks run.
@@ -385,6 +435,21 @@ fn on_device(d: &DeviceArgs, job: impl OnBackend) -> Result<()> {
     }
 }
 
+struct SweepRun {
+    target: SweepTarget,
+    shard: Option<(usize, usize, Precision)>,
+}
+
+impl OnBackend for SweepRun {
+    fn run<B: Backend>(self, be: &B) -> Result<()> {
+        let (sweep, out) = (&self.target.sweep, self.target.out.as_deref());
+        match self.shard {
+            Some((i, n, p)) => sitdiv::pipeline::sweep::run(be, sweep, out, i, n, p),
+            None => sitdiv::pipeline::sweep::merge::merge(be, sweep, out),
+        }
+    }
+}
+
 struct SampleRun(SampleJob);
 
 impl OnBackend for SampleRun {
@@ -543,6 +608,36 @@ fn run(cli: Cli) -> Result<()> {
                 iters,
             }),
         ),
+        Command::Sweep { action } => match action {
+            SweepAction::Plan { target, num_shards } => {
+                sitdiv::pipeline::sweep::plan(&target.sweep, target.out.as_deref(), num_shards)
+            }
+            SweepAction::Status { target } => {
+                sitdiv::pipeline::sweep::status(&target.sweep, target.out.as_deref())
+            }
+            SweepAction::Run {
+                target,
+                shard_index,
+                num_shards,
+                device,
+            } => {
+                let p = device.precision;
+                on_device(
+                    &device,
+                    SweepRun {
+                        target,
+                        shard: Some((shard_index, num_shards, p)),
+                    },
+                )
+            }
+            SweepAction::Merge { target, device } => on_device(
+                &device,
+                SweepRun {
+                    target,
+                    shard: None,
+                },
+            ),
+        },
         Command::Inspect { file } => sitdiv::pipeline::inspect::run(&file),
         Command::Metrics {
             features,

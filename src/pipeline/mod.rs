@@ -11,6 +11,7 @@ pub mod npy;
 pub mod npz;
 pub mod progress;
 pub mod sample;
+pub mod sweep;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -86,7 +87,7 @@ fn temp_name(path: &Path) -> PathBuf {
 
 /// A fixed batch of consecutive global sample indices `[start, end)`. Everything that couples
 /// samples (GEMM shapes, dopri5's batch-wide error norm, guidance's doubled batch) stays inside one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Unit {
     pub index: usize,
     pub start: usize,

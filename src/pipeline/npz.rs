@@ -24,6 +24,11 @@ pub fn encode_u8(shape: &[usize], data: &[u8]) -> Vec<u8> {
 
 /// Writes the members atomically as an uncompressed zip (zip64 when large).
 pub fn write(path: &Path, members: &[Member]) -> Result<()> {
+    write_atomic(path, &to_bytes(path, members)?)
+}
+
+/// The bytes of the npz file `write` would write (`path` names it in errors).
+pub fn to_bytes(path: &Path, members: &[Member]) -> Result<Vec<u8>> {
     let mut zw = ZipWriter::new(Cursor::new(Vec::new()));
     let opts = SimpleFileOptions::default()
         .compression_method(CompressionMethod::Stored)
@@ -39,7 +44,7 @@ pub fn write(path: &Path, members: &[Member]) -> Result<()> {
         .finish()
         .with_context(|| format!("{}: finishing the zip", path.display()))?
         .into_inner();
-    write_atomic(path, &bytes)
+    Ok(bytes)
 }
 
 /// Reads every member of an npz as raw `.npy` bytes, keyed by name without `.npy`.

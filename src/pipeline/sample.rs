@@ -7,7 +7,7 @@ use anyhow::{bail, ensure, Result};
 use serde::Serialize;
 
 use super::decode::decode_images;
-use super::inputs::{read_inputs, UnitNoise};
+use super::inputs::{read_inputs, Inputs, UnitNoise};
 use super::progress::Progress;
 use super::{npy, npz};
 use super::{shard_units, write_with_manifest, Unit};
@@ -307,7 +307,7 @@ impl SampleJob {
         }
     }
 
-    fn guidance(&self) -> Option<Guidance> {
+    pub fn guidance(&self) -> Option<Guidance> {
         (self.cfg > 1.0).then(|| Guidance {
             scale: self.cfg as f32,
             interval: self.cfg_interval.map(|(lo, hi)| (lo as f32, hi as f32)),
@@ -397,12 +397,8 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
             super::probe_folder(dir)?;
         }
     }
-    let guidance = job.guidance();
-    let guided = guidance.is_some();
-    if guided && cfg.label_rows() == cfg.num_classes {
-        bail!("--cfg {} needs the null-class embedding, but these weights have none (class_dropout_prob = 0)", job.cfg);
-    }
-    let inputs = read_inputs(job, &cfg, guided)?;
+    check_guidance(job, &cfg)?;
+    let inputs = read_inputs(job, &cfg, job.guidance().is_some())?;
     let units = shard_units(
         inputs.num_samples,
         job.unit_size,
@@ -423,76 +419,23 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
         job.steps
     );
 
+    let sampler = UnitSampler {
+        be,
+        model: &model,
+        job,
+        inputs: &inputs,
+        schedule: &schedule,
+    };
     let mut latents = Vec::new();
     let mut labels: Vec<i64> = Vec::new();
     let mut calls = 0usize;
     let total: usize = units.iter().map(Unit::len).sum();
     let progress = Progress::new(total as u64);
     for unit in &units {
-        let n = unit.len();
-        let mut z = Vec::with_capacity(n * len);
-        let mut y = Vec::with_capacity(n);
-        for i in unit.start..unit.end {
-            match &inputs.z {
-                Some(a) => z.extend_from_slice(&a.data[i * len..(i + 1) * len]),
-                None => z.extend(rng::gaussian(job.seed, i as u64, 0, rng::STREAM_COND, len)),
-            }
-            y.push(match &inputs.y {
-                Some(l) => l[i],
-                None => job.label_of(i, cfg.num_classes),
-            });
-        }
-        labels.extend_from_slice(&y);
-        if guided {
-            z.extend_from_within(..);
-            y.extend(std::iter::repeat_n(model.null_class() as i64, n));
-        }
-        let mut vel = SiTVelocity {
-            be,
-            model: &model,
-            y,
-            guidance,
-        };
-        let out = match job.method {
-            Method::Ode(m) => {
-                let settings = OdeSettings {
-                    method: m,
-                    path: job.path,
-                    prediction: job.prediction,
-                    tol: Tolerances {
-                        atol: job.atol,
-                        rtol: job.rtol,
-                    },
-                };
-                let r = ode::sample(&mut vel, settings, z, &schedule.grid, false)?;
-                calls += r.nfe();
-                r.sample
-            }
-            Method::Sde(m) => {
-                let settings = SdeSettings {
-                    method: m,
-                    path: job.path,
-                    prediction: job.prediction,
-                    form: job.diffusion_form,
-                    norm: job.diffusion_norm,
-                    last_step: job.last_step,
-                    last_step_size: schedule.last_step_size,
-                };
-                let mut noise = UnitNoise {
-                    replay: inputs.replay.as_ref(),
-                    seed: job.seed,
-                    unit: *unit,
-                    guided,
-                    num_samples: inputs.num_samples,
-                    len,
-                };
-                let r = sde::sample(&mut vel, settings, z, &schedule.grid, &mut noise, false)?;
-                calls += r.eval_t.len();
-                r.sample
-            }
-        };
-        // Keep the conditional half (`samples.chunk(2)[0]`).
-        latents.extend_from_slice(&out[..n * len]);
+        let out = sampler.sample(*unit)?;
+        latents.extend(out.latents);
+        labels.extend(out.labels);
+        calls += out.network_forwards;
         progress.unit_done(unit);
     }
     progress.finish();
@@ -560,7 +503,121 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
     Ok(())
 }
 
-fn hostname() -> String {
+/// Refuses guidance when the weights have no null-class row.
+pub fn check_guidance(job: &SampleJob, cfg: &SiTConfig) -> Result<()> {
+    if job.guidance().is_some() && cfg.label_rows() == cfg.num_classes {
+        bail!("--cfg {} needs the null-class embedding, but these weights have none (class_dropout_prob = 0)", job.cfg);
+    }
+    Ok(())
+}
+
+/// What one work unit produced.
+pub struct UnitSamples {
+    /// (n, C, h, w), the conditional half.
+    pub latents: Vec<f32>,
+    pub labels: Vec<i64>,
+    pub network_forwards: usize,
+}
+
+/// Samples work units of one job: everything a unit needs besides its index range.
+pub struct UnitSampler<'a, B: Backend> {
+    pub be: &'a B,
+    pub model: &'a SiT<B>,
+    pub job: &'a SampleJob,
+    pub inputs: &'a Inputs,
+    pub schedule: &'a Schedule,
+}
+
+impl<B: Backend> UnitSampler<'_, B> {
+    /// The samples of `unit`: their noise and labels are functions of (seed, global index), so a
+    /// unit gives the same bits whichever process runs it.
+    pub fn sample(&self, unit: Unit) -> Result<UnitSamples> {
+        let (job, model, inputs) = (self.job, self.model, self.inputs);
+        let cfg = &model.config;
+        let len = cfg.sample_len();
+        let guidance = job.guidance();
+        let guided = guidance.is_some();
+        let n = unit.len();
+        let mut z = Vec::with_capacity(n * len);
+        let mut y = Vec::with_capacity(n);
+        for i in unit.start..unit.end {
+            match &inputs.z {
+                Some(a) => z.extend_from_slice(&a.data[i * len..(i + 1) * len]),
+                None => z.extend(rng::gaussian(job.seed, i as u64, 0, rng::STREAM_COND, len)),
+            }
+            y.push(match &inputs.y {
+                Some(l) => l[i],
+                None => job.label_of(i, cfg.num_classes),
+            });
+        }
+        let labels = y.clone();
+        if guided {
+            z.extend_from_within(..);
+            y.extend(std::iter::repeat_n(model.null_class() as i64, n));
+        }
+        let mut vel = SiTVelocity {
+            be: self.be,
+            model,
+            y,
+            guidance,
+        };
+        let (out, network_forwards) = match job.method {
+            Method::Ode(m) => {
+                let settings = OdeSettings {
+                    method: m,
+                    path: job.path,
+                    prediction: job.prediction,
+                    tol: Tolerances {
+                        atol: job.atol,
+                        rtol: job.rtol,
+                    },
+                };
+                let r = ode::sample(&mut vel, settings, z, &self.schedule.grid, false)?;
+                let nfe = r.nfe();
+                (r.sample, nfe)
+            }
+            Method::Sde(m) => {
+                let settings = SdeSettings {
+                    method: m,
+                    path: job.path,
+                    prediction: job.prediction,
+                    form: job.diffusion_form,
+                    norm: job.diffusion_norm,
+                    last_step: job.last_step,
+                    last_step_size: self.schedule.last_step_size,
+                };
+                let mut noise = UnitNoise {
+                    replay: inputs.replay.as_ref(),
+                    seed: job.seed,
+                    unit,
+                    guided,
+                    num_samples: inputs.num_samples,
+                    len,
+                };
+                let r = sde::sample(
+                    &mut vel,
+                    settings,
+                    z,
+                    &self.schedule.grid,
+                    &mut noise,
+                    false,
+                )?;
+                let nfe = r.eval_t.len();
+                (r.sample, nfe)
+            }
+        };
+        // Keep the conditional half (`samples.chunk(2)[0]`).
+        let mut latents = out;
+        latents.truncate(n * len);
+        Ok(UnitSamples {
+            latents,
+            labels,
+            network_forwards,
+        })
+    }
+}
+
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()

@@ -1,0 +1,356 @@
+//! `sitdiv sweep merge`: every unit verified, each run config's units concatenated in sample
+//! order, its metrics computed, one JSON per run config and a tidy `results.csv` written. Result
+//! files hold no times or hosts (those go to the `.manifest.json` beside each), so identical work
+//! gives identical bytes.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{bail, ensure, Context, Result};
+
+use super::spec::{enum_name, InceptionSource, RunConfig};
+use super::units::{Plan, UnitState};
+use crate::backend::Backend;
+use crate::models::inception::InceptionV3;
+use crate::models::synthetic;
+use crate::pipeline::embed::{embedding_members, Embedder, Subset};
+use crate::pipeline::evaluate::{self, FeatureSet, Metric, MetricSettings};
+use crate::pipeline::features::inception_features;
+use crate::pipeline::{npy, npz, write_atomic, write_with_manifest};
+use crate::weights::WeightFile;
+
+/// The rows of one array across a run config's units: (values, width) or int64 values.
+#[derive(Default)]
+struct Rows {
+    f32: Vec<f32>,
+    width: usize,
+    i64: Vec<i64>,
+    count: usize,
+}
+
+/// Concatenates the named arrays of a run config's unit files in plan order.
+fn gather(plan: &Plan, config: usize, keys: &[String]) -> Result<Vec<Rows>> {
+    let mut out: Vec<Rows> = keys.iter().map(|_| Rows::default()).collect();
+    for u in plan.units.iter().filter(|u| u.config == config) {
+        let path = plan.unit_file(u);
+        let wanted: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let members = npz::read_only(&path, &wanted)?;
+        for (k, rows) in keys.iter().zip(out.iter_mut()) {
+            let m = members
+                .iter()
+                .find(|m| &m.key == k)
+                .with_context(|| format!("{}: no `{k}`", path.display()))?;
+            if k == "indices" || k == "labels" || k.ends_with(".indices") {
+                let a = npy::decode_i64(&path, &m.npy)?;
+                rows.count += a.data.len();
+                rows.i64.extend(a.data);
+            } else {
+                let a = npy::decode_f32(&path, &m.npy)?;
+                ensure!(a.shape.len() == 2, "{}: `{k}` is not 2-D", path.display());
+                if a.shape[0] > 0 {
+                    ensure!(
+                        rows.count == 0 || rows.width == a.shape[1],
+                        "{}: `{k}` has width {}, other units {}",
+                        path.display(),
+                        a.shape[1],
+                        rows.width
+                    );
+                    rows.width = a.shape[1];
+                }
+                rows.count += a.shape[0];
+                rows.f32.extend(a.data);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn f32_member(key: &str, r: &Rows) -> npz::Member {
+    npz::Member {
+        key: key.into(),
+        npy: npy::encode_f32(&[r.count, r.width], &r.f32),
+    }
+}
+
+fn i64_member(key: &str, v: &[i64]) -> npz::Member {
+    npz::Member {
+        key: key.into(),
+        npy: npy::encode_i64(&[v.len()], v),
+    }
+}
+
+/// Reference features for the quality metrics: a features file or ADM statistics as they are,
+/// else the Inception run on its images.
+fn quality_reference<B: Backend>(
+    be: &B,
+    plan: &Plan,
+    settings: &MetricSettings,
+) -> Result<Option<FeatureSet>> {
+    let Some(r) = &plan.sweep.reference else {
+        return Ok(None);
+    };
+    if !settings.metrics.iter().any(|m| m.needs_reference()) {
+        return Ok(None);
+    }
+    let keys = npz::keys(r)?;
+    let mut set = if keys.iter().any(|k| k == "pool") {
+        FeatureSet::open(r)?
+    } else {
+        FeatureSet::from_members(r, npz::read_only(r, &["mu", "sigma", "mu_s", "sigma_s"])?)
+    };
+    if settings.needs_reference_features(&set) {
+        ensure!(
+            keys.iter().any(|k| k == "arr_0"),
+            "{}: the metrics need reference images (`arr_0`) or features (`pool`…); it has: {}",
+            r.display(),
+            keys.join(", ")
+        );
+        let net = match &plan.sweep.inception {
+            Some(InceptionSource::File(p)) => InceptionV3::load(be, &WeightFile::open(p)?)?,
+            Some(InceptionSource::Formula) => InceptionV3::load(be, &synthetic::inception(2015)?)?,
+            None => bail!("the reference's features need the Inception"),
+        };
+        log::info!("Inception features of the reference {}", r.display());
+        let (m, _) = inception_features(be, &net, std::slice::from_ref(r), 16)?;
+        set.extend(m);
+    }
+    Ok(Some(set))
+}
+
+/// The FD-DINOv2 reference: its `embedding`, or its images through the backbone.
+fn embedding_reference<B: Backend>(be: &B, plan: &Plan, backbone: usize) -> Result<FeatureSet> {
+    let spec = &plan.sweep.backbones[backbone];
+    let r = plan
+        .sweep
+        .reference
+        .as_ref()
+        .context("fd_dinov2 needs [evaluation] reference")?;
+    let keys = npz::keys(r)?;
+    if keys.iter().any(|k| k == "embedding") {
+        return FeatureSet::open(r);
+    }
+    ensure!(
+        keys.iter().any(|k| k == "arr_0"),
+        "{}: fd_dinov2 needs reference images (`arr_0`) or an `embedding`; it has: {}",
+        r.display(),
+        keys.join(", ")
+    );
+    let (emb, _) = Embedder::load(be, spec.backbone, &spec.weights)?;
+    let (m, _) = embedding_members(be, &emb, std::slice::from_ref(r), &Subset::default(), 16)?;
+    Ok(FeatureSet::from_members(r, m))
+}
+
+/// One tidy CSV row per value of a metric object: (metric, scope, statistic, value).
+fn tidy(
+    metric_values: &serde_json::Map<String, serde_json::Value>,
+) -> Vec<(String, String, String, String)> {
+    let mut out = Vec::new();
+    let cell = |v: &serde_json::Value| match v {
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => String::new(),
+    };
+    for (key, v) in metric_values {
+        match (key.as_str(), v) {
+            ("diversity" | "lpips", serde_json::Value::Object(o)) => {
+                for scope in ["intra", "inter", "mixed"] {
+                    for stat in ["mean", "std"] {
+                        if let Some(x) = o.get(&format!("{scope}_{stat}")) {
+                            out.push((key.clone(), scope.into(), stat.into(), cell(x)));
+                        }
+                    }
+                }
+            }
+            ("vendi", serde_json::Value::Object(o)) => {
+                if let Some(x) = o.get("mixed") {
+                    out.push((key.clone(), "mixed".into(), "value".into(), cell(x)));
+                }
+                if let Some(x) = o.get("intra_mean") {
+                    out.push((key.clone(), "intra".into(), "mean".into(), cell(x)));
+                }
+            }
+            ("kid_mean", x) => out.push(("kid".into(), "all".into(), "mean".into(), cell(x))),
+            ("kid_std", x) => out.push(("kid".into(), "all".into(), "std".into(), cell(x))),
+            (_, serde_json::Value::Number(_)) => {
+                out.push((key.clone(), "all".into(), "value".into(), cell(v)))
+            }
+            _ => {} // details such as diversity_info
+        }
+    }
+    out
+}
+
+const CSV_HEADER: &str = "config,mode,method,steps,cfg,cfg_interval,interval_mode,diffusion_form,diffusion_norm,last_step,last_step_size,samples_per_class,num_samples,seed,backbone,metric,scope,statistic,value\n";
+
+fn csv_prefix(c: &RunConfig) -> String {
+    let opt = |v: Option<String>| v.unwrap_or_default();
+    format!(
+        "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+        c.id,
+        c.mode,
+        c.method,
+        c.steps,
+        c.cfg,
+        opt(c.cfg_interval.map(|(a, b)| format!("{a}-{b}"))),
+        opt(c.interval_mode.map(|m| enum_name(&m))),
+        opt(c.diffusion_form.map(|f| enum_name(&f))),
+        opt(c.diffusion_norm.map(|v| v.to_string())),
+        opt(c.last_step.map(|l| enum_name(&l))),
+        opt(c.last_step_size.map(|v| v.to_string())),
+        c.samples_per_class,
+        c.num_samples,
+        c.seed
+    )
+}
+
+/// `sitdiv sweep merge`.
+pub fn merge<B: Backend>(be: &B, sweep_file: &Path, out: Option<&Path>) -> Result<()> {
+    let plan = super::load_plan(sweep_file, out)?;
+    let mut missing = Vec::new();
+    for u in &plan.units {
+        match plan.state(u) {
+            UnitState::Done => {}
+            UnitState::Missing => {
+                missing.push(format!("{} (missing)", plan.unit_file(u).display()))
+            }
+            UnitState::Invalid(why) => {
+                missing.push(format!("{} ({why})", plan.unit_file(u).display()))
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let shown: Vec<&String> = missing.iter().take(20).collect();
+        bail!(
+            "sweep {}: {} of {} units are not done; run `sitdiv sweep run` for them first:\n  {}{}",
+            plan.sweep.name,
+            missing.len(),
+            plan.units.len(),
+            shown
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("\n  "),
+            if missing.len() > shown.len() {
+                format!("\n  … and {} more", missing.len() - shown.len())
+            } else {
+                String::new()
+            }
+        );
+    }
+    let quality = MetricSettings {
+        metrics: plan.sweep.quality_metrics.clone(),
+        kid_subsets: 100,
+        kid_subset_size: 1000,
+        seed: 0,
+        is_split_size: 5000,
+        pr_k: 3,
+        dc_k: 5,
+    };
+    let q_ref = if quality.metrics.is_empty() {
+        None
+    } else {
+        quality_reference(be, &plan, &quality)?
+    };
+    let mut fd_refs: Vec<Option<FeatureSet>> = Vec::new();
+    for (i, b) in plan.sweep.backbones.iter().enumerate() {
+        fd_refs.push(if b.metrics.contains(&Metric::FdDinov2) {
+            Some(embedding_reference(be, &plan, i)?)
+        } else {
+            None
+        });
+    }
+    let results = plan.out.join("results");
+    let mut csv = String::from(CSV_HEADER);
+    for (ci, c) in plan.configs.iter().enumerate() {
+        let prefix = csv_prefix(c);
+        let mut doc = serde_json::Map::new();
+        doc.insert("sweep".into(), plan.sweep.name.clone().into());
+        doc.insert("config".into(), serde_json::to_value(c)?);
+        doc.insert("num_classes".into(), plan.classes.len().into());
+        if !quality.metrics.is_empty() {
+            let keys: Vec<String> = ["pool", "spatial", "logits"].map(String::from).to_vec();
+            let rows = gather(&plan, ci, &keys)?;
+            let set = FeatureSet::from_members(
+                &plan.out.join("units").join(&c.id),
+                keys.iter()
+                    .zip(&rows)
+                    .map(|(k, r)| f32_member(k, r))
+                    .collect(),
+            );
+            let v = evaluate::compute(&quality, &set, q_ref.as_ref())
+                .with_context(|| format!("run config {}", c.id))?;
+            for (m, scope, stat, val) in tidy(&v) {
+                let _ = writeln!(csv, "{prefix},,{m},{scope},{stat},{val}");
+            }
+            doc.insert("quality".into(), v.into());
+        }
+        let mut per_backbone = serde_json::Map::new();
+        for (bi, spec) in plan.sweep.backbones.iter().enumerate() {
+            let name = spec.backbone.name();
+            let mut keys = vec![spec.key()];
+            keys.push(if spec.is_lpips() {
+                format!("{name}.indices")
+            } else {
+                "labels".into()
+            });
+            let mut rows = gather(&plan, ci, &keys)?;
+            // LPIPS rows cover a subset: their labels come from the full label list.
+            let labels = if spec.is_lpips() {
+                let all = gather(&plan, ci, &["indices".into(), "labels".into()])?;
+                let by_index: std::collections::HashMap<i64, i64> = all[0]
+                    .i64
+                    .iter()
+                    .copied()
+                    .zip(all[1].i64.iter().copied())
+                    .collect();
+                rows[1].i64.iter().map(|i| by_index[i]).collect()
+            } else {
+                std::mem::take(&mut rows[1].i64)
+            };
+            let kind = if spec.is_lpips() {
+                "lpips"
+            } else {
+                "embedding"
+            };
+            let set = FeatureSet::from_members(
+                &plan.out.join("units").join(&c.id),
+                vec![f32_member(kind, &rows[0]), i64_member("labels", &labels)],
+            );
+            let settings = MetricSettings {
+                metrics: spec.metrics.clone(),
+                ..quality.clone()
+            };
+            let v = evaluate::compute(&settings, &set, fd_refs[bi].as_ref())
+                .with_context(|| format!("run config {}, backbone {name}", c.id))?;
+            for (m, scope, stat, val) in tidy(&v) {
+                let _ = writeln!(csv, "{prefix},{name},{m},{scope},{stat},{val}");
+            }
+            per_backbone.insert(name, v.into());
+        }
+        if !per_backbone.is_empty() {
+            doc.insert("backbones".into(), per_backbone.into());
+        }
+        let path = results.join(format!("{}.json", c.id));
+        let manifest = serde_json::json!({
+            "tool": "sitdiv sweep merge",
+            "version": env!("CARGO_PKG_VERSION"),
+            "sweep_sha256": plan.sweep.file_sha256,
+            "weights_sha256": plan.hashes,
+            "device": be.name(),
+            "host": crate::pipeline::sample::hostname(),
+            "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        });
+        let text = serde_json::to_string_pretty(&serde_json::Value::Object(doc))? + "\n";
+        write_with_manifest(&path, &manifest, |p| write_atomic(p, text.as_bytes()))?;
+        log::info!("wrote {}", path.display());
+    }
+    let path = plan.out.join("results.csv");
+    write_atomic(&path, csv.as_bytes())?;
+    println!(
+        "merged {} run configs of sweep {} → {} and {}",
+        plan.configs.len(),
+        plan.sweep.name,
+        results.display(),
+        path.display()
+    );
+    Ok(())
+}

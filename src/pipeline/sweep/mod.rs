@@ -1,0 +1,326 @@
+//! `sitdiv sweep plan|run|status|merge`: a sweep file expanded into work units (run config ×
+//! class × index range), the units of one shard sampled, decoded and embedded into verified unit
+//! files, progress reported, and the finished sweep merged into one JSON per run config and a
+//! tidy `results.csv`.
+//!
+//! Output folder layout:
+//! ```text
+//! plan.json                          run configs and unit counts
+//! units/<config>/c<class>-<start>-<end>.npz (+ .manifest.json)
+//! completed.log                      one line per unit written (path, checksum)
+//! results/<config>.json (+ .manifest.json), results.csv
+//! ```
+
+pub mod merge;
+pub mod spec;
+pub mod units;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+
+use self::spec::{InceptionSource, Sweep};
+use self::units::{sample_job, write_unit, FaultHook, Plan, PlannedUnit, UnitState};
+use super::decode::{decode_images, load_vae};
+use super::embed::Embedder;
+use super::inputs::read_inputs;
+use super::sample::{load_model, UnitSampler};
+use super::{npy, npz};
+use crate::backend::Backend;
+use crate::models::inception::{InceptionV3, LOGITS_DIM, POOL_DIM, SPATIAL_DIM};
+use crate::models::synthetic;
+use crate::weights::WeightFile;
+
+/// The output folder: `--out`, else `runs/<sweep name>`.
+pub fn out_dir(sweep: &Sweep, out: Option<&Path>) -> PathBuf {
+    out.map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("runs").join(&sweep.name))
+}
+
+pub(crate) fn load_plan(sweep_file: &Path, out: Option<&Path>) -> Result<Plan> {
+    let sweep = Sweep::load(sweep_file)?;
+    let dir = out_dir(&sweep, out);
+    Plan::new(sweep, &dir)
+}
+
+/// `sitdiv sweep plan`: checks the sweep, writes `plan.json` and prints the run configs.
+pub fn plan(sweep_file: &Path, out: Option<&Path>, num_shards: usize) -> Result<()> {
+    let plan = load_plan(sweep_file, out)?;
+    ensure!(num_shards >= 1, "--num-shards must be at least 1");
+    plan.write()?;
+    println!(
+        "sweep {}: {} run configs, {} classes, {} work units of ≤ {} samples → {}",
+        plan.sweep.name,
+        plan.configs.len(),
+        plan.classes.len(),
+        plan.units.len(),
+        plan.sweep.unit_size,
+        plan.out.display()
+    );
+    println!("| config | samples | units |");
+    println!("|---|---|---|");
+    for (i, c) in plan.configs.iter().enumerate() {
+        let n = plan.units.iter().filter(|u| u.config == i).count();
+        println!("| {} | {} | {n} |", c.id, c.num_samples);
+    }
+    let per = plan.shard(0, num_shards)?.len();
+    println!(
+        "{num_shards} shard(s): shard 0 runs {per} units (array: --array=0-{})",
+        num_shards - 1
+    );
+    Ok(())
+}
+
+/// The networks a shard needs, loaded once.
+struct Networks<B: Backend> {
+    sit: crate::models::sit::SiT<B>,
+    vae: crate::models::vae::AutoencoderKL<B>,
+    inception: Option<InceptionV3<B>>,
+    embedders: Vec<Embedder<B>>,
+}
+
+fn load_networks<B: Backend>(be: &B, plan: &Plan) -> Result<Networks<B>> {
+    let job = sample_job(&plan.sweep, &plan.configs[0], &plan.classes)?;
+    let (sit, _) = load_model(be, &job)?;
+    let (vae, _) = load_vae(be, &plan.sweep.vae)?;
+    ensure!(
+        vae.config.latent_channels == sit.config.in_channels,
+        "{}: the VAE decodes {} latent channels, but the model samples {}",
+        plan.sweep.vae.display(),
+        vae.config.latent_channels,
+        sit.config.in_channels
+    );
+    let inception = match &plan.sweep.inception {
+        Some(InceptionSource::File(p)) => {
+            let f = WeightFile::open(p)?;
+            Some(
+                InceptionV3::load(be, &f)
+                    .with_context(|| format!("{}: not the FID Inception weights", p.display()))?,
+            )
+        }
+        Some(InceptionSource::Formula) => {
+            Some(InceptionV3::load(be, &synthetic::inception(2015)?)?)
+        }
+        None => None,
+    };
+    let embedders = plan
+        .sweep
+        .backbones
+        .iter()
+        .map(|b| Embedder::load(be, b.backbone, &b.weights).map(|(e, _)| e))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Networks {
+        sit,
+        vae,
+        inception,
+        embedders,
+    })
+}
+
+/// Sample → decode → features of one unit, as npz members.
+fn compute_unit<B: Backend>(
+    be: &B,
+    plan: &Plan,
+    nets: &Networks<B>,
+    u: &PlannedUnit,
+) -> Result<Vec<npz::Member>> {
+    let c = &plan.configs[u.config];
+    let job = sample_job(&plan.sweep, c, &plan.classes)?;
+    let schedule = job.schedule()?;
+    let inputs = read_inputs(&job, &nets.sit.config, job.guidance().is_some())?;
+    let sampler = UnitSampler {
+        be,
+        model: &nets.sit,
+        job: &job,
+        inputs: &inputs,
+        schedule: &schedule,
+    };
+    let out = sampler.sample(u.unit)?;
+    let n = u.unit.len();
+    let len = nets.sit.config.sample_len();
+    if let Some(bad) = out.latents.iter().position(|v| !v.is_finite()) {
+        anyhow::bail!(
+            "run config {}: sampling produced a non-finite value (sample {})",
+            c.id,
+            u.unit.start + bad / len
+        );
+    }
+    let s = nets.sit.config.input_size;
+    let images = decode_images(be, &nets.vae, &out.latents, n, s, s, n)?;
+    let (side, ch) = (s * nets.vae.scale(), nets.vae.config.out_channels);
+    let dims = (n, side, side, ch);
+    let indices: Vec<i64> = (u.unit.start as i64..u.unit.end as i64).collect();
+    let mut m = vec![
+        npz::Member {
+            key: "indices".into(),
+            npy: npy::encode_i64(&[n], &indices),
+        },
+        npz::Member {
+            key: "labels".into(),
+            npy: npy::encode_i64(&[n], &out.labels),
+        },
+    ];
+    if let Some(net) = &nets.inception {
+        let f = net.forward_images(be, &images, dims)?;
+        for (key, w, v) in [
+            ("pool", POOL_DIM, f.pool),
+            ("spatial", SPATIAL_DIM, f.spatial),
+            ("logits", LOGITS_DIM, f.logits),
+        ] {
+            m.push(npz::Member {
+                key: key.into(),
+                npy: npy::encode_f32(&[n, w], &v),
+            });
+        }
+    }
+    let class_start =
+        plan.classes.iter().position(|&k| k == u.class).unwrap_or(0) * c.samples_per_class;
+    let per_image = side * side * ch;
+    for (spec, emb) in plan.sweep.backbones.iter().zip(&nets.embedders) {
+        // LPIPS keeps rows for the first `per_class` samples of each class only.
+        let keep: Vec<usize> = (0..n)
+            .filter(|&r| {
+                spec.per_class
+                    .is_none_or(|k| u.unit.start + r - class_start < k)
+            })
+            .collect();
+        let sel: Vec<u8> = keep
+            .iter()
+            .flat_map(|&r| images[r * per_image..(r + 1) * per_image].iter().copied())
+            .collect();
+        let rows = if keep.is_empty() {
+            Vec::new()
+        } else {
+            emb.embed(be, &sel, (keep.len(), side, side, ch))?
+        };
+        let width = if keep.is_empty() {
+            0
+        } else {
+            rows.len() / keep.len()
+        };
+        m.push(npz::Member {
+            key: spec.key(),
+            npy: npy::encode_f32(&[keep.len(), width], &rows),
+        });
+        if spec.is_lpips() {
+            let idx: Vec<i64> = keep.iter().map(|&r| (u.unit.start + r) as i64).collect();
+            m.push(npz::Member {
+                key: format!("{}.indices", spec.backbone.name()),
+                npy: npy::encode_i64(&[idx.len()], &idx),
+            });
+        }
+    }
+    if plan.sweep.keep_images {
+        m.push(npz::Member {
+            key: "arr_0".into(),
+            npy: npz::encode_u8(&[n, side, side, ch], &images),
+        });
+    }
+    Ok(m)
+}
+
+/// `sitdiv sweep run`: the units of one shard that are not done yet.
+pub fn run<B: Backend>(
+    be: &B,
+    sweep_file: &Path,
+    out: Option<&Path>,
+    shard_index: usize,
+    num_shards: usize,
+    precision: crate::backend::Precision,
+) -> Result<()> {
+    let plan = load_plan(sweep_file, out)?;
+    plan.write()?;
+    let mine = plan.shard(shard_index, num_shards)?;
+    let todo: Vec<&PlannedUnit> = mine
+        .iter()
+        .filter(|u| match plan.state(u) {
+            UnitState::Done => false,
+            UnitState::Missing => true,
+            UnitState::Invalid(why) => {
+                log::warn!("{}: {why}; computing it again", plan.unit_file(u).display());
+                true
+            }
+        })
+        .collect();
+    log::info!(
+        "sweep {} shard {shard_index}/{num_shards}: {} units, {} done, {} to do, on {}",
+        plan.sweep.name,
+        mine.len(),
+        mine.len() - todo.len(),
+        todo.len(),
+        be.name()
+    );
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let nets = load_networks(be, &plan)?;
+    let fault = FaultHook::from_env();
+    let samples: usize = todo.iter().map(|u| u.unit.len()).sum();
+    let progress = super::progress::Progress::new(samples as u64);
+    for (k, u) in todo.iter().enumerate() {
+        let members = compute_unit(be, &plan, &nets, u)
+            .with_context(|| format!("unit {}", plan.unit_file(u).display()))?;
+        let data = plan.unit_file(u);
+        let bytes = npz::to_bytes(&data, &members)?;
+        let manifest = serde_json::json!({
+            "tool": "sitdiv sweep run",
+            "version": env!("CARGO_PKG_VERSION"),
+            "sweep": plan.sweep.name,
+            "sweep_sha256": plan.sweep.file_sha256,
+            "contents": members.iter().map(|m| m.key.clone()).collect::<Vec<_>>(),
+            "shard": [shard_index, num_shards],
+            "precision": precision,
+            "device": be.name(),
+            "host": super::sample::hostname(),
+            "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        });
+        write_unit(&plan, u, &bytes, manifest, (&fault, k))?;
+        progress.unit_done(&u.unit);
+    }
+    progress.finish();
+    Ok(())
+}
+
+/// `sitdiv sweep status`: done / to-do / invalid units, per run config and in all.
+pub fn status(sweep_file: &Path, out: Option<&Path>) -> Result<()> {
+    let plan = load_plan(sweep_file, out)?;
+    let mut per: BTreeMap<usize, [usize; 3]> = BTreeMap::new();
+    let mut invalid = Vec::new();
+    for u in &plan.units {
+        let e = per.entry(u.config).or_default();
+        match plan.state(u) {
+            UnitState::Done => e[0] += 1,
+            UnitState::Missing => e[1] += 1,
+            UnitState::Invalid(why) => {
+                e[2] += 1;
+                invalid.push(format!("{}: {why}", plan.unit_file(u).display()));
+            }
+        }
+    }
+    let total = plan.units.len();
+    let done: usize = per.values().map(|v| v[0]).sum();
+    println!("| config | units | done | missing | invalid |");
+    println!("|---|---|---|---|---|");
+    for (i, v) in &per {
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            plan.configs[*i].id,
+            v.iter().sum::<usize>(),
+            v[0],
+            v[1],
+            v[2]
+        );
+    }
+    println!(
+        "sweep {}: {done}/{total} units done ({:.1} %), {} missing, {} invalid",
+        plan.sweep.name,
+        100.0 * done as f64 / total.max(1) as f64,
+        per.values().map(|v| v[1]).sum::<usize>(),
+        invalid.len()
+    );
+    for line in &invalid {
+        println!("invalid (will be computed again): {line}");
+    }
+    Ok(())
+}

@@ -1,0 +1,373 @@
+//! The plan of a sweep (its run configs cut into work units) and the unit files: one `.npz` per
+//! unit with a `.manifest.json` holding its SHA-256, written data-last through a temporary name.
+//! A unit counts as done only when both exist, the checksum matches and the manifest describes
+//! the same config, range, weights and contents as the current sweep.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde::Serialize;
+
+use super::spec::{RunConfig, Sweep};
+use crate::models::guidance::IntervalMode;
+use crate::models::sit::SiTConfig;
+use crate::pipeline::sample::{sha256_hex, Method, SampleJob};
+use crate::pipeline::{manifest_path, write_atomic, Unit};
+use crate::sampling::path::{DiffusionForm, PathType};
+use crate::sampling::sde::LastStep;
+use crate::sampling::Prediction;
+use crate::weights::WeightFile;
+
+/// One work unit: a run config × a class × a range of global sample indices.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedUnit {
+    /// Position of its run config in the plan.
+    pub config: usize,
+    pub class: i64,
+    pub unit: Unit,
+}
+
+/// The expanded sweep with the model's classes resolved.
+pub struct Plan {
+    pub sweep: Sweep,
+    pub out: PathBuf,
+    pub classes: Vec<i64>,
+    pub configs: Vec<RunConfig>,
+    pub units: Vec<PlannedUnit>,
+    /// SHA-256 of every input file, as unit manifests record them.
+    pub hashes: Hashes,
+}
+
+/// SHA-256 of the weights (and reference) a unit depends on.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Hashes {
+    pub sit: String,
+    pub vae: String,
+    pub inception: Option<String>,
+    /// (backbone name, sha256) in sweep order.
+    pub backbones: Vec<(String, String)>,
+}
+
+fn file_sha(path: &Path, what: &str) -> Result<String> {
+    let f = WeightFile::open(path).with_context(|| format!("{what} weights"))?;
+    Ok(sha256_hex(f.bytes()))
+}
+
+impl Plan {
+    /// Expands the sweep, checks every config's sampler settings and the weights files, and
+    /// hashes the weights.
+    pub fn new(sweep: Sweep, out: &Path) -> Result<Self> {
+        let file = WeightFile::open(&sweep.weights).context("[model] weights")?;
+        let model = match SiTConfig::from_metadata(&file)? {
+            Some(c) => c,
+            None => SiTConfig::preset(&sweep.model, sweep.image_size)?,
+        };
+        let classes: Vec<i64> = match &sweep.classes {
+            Some(c) => {
+                if let Some(bad) = c
+                    .iter()
+                    .find(|&&l| l < 0 || l as usize >= model.num_classes)
+                {
+                    bail!(
+                        "[defaults] classes: class {bad} is outside 0..{} (the model's classes)",
+                        model.num_classes
+                    );
+                }
+                c.clone()
+            }
+            None => (0..model.num_classes as i64).collect(),
+        };
+        let mut configs = sweep.configs.clone();
+        let mut units = Vec::new();
+        for (ci, c) in configs.iter_mut().enumerate() {
+            c.num_samples = c.samples_per_class * classes.len();
+            let job = sample_job(&sweep, c, &classes)?;
+            job.schedule()
+                .with_context(|| format!("run config {}", c.id))?;
+            if job.guidance().is_some() {
+                ensure!(
+                    model.label_rows() > model.num_classes,
+                    "run config {}: cfg {} needs the null-class embedding, which {} lacks",
+                    c.id,
+                    c.cfg,
+                    sweep.weights.display()
+                );
+            }
+            let mut index = 0;
+            for (j, &class) in classes.iter().enumerate() {
+                let first = j * c.samples_per_class;
+                let last = first + c.samples_per_class;
+                for start in (first..last).step_by(sweep.unit_size) {
+                    units.push(PlannedUnit {
+                        config: ci,
+                        class,
+                        unit: Unit {
+                            index,
+                            start,
+                            end: (start + sweep.unit_size).min(last),
+                        },
+                    });
+                    index += 1;
+                }
+            }
+        }
+        let hashes = Hashes {
+            sit: sha256_hex(file.bytes()),
+            vae: file_sha(&sweep.vae, "[model] vae")?,
+            inception: match &sweep.inception {
+                Some(super::spec::InceptionSource::File(p)) => {
+                    Some(file_sha(p, "[evaluation] inception")?)
+                }
+                Some(super::spec::InceptionSource::Formula) => Some("formula-seed-2015".into()),
+                None => None,
+            },
+            backbones: sweep
+                .backbones
+                .iter()
+                .map(|b| {
+                    Ok((
+                        b.backbone.name(),
+                        file_sha(&b.weights, &format!("backbone {}", b.backbone.name()))?,
+                    ))
+                })
+                .collect::<Result<_>>()?,
+        };
+        Ok(Plan {
+            sweep,
+            out: out.to_path_buf(),
+            classes,
+            configs,
+            units,
+            hashes,
+        })
+    }
+
+    /// `plan.json`: the run configs and their unit counts (no paths, times or hosts).
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "sweep": self.sweep.name,
+            "sweep_sha256": self.sweep.file_sha256,
+            "unit_size": self.sweep.unit_size,
+            "classes": self.classes,
+            "num_units": self.units.len(),
+            "configs": self.configs.iter().enumerate().map(|(i, c)| serde_json::json!({
+                "config": c,
+                "units": self.units.iter().filter(|u| u.config == i).count(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Writes `plan.json` into the output folder (identical bytes from every task).
+    pub fn write(&self) -> Result<()> {
+        crate::pipeline::probe_folder(&self.out)?;
+        let text = serde_json::to_string_pretty(&self.summary())? + "\n";
+        let path = self.out.join("plan.json");
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            write_atomic(&path, text.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// The units of shard `i` of `n`: a contiguous block of the plan's unit list.
+    pub fn shard(&self, i: usize, n: usize) -> Result<&[PlannedUnit]> {
+        ensure!(
+            n >= 1 && i < n,
+            "--shard-index {i} must be below --num-shards {n}"
+        );
+        let k = self.units.len();
+        Ok(&self.units[k * i / n..k * (i + 1) / n])
+    }
+
+    pub fn unit_file(&self, u: &PlannedUnit) -> PathBuf {
+        self.out
+            .join("units")
+            .join(&self.configs[u.config].id)
+            .join(format!(
+                "c{}-{:08}-{:08}.npz",
+                u.class, u.unit.start, u.unit.end
+            ))
+    }
+
+    /// The npz keys every unit must hold under the current evaluation settings.
+    pub fn required_keys(&self) -> Vec<String> {
+        let mut k = vec!["indices".to_string(), "labels".to_string()];
+        if self.sweep.inception.is_some() {
+            k.extend(["pool", "spatial", "logits"].map(String::from));
+        }
+        for b in &self.sweep.backbones {
+            k.push(b.key());
+            if b.is_lpips() {
+                k.push(format!("{}.indices", b.backbone.name()));
+            }
+        }
+        if self.sweep.keep_images {
+            k.push("arr_0".into());
+        }
+        k
+    }
+
+    /// The manifest fields a done unit must match.
+    pub fn identity(&self, u: &PlannedUnit) -> serde_json::Value {
+        serde_json::json!({
+            "config": self.configs[u.config],
+            "class": u.class,
+            "start": u.unit.start,
+            "end": u.unit.end,
+            "weights_sha256": self.hashes,
+        })
+    }
+
+    /// Whether a unit is done, missing or must be redone.
+    pub fn state(&self, u: &PlannedUnit) -> UnitState {
+        let data = self.unit_file(u);
+        let mpath = manifest_path(&data);
+        if !data.exists() || !mpath.exists() {
+            return UnitState::Missing;
+        }
+        let check = || -> Result<()> {
+            let m: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(&mpath)
+                    .with_context(|| format!("cannot read {}", mpath.display()))?,
+            )
+            .with_context(|| format!("{}: not JSON", mpath.display()))?;
+            let bytes =
+                std::fs::read(&data).with_context(|| format!("cannot read {}", data.display()))?;
+            ensure!(
+                m["data_sha256"].as_str() == Some(sha256_hex(&bytes).as_str()),
+                "checksum mismatch"
+            );
+            ensure!(
+                m["unit"] == self.identity(u),
+                "made with other settings or weights"
+            );
+            let have: Vec<String> = serde_json::from_value(m["contents"].clone())?;
+            let missing: Vec<String> = self
+                .required_keys()
+                .into_iter()
+                .filter(|k| !have.contains(k))
+                .collect();
+            ensure!(missing.is_empty(), "lacks {}", missing.join(", "));
+            Ok(())
+        };
+        match check() {
+            Ok(()) => UnitState::Done,
+            Err(e) => UnitState::Invalid(format!("{e:#}")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UnitState {
+    Done,
+    Missing,
+    /// Present but not usable: a checksum mismatch, other settings, missing arrays.
+    Invalid(String),
+}
+
+/// The `sitdiv sample` job of a run config.
+pub fn sample_job(sweep: &Sweep, c: &RunConfig, classes: &[i64]) -> Result<SampleJob> {
+    let method: Method = c.method()?;
+    Ok(SampleJob {
+        weights: Some(sweep.weights.clone()),
+        synthetic: false,
+        model: sweep.model.clone(),
+        image_size: sweep.image_size,
+        init_noise: None,
+        labels: None,
+        replay_noise: None,
+        latents_out: None,
+        vae: None,
+        out: None,
+        png_grid: None,
+        method,
+        steps: c.steps,
+        atol: 1e-6,
+        rtol: 1e-3,
+        cfg: c.cfg,
+        cfg_interval: c.cfg_interval,
+        cfg_interval_mode: c.interval_mode.unwrap_or(IntervalMode::Published),
+        cfg_all_channels: false,
+        path: PathType::Linear,
+        prediction: Prediction::Velocity,
+        diffusion_form: c.diffusion_form.unwrap_or(DiffusionForm::Sigma),
+        diffusion_norm: c.diffusion_norm.unwrap_or(1.0),
+        last_step: c.last_step.unwrap_or(LastStep::Mean),
+        last_step_size: c.last_step_size.unwrap_or(0.04),
+        sample_eps: None,
+        seed: c.seed,
+        num_samples: None,
+        classes: Some(classes.to_vec()),
+        samples_per_class: Some(c.samples_per_class),
+        unit_size: sweep.unit_size,
+        shard_index: 0,
+        num_shards: 1,
+        precision: crate::backend::Precision::Fp32,
+    })
+}
+
+/// For fault tests only: `SITDIV_FAULT_AFTER_UNITS=K` makes the process abort while writing the
+/// unit after its K-th completed one, leaving half a temporary file; with `SITDIV_FAULT_MARKER=F`
+/// it fires only when F does not exist, and creates F (so a requeued task runs clean).
+pub struct FaultHook {
+    after: Option<usize>,
+    marker: Option<PathBuf>,
+}
+
+impl FaultHook {
+    pub fn from_env() -> Self {
+        FaultHook {
+            after: std::env::var("SITDIV_FAULT_AFTER_UNITS")
+                .ok()
+                .and_then(|v| v.parse().ok()),
+            marker: std::env::var_os("SITDIV_FAULT_MARKER").map(PathBuf::from),
+        }
+    }
+
+    fn fires(&self, completed: usize) -> bool {
+        self.after == Some(completed) && self.marker.as_ref().is_none_or(|m| !m.exists())
+    }
+}
+
+/// Writes a unit: manifest (with the data's checksum) first, then the data through a temporary
+/// name; appends a line to `completed.log` once the data is in place.
+pub fn write_unit(
+    plan: &Plan,
+    u: &PlannedUnit,
+    bytes: &[u8],
+    mut manifest: serde_json::Value,
+    fault: (&FaultHook, usize),
+) -> Result<()> {
+    let data = plan.unit_file(u);
+    manifest["data_sha256"] = sha256_hex(bytes).into();
+    manifest["unit"] = plan.identity(u);
+    write_atomic(
+        &manifest_path(&data),
+        serde_json::to_string_pretty(&manifest)?.as_bytes(),
+    )?;
+    if fault.0.fires(fault.1) {
+        let tmp = data.with_extension(format!("npz.tmp.{}", std::process::id()));
+        std::fs::write(&tmp, &bytes[..bytes.len() / 2])?;
+        if let Some(m) = &fault.0.marker {
+            std::fs::write(m, b"")?;
+        }
+        log::error!(
+            "SITDIV_FAULT_AFTER_UNITS: aborting while writing {}",
+            data.display()
+        );
+        std::process::abort();
+    }
+    write_atomic(&data, bytes)?;
+    let line = format!(
+        "{} {}\n",
+        data.strip_prefix(&plan.out).unwrap_or(&data).display(),
+        sha256_hex(bytes)
+    );
+    let log = plan.out.join("completed.log");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+        .with_context(|| format!("cannot append to {}", log.display()))
+}
