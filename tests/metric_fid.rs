@@ -124,3 +124,69 @@ fn the_distance_does_not_depend_on_the_thread_count() {
         );
     }
 }
+
+/// Fewer rows than dimensions: the n × n route against a closed form (Σ₂ = c·I: tr √(Σ₁Σ₂) =
+/// √c · Σ σᵢ(A), singular values by faer's SVD of A, an independent algorithm), and against the
+/// d × d route, which adds √(rounding noise) for each of Σ₁'s d − n + 1 zero eigenvalues, hence
+/// the looser bound there. More rows than dimensions take the d × d route, bit for bit.
+#[test]
+fn few_rows_take_the_small_eigenproblem_with_the_same_value() {
+    use sitdiv::metrics::fid::frechet_distance_of_rows;
+    use sitdiv::metrics::stats::FeatureStats;
+    let d = 48;
+    for n in [2, 5, 12, 48] {
+        let x: Vec<f32> = ops::randn(100 + n as u64, n * d);
+        let st = FeatureStats::from_batch(&x, d).unwrap();
+        let c = 2.5f64;
+        let s2 = Mat::<f64>::from_fn(d, d, |i, j| if i == j { c } else { 0.0 });
+        let mu2 = vec![0.3; d];
+        let small = frechet_distance_of_rows(&x, d, &mu2, s2.as_ref()).unwrap();
+        let scale = 1.0 / ((n - 1) as f64).sqrt();
+        let a = Mat::<f64>::from_fn(n, d, |i, j| (x[i * d + j] as f64 - st.mean[j]) * scale);
+        let sv: f64 = a.singular_values().unwrap().iter().sum();
+        let tr1: f64 = (0..d).map(|j| st.covariance().unwrap()[(j, j)]).sum();
+        let diff: f64 = st.mean.iter().map(|m| (m - 0.3) * (m - 0.3)).sum();
+        let exact = diff + tr1 + c * d as f64 - 2.0 * c.sqrt() * sv;
+        let full = frechet_distance(
+            &st.mean,
+            st.covariance().unwrap().as_ref(),
+            &mu2,
+            s2.as_ref(),
+        )
+        .unwrap();
+        let (e_small, e_full) = ((small - exact).abs() / exact, (full - exact).abs() / exact);
+        println!("n {n}, d {d}: closed form {exact:.12}; n×n route rel {e_small:.1e}, d×d route rel {e_full:.1e}");
+        assert!(e_small < 1e-12, "n {n}: {small} vs {exact}");
+        assert!(e_full < 1e-7, "n {n}: d×d route {full} vs {exact}");
+    }
+    // A low-rank reference too: both routes agree.
+    let (x, y): (Vec<f32>, Vec<f32>) = (ops::randn(3, 10 * d), ops::randn(4, 7 * d));
+    let (sx, sy) = (
+        FeatureStats::from_batch(&x, d).unwrap(),
+        FeatureStats::from_batch(&y, d).unwrap(),
+    );
+    let full = frechet_distance(
+        &sx.mean,
+        sx.covariance().unwrap().as_ref(),
+        &sy.mean,
+        sy.covariance().unwrap().as_ref(),
+    )
+    .unwrap();
+    let small =
+        frechet_distance_of_rows(&x, d, &sy.mean, sy.covariance().unwrap().as_ref()).unwrap();
+    assert!((full - small).abs() / full < 1e-7, "{full} vs {small}");
+    // n > d: exactly the statistics route.
+    let x: Vec<f32> = ops::randn(9, 60 * d);
+    let st = FeatureStats::from_batch(&x, d).unwrap();
+    let s2 = random_spd(8, d);
+    let mu2 = vec![0.0; d];
+    let a = frechet_distance(
+        &st.mean,
+        st.covariance().unwrap().as_ref(),
+        &mu2,
+        s2.as_ref(),
+    )
+    .unwrap();
+    let b = frechet_distance_of_rows(&x, d, &mu2, s2.as_ref()).unwrap();
+    assert_eq!(a.to_bits(), b.to_bits());
+}

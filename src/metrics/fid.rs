@@ -101,3 +101,78 @@ pub fn frechet_distance(
     let covmean = trace_sqrt_product(s1, s2).context("tr √(Σ₁Σ₂)")?;
     Ok(diff + tr(s1) + tr(s2) - 2.0 * covmean)
 }
+
+/// The Fréchet distance between the Gaussian of feature rows x (n, d) (mean, unbiased
+/// covariance) and N(μ₂, Σ₂). With more rows than dimensions this is [`frechet_distance`] on
+/// the rows' statistics. With n ≤ d, Σ₁ = AᵀA for the centred rows A = (x − μ₁)/√(n − 1), and
+/// the nonzero eigenvalues of Σ₁Σ₂ are those of the n × n matrix A Σ₂ Aᵀ: the same value from
+/// an n × n eigenproblem instead of two d × d ones.
+pub fn frechet_distance_of_rows(
+    x: &[f32],
+    d: usize,
+    mu2: &[f64],
+    s2: MatRef<'_, f64>,
+) -> Result<f64> {
+    let st = crate::metrics::stats::FeatureStats::from_batch(x, d)?;
+    let n = st.n;
+    if n > d {
+        return frechet_distance(&st.mean, st.covariance()?.as_ref(), mu2, s2);
+    }
+    ensure!(
+        n >= 2,
+        "the Fréchet distance needs at least 2 feature rows, got {n}"
+    );
+    ensure!(
+        mu2.len() == d && mu2.iter().all(|v| v.is_finite()),
+        "means of different widths or non-finite: {d} vs {}",
+        mu2.len()
+    );
+    check("Σ₂", s2, d)?;
+    // B = Hᵀ(x − 1μᵀ)/√(n − 1) with H the n × (n − 1) Helmert basis (orthonormal, ⟂ 1):
+    // BᵀB = Σ₁, and B has full row rank, so no eigenvalue is a rounded zero whose square root
+    // would add noise. Row k: (Σ_{i<k} a_i − k·a_k)/√(k(k + 1)).
+    let m = n - 1;
+    let scale = 1.0 / (m as f64).sqrt();
+    let mut a = Mat::<f64>::zeros(m, d);
+    let mut prefix = vec![0f64; d];
+    for k in 0..n {
+        let row = &x[k * d..(k + 1) * d];
+        if k > 0 {
+            let c = scale / ((k * (k + 1)) as f64).sqrt();
+            for j in 0..d {
+                a[(k - 1, j)] = (prefix[j] - k as f64 * (row[j] as f64 - st.mean[j])) * c;
+            }
+        }
+        for j in 0..d {
+            prefix[j] += row[j] as f64 - st.mean[j];
+        }
+    }
+    faer::set_global_parallelism(fixed_par());
+    let mut t = Mat::<f64>::zeros(m, d);
+    matmul(t.as_mut(), Accum::Replace, a.as_ref(), s2, 1.0, fixed_par());
+    let mut g = Mat::<f64>::zeros(m, m);
+    matmul(
+        g.as_mut(),
+        Accum::Replace,
+        t.as_ref(),
+        a.transpose(),
+        1.0,
+        fixed_par(),
+    );
+    let lam = symmetric(g.as_ref())
+        .self_adjoint_eigenvalues(Side::Lower)
+        .map_err(|e| anyhow::anyhow!("eigenvalues of A Σ₂ Aᵀ: {e:?}"))?;
+    let covmean: f64 = lam.iter().map(|&v| v.max(0.0).sqrt()).sum();
+    let diff: f64 = st
+        .mean
+        .iter()
+        .zip(mu2)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum();
+    let tr1: f64 = (0..m)
+        .flat_map(|i| (0..d).map(move |j| (i, j)))
+        .map(|(i, j)| a[(i, j)] * a[(i, j)])
+        .sum();
+    let tr2: f64 = (0..d).map(|i| s2[(i, i)]).sum();
+    Ok(diff + tr1 + tr2 - 2.0 * covmean)
+}

@@ -323,12 +323,13 @@ pub fn compute(
                 );
             }
             Metric::FdDinov2 => {
-                let (m1, s1) = a.feature_gaussian("embedding")?;
+                let (x, d) = a.rows("embedding")?;
                 let (m2, s2) = b.feature_gaussian("embedding").map_err(|e| {
                     e.context("FD-DINOv2 needs the reference's embedding (or its images)")
                 })?;
-                same_width(m1.len(), m2.len(), "fd_dinov2")?;
-                let fd = fid::frechet_distance(&m1, s1.as_ref(), &m2, s2.as_ref())?;
+                same_width(d, m2.len(), "fd_dinov2")?;
+                let fd = fid::frechet_distance_of_rows(&x, d, &m2, s2.as_ref())
+                    .with_context(|| format!("{}: `embedding`", a.source.display()))?;
                 out.insert("fd_dinov2".into(), num("fd_dinov2", fd)?);
             }
             Metric::Lpips => {
@@ -361,10 +362,11 @@ pub fn compute(
                     Metric::Fid => ("pool", "mu", "sigma", "fid"),
                     _ => ("spatial", "mu_s", "sigma_s", "sfid"),
                 };
-                let (m1, s1) = a.feature_gaussian(feat)?;
+                let (x, d) = a.rows(feat)?;
                 let (m2, s2) = b.reference_gaussian(feat, mu, sigma)?;
-                same_width(m1.len(), m2.len(), key)?;
-                let fd = fid::frechet_distance(&m1, s1.as_ref(), &m2, s2.as_ref())?;
+                same_width(d, m2.len(), key)?;
+                let fd = fid::frechet_distance_of_rows(&x, d, &m2, s2.as_ref())
+                    .with_context(|| format!("{}: `{feat}`", a.source.display()))?;
                 out.insert(key.into(), num(key, fd)?);
             }
             Metric::Is => {
