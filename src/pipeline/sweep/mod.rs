@@ -41,7 +41,7 @@ pub fn out_dir(sweep: &Sweep, out: Option<&Path>) -> PathBuf {
 pub(crate) fn load_plan(sweep_file: &Path, out: Option<&Path>) -> Result<Plan> {
     let sweep = Sweep::load(sweep_file)?;
     let dir = out_dir(&sweep, out);
-    Plan::new(sweep, &dir)
+    Plan::new(sweep, &dir).with_context(|| format!("sweep file {}", sweep_file.display()))
 }
 
 /// `sitdiv sweep plan`: checks the sweep, writes `plan.json` and prints the run configs.
@@ -255,7 +255,7 @@ pub fn run<B: Backend>(
         return Ok(());
     }
     let nets = load_networks(be, &plan)?;
-    let fault = FaultHook::from_env();
+    let fault = FaultHook::from_env(shard_index);
     let samples: usize = todo.iter().map(|u| u.unit.len()).sum();
     let progress = super::progress::Progress::new(samples as u64);
     for (k, u) in todo.iter().enumerate() {
@@ -322,5 +322,22 @@ pub fn status(sweep_file: &Path, out: Option<&Path>) -> Result<()> {
     for line in &invalid {
         println!("invalid (will be computed again): {line}");
     }
+    let leftovers = leftover_temporaries(&plan.out.join("units"));
+    if leftovers > 0 {
+        println!("{leftovers} temporary file(s) of interrupted writes under {} (ignored; safe to delete once no task runs)", plan.out.join("units").display());
+    }
     Ok(())
+}
+
+/// `*.tmp.*` files left by writes that were killed.
+fn leftover_temporaries(units: &Path) -> usize {
+    let Ok(configs) = std::fs::read_dir(units) else {
+        return 0;
+    };
+    configs
+        .flatten()
+        .filter_map(|c| std::fs::read_dir(c.path()).ok())
+        .flat_map(|d| d.flatten())
+        .filter(|f| f.file_name().to_string_lossy().contains(".tmp."))
+        .count()
 }

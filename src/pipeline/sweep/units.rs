@@ -307,19 +307,20 @@ pub fn sample_job(sweep: &Sweep, c: &RunConfig, classes: &[i64]) -> Result<Sampl
 }
 
 /// For fault tests only: `SITDIV_FAULT_AFTER_UNITS=K` makes the process abort while writing the
-/// unit after its K-th completed one, leaving half a temporary file; with `SITDIV_FAULT_MARKER=F`
-/// it fires only when F does not exist, and creates F (so a requeued task runs clean).
+/// unit after its K-th completed one, leaving half a temporary file. `SITDIV_FAULT_SHARD=I`
+/// limits it to shard I; with `SITDIV_FAULT_MARKER=F` it fires only when F does not exist and
+/// creates F, so a requeued task runs clean.
 pub struct FaultHook {
     after: Option<usize>,
     marker: Option<PathBuf>,
 }
 
 impl FaultHook {
-    pub fn from_env() -> Self {
+    pub fn from_env(shard_index: usize) -> Self {
+        let var = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
+        let on_shard = var("SITDIV_FAULT_SHARD").is_none_or(|s| s == shard_index);
         FaultHook {
-            after: std::env::var("SITDIV_FAULT_AFTER_UNITS")
-                .ok()
-                .and_then(|v| v.parse().ok()),
+            after: var("SITDIV_FAULT_AFTER_UNITS").filter(|_| on_shard),
             marker: std::env::var_os("SITDIV_FAULT_MARKER").map(PathBuf::from),
         }
     }

@@ -1,0 +1,341 @@
+//! `sitdiv sweep plan|run|status|merge` on a small sweep of the tiny goldens: shards and resumes
+//! give the bytes of one run, a killed task redoes only its unfinished unit, a flipped byte is
+//! found and redone, merge refuses missing units and names them; the shipped sweep files expand
+//! to the study's grids.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{golden_dir, sitdiv, tmp};
+use sitdiv::pipeline::sweep::spec::Sweep;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Two run configs (cfg 1 and 2, ODE Euler 4 steps) × 2 classes × 2 samples, units of 2.
+fn small_sweep(dir: &Path) -> PathBuf {
+    let g = |f: &str| golden_dir().join(f).display().to_string();
+    let text = format!(
+        r#"name = "small"
+[model]
+weights = "{}"
+vae = "{}"
+[evaluation]
+inception = "formula"
+reference = "{}"
+metrics = ["fid", "is"]
+backbones = [{{ backbone = "dinov2-b14", weights = "{}", metrics = ["diversity", "vendi"] }}]
+[run]
+unit_size = 2
+[defaults]
+steps = [4]
+classes = [0, 1]
+samples_per_class = [2]
+[[grid]]
+cfg = [1.0, 2.0]
+sampler = ["ode-euler"]
+"#,
+        g("sit_tiny.weights.safetensors"),
+        g("vae_tiny.weights.safetensors"),
+        repo().join("sweeps/tiny-reference.npz").display(),
+        g("dinov2_tiny.weights.safetensors"),
+    );
+    let p = dir.join("small.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let r = sitdiv(args);
+    assert!(
+        r.status.success(),
+        "sitdiv {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&r.stderr)
+    );
+    String::from_utf8_lossy(&r.stdout).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// results.csv and every results/*.json, by name.
+fn results(out: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v = vec![(
+        "results.csv".to_string(),
+        std::fs::read(out.join("results.csv")).unwrap(),
+    )];
+    let mut files: Vec<_> = std::fs::read_dir(out.join("results"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !p.to_string_lossy().ends_with(".manifest.json"))
+        .collect();
+    files.sort();
+    for f in files {
+        v.push((
+            f.file_name().unwrap().to_string_lossy().into_owned(),
+            std::fs::read(&f).unwrap(),
+        ));
+    }
+    v
+}
+
+fn completed_lines(out: &Path) -> Vec<String> {
+    std::fs::read_to_string(out.join("completed.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect()
+}
+
+/// One `sweep run` over every unit, merged: the bytes every other way must give.
+fn clean_run(dir: &Path, sweep: &Path) -> PathBuf {
+    let out = dir.join("clean");
+    run_ok(&["sweep", "run", s(sweep), "--out", s(&out)]);
+    run_ok(&["sweep", "merge", s(sweep), "--out", s(&out)]);
+    out
+}
+
+#[test]
+fn shards_resumes_and_faults_give_the_bytes_of_one_run() {
+    let dir = tmp("sweep-shards");
+    let sweep = small_sweep(&dir);
+    let plan = run_ok(&[
+        "sweep",
+        "plan",
+        s(&sweep),
+        "--out",
+        s(&dir.join("p")),
+        "--num-shards",
+        "3",
+    ]);
+    assert!(
+        plan.contains("2 run configs") && plan.contains("4 work units"),
+        "{plan}"
+    );
+    let clean = clean_run(&dir, &sweep);
+    let want = results(&clean);
+    let csv = String::from_utf8_lossy(&want[0].1).into_owned();
+    println!("{csv}");
+    assert!(csv.lines().count() > 10 && csv.contains(",fid,all,value,"));
+    assert!(csv.contains("dinov2-b14,diversity,intra,mean,"));
+    let status = run_ok(&["sweep", "status", s(&sweep), "--out", s(&clean)]);
+    assert!(status.contains("4/4 units done (100.0 %)"), "{status}");
+
+    // Three shards, shard 1 run twice at once: the same bytes.
+    let sharded = dir.join("sharded");
+    let twin = |i: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sitdiv"))
+            .args([
+                "sweep",
+                "run",
+                s(&sweep),
+                "--out",
+                s(&sharded),
+                "--shard-index",
+                i,
+                "--num-shards",
+                "3",
+            ])
+            .output()
+            .unwrap()
+    };
+    let both = std::thread::scope(|sc| {
+        let a = sc.spawn(|| twin("1"));
+        let b = sc.spawn(|| twin("1"));
+        [a.join().unwrap(), b.join().unwrap()]
+    });
+    assert!(
+        both.iter().all(|o| o.status.success()),
+        "two tasks on one shard failed"
+    );
+    for i in ["0", "2"] {
+        run_ok(&[
+            "sweep",
+            "run",
+            s(&sweep),
+            "--out",
+            s(&sharded),
+            "--shard-index",
+            i,
+            "--num-shards",
+            "3",
+        ]);
+    }
+    run_ok(&["sweep", "merge", s(&sweep), "--out", s(&sharded)]);
+    assert!(results(&sharded) == want, "3 shards differ from one run");
+
+    // A task killed while writing its second unit: half a temporary file, no unit file; the
+    // rerun computes only the unfinished units, each unit completes exactly once.
+    let faulty = dir.join("faulty");
+    let r = std::process::Command::new(env!("CARGO_BIN_EXE_sitdiv"))
+        .args(["sweep", "run", s(&sweep), "--out", s(&faulty)])
+        .env("SITDIV_FAULT_AFTER_UNITS", "1")
+        .output()
+        .unwrap();
+    assert!(!r.status.success(), "the fault hook did not fire");
+    assert_eq!(completed_lines(&faulty).len(), 1);
+    let status = run_ok(&["sweep", "status", s(&sweep), "--out", s(&faulty)]);
+    assert!(status.contains("1/4 units done (25.0 %)"), "{status}");
+    assert!(
+        status.contains("temporary file(s) of interrupted writes"),
+        "{status}"
+    );
+    run_ok(&["sweep", "run", s(&sweep), "--out", s(&faulty)]);
+    let mut done = completed_lines(&faulty);
+    done.sort();
+    let n = done.len();
+    done.dedup();
+    assert_eq!((n, done.len()), (4, 4), "a unit was computed twice or lost");
+    run_ok(&["sweep", "merge", s(&sweep), "--out", s(&faulty)]);
+    assert!(
+        results(&faulty) == want,
+        "the resumed run differs from one run"
+    );
+
+    // A flipped byte: status and merge name the unit; run redoes it alone.
+    let unit = std::fs::read_dir(clean.join("units/ode-euler-4-cfg2-k2-seed0"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "npz"))
+        .unwrap();
+    let mut bytes = std::fs::read(&unit).unwrap();
+    let k = bytes.len() / 2;
+    bytes[k] ^= 0x40;
+    std::fs::write(&unit, &bytes).unwrap();
+    let status = run_ok(&["sweep", "status", s(&sweep), "--out", s(&clean)]);
+    assert!(
+        status.contains("3/4 units done") && status.contains("checksum mismatch"),
+        "{status}"
+    );
+    let r = sitdiv(&["sweep", "merge", s(&sweep), "--out", s(&clean)]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        !r.status.success() && err.contains(unit.file_name().unwrap().to_str().unwrap()),
+        "{err}"
+    );
+    let before = completed_lines(&clean).len();
+    run_ok(&["sweep", "run", s(&sweep), "--out", s(&clean)]);
+    assert_eq!(
+        completed_lines(&clean).len(),
+        before + 1,
+        "more than the bad unit was redone"
+    );
+    run_ok(&["sweep", "merge", s(&sweep), "--out", s(&clean)]);
+    assert!(results(&clean) == want, "the repaired run differs");
+}
+
+#[test]
+fn merge_refuses_missing_units_and_names_them() {
+    let dir = tmp("sweep-missing");
+    let sweep = small_sweep(&dir);
+    let out = dir.join("half");
+    run_ok(&[
+        "sweep",
+        "run",
+        s(&sweep),
+        "--out",
+        s(&out),
+        "--shard-index",
+        "0",
+        "--num-shards",
+        "2",
+    ]);
+    let status = run_ok(&["sweep", "status", s(&sweep), "--out", s(&out)]);
+    println!("{status}");
+    assert!(
+        status.contains("2/4 units done (50.0 %), 2 missing"),
+        "{status}"
+    );
+    let r = sitdiv(&["sweep", "merge", s(&sweep), "--out", s(&out)]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    println!("{err}");
+    assert!(!r.status.success());
+    assert!(err.contains("2 of 4 units are not done"), "{err}");
+    assert!(
+        err.contains("ode-euler-4-cfg2-k2-seed0/c0-00000000-00000002.npz (missing)"),
+        "{err}"
+    );
+    assert!(!out.join("results.csv").exists() && !out.join("results").exists());
+}
+
+#[test]
+fn bad_sweep_files_fail_clearly() {
+    let dir = tmp("sweep-bad");
+    let good = std::fs::read_to_string(small_sweep(&dir)).unwrap();
+    for (edit, needle) in [
+        (
+            ("unit_size = 2", "unit_sise = 2"),
+            "unknown field `unit_sise`",
+        ),
+        (("\"ode-euler\"", "\"ode-rk4\""), "sampler \"ode-rk4\""),
+        (
+            ("[\"fid\", \"is\"]", "[\"fid\", \"diversity\"]"),
+            "belongs to a backbone",
+        ),
+        (("sit_tiny.weights", "sit_tiny.missing"), "sit_tiny.missing"),
+        (
+            ("classes = [0, 1]", "classes = [0, 11]"),
+            "class 11 is outside 0..10",
+        ),
+        (
+            ("cfg = [1.0, 2.0]", "cfg = [0.5]"),
+            "guidance scale must be ≥ 1",
+        ),
+    ] {
+        let p = dir.join("bad.toml");
+        std::fs::write(&p, good.replace(edit.0, edit.1)).unwrap();
+        let out = dir.join("bad-out");
+        let r = sitdiv(&["sweep", "run", s(&p), "--out", s(&out)]);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success(), "{} accepted", edit.1);
+        assert!(
+            err.contains(needle) && (err.contains("bad.toml") || err.contains("missing")),
+            "{}: {err}",
+            edit.1
+        );
+        assert!(!out.join("units").exists(), "{}: units written", edit.1);
+    }
+}
+
+#[test]
+fn shipped_sweeps_expand_to_the_study_grids() {
+    for (file, configs) in [
+        ("cfg", 10),
+        ("sde", 12),
+        ("interval", 41),
+        ("samples", 40),
+        ("tiny", 12),
+    ] {
+        let sw = Sweep::load(&repo().join(format!("sweeps/{file}.toml"))).unwrap();
+        let ids: Vec<&str> = sw.configs.iter().map(|c| c.id.as_str()).collect();
+        println!(
+            "{file}: {} run configs, e.g. {}",
+            ids.len(),
+            ids[ids.len() - 1]
+        );
+        assert_eq!(ids.len(), configs, "{file}");
+    }
+    // tiny covers every plot kind: guidance scales, ODE and SDE, two forms and norms, an
+    // interval in both semantics, two sample counts.
+    let t = Sweep::load(&repo().join("sweeps/tiny.toml")).unwrap();
+    let has =
+        |f: &dyn Fn(&sitdiv::pipeline::sweep::spec::RunConfig) -> bool| t.configs.iter().any(f);
+    assert!(has(&|c| c.mode == "ode") && has(&|c| c.mode == "sde"));
+    assert!(has(&|c| c.cfg == 4.0) && has(&|c| c.cfg == 1.0));
+    assert!(
+        has(&|c| c.diffusion_norm == Some(2.0))
+            && has(&|c| c
+                .diffusion_form
+                .is_some_and(|f| format!("{f:?}") == "Constant"))
+    );
+    assert!(has(&|c| c
+        .interval_mode
+        .is_some_and(|m| format!("{m:?}") == "Fork")));
+    assert!(has(&|c| c.samples_per_class == 4));
+}
