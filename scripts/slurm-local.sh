@@ -10,7 +10,12 @@ STATE=/run/sitdiv-slurm          # pid files of what this script started
 
 install_packages() {
     command -v slurmctld >/dev/null && command -v sbatch >/dev/null && command -v munged >/dev/null && return 0
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurmctld slurmd slurm-client munge >/dev/null
+    local pkgs="slurmctld slurmd slurm-client munge"
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $pkgs >/dev/null 2>&1 || {
+        apt-get update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q $pkgs >/dev/null
+    }
 }
 
 start() {
