@@ -85,7 +85,11 @@ def main():
     ap.add_argument("--out", default="tests/golden/metrics_small.safetensors")
     ap.add_argument("--large", default=None, help="also write the 5000 × 2048 case here")
     ap.add_argument("--diversity", default=None, help="write the diversity/Vendi case here (only)")
+    ap.add_argument("--correlation", default=None, help="write the metric-agreement case here (only)")
     args = ap.parse_args()
+    if args.correlation:
+        correlation_case(args.correlation)
+        return
     if args.large:
         large_case(args.large)
     if args.diversity:
@@ -209,6 +213,42 @@ def diversity_case(out):
     }
     save_file(tensors, out, metadata=meta)
     print(json.dumps(values, indent=1))
+
+
+def correlation_case(out):
+    """A table of 8 "metrics" over 14 run configs with ties (rounded columns, a repeated row
+    value, a reversed column) and every pair's scipy pearsonr, spearmanr and kendalltau (tau-b)."""
+    from scipy import stats
+
+    rng = np.random.default_rng(11)
+    n = 14
+    base = rng.standard_normal(n)
+    cols = [
+        base,
+        base + 0.3 * rng.standard_normal(n),
+        np.round(base * 2) / 2,                      # ties
+        -base ** 3,                                  # monotone decreasing
+        rng.standard_normal(n),                      # unrelated
+        np.round(rng.standard_normal(n)),            # many ties
+        np.exp(base),                                # monotone, nonlinear
+        np.where(base > 0, 1.0, 0.0) + 0.1 * np.round(base),  # ties in both
+    ]
+    table = np.stack(cols, axis=1).astype(np.float64)  # (n, m)
+    m = table.shape[1]
+    out_t = {"table": table}
+    for name, fn in [("pearson", lambda a, b: stats.pearsonr(a, b)[0]),
+                     ("spearman", lambda a, b: stats.spearmanr(a, b)[0]),
+                     ("kendall", lambda a, b: stats.kendalltau(a, b)[0])]:
+        mat = np.array([[float(fn(table[:, i], table[:, j])) for j in range(m)] for i in range(m)])
+        out_t[name] = mat
+    meta = {
+        "format": "sitdiv-golden",
+        "version": "1",
+        "producer": f"scripts/dump_metric_golden.py --correlation, numpy {np.__version__}, scipy {scipy.__version__}",
+        "config": json.dumps({"rows": n, "columns": m, "kendall": "tau-b (scipy default)"}),
+    }
+    save_file(out_t, out, metadata=meta)
+    print({k: v.shape for k, v in out_t.items()})
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ pub const STREAM_LABEL: u32 = 2;
 pub const STREAM_WEIGHTS: u32 = 3;
 /// Subset draws of the diversity metrics (`--subset-seed`): never the label or noise streams.
 pub const STREAM_SUBSET: u32 = 4;
+/// Bootstrap resamples of the reports (`--bootstrap-seed`).
+pub const STREAM_BOOTSTRAP: u32 = 5;
 
 const M0: u32 = 0xD251_1F53;
 const M1: u32 = 0xCD9E_8D57;
