@@ -26,6 +26,7 @@ vae = "{}"
 inception = "formula"
 reference = "{}"
 metrics = ["fid", "is"]
+bootstrap = 10
 backbones = [{{ backbone = "dinov2-b14", weights = "{}", metrics = ["diversity", "vendi"] }}]
 [run]
 unit_size = 2
@@ -122,6 +123,11 @@ fn shards_resumes_and_faults_give_the_bytes_of_one_run() {
     let csv = String::from_utf8_lossy(&want[0].1).into_owned();
     println!("{csv}");
     assert!(csv.lines().count() > 10 && csv.contains(",fid,all,value,"));
+    // Every number has its bootstrap interval.
+    assert!(
+        csv.lines().skip(1).all(|l| !l.ends_with(",,,")),
+        "a row lacks its interval"
+    );
     assert!(csv.contains("dinov2-b14,diversity,intra,mean,"));
     let status = run_ok(&["sweep", "status", s(&sweep), "--out", s(&clean)]);
     assert!(status.contains("4/4 units done (100.0 %)"), "{status}");

@@ -113,11 +113,28 @@ pub fn frechet_distance_of_rows(
     mu2: &[f64],
     s2: MatRef<'_, f64>,
 ) -> Result<f64> {
-    let st = crate::metrics::stats::FeatureStats::from_batch(x, d)?;
-    let n = st.n;
+    ensure!(
+        d > 0 && x.len().is_multiple_of(d),
+        "features: {} values are not rows of width {d}",
+        x.len()
+    );
+    let n = x.len() / d;
     if n > d {
+        let st = crate::metrics::stats::FeatureStats::from_batch(x, d)?;
         return frechet_distance(&st.mean, st.covariance()?.as_ref(), mu2, s2);
     }
+    ensure!(
+        x.iter().all(|v| v.is_finite()),
+        "features contain NaN or infinite values"
+    );
+    // The mean as FeatureStats accumulates it (rows in order, then one division).
+    let mut mean = vec![0f64; d];
+    for row in x.chunks(d) {
+        for (a, &v) in mean.iter_mut().zip(row) {
+            *a += v as f64;
+        }
+    }
+    mean.iter_mut().for_each(|a| *a /= n.max(1) as f64);
     ensure!(
         n >= 2,
         "the Fréchet distance needs at least 2 feature rows, got {n}"
@@ -140,11 +157,11 @@ pub fn frechet_distance_of_rows(
         if k > 0 {
             let c = scale / ((k * (k + 1)) as f64).sqrt();
             for j in 0..d {
-                a[(k - 1, j)] = (prefix[j] - k as f64 * (row[j] as f64 - st.mean[j])) * c;
+                a[(k - 1, j)] = (prefix[j] - k as f64 * (row[j] as f64 - mean[j])) * c;
             }
         }
         for j in 0..d {
-            prefix[j] += row[j] as f64 - st.mean[j];
+            prefix[j] += row[j] as f64 - mean[j];
         }
     }
     faer::set_global_parallelism(fixed_par());
@@ -163,12 +180,7 @@ pub fn frechet_distance_of_rows(
         .self_adjoint_eigenvalues(Side::Lower)
         .map_err(|e| anyhow::anyhow!("eigenvalues of A Σ₂ Aᵀ: {e:?}"))?;
     let covmean: f64 = lam.iter().map(|&v| v.max(0.0).sqrt()).sum();
-    let diff: f64 = st
-        .mean
-        .iter()
-        .zip(mu2)
-        .map(|(a, b)| (a - b) * (a - b))
-        .sum();
+    let diff: f64 = mean.iter().zip(mu2).map(|(a, b)| (a - b) * (a - b)).sum();
     let tr1: f64 = (0..m)
         .flat_map(|i| (0..d).map(move |j| (i, j)))
         .map(|(i, j)| a[(i, j)] * a[(i, j)])

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, ensure, Context, Result};
 use faer::Mat;
@@ -124,12 +125,17 @@ pub struct MetricsJob {
     pub json: PathBuf,
 }
 
+/// Mean and covariance of a feature set.
+pub type Gaussian = (Vec<f64>, Mat<f64>);
+
 /// Named arrays (`.npy` bytes) of one feature set: a features file, an ADM reference batch's
 /// statistics, or features just computed.
 pub struct FeatureSet {
     /// Names the set in errors: a path, or a description.
     source: PathBuf,
     arrays: BTreeMap<String, Vec<u8>>,
+    /// Gaussians (mean, covariance) already decoded or computed, by feature name.
+    gaussians: BTreeMap<String, Arc<Gaussian>>,
 }
 
 impl FeatureSet {
@@ -141,6 +147,7 @@ impl FeatureSet {
         FeatureSet {
             source: source.to_path_buf(),
             arrays: members.into_iter().map(|m| (m.key, m.npy)).collect(),
+            gaussians: BTreeMap::new(),
         }
     }
 
@@ -210,21 +217,40 @@ impl FeatureSet {
         Ok(l.data)
     }
 
+    /// Decodes (or computes) the Gaussians a reference set serves: of `pool` (or `mu`/`sigma`),
+    /// `spatial` (or `mu_s`/`sigma_s`) and `embedding`, so repeated evaluations against it
+    /// (bootstrap resamples) reuse them. The values are those computed on demand.
+    pub fn cache_gaussians(&mut self) -> Result<()> {
+        for (features, mu, sigma) in [
+            ("pool", "mu", "sigma"),
+            ("spatial", "mu_s", "sigma_s"),
+            ("embedding", "", ""),
+        ] {
+            let stats = self.has(mu) && self.has(sigma);
+            if stats || self.has(features) {
+                let g = self.reference_gaussian(features, mu, sigma)?;
+                self.gaussians.insert(features.into(), g);
+            }
+        }
+        Ok(())
+    }
+
     /// Gaussian statistics (mean, unbiased covariance) of a feature array.
-    fn feature_gaussian(&self, features: &str) -> Result<(Vec<f64>, Mat<f64>)> {
+    fn feature_gaussian(&self, features: &str) -> Result<Arc<Gaussian>> {
+        if let Some(g) = self.gaussians.get(features) {
+            return Ok(g.clone());
+        }
         let (x, d) = self.rows(features)?;
         let st = FeatureStats::from_batch(&x, d)
             .with_context(|| format!("{}: `{features}`", self.source.display()))?;
-        Ok((st.mean.clone(), st.covariance()?))
+        Ok(Arc::new((st.mean.clone(), st.covariance()?)))
     }
 
     /// The reference's statistics: `mu`/`sigma` of an ADM reference batch, else its features.
-    fn reference_gaussian(
-        &self,
-        features: &str,
-        mu: &str,
-        sigma: &str,
-    ) -> Result<(Vec<f64>, Mat<f64>)> {
+    fn reference_gaussian(&self, features: &str, mu: &str, sigma: &str) -> Result<Arc<Gaussian>> {
+        if let Some(g) = self.gaussians.get(features) {
+            return Ok(g.clone());
+        }
         let (Some(m), Some(s)) = (self.arrays.get(mu), self.arrays.get(sigma)) else {
             return self.feature_gaussian(features).with_context(|| {
                 format!(
@@ -242,7 +268,10 @@ impl FeatureSet {
             self.source.display(),
             s.shape
         );
-        Ok((m.data, Mat::from_fn(d, d, |i, j| s.data[i * d + j])))
+        Ok(Arc::new((
+            m.data,
+            Mat::from_fn(d, d, |i, j| s.data[i * d + j]),
+        )))
     }
 }
 
@@ -324,11 +353,12 @@ pub fn compute(
             }
             Metric::FdDinov2 => {
                 let (x, d) = a.rows("embedding")?;
-                let (m2, s2) = b.feature_gaussian("embedding").map_err(|e| {
+                let g = b.feature_gaussian("embedding").map_err(|e| {
                     e.context("FD-DINOv2 needs the reference's embedding (or its images)")
                 })?;
+                let (m2, s2) = (&g.0, &g.1);
                 same_width(d, m2.len(), "fd_dinov2")?;
-                let fd = fid::frechet_distance_of_rows(&x, d, &m2, s2.as_ref())
+                let fd = fid::frechet_distance_of_rows(&x, d, m2, s2.as_ref())
                     .with_context(|| format!("{}: `embedding`", a.source.display()))?;
                 out.insert("fd_dinov2".into(), num("fd_dinov2", fd)?);
             }
@@ -363,9 +393,10 @@ pub fn compute(
                     _ => ("spatial", "mu_s", "sigma_s", "sfid"),
                 };
                 let (x, d) = a.rows(feat)?;
-                let (m2, s2) = b.reference_gaussian(feat, mu, sigma)?;
+                let g = b.reference_gaussian(feat, mu, sigma)?;
+                let (m2, s2) = (&g.0, &g.1);
                 same_width(d, m2.len(), key)?;
-                let fd = fid::frechet_distance_of_rows(&x, d, &m2, s2.as_ref())
+                let fd = fid::frechet_distance_of_rows(&x, d, m2, s2.as_ref())
                     .with_context(|| format!("{}: `{feat}`", a.source.display()))?;
                 out.insert(key.into(), num(key, fd)?);
             }

@@ -177,6 +177,11 @@ pub fn encode_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
     encode_raw("<f4", shape, bytemuck::cast_slice(data))
 }
 
+/// `.npy` bytes of a float64 array.
+pub fn encode_f64(shape: &[usize], data: &[f64]) -> Vec<u8> {
+    encode_raw("<f8", shape, bytemuck::cast_slice(data))
+}
+
 /// `.npy` bytes of an int64 array.
 pub fn encode_i64(shape: &[usize], data: &[i64]) -> Vec<u8> {
     encode_raw("<i8", shape, bytemuck::cast_slice(data))

@@ -3,14 +3,17 @@
 //! files hold no times or hosts (those go to the `.manifest.json` beside each), so identical work
 //! gives identical bytes.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
+use rayon::prelude::*;
 
-use super::spec::{enum_name, InceptionSource, RunConfig};
+use super::spec::{enum_name, BootstrapSettings, InceptionSource, RunConfig};
 use super::units::{Plan, UnitState};
 use crate::backend::Backend;
+use crate::metrics::bootstrap::{quantile, resample, Interval};
 use crate::models::inception::InceptionV3;
 use crate::models::synthetic;
 use crate::pipeline::embed::{embedding_members, Embedder, Subset};
@@ -114,6 +117,7 @@ fn quality_reference<B: Backend>(
         let (m, _) = inception_features(be, &net, std::slice::from_ref(r), 16)?;
         set.extend(m);
     }
+    set.cache_gaussians()?;
     Ok(Some(set))
 }
 
@@ -127,7 +131,9 @@ fn embedding_reference<B: Backend>(be: &B, plan: &Plan, backbone: usize) -> Resu
         .context("fd_dinov2 needs [evaluation] reference")?;
     let keys = npz::keys(r)?;
     if keys.iter().any(|k| k == "embedding") {
-        return FeatureSet::open(r);
+        let mut set = FeatureSet::open(r)?;
+        set.cache_gaussians()?;
+        return Ok(set);
     }
     ensure!(
         keys.iter().any(|k| k == "arr_0"),
@@ -137,41 +143,42 @@ fn embedding_reference<B: Backend>(be: &B, plan: &Plan, backbone: usize) -> Resu
     );
     let (emb, _) = Embedder::load(be, spec.backbone, &spec.weights)?;
     let (m, _) = embedding_members(be, &emb, std::slice::from_ref(r), &Subset::default(), 16)?;
-    Ok(FeatureSet::from_members(r, m))
+    let mut set = FeatureSet::from_members(r, m);
+    set.cache_gaussians()?;
+    Ok(set)
 }
 
-/// One tidy CSV row per value of a metric object: (metric, scope, statistic, value).
-fn tidy(
-    metric_values: &serde_json::Map<String, serde_json::Value>,
-) -> Vec<(String, String, String, String)> {
+/// (metric, scope, statistic) of one reported number.
+pub type Key = (String, String, String);
+
+/// One tidy row per value of a metric object: (metric, scope, statistic) and the value (None
+/// where undefined).
+pub fn tidy(metric_values: &serde_json::Map<String, serde_json::Value>) -> Vec<(Key, Option<f64>)> {
     let mut out = Vec::new();
-    let cell = |v: &serde_json::Value| match v {
-        serde_json::Value::Number(n) => n.to_string(),
-        _ => String::new(),
-    };
+    let cell = |v: &serde_json::Value| v.as_f64();
     for (key, v) in metric_values {
         match (key.as_str(), v) {
             ("diversity" | "lpips", serde_json::Value::Object(o)) => {
                 for scope in ["intra", "inter", "mixed"] {
                     for stat in ["mean", "std"] {
                         if let Some(x) = o.get(&format!("{scope}_{stat}")) {
-                            out.push((key.clone(), scope.into(), stat.into(), cell(x)));
+                            out.push(((key.clone(), scope.into(), stat.into()), cell(x)));
                         }
                     }
                 }
             }
             ("vendi", serde_json::Value::Object(o)) => {
                 if let Some(x) = o.get("mixed") {
-                    out.push((key.clone(), "mixed".into(), "value".into(), cell(x)));
+                    out.push(((key.clone(), "mixed".into(), "value".into()), cell(x)));
                 }
                 if let Some(x) = o.get("intra_mean") {
-                    out.push((key.clone(), "intra".into(), "mean".into(), cell(x)));
+                    out.push(((key.clone(), "intra".into(), "mean".into()), cell(x)));
                 }
             }
-            ("kid_mean", x) => out.push(("kid".into(), "all".into(), "mean".into(), cell(x))),
-            ("kid_std", x) => out.push(("kid".into(), "all".into(), "std".into(), cell(x))),
+            ("kid_mean", x) => out.push((("kid".into(), "all".into(), "mean".into()), cell(x))),
+            ("kid_std", x) => out.push((("kid".into(), "all".into(), "std".into()), cell(x))),
             (_, serde_json::Value::Number(_)) => {
-                out.push((key.clone(), "all".into(), "value".into(), cell(v)))
+                out.push(((key.clone(), "all".into(), "value".into()), cell(v)))
             }
             _ => {} // details such as diversity_info
         }
@@ -179,7 +186,133 @@ fn tidy(
     out
 }
 
-const CSV_HEADER: &str = "config,mode,method,steps,cfg,cfg_interval,interval_mode,diffusion_form,diffusion_norm,last_step,last_step_size,samples_per_class,num_samples,seed,backbone,metric,scope,statistic,value\n";
+const CSV_HEADER: &str = "config,mode,method,steps,cfg,cfg_interval,interval_mode,diffusion_form,diffusion_norm,last_step,last_step_size,samples_per_class,num_samples,seed,backbone,metric,scope,statistic,value,ci_lo,ci_hi,bootstrap_bias\n";
+
+/// A metric group's rows: named float arrays (N, width) and the labels that stratify resamples.
+struct Group {
+    arrays: Vec<(String, Rows)>,
+    labels: Vec<i64>,
+    source: std::path::PathBuf,
+}
+
+impl Group {
+    /// The feature set of rows `idx` (all rows when None).
+    fn select(&self, idx: Option<&[usize]>) -> FeatureSet {
+        let mut m: Vec<npz::Member> = self
+            .arrays
+            .iter()
+            .map(|(k, r)| match idx {
+                None => f32_member(k, r),
+                Some(idx) => {
+                    let w = r.width;
+                    let data: Vec<f32> = idx
+                        .iter()
+                        .flat_map(|&i| r.f32[i * w..(i + 1) * w].iter().copied())
+                        .collect();
+                    npz::Member {
+                        key: k.clone(),
+                        npy: npy::encode_f32(&[idx.len(), w], &data),
+                    }
+                }
+            })
+            .collect();
+        let labels: Vec<i64> = match idx {
+            None => self.labels.clone(),
+            Some(idx) => idx.iter().map(|&i| self.labels[i]).collect(),
+        };
+        m.push(i64_member("labels", &labels));
+        FeatureSet::from_members(&self.source, m)
+    }
+
+    /// The metrics of all rows, and each reported number's percentile interval over
+    /// class-stratified bootstrap resamples of the rows.
+    fn evaluate(
+        &self,
+        settings: &MetricSettings,
+        reference: Option<&FeatureSet>,
+        boot: BootstrapSettings,
+    ) -> Result<(
+        serde_json::Map<String, serde_json::Value>,
+        BTreeMap<Key, Interval>,
+    )> {
+        let full = evaluate::compute(settings, &self.select(None), reference)?;
+        let mut intervals = BTreeMap::new();
+        if boot.reps < 2 {
+            return Ok((full, intervals));
+        }
+        let n = self.labels.len();
+        let mut draws: BTreeMap<Key, Vec<f64>> = BTreeMap::new();
+        // Resamples in parallel; each is a pure function of (seed, r), collected in order.
+        let reps: Vec<serde_json::Map<String, serde_json::Value>> = (0..boot.reps)
+            .into_par_iter()
+            .map(|r| {
+                let idx = resample(n, Some(&self.labels), boot.seed, r);
+                evaluate::compute(settings, &self.select(Some(&idx)), reference)
+            })
+            .collect::<Result<_>>()?;
+        for v in &reps {
+            for (k, x) in tidy(v) {
+                if let Some(x) = x {
+                    draws.entry(k).or_default().push(x);
+                }
+            }
+        }
+        for (k, est) in tidy(&full) {
+            let (Some(est), Some(d)) = (est, draws.get_mut(&k)) else {
+                continue;
+            };
+            if d.len() < 2 {
+                continue;
+            }
+            d.sort_by(f64::total_cmp);
+            let mean = d.iter().sum::<f64>() / d.len() as f64;
+            intervals.insert(
+                k,
+                Interval {
+                    estimate: est,
+                    lo: quantile(d, (1.0 - boot.level) / 2.0),
+                    hi: quantile(d, (1.0 + boot.level) / 2.0),
+                    bias: mean - est,
+                    level: boot.level,
+                    reps: d.len(),
+                },
+            );
+        }
+        Ok((full, intervals))
+    }
+}
+
+/// Appends a group's CSV rows (after the config prefix) and its intervals for the JSON.
+fn rows_of(
+    backbone: &str,
+    values: &serde_json::Map<String, serde_json::Value>,
+    intervals: &BTreeMap<Key, Interval>,
+    csv: &mut String,
+    prefix: &str,
+    json: &mut Vec<serde_json::Value>,
+) {
+    let num = |v: f64| v.to_string();
+    for (k, v) in tidy(values) {
+        let iv = intervals.get(&k);
+        let _ = writeln!(
+            csv,
+            "{prefix},{backbone},{},{},{},{},{},{},{}",
+            k.0,
+            k.1,
+            k.2,
+            v.map(num).unwrap_or_default(),
+            iv.map(|i| num(i.lo)).unwrap_or_default(),
+            iv.map(|i| num(i.hi)).unwrap_or_default(),
+            iv.map(|i| num(i.bias)).unwrap_or_default()
+        );
+        if let Some(i) = iv {
+            json.push(serde_json::json!({
+                "backbone": backbone, "metric": k.0, "scope": k.1, "statistic": k.2,
+                "estimate": i.estimate, "lo": i.lo, "hi": i.hi, "bias": i.bias,
+            }));
+        }
+    }
+}
 
 fn csv_prefix(c: &RunConfig) -> String {
     let opt = |v: Option<String>| v.unwrap_or_default();
@@ -262,37 +395,39 @@ pub fn merge<B: Backend>(be: &B, sweep_file: &Path, out: Option<&Path>) -> Resul
     let mut csv = String::from(CSV_HEADER);
     for (ci, c) in plan.configs.iter().enumerate() {
         let prefix = csv_prefix(c);
+        let boot = plan.sweep.bootstrap;
+        let source = plan.out.join("units").join(&c.id);
         let mut doc = serde_json::Map::new();
         doc.insert("sweep".into(), plan.sweep.name.clone().into());
         doc.insert("config".into(), serde_json::to_value(c)?);
         doc.insert("num_classes".into(), plan.classes.len().into());
+        let mut intervals_json = Vec::new();
         if !quality.metrics.is_empty() {
-            let keys: Vec<String> = ["pool", "spatial", "logits"].map(String::from).to_vec();
-            let rows = gather(&plan, ci, &keys)?;
-            let set = FeatureSet::from_members(
-                &plan.out.join("units").join(&c.id),
-                keys.iter()
-                    .zip(&rows)
-                    .map(|(k, r)| f32_member(k, r))
-                    .collect(),
-            );
-            let v = evaluate::compute(&quality, &set, q_ref.as_ref())
+            let keys: Vec<String> = ["pool", "spatial", "logits", "labels"]
+                .map(String::from)
+                .to_vec();
+            let mut rows = gather(&plan, ci, &keys)?;
+            let labels = std::mem::take(&mut rows[3].i64);
+            let group = Group {
+                arrays: keys.into_iter().zip(rows).take(3).collect(),
+                labels,
+                source: source.clone(),
+            };
+            let (v, iv) = group
+                .evaluate(&quality, q_ref.as_ref(), boot)
                 .with_context(|| format!("run config {}", c.id))?;
-            for (m, scope, stat, val) in tidy(&v) {
-                let _ = writeln!(csv, "{prefix},,{m},{scope},{stat},{val}");
-            }
+            rows_of("", &v, &iv, &mut csv, &prefix, &mut intervals_json);
             doc.insert("quality".into(), v.into());
         }
         let mut per_backbone = serde_json::Map::new();
         for (bi, spec) in plan.sweep.backbones.iter().enumerate() {
             let name = spec.backbone.name();
-            let mut keys = vec![spec.key()];
-            keys.push(if spec.is_lpips() {
+            let second = if spec.is_lpips() {
                 format!("{name}.indices")
             } else {
                 "labels".into()
-            });
-            let mut rows = gather(&plan, ci, &keys)?;
+            };
+            let mut rows = gather(&plan, ci, &[spec.key(), second])?;
             // LPIPS rows cover a subset: their labels come from the full label list.
             let labels = if spec.is_lpips() {
                 let all = gather(&plan, ci, &["indices".into(), "labels".into()])?;
@@ -311,23 +446,35 @@ pub fn merge<B: Backend>(be: &B, sweep_file: &Path, out: Option<&Path>) -> Resul
             } else {
                 "embedding"
             };
-            let set = FeatureSet::from_members(
-                &plan.out.join("units").join(&c.id),
-                vec![f32_member(kind, &rows[0]), i64_member("labels", &labels)],
-            );
+            let group = Group {
+                arrays: vec![(kind.to_string(), std::mem::take(&mut rows[0]))],
+                labels,
+                source: source.clone(),
+            };
             let settings = MetricSettings {
                 metrics: spec.metrics.clone(),
                 ..quality.clone()
             };
-            let v = evaluate::compute(&settings, &set, fd_refs[bi].as_ref())
+            let (v, iv) = group
+                .evaluate(&settings, fd_refs[bi].as_ref(), boot)
                 .with_context(|| format!("run config {}, backbone {name}", c.id))?;
-            for (m, scope, stat, val) in tidy(&v) {
-                let _ = writeln!(csv, "{prefix},{name},{m},{scope},{stat},{val}");
-            }
+            rows_of(&name, &v, &iv, &mut csv, &prefix, &mut intervals_json);
             per_backbone.insert(name, v.into());
         }
         if !per_backbone.is_empty() {
             doc.insert("backbones".into(), per_backbone.into());
+        }
+        if boot.reps >= 2 {
+            doc.insert(
+                "bootstrap".into(),
+                serde_json::json!({
+                    "reps": boot.reps,
+                    "seed": boot.seed,
+                    "level": boot.level,
+                    "resampling": "images with replacement, within each class",
+                    "intervals": intervals_json,
+                }),
+            );
         }
         let path = results.join(format!("{}.json", c.id));
         let manifest = serde_json::json!({

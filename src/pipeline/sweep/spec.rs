@@ -64,6 +64,30 @@ struct EvaluationSection {
     metrics: Vec<String>,
     #[serde(default)]
     backbones: Vec<BackboneSection>,
+    /// Bootstrap resamples per run config for the metrics' intervals (0: none).
+    #[serde(default = "default_bootstrap")]
+    bootstrap: usize,
+    #[serde(default)]
+    bootstrap_seed: u64,
+    /// Coverage of the percentile intervals.
+    #[serde(default = "default_level")]
+    interval_level: f64,
+}
+
+fn default_bootstrap() -> usize {
+    100
+}
+
+fn default_level() -> f64 {
+    0.9
+}
+
+/// Bootstrap settings of the merge.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct BootstrapSettings {
+    pub reps: usize,
+    pub seed: u64,
+    pub level: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -195,6 +219,7 @@ pub struct Sweep {
     pub backbones: Vec<BackboneSpec>,
     pub unit_size: usize,
     pub keep_images: bool,
+    pub bootstrap: BootstrapSettings,
     /// None: all of the model's classes.
     pub classes: Option<Vec<i64>>,
     pub configs: Vec<RunConfig>,
@@ -282,6 +307,15 @@ impl Sweep {
             crate::pipeline::evaluate::names(&quality_metrics)
         );
         let reference = f.evaluation.reference.as_deref().map(resolve);
+        ensure!(
+            f.evaluation.bootstrap != 1,
+            "[evaluation] bootstrap = 1: use 0 (no intervals) or at least 2 resamples"
+        );
+        ensure!(
+            f.evaluation.interval_level > 0.0 && f.evaluation.interval_level < 1.0,
+            "[evaluation] interval_level {} must lie in (0, 1)",
+            f.evaluation.interval_level
+        );
         let mut backbones = Vec::new();
         for b in &f.evaluation.backbones {
             let backbone: Backbone = parse_enum("backbone", &b.backbone)?;
@@ -362,6 +396,11 @@ impl Sweep {
             backbones,
             unit_size: f.run.unit_size,
             keep_images: f.run.keep_images,
+            bootstrap: BootstrapSettings {
+                reps: f.evaluation.bootstrap,
+                seed: f.evaluation.bootstrap_seed,
+                level: f.evaluation.interval_level,
+            },
             classes: f.defaults.classes.clone(),
             configs,
         })
