@@ -6,5 +6,6 @@ pub mod bench;
 pub mod metrics;
 pub mod models;
 pub mod pipeline;
+pub mod report;
 pub mod sampling;
 pub mod weights;

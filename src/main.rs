@@ -33,6 +33,14 @@ struct Cli {
 enum Command {
     /// Sample latents with an ODE or SDE solver.
     Sample(Box<SampleArgs>),
+    /// Plots, tables, sample grids and an index.html from merged sweeps.
+    Report {
+        /// Sweep output folders (each merged: results/, results.csv, units/).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Sweeps: a grid of sampler settings cut into work units, run in shards (SLURM arrays),
     /// resumed, verified and merged into one JSON per run config and a tidy results.csv.
     Sweep {
@@ -608,6 +616,7 @@ fn run(cli: Cli) -> Result<()> {
                 iters,
             }),
         ),
+        Command::Report { runs, out } => sitdiv::report::run(&runs, &out),
         Command::Sweep { action } => match action {
             SweepAction::Plan { target, num_shards } => {
                 sitdiv::pipeline::sweep::plan(&target.sweep, target.out.as_deref(), num_shards)

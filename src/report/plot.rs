@@ -24,10 +24,13 @@ pub fn init_font() -> Result<()> {
         .ok_or_else(|| anyhow!("the embedded DejaVu Sans font did not load"))
 }
 
-/// A line with an optional interval per point: (x, y, lo, hi).
+/// A point of a line: (x, y, optional interval (lo, hi)).
+pub type Point = (f64, f64, Option<(f64, f64)>);
+
+/// A line with an optional interval per point.
 pub struct Series {
     pub name: String,
-    pub points: Vec<(f64, f64, Option<(f64, f64)>)>,
+    pub points: Vec<Point>,
 }
 
 /// One panel of a figure.
@@ -93,7 +96,11 @@ fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     if !lo.is_finite() {
         return (0.0, 1.0);
     }
-    let pad = if hi > lo { 0.08 * (hi - lo) } else { lo.abs().max(1e-3) * 0.1 };
+    let pad = if hi > lo {
+        0.08 * (hi - lo)
+    } else {
+        lo.abs().max(1e-3) * 0.1
+    };
     (lo - pad, hi + pad)
 }
 
@@ -115,7 +122,9 @@ where
             let (x0, x1) = range(xs);
             let ys = series.iter().flat_map(|s| {
                 s.points.iter().flat_map(|&(_, y, iv)| {
-                    [Some(y), iv.map(|i| i.0), iv.map(|i| i.1)].into_iter().flatten()
+                    [Some(y), iv.map(|i| i.0), iv.map(|i| i.1)]
+                        .into_iter()
+                        .flatten()
                 })
             });
             let (y0, y1) = range(ys.chain(baseline.iter().map(|b| b.1)));
@@ -131,7 +140,10 @@ where
                     n.get(v.round() as usize).cloned().unwrap_or_default()
                 }
                 Some(_) => String::new(),
-                None => format!("{v:.3}").trim_end_matches('0').trim_end_matches('.').to_string(),
+                None => format!("{v:.3}")
+                    .trim_end_matches('0')
+                    .trim_end_matches('.')
+                    .to_string(),
             };
             let mut mesh = chart.configure_mesh();
             mesh.x_desc(x_label.as_str())
@@ -158,27 +170,33 @@ where
                 let c = color(i);
                 let mut pts = s.points.clone();
                 pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-                let bands: Vec<(f64, f64, f64)> = pts
+                let bands: Vec<(f64, f64, f64, f64)> = pts
                     .iter()
-                    .filter_map(|&(x, _, iv)| iv.map(|(lo, hi)| (x, lo, hi)))
+                    .filter_map(|&(x, y, iv)| iv.map(|(lo, hi)| (x, y, lo, hi)))
                     .collect();
                 if *band && bands.len() >= 2 {
-                    let mut poly: Vec<(f64, f64)> = bands.iter().map(|b| (b.0, b.2)).collect();
-                    poly.extend(bands.iter().rev().map(|b| (b.0, b.1)));
+                    let mut poly: Vec<(f64, f64)> = bands.iter().map(|b| (b.0, b.3)).collect();
+                    poly.extend(bands.iter().rev().map(|b| (b.0, b.2)));
                     chart.draw_series(std::iter::once(Polygon::new(poly, c.mix(0.18).filled())))?;
                 } else {
-                    chart.draw_series(bands.iter().map(|&(x, lo, hi)| {
-                        ErrorBar::new_vertical(x, lo, (lo + hi) / 2.0, hi, c.stroke_width(1), 6)
+                    chart.draw_series(bands.iter().map(|&(x, y, lo, hi)| {
+                        ErrorBar::new_vertical(x, lo, y, hi, c.stroke_width(1), 6)
                     }))?;
                 }
                 chart
-                    .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), c.stroke_width(2)))?
+                    .draw_series(LineSeries::new(
+                        pts.iter().map(|p| (p.0, p.1)),
+                        c.stroke_width(2),
+                    ))?
                     .label(s.name.as_str())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2))
+                    });
                 chart.draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 3, c.filled())))?;
             }
             chart
                 .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
                 .label_font((FONT, 11))
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK.mix(0.3))
@@ -205,13 +223,16 @@ where
                 .y_desc(y_label.as_str())
                 .label_style((FONT, 12))
                 .draw()?;
-            let mut f: Vec<(f64, f64)> = front.iter().map(|&i| (points[i].1, points[i].2)).collect();
+            let mut f: Vec<(f64, f64)> =
+                front.iter().map(|&i| (points[i].1, points[i].2)).collect();
             f.sort_by(|a, b| a.0.total_cmp(&b.0));
             let red = RGBColor(214, 39, 40);
             chart
                 .draw_series(DashedLineSeries::new(f, 6, 4, red.stroke_width(2)))?
                 .label("Pareto front")
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], red.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], red.stroke_width(2))
+                });
             for (i, (name, x, y)) in points.iter().enumerate() {
                 let on = front.contains(&i);
                 let c = if on { red } else { RGBColor(31, 119, 180) };
@@ -224,6 +245,7 @@ where
             }
             chart
                 .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
                 .label_font((FONT, 11))
                 .background_style(WHITE.mix(0.85))
                 .draw()?;
@@ -238,7 +260,9 @@ where
             let title_h = 30i32;
             let margin = 170i32;
             area.draw(&Text::new(title.clone(), (10, 6), (FONT, 18).into_font()))?;
-            let cell = (((w as i32 - margin - 10).min(h as i32 - margin - title_h)) / n.max(1) as i32).max(4);
+            let cell = (((w as i32 - margin - 10).min(h as i32 - margin - title_h))
+                / n.max(1) as i32)
+                .max(4);
             let (ox, oy) = (margin, title_h);
             for (i, row) in values.iter().enumerate() {
                 for (j, v) in row.iter().enumerate() {
@@ -256,7 +280,10 @@ where
                         }
                         None => RGBColor(235, 235, 235),
                     };
-                    area.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], fill.filled()))?;
+                    area.draw(&Rectangle::new(
+                        [(x, y), (x + cell, y + cell)],
+                        fill.filled(),
+                    ))?;
                     if let (Some(v), true) = (v, cell >= 26) {
                         area.draw(&Text::new(
                             format!("{v:.2}"),
@@ -274,7 +301,10 @@ where
             for (j, l) in labels.iter().enumerate() {
                 area.draw(&Text::new(
                     l.clone(),
-                    (ox + j as i32 * cell + cell / 2 - 4, oy + n as i32 * cell + 4),
+                    (
+                        ox + j as i32 * cell + cell / 2 - 4,
+                        oy + n as i32 * cell + 4,
+                    ),
                     (FONT, 10).into_font().transform(FontTransform::Rotate90),
                 ))?;
             }
@@ -330,7 +360,10 @@ where
                     vec![(x, v[0]), (x, v[v.len() - 1])],
                     c.stroke_width(1),
                 )))?;
-                chart.draw_series(v.iter().map(|&y| Circle::new((x, y), 2, BLACK.mix(0.6).filled())))?;
+                chart.draw_series(
+                    v.iter()
+                        .map(|&y| Circle::new((x, y), 2, BLACK.mix(0.6).filled())),
+                )?;
             }
         }
     }
@@ -350,7 +383,8 @@ pub fn figure(stem: &Path, panels: &[Panel], cols: usize, panel_size: (u32, u32)
         {
             let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
             render(&root, panels, rows, cols).map_err(|e| anyhow!("{}: {e}", png.display()))?;
-            root.present().map_err(|e| anyhow!("{}: {e}", png.display()))?;
+            root.present()
+                .map_err(|e| anyhow!("{}: {e}", png.display()))?;
         }
         let mut bytes = Vec::new();
         image::codecs::png::PngEncoder::new(&mut bytes)
@@ -362,7 +396,8 @@ pub fn figure(stem: &Path, panels: &[Panel], cols: usize, panel_size: (u32, u32)
     {
         let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
         render(&root, panels, rows, cols).map_err(|e| anyhow!("{}: {e}", svg.display()))?;
-        root.present().map_err(|e| anyhow!("{}: {e}", svg.display()))?;
+        root.present()
+            .map_err(|e| anyhow!("{}: {e}", svg.display()))?;
     }
     write_atomic(&svg, text.as_bytes())
 }
