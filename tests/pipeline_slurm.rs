@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::tmp;
+use common::{sweep_results, tmp};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -128,27 +128,6 @@ fn task_states(array: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn results(out: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v = vec![(
-        "results.csv".to_string(),
-        std::fs::read(out.join("results.csv")).unwrap(),
-    )];
-    let mut files: Vec<_> = std::fs::read_dir(out.join("results"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| !p.to_string_lossy().ends_with(".manifest.json"))
-        .collect();
-    files.sort();
-    for f in files {
-        v.push((
-            f.file_name().unwrap().to_string_lossy().into_owned(),
-            std::fs::read(&f).unwrap(),
-        ));
-    }
-    v
-}
-
 #[test]
 fn tiny_sweep_through_real_sbatch_arrays() {
     if let Err(why) = available() {
@@ -192,10 +171,10 @@ fn tiny_sweep_through_real_sbatch_arrays() {
             .arg("--out")
             .arg(&single));
     }
-    let want = results(&single);
+    let want = sweep_results(&single);
     assert_eq!(want.len(), 13, "results.csv and 12 run configs");
     assert!(
-        results(&clean) == want,
+        sweep_results(&clean) == want,
         "the 4-task array differs from one run"
     );
     println!(
@@ -264,7 +243,7 @@ fn tiny_sweep_through_real_sbatch_arrays() {
         &[("SWEEP", "sweeps/tiny.toml")],
     );
     assert!(
-        results(&faulty) == want,
+        sweep_results(&faulty) == want,
         "the requeued array differs from one run"
     );
     println!(

@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{golden_dir, sitdiv, tmp};
+use common::{golden_dir, sitdiv, sweep_results, tmp};
 use sitdiv::pipeline::sweep::spec::Sweep;
 
 fn repo() -> PathBuf {
@@ -63,28 +63,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// results.csv and every results/*.json, by name.
-fn results(out: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v = vec![(
-        "results.csv".to_string(),
-        std::fs::read(out.join("results.csv")).unwrap(),
-    )];
-    let mut files: Vec<_> = std::fs::read_dir(out.join("results"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| !p.to_string_lossy().ends_with(".manifest.json"))
-        .collect();
-    files.sort();
-    for f in files {
-        v.push((
-            f.file_name().unwrap().to_string_lossy().into_owned(),
-            std::fs::read(&f).unwrap(),
-        ));
-    }
-    v
-}
-
 fn completed_lines(out: &Path) -> Vec<String> {
     std::fs::read_to_string(out.join("completed.log"))
         .unwrap_or_default()
@@ -119,7 +97,7 @@ fn shards_resumes_and_faults_give_the_bytes_of_one_run() {
         "{plan}"
     );
     let clean = clean_run(&dir, &sweep);
-    let want = results(&clean);
+    let want = sweep_results(&clean);
     let csv = String::from_utf8_lossy(&want[0].1).into_owned();
     println!("{csv}");
     assert!(csv.lines().count() > 10 && csv.contains(",fid,all,value,"));
@@ -173,7 +151,10 @@ fn shards_resumes_and_faults_give_the_bytes_of_one_run() {
         ]);
     }
     run_ok(&["sweep", "merge", s(&sweep), "--out", s(&sharded)]);
-    assert!(results(&sharded) == want, "3 shards differ from one run");
+    assert!(
+        sweep_results(&sharded) == want,
+        "3 shards differ from one run"
+    );
 
     // A task killed while writing its second unit: half a temporary file, no unit file; the
     // rerun computes only the unfinished units, each unit completes exactly once.
@@ -199,7 +180,7 @@ fn shards_resumes_and_faults_give_the_bytes_of_one_run() {
     assert_eq!((n, done.len()), (4, 4), "a unit was computed twice or lost");
     run_ok(&["sweep", "merge", s(&sweep), "--out", s(&faulty)]);
     assert!(
-        results(&faulty) == want,
+        sweep_results(&faulty) == want,
         "the resumed run differs from one run"
     );
 
@@ -233,7 +214,7 @@ fn shards_resumes_and_faults_give_the_bytes_of_one_run() {
         "more than the bad unit was redone"
     );
     run_ok(&["sweep", "merge", s(&sweep), "--out", s(&clean)]);
-    assert!(results(&clean) == want, "the repaired run differs");
+    assert!(sweep_results(&clean) == want, "the repaired run differs");
 }
 
 #[test]

@@ -113,28 +113,12 @@ pub fn frechet_distance_of_rows(
     mu2: &[f64],
     s2: MatRef<'_, f64>,
 ) -> Result<f64> {
-    ensure!(
-        d > 0 && x.len().is_multiple_of(d),
-        "features: {} values are not rows of width {d}",
-        x.len()
-    );
-    let n = x.len() / d;
+    let n = x.len() / d.max(1);
     if n > d {
         let st = crate::metrics::stats::FeatureStats::from_batch(x, d)?;
         return frechet_distance(&st.mean, st.covariance()?.as_ref(), mu2, s2);
     }
-    ensure!(
-        x.iter().all(|v| v.is_finite()),
-        "features contain NaN or infinite values"
-    );
-    // The mean as FeatureStats accumulates it (rows in order, then one division).
-    let mut mean = vec![0f64; d];
-    for row in x.chunks(d) {
-        for (a, &v) in mean.iter_mut().zip(row) {
-            *a += v as f64;
-        }
-    }
-    mean.iter_mut().for_each(|a| *a /= n.max(1) as f64);
+    let mean = crate::metrics::stats::row_mean(x, d)?;
     ensure!(
         n >= 2,
         "the Fréchet distance needs at least 2 feature rows, got {n}"

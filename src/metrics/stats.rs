@@ -14,6 +14,29 @@ pub struct FeatureStats {
     pub scatter: Mat<f64>,
 }
 
+/// The mean of finite rows x (m, d) in f64: rows summed in order, then one division. Checks the
+/// width and refuses NaN and infinities.
+pub fn row_mean(x: &[f32], d: usize) -> Result<Vec<f64>> {
+    ensure!(
+        d > 0 && x.len().is_multiple_of(d),
+        "features: {} values are not rows of width {d}",
+        x.len()
+    );
+    ensure!(
+        x.iter().all(|v| v.is_finite()),
+        "features contain NaN or infinite values"
+    );
+    let m = x.len() / d;
+    let mut mean = vec![0f64; d];
+    for row in x.chunks(d) {
+        for (a, &v) in mean.iter_mut().zip(row) {
+            *a += v as f64;
+        }
+    }
+    mean.iter_mut().for_each(|a| *a /= m.max(1) as f64);
+    Ok(mean)
+}
+
 impl FeatureStats {
     pub fn new(d: usize) -> Self {
         FeatureStats {
@@ -29,23 +52,8 @@ impl FeatureStats {
 
     /// Statistics of a batch of rows x (m, d), f32 features accumulated in f64.
     pub fn from_batch(x: &[f32], d: usize) -> Result<Self> {
-        ensure!(
-            d > 0 && x.len().is_multiple_of(d),
-            "features: {} values are not rows of width {d}",
-            x.len()
-        );
+        let mean = row_mean(x, d)?;
         let m = x.len() / d;
-        ensure!(
-            x.iter().all(|v| v.is_finite()),
-            "features contain NaN or infinite values"
-        );
-        let mut mean = vec![0f64; d];
-        for row in x.chunks(d) {
-            for (a, &v) in mean.iter_mut().zip(row) {
-                *a += v as f64;
-            }
-        }
-        mean.iter_mut().for_each(|a| *a /= m.max(1) as f64);
         let centred = Mat::<f64>::from_fn(m, d, |i, j| x[i * d + j] as f64 - mean[j]);
         let mut scatter = Mat::<f64>::zeros(d, d);
         matmul(

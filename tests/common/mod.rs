@@ -307,3 +307,26 @@ pub fn formula_image(name: &str) -> (Vec<u8>, usize, usize) {
     }
     (px, h, w)
 }
+
+/// A merged sweep's result files by name: `results.csv` and every `results/*.json` (not the
+/// manifests, which hold hosts and times).
+pub fn sweep_results(out: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut v = vec![(
+        "results.csv".to_string(),
+        std::fs::read(out.join("results.csv")).unwrap(),
+    )];
+    let mut files: Vec<_> = std::fs::read_dir(out.join("results"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !p.to_string_lossy().ends_with(".manifest.json"))
+        .collect();
+    files.sort();
+    for f in files {
+        v.push((
+            f.file_name().unwrap().to_string_lossy().into_owned(),
+            std::fs::read(&f).unwrap(),
+        ));
+    }
+    v
+}
