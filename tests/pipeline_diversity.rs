@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{fails, golden_dir, sitdiv, tmp};
+use common::{fails, golden_dir, succeeds, tmp};
 use sitdiv::backend::cpu::Cpu;
 use sitdiv::models::dinov2::{Dinov2, Dinov2Config};
 use sitdiv::models::dreamsim::{DreamSim, DreamSimConfig};
@@ -44,11 +44,6 @@ fn batch(dir: &Path, labels: bool) -> (String, Vec<u8>) {
     (p.display().to_string(), imgs)
 }
 
-fn ok(args: &[&str]) {
-    let r = sitdiv(args);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-}
-
 fn arrays(p: &Path) -> (Vec<f32>, Vec<i64>, Vec<i64>) {
     let m = npz::read(p).unwrap();
     let get = |k: &str| m.iter().find(|x| x.key == k).unwrap().npy.clone();
@@ -70,7 +65,7 @@ fn features_equal_the_library_and_ignore_the_batch_size() {
     let w = golden("dinov2_tiny.weights.safetensors");
     let (e1, e4) = (dir.join("e1.npz"), dir.join("e4.npz"));
     for (out, bs) in [(&e1, "1"), (&e4, "4")] {
-        ok(&[
+        succeeds(&[
             "features",
             "--backbone",
             "dinov2-b14",
@@ -118,7 +113,7 @@ fn eval_diversity_equals_metrics_on_the_embedding_and_subsets_are_seeded() {
         let w = golden(weights);
         let json = dir.join(format!("{backbone}.json"));
         let fo = dir.join(format!("{backbone}.npz"));
-        ok(&[
+        succeeds(&[
             "eval",
             "--samples",
             &b,
@@ -136,7 +131,7 @@ fn eval_diversity_equals_metrics_on_the_embedding_and_subsets_are_seeded() {
         let e: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
         let emb = fo.with_extension("embedding.npz");
         let mj = dir.join(format!("{backbone}-m.json"));
-        ok(&[
+        succeeds(&[
             "metrics",
             "--features",
             emb.to_str().unwrap(),
@@ -159,7 +154,7 @@ fn eval_diversity_equals_metrics_on_the_embedding_and_subsets_are_seeded() {
     let w = golden("dinov2_tiny.weights.safetensors");
     let pick = |seed: &str, name: &str| {
         let out = dir.join(name);
-        ok(&[
+        succeeds(&[
             "features",
             "--backbone",
             "dinov2-b14",
@@ -189,7 +184,7 @@ fn eval_diversity_equals_metrics_on_the_embedding_and_subsets_are_seeded() {
     );
     // --max-samples after --max-per-class.
     let out = dir.join("m.npz");
-    ok(&[
+    succeeds(&[
         "features",
         "--backbone",
         "dinov2-b14",
@@ -219,7 +214,7 @@ fn resnet_backbones_run_through_features() {
     sitdiv::weights::write_f32_safetensors(&w, &t, None).unwrap();
     for backbone in ["mocov3-r50", "simclr-r50"] {
         let out = dir.join(format!("{backbone}.npz"));
-        ok(&[
+        succeeds(&[
             "features",
             "--backbone",
             backbone,
@@ -397,7 +392,7 @@ fn lpips_through_features_and_eval() {
     sitdiv::weights::write_f32_safetensors(&w, &t, None).unwrap();
     let w = w.to_str().unwrap();
     let f = dir.join("lpips.npz");
-    ok(&[
+    succeeds(&[
         "features",
         "--backbone",
         "lpips-alex",
@@ -409,7 +404,7 @@ fn lpips_through_features_and_eval() {
         f.to_str().unwrap(),
     ]);
     let json = dir.join("e.json");
-    ok(&[
+    succeeds(&[
         "eval",
         "--samples",
         &b,
@@ -423,7 +418,7 @@ fn lpips_through_features_and_eval() {
         json.to_str().unwrap(),
     ]);
     let mj = dir.join("m.json");
-    ok(&[
+    succeeds(&[
         "metrics",
         "--features",
         f.to_str().unwrap(),
@@ -461,7 +456,7 @@ fn fd_dinov2_through_eval_equals_features_then_metrics() {
     let r = r.to_str().unwrap();
     let w = golden("dinov2_release_tiny.weights.safetensors");
     let json = dir.join("e.json");
-    ok(&[
+    succeeds(&[
         "eval",
         "--samples",
         &b,
@@ -477,7 +472,7 @@ fn fd_dinov2_through_eval_equals_features_then_metrics() {
         json.to_str().unwrap(),
     ]);
     let (fa, fb) = (dir.join("a.npz"), dir.join("b.npz"));
-    ok(&[
+    succeeds(&[
         "features",
         "--backbone",
         "dinov2-l14",
@@ -488,7 +483,7 @@ fn fd_dinov2_through_eval_equals_features_then_metrics() {
         "--out",
         fa.to_str().unwrap(),
     ]);
-    ok(&[
+    succeeds(&[
         "features",
         "--backbone",
         "dinov2-l14",
@@ -500,7 +495,7 @@ fn fd_dinov2_through_eval_equals_features_then_metrics() {
         fb.to_str().unwrap(),
     ]);
     let mj = dir.join("m.json");
-    ok(&[
+    succeeds(&[
         "metrics",
         "--features",
         fa.to_str().unwrap(),
@@ -557,7 +552,7 @@ fn dreamsim_runs_through_features_and_refuses_other_weights() {
     let w = golden("dreamsim_tiny.weights.safetensors");
     let out = dir.join("dreamsim.npz");
     let o = out.to_str().unwrap();
-    ok(&[
+    succeeds(&[
         "features",
         "--backbone",
         "dreamsim",

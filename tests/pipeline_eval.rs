@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::{fails, open, sitdiv, tmp, Report};
+use common::{fails, open, succeeds, tmp, Report};
 use sitdiv::models::synthetic;
 use sitdiv::pipeline::{npy, npz};
 use sitdiv::sampling::rng;
@@ -62,11 +62,6 @@ fn batch(path: &Path, imgs: &[u8], n: usize, side: usize, indices: Option<Vec<i6
     path.display().to_string()
 }
 
-fn ok(args: &[&str]) {
-    let r = sitdiv(args);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-}
-
 fn read_features(path: &str) -> Vec<(String, Vec<f32>)> {
     npz::read(Path::new(path))
         .unwrap()
@@ -89,7 +84,7 @@ fn features_command_matches_the_golden_at_any_batch_size() {
     let (f1, f2) = (dir.join("f1.npz"), dir.join("f2.npz"));
     for (out, b) in [(&f1, "1"), (&f2, "2")] {
         let out = out.to_str().unwrap();
-        ok(&[
+        succeeds(&[
             "features",
             "--backbone",
             "inception",
@@ -153,7 +148,7 @@ fn eval_equals_features_then_metrics_and_reads_run_folders() {
         ];
         args.extend_from_slice(settings);
         args.extend_from_slice(extra);
-        ok(&args);
+        succeeds(&args);
         json(out)
     };
     let fo = dir.join("samples_features.npz");
@@ -165,7 +160,7 @@ fn eval_equals_features_then_metrics_and_reads_run_folders() {
     );
     // The same through features + metrics.
     let rf = dir.join("ref_features.npz");
-    ok(&[
+    succeeds(&[
         "features",
         "--weights",
         weights(),
@@ -188,7 +183,7 @@ fn eval_equals_features_then_metrics_and_reads_run_folders() {
     // and metrics see the same features.
     let cheap = [&settings[2..], &["--metrics", "is,pr,dc,kid"]].concat();
     args.extend_from_slice(&cheap);
-    ok(&args);
+    succeeds(&args);
     let m = json(&mj);
     for key in ["fid", "sfid"] {
         assert!(
@@ -217,7 +212,7 @@ fn eval_equals_features_then_metrics_and_reads_run_folders() {
     );
     // A features file works as --ref too: no reference images needed.
     let ef = dir.join("eval_ref_features.json");
-    ok(&[
+    succeeds(&[
         "eval",
         "--samples",
         &samples,

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{golden_dir, open, rel_err, sitdiv, tmp};
+use common::{golden_dir, open, rel_err, sitdiv, succeeds, tmp};
 use sitdiv::pipeline::npy;
 
 fn tiny_weights() -> String {
@@ -157,15 +157,6 @@ fn data_bytes(p: &Path) -> Vec<u8> {
     bytemuck::cast_slice(&a.data).to_vec()
 }
 
-fn run_ok(args: &[&str]) {
-    let r = sitdiv(args);
-    assert!(
-        r.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&r.stderr)
-    );
-}
-
 /// 8 samples as one shard equal two shards concatenated, and a rerun is byte-identical.
 fn check_sharding(name: &str, sampler: &[&str]) {
     let dir = tmp(name);
@@ -187,7 +178,7 @@ fn check_sharding(name: &str, sampler: &[&str]) {
         a.extend(sampler);
         a.extend(shard);
         a.extend(["--latents-out", out]);
-        run_ok(&a);
+        succeeds(&a);
     };
     let (all, again, s0, s1) = (p("all.npy"), p("again.npy"), p("s0.npy"), p("s1.npy"));
     run(&all, &[]);
@@ -447,6 +438,6 @@ fn gpu_request_without_gpu_fails_clearly_and_auto_falls_back() {
     let o = out.display().to_string();
     let mut a = args.to_vec();
     a.extend(["auto", "--latents-out", &o]);
-    run_ok(&a);
+    succeeds(&a);
     assert_eq!(npy::read_f32(&out).unwrap().shape, [1, 4, 32, 32]);
 }

@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{golden_dir, sitdiv, sweep_results, tmp};
+use common::{golden_dir, sitdiv, succeeds, sweep_results, tmp};
 use sitdiv::pipeline::sweep::spec::Sweep;
 
 fn repo() -> PathBuf {
@@ -48,17 +48,6 @@ sampler = ["ode-euler"]
     p
 }
 
-fn run_ok(args: &[&str]) -> String {
-    let r = sitdiv(args);
-    assert!(
-        r.status.success(),
-        "sitdiv {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&r.stderr)
-    );
-    String::from_utf8_lossy(&r.stdout).into_owned()
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -74,8 +63,8 @@ fn completed_lines(out: &Path) -> Vec<String> {
 /// One `sweep run` over every unit, merged: the bytes every other way must give.
 fn clean_run(dir: &Path, sweep: &Path) -> PathBuf {
     let out = dir.join("clean");
-    run_ok(&["sweep", "run", s(sweep), "--out", s(&out)]);
-    run_ok(&["sweep", "merge", s(sweep), "--out", s(&out)]);
+    succeeds(&["sweep", "run", s(sweep), "--out", s(&out)]);
+    succeeds(&["sweep", "merge", s(sweep), "--out", s(&out)]);
     out
 }
 
@@ -83,7 +72,7 @@ fn clean_run(dir: &Path, sweep: &Path) -> PathBuf {
 fn shards_resumes_and_faults_give_the_bytes_of_one_run() {
     let dir = tmp("sweep-shards");
     let sweep = small_sweep(&dir);
-    let plan = run_ok(&[
+    let plan = succeeds(&[
         "sweep",
         "plan",
         s(&sweep),
@@ -107,7 +96,7 @@ fn shards_resumes_and_faults_give_the_bytes_of_one_run() {
         "a row lacks its interval"
     );
     assert!(csv.contains("dinov2-b14,diversity,intra,mean,"));
-    let status = run_ok(&["sweep", "status", s(&sweep), "--out", s(&clean)]);
+    let status = succeeds(&["sweep", "status", s(&sweep), "--out", s(&clean)]);
     assert!(status.contains("4/4 units done (100.0 %)"), "{status}");
 
     // Three shards, shard 1 run twice at once: the same bytes.
@@ -138,7 +127,7 @@ fn shards_resumes_and_faults_give_the_bytes_of_one_run() {
         "two tasks on one shard failed"
     );
     for i in ["0", "2"] {
-        run_ok(&[
+        succeeds(&[
             "sweep",
             "run",
             s(&sweep),
@@ -150,7 +139,7 @@ fn shards_resumes_and_faults_give_the_bytes_of_one_run() {
             "3",
         ]);
     }
-    run_ok(&["sweep", "merge", s(&sweep), "--out", s(&sharded)]);
+    succeeds(&["sweep", "merge", s(&sweep), "--out", s(&sharded)]);
     assert!(
         sweep_results(&sharded) == want,
         "3 shards differ from one run"
@@ -166,19 +155,19 @@ fn shards_resumes_and_faults_give_the_bytes_of_one_run() {
         .unwrap();
     assert!(!r.status.success(), "the fault hook did not fire");
     assert_eq!(completed_lines(&faulty).len(), 1);
-    let status = run_ok(&["sweep", "status", s(&sweep), "--out", s(&faulty)]);
+    let status = succeeds(&["sweep", "status", s(&sweep), "--out", s(&faulty)]);
     assert!(status.contains("1/4 units done (25.0 %)"), "{status}");
     assert!(
         status.contains("temporary file(s) of interrupted writes"),
         "{status}"
     );
-    run_ok(&["sweep", "run", s(&sweep), "--out", s(&faulty)]);
+    succeeds(&["sweep", "run", s(&sweep), "--out", s(&faulty)]);
     let mut done = completed_lines(&faulty);
     done.sort();
     let n = done.len();
     done.dedup();
     assert_eq!((n, done.len()), (4, 4), "a unit was computed twice or lost");
-    run_ok(&["sweep", "merge", s(&sweep), "--out", s(&faulty)]);
+    succeeds(&["sweep", "merge", s(&sweep), "--out", s(&faulty)]);
     assert!(
         sweep_results(&faulty) == want,
         "the resumed run differs from one run"
@@ -195,7 +184,7 @@ fn shards_resumes_and_faults_give_the_bytes_of_one_run() {
     let k = bytes.len() / 2;
     bytes[k] ^= 0x40;
     std::fs::write(&unit, &bytes).unwrap();
-    let status = run_ok(&["sweep", "status", s(&sweep), "--out", s(&clean)]);
+    let status = succeeds(&["sweep", "status", s(&sweep), "--out", s(&clean)]);
     assert!(
         status.contains("3/4 units done") && status.contains("checksum mismatch"),
         "{status}"
@@ -207,13 +196,13 @@ fn shards_resumes_and_faults_give_the_bytes_of_one_run() {
         "{err}"
     );
     let before = completed_lines(&clean).len();
-    run_ok(&["sweep", "run", s(&sweep), "--out", s(&clean)]);
+    succeeds(&["sweep", "run", s(&sweep), "--out", s(&clean)]);
     assert_eq!(
         completed_lines(&clean).len(),
         before + 1,
         "more than the bad unit was redone"
     );
-    run_ok(&["sweep", "merge", s(&sweep), "--out", s(&clean)]);
+    succeeds(&["sweep", "merge", s(&sweep), "--out", s(&clean)]);
     assert!(sweep_results(&clean) == want, "the repaired run differs");
 }
 
@@ -222,7 +211,7 @@ fn merge_refuses_missing_units_and_names_them() {
     let dir = tmp("sweep-missing");
     let sweep = small_sweep(&dir);
     let out = dir.join("half");
-    run_ok(&[
+    succeeds(&[
         "sweep",
         "run",
         s(&sweep),
@@ -233,7 +222,7 @@ fn merge_refuses_missing_units_and_names_them() {
         "--num-shards",
         "2",
     ]);
-    let status = run_ok(&["sweep", "status", s(&sweep), "--out", s(&out)]);
+    let status = succeeds(&["sweep", "status", s(&sweep), "--out", s(&out)]);
     println!("{status}");
     assert!(
         status.contains("2/4 units done (50.0 %), 2 missing"),

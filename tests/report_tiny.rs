@@ -6,17 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{sitdiv, tmp};
-
-fn ok(args: &[&str]) {
-    let r = sitdiv(args);
-    assert!(
-        r.status.success(),
-        "sitdiv {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&r.stderr)
-    );
-}
+use common::{succeeds, tmp};
 
 fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -39,9 +29,9 @@ fn the_tiny_sweep_report_has_every_plot_and_links_them() {
         run.to_str().unwrap(),
         out.to_str().unwrap(),
     );
-    ok(&["sweep", "run", s, "--out", r]);
-    ok(&["sweep", "merge", s, "--out", r]);
-    ok(&["report", r, "--out", o]);
+    succeeds(&["sweep", "run", s, "--out", r]);
+    succeeds(&["sweep", "merge", s, "--out", r]);
+    succeeds(&["report", r, "--out", o]);
 
     let pngs = files(&out.join("plots"), "png");
     let stems: Vec<String> = pngs
@@ -103,7 +93,7 @@ fn the_tiny_sweep_report_has_every_plot_and_links_them() {
     }
     // The same merged sweep gives the same report bytes.
     let again = dir.join("again");
-    ok(&["report", r, "--out", again.to_str().unwrap()]);
+    succeeds(&["report", r, "--out", again.to_str().unwrap()]);
     for f in [
         "index.html",
         "results.csv",

@@ -48,6 +48,18 @@ pub fn sitdiv(args: &[&str]) -> std::process::Output {
     cmd.output().expect("run sitdiv")
 }
 
+/// Runs the binary expecting success; returns its stdout. A failure shows the command and stderr.
+pub fn succeeds(args: &[&str]) -> String {
+    let r = sitdiv(args);
+    assert!(
+        r.status.success(),
+        "sitdiv {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&r.stderr)
+    );
+    String::from_utf8_lossy(&r.stdout).into_owned()
+}
+
 /// Runs the binary expecting failure: a non-zero exit, `needle` in stderr, and `out` not written.
 pub fn fails(args: &[&str], needle: &str, out: &std::path::Path) {
     let r = sitdiv(args);
