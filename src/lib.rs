@@ -8,4 +8,5 @@ pub mod models;
 pub mod pipeline;
 pub mod report;
 pub mod sampling;
+pub mod toy;
 pub mod weights;
