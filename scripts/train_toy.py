@@ -361,7 +361,7 @@ def train_classifier(args, torch, ToyClassifier, data, held):
     return net, curve, acc
 
 
-def train_sit(args, torch, SiT, data):
+def train_sit(args, torch, SiT, data, checkpoint):
     torch.manual_seed(args.seed)
     model = SiT(SIT_CONFIG)
     ema = SiT(SIT_CONFIG)
@@ -395,6 +395,9 @@ def train_sit(args, torch, SiT, data):
             curve.append([step + 1, round(running / 100, 5)])
             print(f"sit step {step + 1} loss {running / 100:.4f} ({time.time() - t0:.0f} s)", flush=True)
             running = 0.0
+        if (step + 1) % args.save_every == 0 and step + 1 < args.steps:
+            ema.eval()
+            checkpoint(ema, curve, step + 1)
     ema.eval()
     return ema, curve
 
@@ -433,22 +436,26 @@ def cmd_train(args):
         save_file({"images": u8.contiguous(), "features": f.contiguous(), "logits": l.contiguous()},
                   f"{args.out}/toy_classifier.io.safetensors", metadata={"format": "sitdiv-golden", "version": "1"})
 
-    model, curve = train_sit(args, torch, SiT, data)
-    save(f"{args.out}/toy_sit.safetensors", model, {
-        **common, "config": SIT_CONFIG, "steps": args.steps, "batch": args.batch, "lr": args.lr,
-        "ema": args.ema, "objective": "SiT Linear path, velocity prediction, t ~ U(0, 1)",
-        "loss_curve": curve, "train_seconds": round(time.time() - t0),
-    })
-    g = torch.Generator().manual_seed(5)
-    x = torch.randn(3, 3, 32, 32, generator=g)
-    t = torch.tensor([0.1, 0.5, 0.93])
-    y = torch.tensor([0, 7, NUM_CLASSES])
-    with torch.no_grad():
-        out = model(x, t, y)
-    from safetensors.torch import save_file
-    save_file({"x": x, "t": t, "y": y, "out": out}, f"{args.out}/toy_sit.io.safetensors",
-              metadata={"format": "sitdiv-golden", "version": "1"})
-    print(f"wrote {args.out} ({time.time() - t0:.0f} s)")
+    def checkpoint(model, curve, steps):
+        """The EMA weights after `steps` steps, and PyTorch's output on fixed inputs."""
+        save(f"{args.out}/toy_sit.safetensors", model, {
+            **common, "config": SIT_CONFIG, "steps": steps, "batch": args.batch, "lr": args.lr,
+            "ema": args.ema, "objective": "SiT Linear path, velocity prediction, t ~ U(0, 1)",
+            "loss_curve": curve, "train_seconds": round(time.time() - t0),
+        })
+        g = torch.Generator().manual_seed(5)
+        x = torch.randn(3, 3, 32, 32, generator=g)
+        t = torch.tensor([0.1, 0.5, 0.93])
+        y = torch.tensor([0, 7, NUM_CLASSES])
+        with torch.no_grad():
+            out = model(x, t, y)
+        from safetensors.torch import save_file
+        save_file({"x": x, "t": t, "y": y, "out": out}, f"{args.out}/toy_sit.io.safetensors",
+                  metadata={"format": "sitdiv-golden", "version": "1"})
+        print(f"wrote {args.out}/toy_sit.* after {steps} steps ({time.time() - t0:.0f} s)", flush=True)
+
+    model, curve = train_sit(args, torch, SiT, data, checkpoint)
+    checkpoint(model, curve, args.steps)
 
 
 def main():
@@ -467,6 +474,7 @@ def main():
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--skip-classifier", action="store_true")
+    t.add_argument("--save-every", type=int, default=250, help="write the EMA weights every N steps")
     args = ap.parse_args()
     {"fixture": cmd_fixture, "train": cmd_train}[args.cmd](args)
 

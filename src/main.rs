@@ -41,6 +41,17 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The toy study from the repository's own files: a small trained pixel-space SiT swept
+    /// over guidance × ODE/SDE, measured with the toy classifier and reported (CPU, minutes).
+    Demo {
+        #[arg(long, default_value = "sweeps/toy.toml")]
+        sweep: PathBuf,
+        /// Output folder (default: runs/<sweep name>); the report goes to its report/.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
     /// Sweeps: a grid of sampler settings cut into work units, run in shards (SLURM arrays),
     /// resumed, verified and merged into one JSON per run config and a tidy results.csv.
     Sweep {
@@ -445,15 +456,31 @@ fn on_device(d: &DeviceArgs, job: impl OnBackend) -> Result<()> {
 
 struct SweepRun {
     target: SweepTarget,
-    shard: Option<(usize, usize, Precision)>,
+    step: SweepStep,
+}
+
+enum SweepStep {
+    /// Shard index, shard count.
+    Run(usize, usize, Precision),
+    Merge,
+    /// Run, merge and report.
+    Demo(Precision),
 }
 
 impl OnBackend for SweepRun {
     fn run<B: Backend>(self, be: &B) -> Result<()> {
-        let (sweep, out) = (&self.target.sweep, self.target.out.as_deref());
-        match self.shard {
-            Some((i, n, p)) => sitdiv::pipeline::sweep::run(be, sweep, out, i, n, p),
-            None => sitdiv::pipeline::sweep::merge::merge(be, sweep, out),
+        use sitdiv::pipeline::sweep;
+        let (file, out) = (&self.target.sweep, self.target.out.as_deref());
+        match self.step {
+            SweepStep::Run(i, n, p) => sweep::run(be, file, out, i, n, p),
+            SweepStep::Merge => sweep::merge::merge(be, file, out),
+            SweepStep::Demo(p) => {
+                let dir = sweep::run_all(be, file, out, p)?;
+                let report = dir.join("report");
+                sitdiv::report::run(std::slice::from_ref(&dir), &report)?;
+                println!("report: {}", report.join("index.html").display());
+                Ok(())
+            }
         }
     }
 }
@@ -635,7 +662,7 @@ fn run(cli: Cli) -> Result<()> {
                     &device,
                     SweepRun {
                         target,
-                        shard: Some((shard_index, num_shards, p)),
+                        step: SweepStep::Run(shard_index, num_shards, p),
                     },
                 )
             }
@@ -643,10 +670,20 @@ fn run(cli: Cli) -> Result<()> {
                 &device,
                 SweepRun {
                     target,
-                    shard: None,
+                    step: SweepStep::Merge,
                 },
             ),
         },
+        Command::Demo { sweep, out, device } => {
+            let p = device.precision;
+            on_device(
+                &device,
+                SweepRun {
+                    target: SweepTarget { sweep, out },
+                    step: SweepStep::Demo(p),
+                },
+            )
+        }
         Command::Inspect { file } => sitdiv::pipeline::inspect::run(&file),
         Command::Metrics {
             features,

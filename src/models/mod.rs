@@ -11,5 +11,6 @@ pub mod preprocess;
 pub mod resnet;
 pub mod sit;
 pub mod synthetic;
+pub mod toy_classifier;
 pub mod vae;
 pub mod vit;

@@ -18,6 +18,7 @@ use crate::models::dreamsim::{DreamSim, DreamSimConfig};
 use crate::models::lpips::{Lpips, LpipsNet};
 use crate::models::preprocess::{Pipeline, PIPELINE_SIZE};
 use crate::models::resnet::ResNet50;
+use crate::models::toy_classifier::ToyClassifier;
 use crate::sampling::rng;
 use crate::weights::WeightFile;
 
@@ -156,6 +157,7 @@ pub fn select_rows(n: usize, labels: Option<&[i64]>, subset: &Subset) -> Result<
 
 enum Net<B: Backend> {
     Lpips(Lpips<B>),
+    Toy(ToyClassifier<B>),
     Dinov2(Dinov2<B>),
     Clip(ClipVision<B>),
     DreamSim(DreamSim<B>),
@@ -248,6 +250,10 @@ impl<B: Backend> Embedder<B> {
                     Pipeline::Simclr,
                 )
             }
+            Backbone::Toy => (
+                Net::Toy(ToyClassifier::load(be, &file).with_context(ctx)?),
+                Pipeline::Simclr, // native resolution: the pipeline is unused
+            ),
             Backbone::Inception => bail!("the Inception is not a diversity backbone"),
         };
         let sha = super::sample::sha256_hex(file.bytes());
@@ -286,6 +292,7 @@ impl<B: Backend> Embedder<B> {
         for img in images.chunks(h * w * 3) {
             out.extend(match &self.net {
                 Net::Lpips(m) => m.features(be, img, (1, h, w, 3))?,
+                Net::Toy(m) => m.forward(be, img, (1, h, w, 3))?.features,
                 Net::Dinov2(m) => m.forward(be, &self.pipeline.prepare(img, (h, w)), 1, (s, s))?,
                 Net::Clip(m) => m.forward(be, &self.pipeline.prepare(img, (h, w)), 1)?,
                 Net::DreamSim(m) => m.embed(be, &self.pipeline.prepare(img, (h, w)), 1)?,

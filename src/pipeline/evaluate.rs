@@ -37,6 +37,9 @@ pub enum Metric {
     #[serde(rename = "fd_dinov2")]
     #[value(name = "fd_dinov2")]
     FdDinov2,
+    /// Fraction of samples whose `logits` argmax is their own class: how often the classifier
+    /// (the toy study's) recognises the class a sample was drawn for.
+    Accuracy,
 }
 
 /// Command-line names of metrics, for messages: `fid, sfid`.
@@ -54,7 +57,7 @@ impl Metric {
     pub fn needs_reference(self) -> bool {
         !matches!(
             self,
-            Metric::Is | Metric::Diversity | Metric::Vendi | Metric::Lpips
+            Metric::Is | Metric::Diversity | Metric::Vendi | Metric::Lpips | Metric::Accuracy
         )
     }
 }
@@ -109,7 +112,9 @@ impl MetricSettings {
             Metric::Pr | Metric::Dc | Metric::Kid => !reference.has("pool"),
             Metric::Fid => !stats("mu", "sigma") && !reference.has("pool"),
             Metric::Sfid => !stats("mu_s", "sigma_s") && !reference.has("spatial"),
-            Metric::Is | Metric::Diversity | Metric::Vendi | Metric::Lpips => false,
+            Metric::Is | Metric::Diversity | Metric::Vendi | Metric::Lpips | Metric::Accuracy => {
+                false
+            }
             Metric::FdDinov2 => !reference.has("embedding"),
         })
     }
@@ -400,6 +405,17 @@ pub fn compute(
                     .with_context(|| format!("{}: `{feat}`", a.source.display()))?;
                 out.insert(key.into(), num(key, fd)?);
             }
+            Metric::Accuracy => {
+                let (l, c) = a.rows("logits")?;
+                let labels = a.labels(l.len() / c)?;
+                let hits = l
+                    .chunks(c)
+                    .zip(&labels)
+                    .filter(|(row, &y)| usize::try_from(y).is_ok_and(|y| argmax(row) == y))
+                    .count();
+                let acc = hits as f64 / labels.len().max(1) as f64;
+                out.insert("accuracy".into(), num("accuracy", acc)?);
+            }
             Metric::Is => {
                 let (l, c) = a.rows("logits")?;
                 let is = inception_score::inception_score(&l, c, job.is_split_size)?;
@@ -435,6 +451,17 @@ pub fn compute(
         }
     }
     Ok(out)
+}
+
+/// Index of the first largest value (as `torch.argmax`).
+fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
 }
 
 /// Writes the metric values with the settings and a manifest next to them, atomically.

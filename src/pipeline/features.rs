@@ -45,6 +45,8 @@ pub enum Backbone {
     LpipsAlex,
     /// LPIPS v0.1 with the VGG16 trunk.
     LpipsVgg,
+    /// The toy study's classifier (scripts/train_toy.py): its 64-d pooled features.
+    Toy,
 }
 
 impl Backbone {

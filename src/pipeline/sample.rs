@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, ensure, Result};
 use serde::Serialize;
 
-use super::decode::decode_images;
+use super::decode::Decoder;
 use super::inputs::{read_inputs, Inputs, UnitNoise};
 use super::progress::Progress;
 use super::{npy, npz};
@@ -361,33 +361,24 @@ pub fn run(job: &SampleJob) -> Result<()> {
 pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
     let schedule = job.schedule()?;
     match (&job.vae, &job.out) {
-        (Some(_), None) | (None, Some(_)) => bail!(
-            "--vae and --out go together: the VAE decodes the samples into an image batch in --out"
+        (Some(_), None) => bail!(
+            "--vae needs --out: the VAE decodes the samples into an image batch in --out"
         ),
-        (None, None) if job.latents_out.is_none() => {
-            bail!("nothing to write: give --latents-out FILE, or --vae FILE --out DIR")
-        }
+        (None, None) if job.latents_out.is_none() => bail!(
+            "nothing to write: give --latents-out FILE, or --out DIR (with --vae FILE for a latent model)"
+        ),
         _ => {}
     }
-    if job.png_grid.is_some() && job.vae.is_none() {
-        bail!("--png-grid needs images: give --vae FILE --out DIR");
+    if job.png_grid.is_some() && job.out.is_none() {
+        bail!("--png-grid needs images: give --out DIR (and --vae FILE for a latent model)");
     }
     let (model, weights_sha) = load_model(be, job)?;
-    // The VAE is loaded before any sampling, so a bad file fails fast.
-    let vae = match &job.vae {
-        Some(p) => Some(super::decode::load_vae(be, p)?),
+    let cfg = model.config.clone();
+    // The decoder is loaded before any sampling, so a bad file fails fast.
+    let decoder = match &job.out {
+        Some(_) => Some(Decoder::load(be, job.vae.as_deref(), cfg.in_channels)?),
         None => None,
     };
-    let cfg = model.config.clone();
-    if let (Some((v, _)), Some(p)) = (&vae, &job.vae) {
-        ensure!(
-            v.config.latent_channels == cfg.in_channels,
-            "{}: the VAE decodes {} latent channels, but the model samples {}",
-            p.display(),
-            v.config.latent_channels,
-            cfg.in_channels
-        );
-    }
     // Output folders are checked before any compute.
     if let Some(dir) = &job.out {
         super::probe_folder(dir)?;
@@ -467,10 +458,10 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
         write_with_manifest(path, &manifest, |p| npy::write_f32(p, &shape, &latents))?;
         log::info!("wrote {} ({rows} samples)", path.display());
     }
-    if let (Some((vae, vae_sha)), Some(dir)) = (&vae, &job.out) {
+    if let (Some((decoder, vae_sha)), Some(dir)) = (&decoder, &job.out) {
         let s = cfg.input_size;
-        let images = decode_images(be, vae, &latents, rows, s, s, job.unit_size)?;
-        let (side, ch) = (s * vae.scale(), vae.config.out_channels);
+        let images = decoder.images(be, &latents, rows, s, job.unit_size)?;
+        let (side, ch) = (decoder.side(s), decoder.out_channels());
         let indices: Vec<i64> = units
             .iter()
             .flat_map(|u| u.start as i64..u.end as i64)
@@ -478,7 +469,11 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
         let path = dir.join(format!("{}.npz", job.batch_name()));
         let mut manifest = manifest;
         manifest["vae_sha256"] = serde_json::json!(vae_sha);
-        manifest["vae_config"] = serde_json::to_value(&vae.config)?;
+        if let (Some(m), serde_json::Value::Object(d)) =
+            (manifest.as_object_mut(), decoder.describe())
+        {
+            m.extend(d);
+        }
         let members = [
             npz::Member {
                 key: "arr_0".into(),

@@ -10,17 +10,16 @@ use std::path::Path;
 use anyhow::{bail, ensure, Context, Result};
 use rayon::prelude::*;
 
-use super::spec::{enum_name, BootstrapSettings, InceptionSource, RunConfig};
+use super::spec::{enum_name, BootstrapSettings, Reference, RunConfig};
 use super::units::{Plan, UnitState};
+use super::QualityNet;
 use crate::backend::Backend;
 use crate::metrics::bootstrap::{quantile, resample, Interval};
-use crate::models::inception::InceptionV3;
-use crate::models::synthetic;
 use crate::pipeline::embed::{embedding_members, Embedder, Subset};
 use crate::pipeline::evaluate::{self, FeatureSet, Metric, MetricSettings};
 use crate::pipeline::features::inception_features;
 use crate::pipeline::{npy, npz, write_atomic, write_with_manifest};
-use crate::weights::WeightFile;
+use crate::toy;
 
 /// The rows of one array across a run config's units: (values, width) or int64 values.
 #[derive(Default)]
@@ -83,18 +82,39 @@ fn i64_member(key: &str, v: &[i64]) -> npz::Member {
 }
 
 /// Reference features for the quality metrics: a features file or ADM statistics as they are,
-/// else the Inception run on its images.
+/// else the quality network run on its images (or on the toy data it names).
 fn quality_reference<B: Backend>(
     be: &B,
     plan: &Plan,
     settings: &MetricSettings,
 ) -> Result<Option<FeatureSet>> {
-    let Some(r) = &plan.sweep.reference else {
+    let Some(reference) = &plan.sweep.reference else {
         return Ok(None);
     };
     if !settings.metrics.iter().any(|m| m.needs_reference()) {
         return Ok(None);
     }
+    let source = plan
+        .sweep
+        .inception
+        .as_ref()
+        .context("the reference's features need the quality network")?;
+    let r = match reference {
+        Reference::ToyData { seed, per_class } => {
+            let (images, labels) = toy::dataset(*seed, *per_class)?;
+            log::info!(
+                "quality features of the reference, {}",
+                reference.describe()
+            );
+            let net = QualityNet::load(be, source)?;
+            let mut m = net.members(be, &images, (labels.len(), toy::SIZE, toy::SIZE, 3))?;
+            m.push(i64_member("labels", &labels));
+            let mut set = FeatureSet::from_members(Path::new(&reference.describe()), m);
+            set.cache_gaussians()?;
+            return Ok(Some(set));
+        }
+        Reference::File(r) => r,
+    };
     let keys = npz::keys(r)?;
     let mut set = if keys.iter().any(|k| k == "pool") {
         FeatureSet::open(r)?
@@ -108,10 +128,11 @@ fn quality_reference<B: Backend>(
             r.display(),
             keys.join(", ")
         );
-        let net = match &plan.sweep.inception {
-            Some(InceptionSource::File(p)) => InceptionV3::load(be, &WeightFile::open(p)?)?,
-            Some(InceptionSource::Formula) => InceptionV3::load(be, &synthetic::inception(2015)?)?,
-            None => bail!("the reference's features need the Inception"),
+        let QualityNet::Inception(net) = QualityNet::load(be, source)? else {
+            bail!(
+                "{}: a toy classifier's reference is a features file or {{ toy_data_seed = …, per_class = … }}",
+                r.display()
+            );
         };
         log::info!("Inception features of the reference {}", r.display());
         let (m, _) = inception_features(be, &net, std::slice::from_ref(r), 16)?;
@@ -124,11 +145,26 @@ fn quality_reference<B: Backend>(
 /// The FD-DINOv2 reference: its `embedding`, or its images through the backbone.
 fn embedding_reference<B: Backend>(be: &B, plan: &Plan, backbone: usize) -> Result<FeatureSet> {
     let spec = &plan.sweep.backbones[backbone];
-    let r = plan
+    let reference = plan
         .sweep
         .reference
         .as_ref()
         .context("fd_dinov2 needs [evaluation] reference")?;
+    let (emb, _) = Embedder::load(be, spec.backbone, &spec.weights)?;
+    let r = match reference {
+        Reference::ToyData { seed, per_class } => {
+            let (images, labels) = toy::dataset(*seed, *per_class)?;
+            let rows = emb.embed(be, &images, (labels.len(), toy::SIZE, toy::SIZE, 3))?;
+            let m = vec![npz::Member {
+                key: "embedding".into(),
+                npy: npy::encode_f32(&[labels.len(), rows.len() / labels.len().max(1)], &rows),
+            }];
+            let mut set = FeatureSet::from_members(Path::new(&reference.describe()), m);
+            set.cache_gaussians()?;
+            return Ok(set);
+        }
+        Reference::File(r) => r,
+    };
     let keys = npz::keys(r)?;
     if keys.iter().any(|k| k == "embedding") {
         let mut set = FeatureSet::open(r)?;
@@ -141,7 +177,6 @@ fn embedding_reference<B: Backend>(be: &B, plan: &Plan, backbone: usize) -> Resu
         r.display(),
         keys.join(", ")
     );
-    let (emb, _) = Embedder::load(be, spec.backbone, &spec.weights)?;
     let (m, _) = embedding_members(be, &emb, std::slice::from_ref(r), &Subset::default(), 16)?;
     let mut set = FeatureSet::from_members(r, m);
     set.cache_gaussians()?;
@@ -403,13 +438,13 @@ pub fn merge<B: Backend>(be: &B, sweep_file: &Path, out: Option<&Path>) -> Resul
         doc.insert("num_classes".into(), plan.classes.len().into());
         let mut intervals_json = Vec::new();
         if !quality.metrics.is_empty() {
-            let keys: Vec<String> = ["pool", "spatial", "logits", "labels"]
-                .map(String::from)
-                .to_vec();
+            let mut keys = plan.quality_keys();
+            let q = keys.len();
+            keys.push("labels".into());
             let mut rows = gather(&plan, ci, &keys)?;
-            let labels = std::mem::take(&mut rows[3].i64);
+            let labels = std::mem::take(&mut rows[q].i64);
             let group = Group {
-                arrays: keys.into_iter().zip(rows).take(3).collect(),
+                arrays: keys.into_iter().zip(rows).take(q).collect(),
                 labels,
                 source: source.clone(),
             };

@@ -22,7 +22,7 @@ use anyhow::{ensure, Context, Result};
 
 use self::spec::{InceptionSource, Sweep};
 use self::units::{sample_job, write_unit, FaultHook, Plan, PlannedUnit, UnitState};
-use super::decode::{decode_images, load_vae};
+use super::decode::Decoder;
 use super::embed::Embedder;
 use super::inputs::read_inputs;
 use super::sample::{load_model, UnitSampler};
@@ -30,6 +30,7 @@ use super::{npy, npz};
 use crate::backend::Backend;
 use crate::models::inception::{InceptionV3, LOGITS_DIM, POOL_DIM, SPATIAL_DIM};
 use crate::models::synthetic;
+use crate::models::toy_classifier::ToyClassifier;
 use crate::weights::WeightFile;
 
 /// The output folder: `--out`, else `runs/<sweep name>`.
@@ -72,38 +73,94 @@ pub fn plan(sweep_file: &Path, out: Option<&Path>, num_shards: usize) -> Result<
     Ok(())
 }
 
+/// The network of the quality metrics.
+pub(crate) enum QualityNet<B: Backend> {
+    Inception(Box<InceptionV3<B>>),
+    Toy(ToyClassifier<B>),
+}
+
+impl<B: Backend> QualityNet<B> {
+    pub(crate) fn load(be: &B, source: &InceptionSource) -> Result<Self> {
+        Ok(match source {
+            InceptionSource::File(p) => {
+                let f = WeightFile::open(p)?;
+                QualityNet::Inception(Box::new(
+                    InceptionV3::load(be, &f).with_context(|| {
+                        format!("{}: not the FID Inception weights", p.display())
+                    })?,
+                ))
+            }
+            InceptionSource::Formula => QualityNet::Inception(Box::new(InceptionV3::load(
+                be,
+                &synthetic::inception(2015)?,
+            )?)),
+            InceptionSource::ToyClassifier(p) => {
+                let f = WeightFile::open(p)?;
+                QualityNet::Toy(
+                    ToyClassifier::load(be, &f)
+                        .with_context(|| format!("[evaluation] classifier {}", p.display()))?,
+                )
+            }
+        })
+    }
+
+    /// `pool`, `spatial` (Inception only) and `logits` of uint8 images (N, H, W, 3). The toy
+    /// classifier runs one image at a time, so its features do not depend on the batch.
+    pub(crate) fn members(
+        &self,
+        be: &B,
+        images: &[u8],
+        dims: (usize, usize, usize, usize),
+    ) -> Result<Vec<npz::Member>> {
+        let n = dims.0;
+        let member = |key: &str, w: usize, v: &[f32]| npz::Member {
+            key: key.into(),
+            npy: npy::encode_f32(&[n, w], v),
+        };
+        Ok(match self {
+            QualityNet::Inception(net) => {
+                let f = net.forward_images(be, images, dims)?;
+                vec![
+                    member("pool", POOL_DIM, &f.pool),
+                    member("spatial", SPATIAL_DIM, &f.spatial),
+                    member("logits", LOGITS_DIM, &f.logits),
+                ]
+            }
+            QualityNet::Toy(net) => {
+                let (mut pool, mut logits) = (Vec::new(), Vec::new());
+                let one = dims.1 * dims.2 * dims.3;
+                for img in images.chunks(one.max(1)) {
+                    let o = net.forward(be, img, (1, dims.1, dims.2, dims.3))?;
+                    pool.extend(o.features);
+                    logits.extend(o.logits);
+                }
+                vec![
+                    member("pool", net.features, &pool),
+                    member("logits", net.num_classes, &logits),
+                ]
+            }
+        })
+    }
+}
+
 /// The networks a shard needs, loaded once.
 struct Networks<B: Backend> {
     sit: crate::models::sit::SiT<B>,
-    vae: crate::models::vae::AutoencoderKL<B>,
-    inception: Option<InceptionV3<B>>,
+    decoder: Decoder<B>,
+    quality: Option<QualityNet<B>>,
     embedders: Vec<Embedder<B>>,
 }
 
 fn load_networks<B: Backend>(be: &B, plan: &Plan) -> Result<Networks<B>> {
     let job = sample_job(&plan.sweep, &plan.configs[0], &plan.classes)?;
     let (sit, _) = load_model(be, &job)?;
-    let (vae, _) = load_vae(be, &plan.sweep.vae)?;
-    ensure!(
-        vae.config.latent_channels == sit.config.in_channels,
-        "{}: the VAE decodes {} latent channels, but the model samples {}",
-        plan.sweep.vae.display(),
-        vae.config.latent_channels,
-        sit.config.in_channels
-    );
-    let inception = match &plan.sweep.inception {
-        Some(InceptionSource::File(p)) => {
-            let f = WeightFile::open(p)?;
-            Some(
-                InceptionV3::load(be, &f)
-                    .with_context(|| format!("{}: not the FID Inception weights", p.display()))?,
-            )
-        }
-        Some(InceptionSource::Formula) => {
-            Some(InceptionV3::load(be, &synthetic::inception(2015)?)?)
-        }
-        None => None,
-    };
+    let (decoder, _) = Decoder::load(be, plan.sweep.vae.as_deref(), sit.config.in_channels)?;
+    let quality = plan
+        .sweep
+        .inception
+        .as_ref()
+        .map(|s| QualityNet::load(be, s))
+        .transpose()?;
     let embedders = plan
         .sweep
         .backbones
@@ -112,8 +169,8 @@ fn load_networks<B: Backend>(be: &B, plan: &Plan) -> Result<Networks<B>> {
         .collect::<Result<Vec<_>>>()?;
     Ok(Networks {
         sit,
-        vae,
-        inception,
+        decoder,
+        quality,
         embedders,
     })
 }
@@ -147,8 +204,8 @@ fn compute_unit<B: Backend>(
         );
     }
     let s = nets.sit.config.input_size;
-    let images = decode_images(be, &nets.vae, &out.latents, n, s, s, n)?;
-    let (side, ch) = (s * nets.vae.scale(), nets.vae.config.out_channels);
+    let images = nets.decoder.images(be, &out.latents, n, s, n)?;
+    let (side, ch) = (nets.decoder.side(s), nets.decoder.out_channels());
     let dims = (n, side, side, ch);
     let indices: Vec<i64> = (u.unit.start as i64..u.unit.end as i64).collect();
     let mut m = vec![
@@ -161,18 +218,8 @@ fn compute_unit<B: Backend>(
             npy: npy::encode_i64(&[n], &out.labels),
         },
     ];
-    if let Some(net) = &nets.inception {
-        let f = net.forward_images(be, &images, dims)?;
-        for (key, w, v) in [
-            ("pool", POOL_DIM, f.pool),
-            ("spatial", SPATIAL_DIM, f.spatial),
-            ("logits", LOGITS_DIM, f.logits),
-        ] {
-            m.push(npz::Member {
-                key: key.into(),
-                npy: npy::encode_f32(&[n, w], &v),
-            });
-        }
+    if let Some(net) = &nets.quality {
+        m.extend(net.members(be, &images, dims)?);
     }
     let class_start =
         plan.classes.iter().position(|&k| k == u.class).unwrap_or(0) * c.samples_per_class;
@@ -280,6 +327,19 @@ pub fn run<B: Backend>(
     }
     progress.finish();
     Ok(())
+}
+
+/// Every unit (one shard) then the merge, as `sitdiv demo` runs a sweep; returns the output
+/// folder.
+pub fn run_all<B: Backend>(
+    be: &B,
+    sweep_file: &Path,
+    out: Option<&Path>,
+    precision: crate::backend::Precision,
+) -> Result<PathBuf> {
+    run(be, sweep_file, out, 0, 1, precision)?;
+    merge::merge(be, sweep_file, out)?;
+    Ok(load_plan(sweep_file, out)?.out)
 }
 
 /// `sitdiv sweep status`: done / to-do / invalid units, per run config and in all.

@@ -39,7 +39,8 @@ struct SweepFile {
 #[serde(deny_unknown_fields)]
 struct ModelSection {
     weights: PathBuf,
-    vae: PathBuf,
+    /// The SD-VAE that decodes latents; none for a pixel-space model (in_channels 3).
+    vae: Option<PathBuf>,
     #[serde(default = "default_model")]
     model: String,
     #[serde(default = "default_image_size")]
@@ -59,7 +60,9 @@ fn default_image_size() -> usize {
 struct EvaluationSection {
     /// FID Inception weights, or `formula` for the formula weights (trials without downloads).
     inception: Option<String>,
-    reference: Option<PathBuf>,
+    /// A toy classifier (scripts/train_toy.py) in the Inception's place, for the toy study.
+    classifier: Option<PathBuf>,
+    reference: Option<ReferenceSection>,
     #[serde(default)]
     metrics: Vec<String>,
     #[serde(default)]
@@ -72,6 +75,17 @@ struct EvaluationSection {
     /// Coverage of the percentile intervals.
     #[serde(default = "default_level")]
     interval_level: f64,
+}
+
+/// `reference = "REF.npz"`, or `reference = { toy_data_seed = 1, per_class = 100 }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum ReferenceSection {
+    File(PathBuf),
+    ToyData {
+        toy_data_seed: u32,
+        per_class: usize,
+    },
 }
 
 fn default_bootstrap() -> usize {
@@ -195,12 +209,35 @@ impl BackboneSpec {
     }
 }
 
-/// Where the FID Inception comes from.
+/// The network of the quality metrics: the FID Inception, or the toy study's classifier.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum InceptionSource {
     File(PathBuf),
     /// `models::synthetic::inception(2015)`: random, for trying the pipeline out.
     Formula,
+    /// `models::toy_classifier`: 64-d `pool` features and 10 `logits`, no `spatial`.
+    ToyClassifier(PathBuf),
+}
+
+/// The reference set of the metrics that compare with one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Reference {
+    /// An ADM reference batch (images or statistics) or a features file.
+    File(PathBuf),
+    /// `per_class` images of each class of the procedural toy data (src/toy.rs) under a seed.
+    ToyData { seed: u32, per_class: usize },
+}
+
+impl Reference {
+    /// A name for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Reference::File(p) => p.display().to_string(),
+            Reference::ToyData { seed, per_class } => {
+                format!("toy data (seed {seed}, {per_class} per class)")
+            }
+        }
+    }
 }
 
 /// A parsed and expanded sweep.
@@ -210,11 +247,12 @@ pub struct Sweep {
     /// SHA-256 of the sweep file's bytes.
     pub file_sha256: String,
     pub weights: PathBuf,
-    pub vae: PathBuf,
+    /// None: a pixel-space model, whose samples are the images.
+    pub vae: Option<PathBuf>,
     pub model: String,
     pub image_size: usize,
     pub inception: Option<InceptionSource>,
-    pub reference: Option<PathBuf>,
+    pub reference: Option<Reference>,
     pub quality_metrics: Vec<Metric>,
     pub backbones: Vec<BackboneSpec>,
     pub unit_size: usize,
@@ -296,17 +334,46 @@ impl Sweep {
                 crate::pipeline::evaluate::names(&[*m])
             );
         }
-        let inception = match f.evaluation.inception.as_deref() {
-            None => None,
-            Some("formula") => Some(InceptionSource::Formula),
-            Some(p) => Some(InceptionSource::File(resolve(Path::new(p)))),
+        let inception = match (f.evaluation.inception.as_deref(), &f.evaluation.classifier) {
+            (Some(_), Some(_)) => {
+                bail!(
+                    "[evaluation] sets both inception and classifier: the quality metrics use one"
+                )
+            }
+            (None, None) => None,
+            (None, Some(p)) => Some(InceptionSource::ToyClassifier(resolve(p))),
+            (Some("formula"), None) => Some(InceptionSource::Formula),
+            (Some(p), None) => Some(InceptionSource::File(resolve(Path::new(p)))),
         };
         ensure!(
             quality_metrics.is_empty() || inception.is_some(),
-            "[evaluation] metrics {} need the FID Inception: set inception = \"FILE\" (or \"formula\")",
+            "[evaluation] metrics {} need the FID Inception: set inception = \"FILE\" (or \"formula\"), or a toy classifier = \"FILE\"",
             crate::pipeline::evaluate::names(&quality_metrics)
         );
-        let reference = f.evaluation.reference.as_deref().map(resolve);
+        if matches!(inception, Some(InceptionSource::ToyClassifier(_))) {
+            ensure!(
+                !quality_metrics.contains(&Metric::Sfid),
+                "[evaluation] metrics: sfid needs the Inception's spatial features; the toy classifier has none"
+            );
+        }
+        let reference = match &f.evaluation.reference {
+            None => None,
+            Some(ReferenceSection::File(p)) => Some(Reference::File(resolve(p))),
+            Some(ReferenceSection::ToyData {
+                toy_data_seed,
+                per_class,
+            }) => {
+                let (toy_data_seed, per_class) = (*toy_data_seed, *per_class);
+                ensure!(
+                    per_class >= 2,
+                    "[evaluation] reference: per_class {per_class} must be at least 2"
+                );
+                Some(Reference::ToyData {
+                    seed: toy_data_seed,
+                    per_class,
+                })
+            }
+        };
         ensure!(
             f.evaluation.bootstrap != 1,
             "[evaluation] bootstrap = 1: use 0 (no intervals) or at least 2 resamples"
@@ -368,7 +435,7 @@ impl Sweep {
                 .any(|b| b.metrics.contains(&Metric::FdDinov2));
         ensure!(
             !needs_ref || reference.is_some(),
-            "the metrics compare with a reference: set [evaluation] reference = \"REF.npz\" (an ADM reference batch, images or a features file)"
+            "the metrics compare with a reference: set [evaluation] reference = \"REF.npz\" (an ADM reference batch, images or a features file), or {{ toy_data_seed = 1, per_class = 100 }}"
         );
         ensure!(
             f.grid.iter().all(|g| g.classes.is_none()),
@@ -387,7 +454,7 @@ impl Sweep {
             name: f.name,
             file_sha256: crate::pipeline::sample::sha256_hex(text.as_bytes()),
             weights: resolve(&f.model.weights),
-            vae: resolve(&f.model.vae),
+            vae: f.model.vae.as_deref().map(resolve),
             model: f.model.model,
             image_size: f.model.image_size,
             inception,

@@ -43,7 +43,8 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Hashes {
     pub sit: String,
-    pub vae: String,
+    /// None for a pixel-space model.
+    pub vae: Option<String>,
     pub inception: Option<String>,
     /// (backbone name, sha256) in sweep order.
     pub backbones: Vec<(String, String)>,
@@ -63,6 +64,12 @@ impl Plan {
             Some(c) => c,
             None => SiTConfig::preset(&sweep.model, sweep.image_size)?,
         };
+        ensure!(
+            sweep.vae.is_some() || model.in_channels == 3,
+            "{}: the model samples {} latent channels; set [model] vae to the VAE that decodes them (only a pixel-space model, in_channels 3, needs none)",
+            sweep.weights.display(),
+            model.in_channels
+        );
         let classes: Vec<i64> = match &sweep.classes {
             Some(c) => {
                 if let Some(bad) = c
@@ -114,10 +121,16 @@ impl Plan {
         }
         let hashes = Hashes {
             sit: sha256_hex(file.bytes()),
-            vae: file_sha(&sweep.vae, "[model] vae")?,
+            vae: match &sweep.vae {
+                Some(p) => Some(file_sha(p, "[model] vae")?),
+                None => None,
+            },
             inception: match &sweep.inception {
                 Some(super::spec::InceptionSource::File(p)) => {
                     Some(file_sha(p, "[evaluation] inception")?)
+                }
+                Some(super::spec::InceptionSource::ToyClassifier(p)) => {
+                    Some(file_sha(p, "[evaluation] classifier")?)
                 }
                 Some(super::spec::InceptionSource::Formula) => Some("formula-seed-2015".into()),
                 None => None,
@@ -189,12 +202,21 @@ impl Plan {
             ))
     }
 
+    /// The quality network's arrays in a unit: `pool`, `spatial` (Inception only) and `logits`.
+    pub fn quality_keys(&self) -> Vec<String> {
+        match &self.sweep.inception {
+            None => Vec::new(),
+            Some(super::spec::InceptionSource::ToyClassifier(_)) => {
+                vec!["pool".into(), "logits".into()]
+            }
+            Some(_) => ["pool", "spatial", "logits"].map(String::from).to_vec(),
+        }
+    }
+
     /// The npz keys every unit must hold under the current evaluation settings.
     pub fn required_keys(&self) -> Vec<String> {
         let mut k = vec!["indices".to_string(), "labels".to_string()];
-        if self.sweep.inception.is_some() {
-            k.extend(["pool", "spatial", "logits"].map(String::from));
-        }
+        k.extend(self.quality_keys());
         for b in &self.sweep.backbones {
             k.push(b.key());
             if b.is_lpips() {

@@ -1,0 +1,140 @@
+//! The toy study's classifier (`ToyClassifier` of scripts/train_toy.py): trained on the procedural
+//! data set (src/toy.rs), its 64-d pooled features stand in for the FID Inception (FID,
+//! precision/recall) and serve as a diversity embedding; its 10 logits give IS and class accuracy.
+//!
+//! x = u8 / 127.5 − 1 → conv3×3-ReLU-maxpool2 → conv3×3-ReLU-maxpool2 → conv3×3-ReLU →
+//! global mean (features) → linear (logits).
+
+use anyhow::{ensure, Context, Result};
+
+use super::layers::Linear;
+use crate::backend::{Backend, Nchw, Pool, Window};
+use crate::weights::{Expected, WeightFile};
+
+/// `nn.Conv2d(ci, co, 3, padding=1)` followed by ReLU.
+struct ConvRelu<B: Backend> {
+    w: B::Buf,
+    b: B::Buf,
+    co: usize,
+}
+
+pub struct ToyClassifier<B: Backend> {
+    conv1: ConvRelu<B>,
+    conv2: ConvRelu<B>,
+    conv3: ConvRelu<B>,
+    fc: Linear<B>,
+    pub width: usize,
+    pub features: usize,
+    pub num_classes: usize,
+}
+
+/// Features and logits of a batch.
+pub struct ToyOutput {
+    /// (N, features)
+    pub features: Vec<f32>,
+    /// (N, num_classes)
+    pub logits: Vec<f32>,
+}
+
+const CONV: Window = Window::square(3, 1, 1);
+
+impl<B: Backend> ToyClassifier<B> {
+    pub fn load(be: &B, file: &WeightFile) -> Result<Self> {
+        let shape = |name: &str| {
+            file.shape(name).with_context(|| {
+                format!(
+                    "{}: not a toy classifier (scripts/train_toy.py writes toy_classifier.safetensors)",
+                    file.path().display()
+                )
+            })
+        };
+        let (width, features, num_classes) = (
+            shape("conv1.weight")?[0],
+            shape("conv3.weight")?[0],
+            shape("fc.weight")?[0],
+        );
+        let expected = [
+            ("conv1", 3, width),
+            ("conv2", width, features),
+            ("conv3", features, features),
+        ]
+        .iter()
+        .flat_map(|&(k, ci, co)| {
+            [
+                Expected::new(format!("{k}.weight"), &[co, ci, 3, 3]),
+                Expected::new(format!("{k}.bias"), &[co]),
+            ]
+        })
+        .chain([
+            Expected::new("fc.weight", &[num_classes, features]),
+            Expected::new("fc.bias", &[num_classes]),
+        ])
+        .collect::<Vec<_>>();
+        file.check(&expected, &[])?;
+        let conv = |k: &str, co: usize| -> Result<ConvRelu<B>> {
+            Ok(ConvRelu {
+                w: be.upload(&file.f32(&format!("{k}.weight"))?)?,
+                b: be.upload(&file.f32(&format!("{k}.bias"))?)?,
+                co,
+            })
+        };
+        Ok(ToyClassifier {
+            conv1: conv("conv1", width)?,
+            conv2: conv("conv2", features)?,
+            conv3: conv("conv3", features)?,
+            fc: Linear::load(be, file, "fc", features, num_classes)?,
+            width,
+            features,
+            num_classes,
+        })
+    }
+
+    /// uint8 images (N, H, W, 3) → features (N, F) and logits (N, classes).
+    pub fn forward(
+        &self,
+        be: &B,
+        images: &[u8],
+        (n, h, w, c): (usize, usize, usize, usize),
+    ) -> Result<ToyOutput> {
+        ensure!(
+            c == 3,
+            "the toy classifier takes RGB images, got {c} channels"
+        );
+        ensure!(
+            images.len() == n * h * w * c && h % 4 == 0 && w % 4 == 0,
+            "toy classifier: {} bytes for ({n}, {h}, {w}, 3), sides a multiple of 4",
+            images.len()
+        );
+        // NHWC uint8 → NCHW in [−1, 1], as `u8.permute(0, 3, 1, 2).float() / 127.5 - 1`.
+        let mut x = vec![0f32; images.len()];
+        for s in 0..n {
+            for p in 0..h * w {
+                for ch in 0..3 {
+                    x[(s * 3 + ch) * h * w + p] =
+                        images[(s * h * w + p) * 3 + ch] as f32 / 127.5 - 1.0;
+                }
+            }
+        }
+        let mut d = Nchw { n, c: 3, h, w };
+        let mut x = be.upload(&x)?;
+        for (k, conv) in [&self.conv1, &self.conv2, &self.conv3]
+            .into_iter()
+            .enumerate()
+        {
+            x = be.conv2d(&x, d, &conv.w, &conv.b, conv.co, CONV, true)?;
+            d.c = conv.co;
+            if k < 2 {
+                x = be.pool2d(&x, d, Window::square(2, 2, 0), Pool::Max)?;
+                d.h /= 2;
+                d.w /= 2;
+            }
+        }
+        let whole = Window::rect(d.h, d.w, 0, 0);
+        let f = be.pool2d(&x, d, whole, Pool::Avg)?; // (N, F, 1, 1)
+        let logits = self.fc.forward(be, &f, n)?;
+        Ok(ToyOutput {
+            features: be.download(&f)?,
+            logits: be.download(&logits)?,
+        })
+    }
+}
