@@ -364,15 +364,28 @@ def train_classifier(args, torch, ToyClassifier, data, held):
 def train_sit(args, torch, SiT, data, checkpoint):
     torch.manual_seed(args.seed)
     model = SiT(SIT_CONFIG)
+    start = 0
+    if args.init:
+        # Continue from written weights (the EMA): model and EMA both start there.
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(args.init))
+        with safe_open(args.init, "pt") as f:
+            meta = f.metadata()
+        start = int(meta["steps"])
+        curve = json.loads(meta["loss_curve"])
     ema = SiT(SIT_CONFIG)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0)
     x = torch.from_numpy(data[0]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     y = torch.from_numpy(data[1])
-    g = torch.Generator().manual_seed(args.seed + 1)
-    curve, running, t0 = [], 0.0, time.time()
-    for step in range(args.steps):
+    g = torch.Generator().manual_seed(args.seed + 1 + start)
+    if not args.init:
+        curve = []
+    running, t0 = 0.0, time.time()
+    for step in range(start, args.steps):
         idx = torch.randint(0, len(x), (args.batch,), generator=g)
         x1 = x[idx]
         x0 = torch.randn(x1.shape, generator=g)
@@ -382,11 +395,11 @@ def train_sit(args, torch, SiT, data, checkpoint):
         loss = ((model(xt, t, y[idx]) - (x1 - x0)) ** 2).mean()
         opt.zero_grad()
         loss.backward()
-        lr = args.lr * min(1.0, (step + 1) / 200)
+        lr = args.lr * min(1.0, (step + 1 - start) / 200)
         for group in opt.param_groups:
             group["lr"] = lr
         opt.step()
-        decay = min(args.ema, (1 + step) / (10 + step))
+        decay = min(args.ema, (1 + step - start) / (10 + step - start)) if not args.init else args.ema
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters()):
                 pe.mul_(decay).add_(pm.detach(), alpha=1 - decay)
@@ -474,6 +487,7 @@ def main():
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--skip-classifier", action="store_true")
+    t.add_argument("--init", help="continue from these SiT weights (their metadata's steps count on)")
     t.add_argument("--save-every", type=int, default=250, help="write the EMA weights every N steps")
     args = ap.parse_args()
     {"fixture": cmd_fixture, "train": cmd_train}[args.cmd](args)

@@ -3,17 +3,22 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
-use sitdiv::backend::cpu::Cpu;
-use sitdiv::backend::{Backend, Precision};
+mod dispatch;
+
+use dispatch::{
+    on_device, BenchRun, DecodeRun, DeviceArgs, EvalRun, FeaturesRun, InceptionBenchRun, SampleRun,
+    SweepRun, SweepStep, VaeBenchRun,
+};
+
 use sitdiv::bench;
 use sitdiv::models::guidance::IntervalMode;
 use sitdiv::pipeline::embed::Subset;
 use sitdiv::pipeline::evaluate::{MetricSettings, MetricsJob};
-use sitdiv::pipeline::features::{self, Backbone, EvalJob, FeaturesJob};
-use sitdiv::pipeline::sample::{self, Method, SampleJob};
+use sitdiv::pipeline::features::{Backbone, EvalJob, FeaturesJob};
+use sitdiv::pipeline::sample::{Method, SampleJob};
 use sitdiv::sampling::path::{DiffusionForm, PathType};
 use sitdiv::sampling::sde::LastStep;
 use sitdiv::sampling::Prediction;
@@ -258,20 +263,6 @@ struct SweepTarget {
     out: Option<PathBuf>,
 }
 
-/// Where networks run.
-#[derive(Args)]
-struct DeviceArgs {
-    /// cpu, cuda, cuda:N, or auto (the first GPU if one works, else the CPU).
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Arithmetic of the matrix products; the CPU backend is strict fp32.
-    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
-    precision: Precision,
-    /// Synchronise after every GPU launch, so an error names the op that caused it.
-    #[arg(long)]
-    sync_debug: bool,
-}
-
 #[derive(Args)]
 struct SampleArgs {
     /// SiT weights (safetensors, upstream state_dict keys); a `config` in its metadata wins over --model.
@@ -402,145 +393,6 @@ fn parse_interval(s: &str) -> Result<(f64, f64), String> {
     Ok((p(a)?, p(b)?))
 }
 
-/// Something to run on whichever backend `--device` picks.
-trait OnBackend {
-    fn run<B: Backend>(self, be: &B) -> Result<()>;
-}
-
-fn run_cpu(d: &DeviceArgs, job: impl OnBackend) -> Result<()> {
-    if d.precision != Precision::Fp32 {
-        bail!(
-            "--precision {:?} needs a GPU (--device cuda); the CPU backend is strict fp32",
-            d.precision
-        );
-    }
-    job.run(&Cpu)
-}
-
-/// Runs `job` on the backend `--device` names; `auto` falls back to the CPU with a log line.
-fn on_device(d: &DeviceArgs, job: impl OnBackend) -> Result<()> {
-    let (ordinal, auto) = match d.device.as_str() {
-        "cpu" => return run_cpu(d, job),
-        "auto" => (0, true),
-        "cuda" => (0, false),
-        s => match s
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse::<usize>().ok())
-        {
-            Some(n) => (n, false),
-            None => bail!("--device {s}: expected cpu, cuda, cuda:N or auto"),
-        },
-    };
-    #[cfg(any(feature = "cuda", feature = "cuda12"))]
-    match sitdiv::backend::cuda::Cuda::new(ordinal, d.precision, d.sync_debug) {
-        Ok(be) => job.run(&be),
-        Err(e) if auto => {
-            log::info!("--device auto: no usable GPU ({e:#}); running on the CPU");
-            run_cpu(d, job)
-        }
-        Err(e) => Err(e),
-    }
-    #[cfg(not(any(feature = "cuda", feature = "cuda12")))]
-    {
-        if auto {
-            log::info!("--device auto: this binary was built without CUDA; running on the CPU");
-            return run_cpu(d, job);
-        }
-        bail!(
-            "--device {}: this binary was built without CUDA (device {ordinal} unreachable); rebuild with \
-             --features cuda (CUDA 13 drivers) or --features cuda12, or use --device cpu",
-            d.device
-        )
-    }
-}
-
-struct SweepRun {
-    target: SweepTarget,
-    step: SweepStep,
-}
-
-enum SweepStep {
-    /// Shard index, shard count.
-    Run(usize, usize, Precision),
-    Merge,
-    /// Run, merge and report.
-    Demo(Precision),
-}
-
-impl OnBackend for SweepRun {
-    fn run<B: Backend>(self, be: &B) -> Result<()> {
-        use sitdiv::pipeline::sweep;
-        let (file, out) = (&self.target.sweep, self.target.out.as_deref());
-        match self.step {
-            SweepStep::Run(i, n, p) => sweep::run(be, file, out, i, n, p),
-            SweepStep::Merge => sweep::merge::merge(be, file, out),
-            SweepStep::Demo(p) => {
-                let dir = sweep::run_all(be, file, out, p)?;
-                let report = dir.join("report");
-                sitdiv::report::run(std::slice::from_ref(&dir), &report)?;
-                println!("report: {}", report.join("index.html").display());
-                Ok(())
-            }
-        }
-    }
-}
-
-struct SampleRun(SampleJob);
-
-impl OnBackend for SampleRun {
-    fn run<B: Backend>(self, be: &B) -> Result<()> {
-        sample::run_on(be, &self.0)
-    }
-}
-
-struct DecodeRun(sitdiv::pipeline::decode::DecodeJob);
-
-impl OnBackend for DecodeRun {
-    fn run<B: Backend>(self, be: &B) -> Result<()> {
-        sitdiv::pipeline::decode::run_on(be, &self.0)
-    }
-}
-
-struct VaeBenchRun(bench::VaeBench);
-
-impl OnBackend for VaeBenchRun {
-    fn run<B: Backend>(self, be: &B) -> Result<()> {
-        bench::vae(be, &self.0)
-    }
-}
-
-struct FeaturesRun(FeaturesJob);
-
-impl OnBackend for FeaturesRun {
-    fn run<B: Backend>(self, be: &B) -> Result<()> {
-        features::run_features(be, &self.0)
-    }
-}
-
-struct EvalRun(EvalJob);
-
-impl OnBackend for EvalRun {
-    fn run<B: Backend>(self, be: &B) -> Result<()> {
-        features::run_eval(be, &self.0)
-    }
-}
-
-struct InceptionBenchRun(usize, usize, usize);
-
-impl OnBackend for InceptionBenchRun {
-    fn run<B: Backend>(self, be: &B) -> Result<()> {
-        bench::inception(be, self.0, self.1, self.2)
-    }
-}
-
-struct BenchRun(bench::SitBench);
-
-impl OnBackend for BenchRun {
-    fn run<B: Backend>(self, be: &B) -> Result<()> {
-        bench::sit(be, &self.0)
-    }
-}
-
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Sample(a) => {
@@ -661,7 +513,8 @@ fn run(cli: Cli) -> Result<()> {
                 on_device(
                     &device,
                     SweepRun {
-                        target,
+                        sweep: target.sweep,
+                        out: target.out,
                         step: SweepStep::Run(shard_index, num_shards, p),
                     },
                 )
@@ -669,7 +522,8 @@ fn run(cli: Cli) -> Result<()> {
             SweepAction::Merge { target, device } => on_device(
                 &device,
                 SweepRun {
-                    target,
+                    sweep: target.sweep,
+                    out: target.out,
                     step: SweepStep::Merge,
                 },
             ),
@@ -679,7 +533,8 @@ fn run(cli: Cli) -> Result<()> {
             on_device(
                 &device,
                 SweepRun {
-                    target: SweepTarget { sweep, out },
+                    sweep,
+                    out,
                     step: SweepStep::Demo(p),
                 },
             )

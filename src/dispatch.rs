@@ -1,0 +1,168 @@
+//! How the binary's commands reach a backend: `--device` and `--precision` pick the CPU or a
+//! GPU, and each command is a job that runs on whichever was picked.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use sitdiv::backend::cpu::Cpu;
+use sitdiv::backend::{Backend, Precision};
+use sitdiv::bench;
+use sitdiv::pipeline::features::{self, EvalJob, FeaturesJob};
+use sitdiv::pipeline::sample::{self, SampleJob};
+
+/// Where networks run.
+#[derive(Args)]
+pub struct DeviceArgs {
+    /// cpu, cuda, cuda:N, or auto (the first GPU if one works, else the CPU).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Arithmetic of the matrix products; the CPU backend is strict fp32.
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    pub precision: Precision,
+    /// Synchronise after every GPU launch, so an error names the op that caused it.
+    #[arg(long)]
+    pub sync_debug: bool,
+}
+
+/// Something to run on whichever backend `--device` picks.
+pub trait OnBackend {
+    fn run<B: Backend>(self, be: &B) -> Result<()>;
+}
+
+pub fn run_cpu(d: &DeviceArgs, job: impl OnBackend) -> Result<()> {
+    if d.precision != Precision::Fp32 {
+        bail!(
+            "--precision {:?} needs a GPU (--device cuda); the CPU backend is strict fp32",
+            d.precision
+        );
+    }
+    job.run(&Cpu)
+}
+
+/// Runs `job` on the backend `--device` names; `auto` falls back to the CPU with a log line.
+pub fn on_device(d: &DeviceArgs, job: impl OnBackend) -> Result<()> {
+    let (ordinal, auto) = match d.device.as_str() {
+        "cpu" => return run_cpu(d, job),
+        "auto" => (0, true),
+        "cuda" => (0, false),
+        s => match s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(n) => (n, false),
+            None => bail!("--device {s}: expected cpu, cuda, cuda:N or auto"),
+        },
+    };
+    #[cfg(any(feature = "cuda", feature = "cuda12"))]
+    match sitdiv::backend::cuda::Cuda::new(ordinal, d.precision, d.sync_debug) {
+        Ok(be) => job.run(&be),
+        Err(e) if auto => {
+            log::info!("--device auto: no usable GPU ({e:#}); running on the CPU");
+            run_cpu(d, job)
+        }
+        Err(e) => Err(e),
+    }
+    #[cfg(not(any(feature = "cuda", feature = "cuda12")))]
+    {
+        if auto {
+            log::info!("--device auto: this binary was built without CUDA; running on the CPU");
+            return run_cpu(d, job);
+        }
+        bail!(
+            "--device {}: this binary was built without CUDA (device {ordinal} unreachable); rebuild with \
+             --features cuda (CUDA 13 drivers) or --features cuda12, or use --device cpu",
+            d.device
+        )
+    }
+}
+
+pub struct SweepRun {
+    /// The sweep file and `--out`.
+    pub sweep: PathBuf,
+    pub out: Option<PathBuf>,
+    pub step: SweepStep,
+}
+
+pub enum SweepStep {
+    /// Shard index, shard count.
+    Run(usize, usize, Precision),
+    Merge,
+    /// Run, merge and report.
+    Demo(Precision),
+}
+
+impl OnBackend for SweepRun {
+    fn run<B: Backend>(self, be: &B) -> Result<()> {
+        use sitdiv::pipeline::sweep;
+        let (file, out) = (&self.sweep, self.out.as_deref());
+        match self.step {
+            SweepStep::Run(i, n, p) => sweep::run(be, file, out, i, n, p),
+            SweepStep::Merge => sweep::merge::merge(be, file, out),
+            SweepStep::Demo(p) => {
+                let dir = sweep::run_all(be, file, out, p)?;
+                let report = dir.join("report");
+                sitdiv::report::run(std::slice::from_ref(&dir), &report)?;
+                println!("report: {}", report.join("index.html").display());
+                Ok(())
+            }
+        }
+    }
+}
+
+pub struct SampleRun(pub SampleJob);
+
+impl OnBackend for SampleRun {
+    fn run<B: Backend>(self, be: &B) -> Result<()> {
+        sample::run_on(be, &self.0)
+    }
+}
+
+pub struct DecodeRun(pub sitdiv::pipeline::decode::DecodeJob);
+
+impl OnBackend for DecodeRun {
+    fn run<B: Backend>(self, be: &B) -> Result<()> {
+        sitdiv::pipeline::decode::run_on(be, &self.0)
+    }
+}
+
+pub struct VaeBenchRun(pub bench::VaeBench);
+
+impl OnBackend for VaeBenchRun {
+    fn run<B: Backend>(self, be: &B) -> Result<()> {
+        bench::vae(be, &self.0)
+    }
+}
+
+pub struct FeaturesRun(pub FeaturesJob);
+
+impl OnBackend for FeaturesRun {
+    fn run<B: Backend>(self, be: &B) -> Result<()> {
+        features::run_features(be, &self.0)
+    }
+}
+
+pub struct EvalRun(pub EvalJob);
+
+impl OnBackend for EvalRun {
+    fn run<B: Backend>(self, be: &B) -> Result<()> {
+        features::run_eval(be, &self.0)
+    }
+}
+
+pub struct InceptionBenchRun(pub usize, pub usize, pub usize);
+
+impl OnBackend for InceptionBenchRun {
+    fn run<B: Backend>(self, be: &B) -> Result<()> {
+        bench::inception(be, self.0, self.1, self.2)
+    }
+}
+
+pub struct BenchRun(pub bench::SitBench);
+
+impl OnBackend for BenchRun {
+    fn run<B: Backend>(self, be: &B) -> Result<()> {
+        bench::sit(be, &self.0)
+    }
+}
