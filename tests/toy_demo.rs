@@ -127,3 +127,39 @@ fn pixel_space_model_samples_images_without_a_vae() {
     );
     let _ = std::fs::remove_dir_all(&t);
 }
+
+#[test]
+fn bad_toy_sweeps_are_refused_naming_the_setting() {
+    let t = common::tmp("toy-bad");
+    let good = std::fs::read_to_string(repo("sweeps/toy.toml"))
+        .unwrap()
+        .replace("\"../assets/", &format!("\"{}/", repo("assets")));
+    for (from, to, needle) in [
+        (
+            "reference = { toy_data_seed = 1, per_class = 100 }",
+            "reference = { seed = 1 }",
+            "[evaluation] reference: expected \"REF.npz\" or { toy_data_seed = 1, per_class = 100 } (unknown field `seed`",
+        ),
+        (
+            "metrics = [\"fid\", ",
+            "metrics = [\"sfid\", \"fid\", ",
+            "sfid needs the Inception's spatial features; the toy classifier has none",
+        ),
+        (
+            "classifier = ",
+            "inception = \"formula\"\nclassifier = ",
+            "sets both inception and classifier",
+        ),
+    ] {
+        assert!(good.contains(from), "{from}");
+        let file = t.join("bad.toml");
+        std::fs::write(&file, good.replace(from, to)).unwrap();
+        let out = t.join("out");
+        common::fails(
+            &["sweep", "plan", file.to_str().unwrap(), "--out", out.to_str().unwrap()],
+            needle,
+            &out,
+        );
+    }
+    let _ = std::fs::remove_dir_all(&t);
+}

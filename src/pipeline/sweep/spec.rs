@@ -62,7 +62,8 @@ struct EvaluationSection {
     inception: Option<String>,
     /// A toy classifier (scripts/train_toy.py) in the Inception's place, for the toy study.
     classifier: Option<PathBuf>,
-    reference: Option<ReferenceSection>,
+    /// `"REF.npz"`, or `{ toy_data_seed = 1, per_class = 100 }`.
+    reference: Option<toml::Value>,
     #[serde(default)]
     metrics: Vec<String>,
     #[serde(default)]
@@ -77,15 +78,12 @@ struct EvaluationSection {
     interval_level: f64,
 }
 
-/// `reference = "REF.npz"`, or `reference = { toy_data_seed = 1, per_class = 100 }`.
+/// `{ toy_data_seed = 1, per_class = 100 }`: images of the procedural toy data.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-enum ReferenceSection {
-    File(PathBuf),
-    ToyData {
-        toy_data_seed: u32,
-        per_class: usize,
-    },
+#[serde(deny_unknown_fields)]
+struct ToyDataSection {
+    toy_data_seed: u32,
+    per_class: usize,
 }
 
 fn default_bootstrap() -> usize {
@@ -358,19 +356,22 @@ impl Sweep {
         }
         let reference = match &f.evaluation.reference {
             None => None,
-            Some(ReferenceSection::File(p)) => Some(Reference::File(resolve(p))),
-            Some(ReferenceSection::ToyData {
-                toy_data_seed,
-                per_class,
-            }) => {
-                let (toy_data_seed, per_class) = (*toy_data_seed, *per_class);
+            Some(toml::Value::String(p)) => Some(Reference::File(resolve(Path::new(p)))),
+            Some(v) => {
+                let t: ToyDataSection = v.clone().try_into().map_err(|e| {
+                    anyhow::anyhow!(
+                        "[evaluation] reference: expected \"REF.npz\" or {{ toy_data_seed = 1, per_class = 100 }} ({})",
+                        e.to_string().trim()
+                    )
+                })?;
                 ensure!(
-                    per_class >= 2,
-                    "[evaluation] reference: per_class {per_class} must be at least 2"
+                    t.per_class >= 2,
+                    "[evaluation] reference: per_class {} must be at least 2",
+                    t.per_class
                 );
                 Some(Reference::ToyData {
-                    seed: toy_data_seed,
-                    per_class,
+                    seed: t.toy_data_seed,
+                    per_class: t.per_class,
                 })
             }
         };
