@@ -455,6 +455,8 @@ def cmd_train(args):
             **common, "config": SIT_CONFIG, "steps": steps, "batch": args.batch, "lr": args.lr,
             "ema": args.ema, "objective": "SiT Linear path, velocity prediction, t ~ U(0, 1)",
             "loss_curve": curve, "train_seconds": round(time.time() - t0),
+            # A continued run starts a fresh AdamW (with warm-up) and EMA from those weights.
+            "continued_from": args.init or "",
         })
         g = torch.Generator().manual_seed(5)
         x = torch.randn(3, 3, 32, 32, generator=g)
