@@ -150,10 +150,10 @@ fn embedding_reference<B: Backend>(be: &B, plan: &Plan, backbone: usize) -> Resu
         .reference
         .as_ref()
         .context("fd_dinov2 needs [evaluation] reference")?;
-    let (emb, _) = Embedder::load(be, spec.backbone, &spec.weights)?;
     let r = match reference {
         Reference::ToyData { seed, per_class } => {
             let (images, labels) = toy::dataset(*seed, *per_class)?;
+            let (emb, _) = Embedder::load(be, spec.backbone, &spec.weights)?;
             let rows = emb.embed(be, &images, (labels.len(), toy::SIZE, toy::SIZE, 3))?;
             let m = vec![npz::Member {
                 key: "embedding".into(),
@@ -177,6 +177,7 @@ fn embedding_reference<B: Backend>(be: &B, plan: &Plan, backbone: usize) -> Resu
         r.display(),
         keys.join(", ")
     );
+    let (emb, _) = Embedder::load(be, spec.backbone, &spec.weights)?;
     let (m, _) = embedding_members(be, &emb, std::slice::from_ref(r), &Subset::default(), 16)?;
     let mut set = FeatureSet::from_members(r, m);
     set.cache_gaussians()?;
