@@ -96,7 +96,9 @@ fn short_names(keys: &[String]) -> Vec<String> {
                     parts.push(match f {
                         "mode" => v.to_uppercase(),
                         "steps" => format!("{v} steps"),
+                        "diffusion_form" => format!("{v} diffusion"),
                         "diffusion_norm" => format!("norm {v}"),
+                        "last_step" => format!("last step {v}"),
                         "cfg" => format!("cfg {v}"),
                         "samples_per_class" => format!("{v}/class"),
                         "seed" => format!("seed {v}"),
@@ -107,7 +109,7 @@ fn short_names(keys: &[String]) -> Vec<String> {
             if parts.is_empty() {
                 "all".into()
             } else {
-                parts.join(" ")
+                parts.join(", ")
             }
         })
         .collect()

@@ -104,6 +104,34 @@ fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
+/// The corner of the plot area whose legend-sized box (`box_share`: width and height as shares of
+/// the plot area) covers the fewest drawn points, so the legend hides as little data as it can
+/// (ties: upper right, upper left, lower right, lower left).
+pub fn legend_corner(
+    points: impl Iterator<Item = (f64, f64)>,
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+    (w, h): (f64, f64),
+) -> SeriesLabelPosition {
+    let mut hits = [0usize; 4];
+    for (x, y) in points {
+        let (u, v) = ((x - x0) / (x1 - x0), (y - y0) / (y1 - y0));
+        let (left, right, low, high) = (u <= w, u >= 1.0 - w, v <= h, v >= 1.0 - h);
+        for (k, inside) in [high && right, high && left, low && right, low && left]
+            .into_iter()
+            .enumerate()
+        {
+            hits[k] += inside as usize;
+        }
+    }
+    match (0..4).min_by_key(|&k| (hits[k], k)) {
+        Some(1) => SeriesLabelPosition::UpperLeft,
+        Some(2) => SeriesLabelPosition::LowerRight,
+        Some(3) => SeriesLabelPosition::LowerLeft,
+        _ => SeriesLabelPosition::UpperRight,
+    }
+}
+
 fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) -> DrawResult
 where
     DB::ErrorType: 'static,
@@ -194,9 +222,24 @@ where
                     });
                 chart.draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 3, c.filled())))?;
             }
+            let drawn = series.iter().flat_map(|s| {
+                s.points.iter().flat_map(|&(x, y, iv)| {
+                    let ends = iv.map(|(lo, hi)| [(x, lo), (x, hi)]);
+                    std::iter::once((x, y)).chain(ends.into_iter().flatten())
+                })
+            });
+            // The legend's size at an 11 px font: about 6 px a character plus the line sample,
+            // 16 px a row.
+            let (pw, ph) = chart.plotting_area().dim_in_pixel();
+            let longest = series.iter().map(|s| s.name.chars().count()).max();
+            let rows = series.len() + baseline.is_some() as usize;
+            let share = (
+                (longest.unwrap_or(0) as f64 * 6.0 + 40.0) / pw.max(1) as f64,
+                (rows as f64 * 16.0 + 12.0) / ph.max(1) as f64,
+            );
             chart
                 .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
+                .position(legend_corner(drawn, (x0, x1), (y0, y1), share))
                 .label_font((FONT, 11))
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK.mix(0.3))
