@@ -229,6 +229,8 @@ pub enum Normalize {
     ToTensor { mean: [f32; 3], std: [f32; 3] },
     /// torchvision `ToTensor` alone: x / 255 in f32.
     Unit,
+    /// [−1, 1] as `u8.float() / 127.5 - 1`, in f32.
+    Signed,
 }
 
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -248,6 +250,7 @@ pub fn to_chw(img: &[u8], (h, w): (usize, usize), norm: Normalize) -> Vec<f32> {
                 }
                 Normalize::ToTensor { mean, std } => (x as f32 / 255.0 - mean[ch]) / std[ch],
                 Normalize::Unit => x as f32 / 255.0,
+                Normalize::Signed => x as f32 / 127.5 - 1.0,
             };
         }
     }

@@ -8,6 +8,7 @@
 use anyhow::{ensure, Context, Result};
 
 use super::layers::Linear;
+use super::preprocess::{to_chw, Normalize};
 use crate::backend::{Backend, Nchw, Pool, Window};
 use crate::weights::{Expected, WeightFile};
 
@@ -101,20 +102,15 @@ impl<B: Backend> ToyClassifier<B> {
             "the toy classifier takes RGB images, got {c} channels"
         );
         ensure!(
-            images.len() == n * h * w * c && h % 4 == 0 && w % 4 == 0,
-            "toy classifier: {} bytes for ({n}, {h}, {w}, 3), sides a multiple of 4",
+            h > 0 && w > 0 && images.len() == n * h * w * c && h % 4 == 0 && w % 4 == 0,
+            "toy classifier: {} bytes for ({n}, {h}, {w}, 3), sides a positive multiple of 4",
             images.len()
         );
         // NHWC uint8 → NCHW in [−1, 1], as `u8.permute(0, 3, 1, 2).float() / 127.5 - 1`.
-        let mut x = vec![0f32; images.len()];
-        for s in 0..n {
-            for p in 0..h * w {
-                for ch in 0..3 {
-                    x[(s * 3 + ch) * h * w + p] =
-                        images[(s * h * w + p) * 3 + ch] as f32 / 127.5 - 1.0;
-                }
-            }
-        }
+        let x: Vec<f32> = images
+            .chunks(h * w * 3)
+            .flat_map(|img| to_chw(img, (h, w), Normalize::Signed))
+            .collect();
         let mut d = Nchw { n, c: 3, h, w };
         let mut x = be.upload(&x)?;
         for (k, conv) in [&self.conv1, &self.conv2, &self.conv3]

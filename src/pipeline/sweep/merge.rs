@@ -109,9 +109,7 @@ fn quality_reference<B: Backend>(
             let net = QualityNet::load(be, source)?;
             let mut m = net.members(be, &images, (labels.len(), toy::SIZE, toy::SIZE, 3))?;
             m.push(i64_member("labels", &labels));
-            let mut set = FeatureSet::from_members(Path::new(&reference.describe()), m);
-            set.cache_gaussians()?;
-            return Ok(Some(set));
+            return toy_reference(reference, m).map(Some);
         }
         Reference::File(r) => r,
     };
@@ -142,6 +140,14 @@ fn quality_reference<B: Backend>(
     Ok(Some(set))
 }
 
+/// A reference computed from the toy data: its feature members, named by the reference's
+/// description, with their Gaussians ready.
+fn toy_reference(reference: &Reference, members: Vec<npz::Member>) -> Result<FeatureSet> {
+    let mut set = FeatureSet::from_members(Path::new(&reference.describe()), members);
+    set.cache_gaussians()?;
+    Ok(set)
+}
+
 /// The FD-DINOv2 reference: its `embedding`, or its images through the backbone.
 fn embedding_reference<B: Backend>(be: &B, plan: &Plan, backbone: usize) -> Result<FeatureSet> {
     let spec = &plan.sweep.backbones[backbone];
@@ -159,9 +165,7 @@ fn embedding_reference<B: Backend>(be: &B, plan: &Plan, backbone: usize) -> Resu
                 key: "embedding".into(),
                 npy: npy::encode_f32(&[labels.len(), rows.len() / labels.len().max(1)], &rows),
             }];
-            let mut set = FeatureSet::from_members(Path::new(&reference.describe()), m);
-            set.cache_gaussians()?;
-            return Ok(set);
+            return toy_reference(reference, m);
         }
         Reference::File(r) => r,
     };
