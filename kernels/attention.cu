@@ -8,16 +8,16 @@
 #include "common.cuh"
 
 extern "C" __global__ void attention_f32(const float* qkv, float* out, int t, int heads, int dh, float scale) {
-    extern __shared__ float smem[];  // scores[t], q[dh], scratch[blockDim.x]
-    float* scores = smem;
-    float* q = scores + t;
-    float* scratch = q + dh;
+    SITDIV_DYN_SMEM(float, smem);  // scores[t], q[dh], scratch[blockDim.x]
+    smem_ptr<float> scores = smem;
+    smem_ptr<float> q = scores + t;
+    smem_ptr<float> scratch = q + dh;
     int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     int d = heads * dh;
     const float* base = qkv + (size_t)b * t * 3 * d;
     for (int e = threadIdx.x; e < dh; e += blockDim.x) q[e] = base[(size_t)i * 3 * d + h * dh + e];
     __syncthreads();
-    float local_max = -INFINITY;
+    float local_max = -SITDIV_INF;
     for (int j = threadIdx.x; j < t; j += blockDim.x) {
         const float* k = base + (size_t)j * 3 * d + d + h * dh;
         float s = 0.f;

@@ -4,9 +4,22 @@
 
 #define SITDIV_BLOCK 256
 
+// Shared memory is declared through these, and passed as `smem_ptr<T>`, so that the same source
+// runs on the emulated device (kernels/emu/cuda_emu.h), where every block gets its own, poisoned
+// and race-checked copy. On the device they are plain CUDA.
+#ifndef SITDIV_EMULATED
+template <class T>
+using smem_ptr = T*;
+#define SITDIV_SHARED(T, name, n) __shared__ T name[n]
+#define SITDIV_DYN_SMEM(T, name) extern __shared__ T name[]
+#endif
+
+// +∞ without <cmath>: NVRTC has no system headers, so INFINITY is not defined there.
+#define SITDIV_INF __int_as_float(0x7f800000)
+
 // Deterministic block-wide sum (or max) of one value per thread: a fixed shared-memory tree.
 // `scratch` holds blockDim.x floats; blockDim.x must be a power of two. Every thread gets the result.
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
+__device__ __forceinline__ float block_sum(float v, smem_ptr<float> scratch) {
     scratch[threadIdx.x] = v;
     __syncthreads();
     for (int s = blockDim.x / 2; s > 0; s >>= 1) {
@@ -18,7 +31,7 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
     return r;
 }
 
-__device__ __forceinline__ float block_max(float v, float* scratch) {
+__device__ __forceinline__ float block_max(float v, smem_ptr<float> scratch) {
     scratch[threadIdx.x] = v;
     __syncthreads();
     for (int s = blockDim.x / 2; s > 0; s >>= 1) {

@@ -4,7 +4,7 @@
 
 // Mean and 1/sqrt(var + eps) of one row, by the whole block: two passes (mean, then the centred
 // sum of squares), each a fixed-order tree.
-__device__ __forceinline__ void row_stats(const float* xr, int d, float eps, float* scratch, float* mean, float* rstd) {
+__device__ __forceinline__ void row_stats(const float* xr, int d, float eps, smem_ptr<float> scratch, float* mean, float* rstd) {
     float s = 0.f;
     for (int i = threadIdx.x; i < d; i += blockDim.x) s += xr[i];
     float m = block_sum(s, scratch) / d;
@@ -19,7 +19,7 @@ __device__ __forceinline__ void row_stats(const float* xr, int d, float eps, flo
 
 // y[r] = (x[r] − mean) / sqrt(var + eps) over D features; one block per row.
 extern "C" __global__ void layer_norm_f32(const float* x, float* y, int rows, int d, float eps) {
-    __shared__ float scratch[SITDIV_BLOCK];
+    SITDIV_SHARED(float, scratch, SITDIV_BLOCK);
     int r = blockIdx.x;
     if (r >= rows) return;
     const float* xr = x + (size_t)r * d;
@@ -32,7 +32,7 @@ extern "C" __global__ void layer_norm_f32(const float* x, float* y, int rows, in
 // are rows of (B, m_stride) matrices at the given column offsets.
 extern "C" __global__ void layer_norm_modulate_f32(const float* x, float* y, const float* shift_m, const float* scale_m,
                                                    int m_stride, int shift_off, int scale_off, int t, int d, float eps) {
-    __shared__ float scratch[SITDIV_BLOCK];
+    SITDIV_SHARED(float, scratch, SITDIV_BLOCK);
     int r = blockIdx.x;
     int b = r / t;
     const float* xr = x + (size_t)r * d;
