@@ -1,7 +1,8 @@
 // Multi-head softmax attention over a fused qkv tensor (timm Attention core).
 // CPU twin: src/backend/cpu/attention.rs; test: tests/op_attention.rs.
 //
-// One block per (query row, head, batch). The scores of the row live in shared memory (T floats),
+// One block per (query row and image, head): grid (B·T, H), so the batch is not bound by
+// gridDim.z's 65 535. The scores of the row live in shared memory (T floats),
 // the softmax uses fixed-order block reductions, and each output feature is a sequential sum over
 // keys, so results are deterministic. A tiled online-softmax variant belongs in kernels/dev/ until
 // it is measured faster on a GPU.
@@ -12,7 +13,8 @@ extern "C" __global__ void attention_f32(const float* qkv, float* out, int t, in
     smem_ptr<float> scores = smem;
     smem_ptr<float> q = scores + t;
     smem_ptr<float> scratch = q + dh;
-    int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    int i = blockIdx.x % t, h = blockIdx.y;
+    long long b = blockIdx.x / t;
     int d = heads * dh;
     const float* base = qkv + (size_t)b * t * 3 * d;
     for (int e = threadIdx.x; e < dh; e += blockDim.x) q[e] = base[(size_t)i * 3 * d + h * dh + e];

@@ -29,27 +29,28 @@ extern "C" __global__ void layer_norm_f32(const float* x, float* y, int rows, in
 }
 
 // Fused LayerNorm + modulate: y = LN(x) · (1 + scale[b]) + shift[b], x (B, T, D); shift and scale
-// are rows of (B, m_stride) matrices at the given column offsets.
-extern "C" __global__ void layer_norm_modulate_f32(const float* x, float* y, const float* shift_m, const float* scale_m,
-                                                   int m_stride, int shift_off, int scale_off, int t, int d, float eps) {
+// are rows of (B, stride) matrices at the given column offsets.
+extern "C" __global__ void layer_norm_modulate_f32(const float* x, float* y, const float* shift, int shift_stride,
+                                                   int shift_off, const float* scale, int scale_stride, int scale_off,
+                                                   int t, int d, float eps) {
     SITDIV_SHARED(float, scratch, SITDIV_BLOCK);
-    int r = blockIdx.x;
-    int b = r / t;
-    const float* xr = x + (size_t)r * d;
-    const float* sh = shift_m + (size_t)b * m_stride + shift_off;
-    const float* sc = scale_m + (size_t)b * m_stride + scale_off;
+    long long r = blockIdx.x;
+    long long b = r / t;
+    const float* xr = x + r * d;
+    const float* sh = shift + b * shift_stride + shift_off;
+    const float* sc = scale + b * scale_stride + scale_off;
     float mean, rstd;
     row_stats(xr, d, eps, scratch, &mean, &rstd);
-    for (int i = threadIdx.x; i < d; i += blockDim.x)
-        y[(size_t)r * d + i] = ((xr[i] - mean) * rstd) * (1.f + sc[i]) + sh[i];
+    for (int i = threadIdx.x; i < d; i += blockDim.x) y[r * d + i] = ((xr[i] - mean) * rstd) * (1.f + sc[i]) + sh[i];
 }
 
 // In place: x = x · (1 + scale[b]) + shift[b], x (B, T, D).
-extern "C" __global__ void modulate_f32(float* x, const float* shift_m, const float* scale_m, int m_stride,
-                                        int shift_off, int scale_off, int t, int d, long long n) {
+extern "C" __global__ void modulate_f32(float* x, const float* shift, int shift_stride, int shift_off,
+                                        const float* scale, int scale_stride, int scale_off, int t, int d,
+                                        long long n) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     int j = (int)(i % d);
     long long b = i / ((long long)t * d);
-    x[i] = x[i] * (1.f + scale_m[b * m_stride + scale_off + j]) + shift_m[b * m_stride + shift_off + j];
+    x[i] = x[i] * (1.f + scale[b * scale_stride + scale_off + j]) + shift[b * shift_stride + shift_off + j];
 }

@@ -16,6 +16,19 @@ pub struct Cols<'a, B: ?Sized + Backend> {
     pub offset: usize,
 }
 
+impl<B: ?Sized + Backend> Cols<'_, B> {
+    /// Checks that the view fits `b` rows of `d` values in a buffer of `len` elements.
+    pub fn check(&self, len: usize, b: usize, d: usize, what: &str) -> Result<()> {
+        anyhow::ensure!(
+            self.offset + d <= self.stride && len >= b * self.stride,
+            "{what}: column view (stride {}, offset {}) does not fit {b} rows of {d} in {len} elements",
+            self.stride,
+            self.offset
+        );
+        Ok(())
+    }
+}
+
 impl<B: ?Sized + Backend> Clone for Cols<'_, B> {
     fn clone(&self) -> Self {
         *self
@@ -110,11 +123,115 @@ pub enum Pool {
     Avg,
 }
 
+/// Every op of [`Backend`], named like its method: a job asks its backend for the ops of its
+/// networks before it computes anything ([`require`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Op {
+    Linear,
+    LayerNorm,
+    Modulate,
+    LayerNormModulate,
+    GatedAdd,
+    AddRow,
+    Add,
+    Silu,
+    GeluTanh,
+    Attention,
+    Patchify,
+    Unpatchify,
+    GatherRows,
+    LayerNormAffine,
+    GeluErf,
+    Relu,
+    QuickGelu,
+    Conv2d,
+    Pool2d,
+    ConcatChannels,
+    GroupNorm,
+    UpsampleNearest2x,
+    Transpose,
+}
+
+impl Op {
+    pub const ALL: [Op; 23] = [
+        Op::Linear,
+        Op::LayerNorm,
+        Op::Modulate,
+        Op::LayerNormModulate,
+        Op::GatedAdd,
+        Op::AddRow,
+        Op::Add,
+        Op::Silu,
+        Op::GeluTanh,
+        Op::Attention,
+        Op::Patchify,
+        Op::Unpatchify,
+        Op::GatherRows,
+        Op::LayerNormAffine,
+        Op::GeluErf,
+        Op::Relu,
+        Op::QuickGelu,
+        Op::Conv2d,
+        Op::Pool2d,
+        Op::ConcatChannels,
+        Op::GroupNorm,
+        Op::UpsampleNearest2x,
+        Op::Transpose,
+    ];
+
+    /// The method's name, as messages show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Linear => "linear",
+            Op::LayerNorm => "layer_norm",
+            Op::Modulate => "modulate",
+            Op::LayerNormModulate => "layer_norm_modulate",
+            Op::GatedAdd => "gated_add",
+            Op::AddRow => "add_row",
+            Op::Add => "add",
+            Op::Silu => "silu",
+            Op::GeluTanh => "gelu_tanh",
+            Op::Attention => "attention",
+            Op::Patchify => "patchify",
+            Op::Unpatchify => "unpatchify",
+            Op::GatherRows => "gather_rows",
+            Op::LayerNormAffine => "layer_norm_affine",
+            Op::GeluErf => "gelu_erf",
+            Op::Relu => "relu",
+            Op::QuickGelu => "quick_gelu",
+            Op::Conv2d => "conv2d",
+            Op::Pool2d => "pool2d",
+            Op::ConcatChannels => "concat_channels",
+            Op::GroupNorm => "group_norm",
+            Op::UpsampleNearest2x => "upsample_nearest2x",
+            Op::Transpose => "transpose",
+        }
+    }
+}
+
+/// Fails, naming the network and the missing ops, when `be` lacks an op that `model` needs: the
+/// check a job makes before its first unit, so that nothing is computed only to fail later.
+pub fn require<B: Backend + ?Sized>(be: &B, model: &str, ops: &[Op]) -> Result<()> {
+    let missing: Vec<&str> = ops.iter().filter(|&&op| !be.supports(op)).map(|op| op.name()).collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "{model} needs {} that the {} backend does not implement yet; run it with --device cpu",
+        missing.join(", "),
+        be.name()
+    );
+    Ok(())
+}
+
 pub trait Backend: Send + Sync {
     type Buf: Send + Sync;
 
     /// Short description for logs and manifests ("cpu (2 threads)").
     fn name(&self) -> String;
+
+    /// Whether this backend implements `op` (the ops below with a default body may be missing).
+    fn supports(&self, _op: Op) -> bool {
+        true
+    }
 
     fn upload(&self, data: &[f32]) -> Result<Self::Buf>;
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;

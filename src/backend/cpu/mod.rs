@@ -25,13 +25,7 @@ fn cols<'a>(c: &Cols<'a, Cpu>, d: usize) -> impl Fn(usize) -> &'a [f32] + Sync +
 }
 
 fn check_cols(c: &Cols<Cpu>, b: usize, d: usize, what: &str) -> Result<()> {
-    ensure!(
-        c.offset + d <= c.stride && c.buf.len() >= b * c.stride,
-        "{what}: column view (stride {}, offset {}) does not fit {b} rows of {d}",
-        c.stride,
-        c.offset
-    );
-    Ok(())
+    c.check(c.buf.len(), b, d, what)
 }
 
 impl Backend for Cpu {

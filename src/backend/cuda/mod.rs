@@ -1,39 +1,28 @@
 //! The CUDA backend: cuBLAS GEMMs with an explicit compute type, every other op a kernel of ours
 //! from `kernels/*.cu` (PTX embedded at build time, or compiled by NVRTC at start-up for the
-//! `cuda12` flavour). One stream; buffers are `CudaSlice<f32>`.
+//! `cuda12` flavour), launched through the checked table of [`launch`]. One stream; buffers are
+//! `CudaSlice<f32>`. Each op family has its file, as its kernels and its CPU twin do.
+
+mod act;
+mod attention;
+mod elementwise;
+mod embed;
+mod gemm;
+pub mod launch;
+mod norm;
+pub mod standin;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use anyhow::{bail, ensure, Context, Result};
-use cudarc::cublas::{result as blas, sys as blas_sys, CudaBlas};
-use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig,
-    PushKernelArg,
-};
+use anyhow::{bail, Context, Result};
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
 
-use super::{Backend, Cols, Precision};
+use super::{Backend, Cols, Op, Precision};
+use launch::{Kernel, Kernels, Launch};
 
 include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
-
-const BLOCK: u32 = 256;
-
-/// Every kernel function, looked up once.
-struct Kernels {
-    layer_norm: CudaFunction,
-    layer_norm_modulate: CudaFunction,
-    modulate: CudaFunction,
-    add: CudaFunction,
-    add_row: CudaFunction,
-    gated_add: CudaFunction,
-    fill_rows: CudaFunction,
-    silu: CudaFunction,
-    gelu_tanh: CudaFunction,
-    patchify: CudaFunction,
-    unpatchify: CudaFunction,
-    gather_rows: CudaFunction,
-    attention: CudaFunction,
-}
 
 pub struct Cuda {
     stream: Arc<CudaStream>,
@@ -41,6 +30,8 @@ pub struct Cuda {
     k: Kernels,
     precision: Precision,
     sync_debug: bool,
+    /// Dynamic shared memory a block may opt in to (`MAX_SHARED_MEMORY_PER_BLOCK_OPTIN`).
+    smem_optin: u32,
     label: String,
 }
 
@@ -50,28 +41,45 @@ pub fn driver_present() -> bool {
     unsafe { cudarc::driver::sys::is_culib_present() }
 }
 
-fn grid(n: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: ((n as u32).div_ceil(BLOCK).max(1), 1, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: 0,
+/// The CUDA libraries besides the driver that this build calls, each as (present, what to say).
+fn missing_libraries() -> Vec<&'static str> {
+    let mut missing = Vec::new();
+    // SAFETY: each only tries to dlopen the library.
+    if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+        missing.push(if cfg!(feature = "cuda") { "cuBLAS (libcublas.so.13)" } else { "cuBLAS (libcublas.so.12)" });
     }
+    #[cfg(not(feature = "cuda"))]
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        missing.push("NVRTC (libnvrtc.so.12), which compiles the kernels of the cuda12 build");
+    }
+    missing
 }
 
 impl Cuda {
-    /// Opens device `ordinal`, loads the kernels and a cuBLAS handle. Fails with a clear message
-    /// (never a panic) when there is no driver or no such device.
+    /// Opens device `ordinal`, loads and checks the kernels and a cuBLAS handle. Fails with a
+    /// clear message (never a panic) when the driver, a library or the device is missing.
     pub fn new(ordinal: usize, precision: Precision, sync_debug: bool) -> Result<Self> {
         if !driver_present() {
             bail!("no CUDA driver found (libcuda.so could not be loaded); use --device cpu");
         }
-        let ctx = CudaContext::new(ordinal)
-            .with_context(|| format!("cannot open CUDA device {ordinal}"))?;
+        let missing = missing_libraries();
+        if !missing.is_empty() {
+            bail!(
+                "a CUDA driver was found, but not {}: add the CUDA libraries to LD_LIBRARY_PATH \
+                 (e.g. /usr/local/cuda/lib64), or use --device cpu",
+                missing.join(" nor ")
+            );
+        }
+        if precision == Precision::Bf16 {
+            bail!("--precision bf16 is not implemented on the CUDA backend yet; use fp32 or tf32");
+        }
+        let ctx = CudaContext::new(ordinal).with_context(|| format!("cannot open CUDA device {ordinal}"))?;
         let stream = ctx.default_stream();
-        let (major, minor) = ctx
-            .compute_capability()
-            .context("reading the compute capability")?;
+        let (major, minor) = ctx.compute_capability().context("reading the compute capability")?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        let smem_optin = ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .context("reading the shared memory limit")? as u32;
         let mut driver = 0i32;
         // SAFETY: writes one int.
         unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut driver as *mut i32) };
@@ -80,72 +88,46 @@ impl Cuda {
         for (stem, code) in KERNELS {
             let ptx = ptx_for(code, major, minor).with_context(|| format!("kernels/{stem}.cu"))?;
             if isa.is_empty() {
-                isa = code
-                    .lines()
-                    .find(|l| l.starts_with(".version"))
-                    .unwrap_or(".version (nvrtc)")
-                    .to_string();
+                isa = code.lines().find(|l| l.starts_with(".version")).unwrap_or(".version (nvrtc)").to_string();
             }
-            modules.insert(
-                *stem,
-                ctx.load_module(ptx)
-                    .with_context(|| format!("loading the PTX of kernels/{stem}.cu"))?,
-            );
+            let module = ctx
+                .load_module(ptx)
+                .with_context(|| format!("loading the PTX of kernels/{stem}.cu"))?;
+            modules.insert(*stem, module);
         }
-        let f = |stem: &str, name: &str| -> Result<CudaFunction> {
-            let m = modules
-                .get(stem)
-                .with_context(|| format!("kernels/{stem}.cu is not embedded"))?;
-            m.load_function(name)
-                .with_context(|| format!("kernel {name} in kernels/{stem}.cu"))
-        };
-        let k = Kernels {
-            layer_norm: f("norm", "layer_norm_f32")?,
-            layer_norm_modulate: f("norm", "layer_norm_modulate_f32")?,
-            modulate: f("norm", "modulate_f32")?,
-            add: f("elementwise", "add_f32")?,
-            add_row: f("elementwise", "add_row_f32")?,
-            gated_add: f("elementwise", "gated_add_f32")?,
-            fill_rows: f("elementwise", "fill_rows_f32")?,
-            silu: f("act", "silu_f32")?,
-            gelu_tanh: f("act", "gelu_tanh_f32")?,
-            patchify: f("embed", "patchify_f32")?,
-            unpatchify: f("embed", "unpatchify_f32")?,
-            gather_rows: f("embed", "gather_rows_f32")?,
-            attention: f("attention", "attention_f32")?,
-        };
+        let k = Kernels::load(|stem| {
+            modules.get(stem).cloned().with_context(|| format!("kernels/{stem}.cu is not embedded"))
+        })?;
         let blas = CudaBlas::new(stream.clone()).context("creating the cuBLAS handle")?;
-        if precision == Precision::Bf16 {
-            bail!("--precision bf16 is not implemented on the CUDA backend yet; use fp32 or tf32");
-        }
-        let label = format!(
-            "cuda:{ordinal} {name} (sm_{major}{minor}, driver {}.{})",
-            driver / 1000,
-            (driver % 1000) / 10
-        );
+        let label = format!("cuda:{ordinal} {name} (sm_{major}{minor}, driver {}.{})", driver / 1000, (driver % 1000) / 10);
         log::info!("{label}, kernels {isa}, precision {precision:?}");
-        Ok(Cuda {
-            stream,
-            blas,
-            k,
-            precision,
-            sync_debug,
-            label,
-        })
+        Ok(Cuda { stream, blas, k, precision, sync_debug, smem_optin, label })
     }
 
+    /// With `--sync-debug`, waits for the stream so that an error names the op that caused it.
     fn done(&self, what: &str) -> Result<()> {
         if self.sync_debug {
-            self.stream
-                .synchronize()
-                .with_context(|| format!("CUDA error after {what}"))?;
+            self.stream.synchronize().with_context(|| format!("CUDA error after {what}"))?;
         }
         Ok(())
     }
 
+    fn launch<'a>(&'a self, k: &'a Kernel) -> Launch<'a> {
+        Launch::new(&self.stream, k)
+    }
+
+    /// A buffer of `n` floats whose contents the caller writes in full. The driver refuses empty
+    /// allocations, so an empty buffer owns one element and reports length 0.
     fn alloc(&self, n: usize) -> Result<CudaSlice<f32>> {
+        if n == 0 {
+            // SAFETY: a one-element allocation, re-wrapped with length 0; dropping it frees it.
+            return unsafe {
+                let one = self.stream.alloc::<f32>(1).context("CUDA allocation")?;
+                Ok(self.stream.upgrade_device_ptr(one.leak(), 0))
+            };
+        }
         // SAFETY: every op writes all elements of the buffers it allocates.
-        unsafe { self.stream.alloc::<f32>(n.max(1)) }.context("CUDA allocation")
+        unsafe { self.stream.alloc::<f32>(n) }.with_context(|| format!("CUDA allocation of {n} floats"))
     }
 }
 
@@ -154,26 +136,14 @@ fn ptx_for(code: &str, _major: i32, _minor: i32) -> Result<cudarc::nvrtc::Ptx> {
     Ok(cudarc::nvrtc::Ptx::from_src(code))
 }
 
+/// The runtime path of the `cuda12` flavour: NVRTC compiles each kernel file for the device.
+/// Public so that the static gate compiles exactly what a GPU node compiles.
 #[cfg(not(feature = "cuda"))]
-fn ptx_for(code: &str, major: i32, minor: i32) -> Result<cudarc::nvrtc::Ptx> {
+pub fn ptx_for(code: &str, major: i32, minor: i32) -> Result<cudarc::nvrtc::Ptx> {
     use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
     let arch: &'static str = Box::leak(format!("compute_{major}{minor}").into_boxed_str());
-    let opts = CompileOptions {
-        arch: Some(arch),
-        use_fast_math: Some(false),
-        ..Default::default()
-    };
+    let opts = CompileOptions { arch: Some(arch), use_fast_math: Some(false), ..Default::default() };
     compile_ptx_with_opts(code, opts).map_err(|e| anyhow::anyhow!("NVRTC: {e:?}"))
-}
-
-macro_rules! launch {
-    ($self:ident, $f:expr, $cfg:expr, $what:literal, $($arg:expr),+ $(,)?) => {{
-        // One statement, so temporaries among the arguments live until the launch.
-        // SAFETY: argument types and counts match the kernel signature in kernels/*.cu; sizes are
-        // checked by the caller.
-        unsafe { $self.stream.launch_builder(&$f)$(.arg($arg))+.launch($cfg) }.context(concat!("launching ", $what))?;
-        $self.done($what)
-    }};
 }
 
 impl Backend for Cuda {
@@ -183,112 +153,47 @@ impl Backend for Cuda {
         format!("{} [{:?}]", self.label, self.precision)
     }
 
+    /// The ops of the metric backbones and the convolutional networks have no kernels yet.
+    fn supports(&self, op: Op) -> bool {
+        !matches!(
+            op,
+            Op::LayerNormAffine
+                | Op::GeluErf
+                | Op::Relu
+                | Op::QuickGelu
+                | Op::Conv2d
+                | Op::Pool2d
+                | Op::ConcatChannels
+                | Op::GroupNorm
+                | Op::UpsampleNearest2x
+                | Op::Transpose
+        )
+    }
+
     fn upload(&self, data: &[f32]) -> Result<Self::Buf> {
+        if data.is_empty() {
+            return self.alloc(0);
+        }
         self.stream.clone_htod(data).context("copy to the GPU")
     }
 
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>> {
+        if buf.len() == 0 {
+            return Ok(Vec::new());
+        }
         self.stream.clone_dtoh(buf).context("copy from the GPU")
     }
 
-    fn linear(
-        &self,
-        x: &Self::Buf,
-        w: &Self::Buf,
-        b: Option<&Self::Buf>,
-        m: usize,
-        k: usize,
-        n: usize,
-    ) -> Result<Self::Buf> {
-        ensure!(
-            x.len() == m * k && w.len() == n * k,
-            "linear: x {} / w {} elements for M={m} K={k} N={n}",
-            x.len(),
-            w.len()
-        );
-        let mut y = self.alloc(m * n)?;
-        let beta: f32 = match b {
-            Some(b) => {
-                ensure!(b.len() == n, "linear: bias length differs from N={n}");
-                let total = (m * n) as i64;
-                launch!(
-                    self,
-                    self.k.fill_rows,
-                    grid(m * n),
-                    "fill_rows_f32",
-                    &mut y,
-                    b,
-                    &(n as i32),
-                    &total
-                )?;
-                1.0
-            }
-            None => 0.0,
-        };
-        let alpha = 1.0f32;
-        let compute = match self.precision {
-            Precision::Tf32 => blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
-            _ => blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-        };
-        // Row-major Y (M, N) = X (M, K) · Wᵀ is column-major Yᵀ (N, M) = op(W)·Xᵀ with op = transpose.
-        {
-            let (wp, _gw) = w.device_ptr(&self.stream);
-            let (xp, _gx) = x.device_ptr(&self.stream);
-            let (yp, _gy) = y.device_ptr_mut(&self.stream);
-            // SAFETY: pointers and leading dimensions describe the checked buffer sizes.
-            unsafe {
-                blas::gemm_ex(
-                    *self.blas.handle(),
-                    blas_sys::cublasOperation_t::CUBLAS_OP_T,
-                    blas_sys::cublasOperation_t::CUBLAS_OP_N,
-                    n as i32,
-                    m as i32,
-                    k as i32,
-                    &alpha as *const f32 as *const _,
-                    wp as *const _,
-                    blas_sys::cudaDataType::CUDA_R_32F,
-                    k as i32,
-                    xp as *const _,
-                    blas_sys::cudaDataType::CUDA_R_32F,
-                    k as i32,
-                    &beta as *const f32 as *const _,
-                    yp as *mut _,
-                    blas_sys::cudaDataType::CUDA_R_32F,
-                    n as i32,
-                    compute,
-                    blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-                )
-            }
-            .context("cublasGemmEx")?;
-        }
-        self.done("gemm")?;
-        Ok(y)
+    fn linear(&self, x: &Self::Buf, w: &Self::Buf, b: Option<&Self::Buf>, m: usize, k: usize, n: usize) -> Result<Self::Buf> {
+        gemm::linear(self, x, w, b, m, k, n)
     }
 
     fn layer_norm(&self, x: &Self::Buf, rows: usize, d: usize, eps: f32) -> Result<Self::Buf> {
-        ensure!(
-            x.len() == rows * d,
-            "layer_norm: {} elements for ({rows}, {d})",
-            x.len()
-        );
-        let mut y = self.alloc(rows * d)?;
-        let cfg = LaunchConfig {
-            grid_dim: (rows as u32, 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        launch!(
-            self,
-            self.k.layer_norm,
-            cfg,
-            "layer_norm_f32",
-            x,
-            &mut y,
-            &(rows as i32),
-            &(d as i32),
-            &eps
-        )?;
-        Ok(y)
+        norm::layer_norm(self, x, rows, d, eps)
+    }
+
+    fn modulate(&self, x: &mut Self::Buf, shift: Cols<Self>, scale: Cols<Self>, b: usize, t: usize, d: usize) -> Result<()> {
+        norm::modulate(self, x, shift, scale, b, t, d)
     }
 
     fn layer_norm_modulate(
@@ -301,231 +206,35 @@ impl Backend for Cuda {
         d: usize,
         eps: f32,
     ) -> Result<Self::Buf> {
-        ensure!(
-            x.len() == b * t * d,
-            "layer_norm_modulate: {} elements for ({b}, {t}, {d})",
-            x.len()
-        );
-        ensure!(
-            shift.stride == scale.stride,
-            "layer_norm_modulate: shift and scale rows must have one stride"
-        );
-        let mut y = self.alloc(b * t * d)?;
-        let cfg = LaunchConfig {
-            grid_dim: ((b * t) as u32, 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let (stride, so, co) = (
-            shift.stride as i32,
-            shift.offset as i32,
-            scale.offset as i32,
-        );
-        launch!(
-            self,
-            self.k.layer_norm_modulate,
-            cfg,
-            "layer_norm_modulate_f32",
-            x,
-            &mut y,
-            shift.buf,
-            scale.buf,
-            &stride,
-            &so,
-            &co,
-            &(t as i32),
-            &(d as i32),
-            &eps
-        )?;
-        Ok(y)
+        norm::layer_norm_modulate(self, x, shift, scale, b, t, d, eps)
     }
 
-    fn modulate(
-        &self,
-        x: &mut Self::Buf,
-        shift: Cols<Self>,
-        scale: Cols<Self>,
-        b: usize,
-        t: usize,
-        d: usize,
-    ) -> Result<()> {
-        ensure!(
-            x.len() == b * t * d && shift.stride == scale.stride,
-            "modulate: shapes differ from ({b}, {t}, {d})"
-        );
-        let n = (b * t * d) as i64;
-        let (stride, so, co) = (
-            shift.stride as i32,
-            shift.offset as i32,
-            scale.offset as i32,
-        );
-        launch!(
-            self,
-            self.k.modulate,
-            grid(b * t * d),
-            "modulate_f32",
-            x,
-            shift.buf,
-            scale.buf,
-            &stride,
-            &so,
-            &co,
-            &(t as i32),
-            &(d as i32),
-            &n
-        )
-    }
-
-    fn gated_add(
-        &self,
-        x: &mut Self::Buf,
-        y: &Self::Buf,
-        gate: Cols<Self>,
-        b: usize,
-        t: usize,
-        d: usize,
-    ) -> Result<()> {
-        ensure!(
-            x.len() == b * t * d && y.len() == x.len(),
-            "gated_add: shapes differ from ({b}, {t}, {d})"
-        );
-        let n = (b * t * d) as i64;
-        let (stride, off) = (gate.stride as i32, gate.offset as i32);
-        launch!(
-            self,
-            self.k.gated_add,
-            grid(b * t * d),
-            "gated_add_f32",
-            x,
-            y,
-            gate.buf,
-            &stride,
-            &off,
-            &(t as i32),
-            &(d as i32),
-            &n
-        )
+    fn gated_add(&self, x: &mut Self::Buf, y: &Self::Buf, gate: Cols<Self>, b: usize, t: usize, d: usize) -> Result<()> {
+        elementwise::gated_add(self, x, y, gate, b, t, d)
     }
 
     fn add_row(&self, x: &mut Self::Buf, row: &Self::Buf, b: usize, r: usize) -> Result<()> {
-        ensure!(
-            x.len() == b * r && row.len() == r,
-            "add_row: shapes differ from ({b}, {r})"
-        );
-        let n = (b * r) as i64;
-        launch!(
-            self,
-            self.k.add_row,
-            grid(b * r),
-            "add_row_f32",
-            x,
-            row,
-            &(r as i32),
-            &n
-        )
+        elementwise::add_row(self, x, row, b, r)
     }
 
     fn add(&self, x: &mut Self::Buf, y: &Self::Buf) -> Result<()> {
-        ensure!(
-            x.len() == y.len(),
-            "add: {} vs {} elements",
-            x.len(),
-            y.len()
-        );
-        let len = x.len();
-        launch!(self, self.k.add, grid(len), "add_f32", x, y, &(len as i64))
+        elementwise::add(self, x, y)
     }
 
     fn silu(&self, x: &Self::Buf) -> Result<Self::Buf> {
-        let mut y = self.alloc(x.len())?;
-        let n = x.len() as i64;
-        launch!(self, self.k.silu, grid(x.len()), "silu_f32", x, &mut y, &n)?;
-        Ok(y)
+        act::silu(self, x)
     }
 
     fn gelu_tanh(&self, x: &mut Self::Buf) -> Result<()> {
-        let len = x.len();
-        launch!(
-            self,
-            self.k.gelu_tanh,
-            grid(len),
-            "gelu_tanh_f32",
-            x,
-            &(len as i64)
-        )
+        act::gelu_tanh(self, x)
     }
 
-    fn attention(
-        &self,
-        qkv: &Self::Buf,
-        b: usize,
-        t: usize,
-        heads: usize,
-        head_dim: usize,
-    ) -> Result<Self::Buf> {
-        ensure!(
-            qkv.len() == b * t * 3 * heads * head_dim,
-            "attention: qkv has {} elements for ({b}, {t}, 3·{heads}·{head_dim})",
-            qkv.len()
-        );
-        let mut out = self.alloc(b * t * heads * head_dim)?;
-        let threads = 128u32;
-        let shared = ((t + head_dim) as u32 + threads) * 4;
-        let cfg = LaunchConfig {
-            grid_dim: (t as u32, heads as u32, b as u32),
-            block_dim: (threads, 1, 1),
-            shared_mem_bytes: shared,
-        };
-        let scale = 1.0 / (head_dim as f32).sqrt();
-        launch!(
-            self,
-            self.k.attention,
-            cfg,
-            "attention_f32",
-            qkv,
-            &mut out,
-            &(t as i32),
-            &(heads as i32),
-            &(head_dim as i32),
-            &scale
-        )?;
-        Ok(out)
+    fn attention(&self, qkv: &Self::Buf, b: usize, t: usize, heads: usize, head_dim: usize) -> Result<Self::Buf> {
+        attention::attention(self, qkv, b, t, heads, head_dim)
     }
 
-    fn patchify(
-        &self,
-        x: &Self::Buf,
-        b: usize,
-        c: usize,
-        h: usize,
-        w: usize,
-        p: usize,
-    ) -> Result<Self::Buf> {
-        ensure!(
-            x.len() == b * c * h * w,
-            "patchify: {} elements for ({b}, {c}, {h}, {w})",
-            x.len()
-        );
-        ensure!(
-            p > 0 && h.is_multiple_of(p) && w.is_multiple_of(p),
-            "patchify: {h}×{w} is not divisible by patch size {p}"
-        );
-        let mut y = self.alloc(x.len())?;
-        let n = x.len() as i64;
-        launch!(
-            self,
-            self.k.patchify,
-            grid(x.len()),
-            "patchify_f32",
-            x,
-            &mut y,
-            &(c as i32),
-            &(h as i32),
-            &(w as i32),
-            &(p as i32),
-            &n
-        )?;
-        Ok(y)
+    fn patchify(&self, x: &Self::Buf, b: usize, c: usize, h: usize, w: usize, p: usize) -> Result<Self::Buf> {
+        embed::patchify(self, x, b, c, h, w, p)
     }
 
     fn unpatchify(
@@ -538,52 +247,10 @@ impl Backend for Cuda {
         w: usize,
         p: usize,
     ) -> Result<Self::Buf> {
-        ensure!(
-            o.len() == b * h * w * c_out && c_keep <= c_out,
-            "unpatchify: {} elements for ({b}, {c_out}, {h}, {w})",
-            o.len()
-        );
-        let total = b * c_keep * h * w;
-        let mut y = self.alloc(total)?;
-        let n = total as i64;
-        launch!(
-            self,
-            self.k.unpatchify,
-            grid(total),
-            "unpatchify_f32",
-            o,
-            &mut y,
-            &(c_out as i32),
-            &(c_keep as i32),
-            &(h as i32),
-            &(w as i32),
-            &(p as i32),
-            &n
-        )?;
-        Ok(y)
+        embed::unpatchify(self, o, b, c_out, c_keep, h, w, p)
     }
 
     fn gather_rows(&self, table: &Self::Buf, ids: &[usize], d: usize) -> Result<Self::Buf> {
-        ensure!(
-            ids.iter().all(|&i| (i + 1) * d <= table.len()),
-            "gather_rows: id out of range"
-        );
-        let ids32: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
-        let dev_ids = self.stream.clone_htod(&ids32).context("copy to the GPU")?;
-        let total = ids.len() * d;
-        let mut y = self.alloc(total)?;
-        let n = total as i64;
-        launch!(
-            self,
-            self.k.gather_rows,
-            grid(total),
-            "gather_rows_f32",
-            table,
-            &dev_ids,
-            &mut y,
-            &(d as i32),
-            &n
-        )?;
-        Ok(y)
+        embed::gather_rows(self, table, ids, d)
     }
 }

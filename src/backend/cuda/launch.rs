@@ -1,0 +1,255 @@
+//! The launch table: every kernel of `kernels/*.cu` with its parameter list, checked three ways —
+//! against the PTX by the static gate (`tests/kernels_static.rs`), against the loaded module by
+//! the driver at start-up (`cuFuncGetParamInfo`), and against the arguments of every launch.
+
+use std::sync::Arc;
+
+use anyhow::{bail, ensure, Context, Result};
+use cudarc::driver::{CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr};
+
+/// A kernel parameter as the launch passes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum P {
+    /// A device pointer (8 bytes).
+    Ptr,
+    /// `int`.
+    I32,
+    /// `long long`.
+    I64,
+    /// `float`.
+    F32,
+}
+
+impl P {
+    pub fn size(self) -> usize {
+        match self {
+            P::Ptr | P::I64 => 8,
+            P::I32 | P::F32 => 4,
+        }
+    }
+}
+
+/// One kernel's interface: its file in `kernels/`, its `.entry` name and its parameters.
+#[derive(Debug)]
+pub struct Sig {
+    pub file: &'static str,
+    pub name: &'static str,
+    pub params: &'static [P],
+}
+
+use P::{Ptr, F32, I32, I64};
+
+/// Every kernel the backend launches, in the order of [`Kernels`].
+pub const SIGNATURES: &[Sig] = &[
+    Sig { file: "norm", name: "layer_norm_f32", params: &[Ptr, Ptr, I32, I32, F32] },
+    Sig {
+        file: "norm",
+        name: "layer_norm_modulate_f32",
+        params: &[Ptr, Ptr, Ptr, I32, I32, Ptr, I32, I32, I32, I32, F32],
+    },
+    Sig { file: "norm", name: "modulate_f32", params: &[Ptr, Ptr, I32, I32, Ptr, I32, I32, I32, I32, I64] },
+    Sig { file: "elementwise", name: "add_f32", params: &[Ptr, Ptr, I64] },
+    Sig { file: "elementwise", name: "add_row_f32", params: &[Ptr, Ptr, I32, I64] },
+    Sig { file: "elementwise", name: "gated_add_f32", params: &[Ptr, Ptr, Ptr, I32, I32, I32, I32, I64] },
+    Sig { file: "elementwise", name: "fill_rows_f32", params: &[Ptr, Ptr, I32, I64] },
+    Sig { file: "act", name: "silu_f32", params: &[Ptr, Ptr, I64] },
+    Sig { file: "act", name: "gelu_tanh_f32", params: &[Ptr, I64] },
+    Sig { file: "embed", name: "patchify_f32", params: &[Ptr, Ptr, I32, I32, I32, I32, I64] },
+    Sig { file: "embed", name: "unpatchify_f32", params: &[Ptr, Ptr, I32, I32, I32, I32, I32, I64] },
+    Sig { file: "embed", name: "gather_rows_f32", params: &[Ptr, Ptr, Ptr, I32, I64] },
+    Sig { file: "attention", name: "attention_f32", params: &[Ptr, Ptr, I32, I32, I32, F32] },
+];
+
+/// A loaded kernel and its row of the launch table.
+pub struct Kernel {
+    pub f: CudaFunction,
+    pub sig: &'static Sig,
+}
+
+/// Every kernel function, looked up and checked once.
+pub struct Kernels {
+    pub layer_norm: Kernel,
+    pub layer_norm_modulate: Kernel,
+    pub modulate: Kernel,
+    pub add: Kernel,
+    pub add_row: Kernel,
+    pub gated_add: Kernel,
+    pub fill_rows: Kernel,
+    pub silu: Kernel,
+    pub gelu_tanh: Kernel,
+    pub patchify: Kernel,
+    pub unpatchify: Kernel,
+    pub gather_rows: Kernel,
+    pub attention: Kernel,
+}
+
+impl Kernels {
+    pub fn load(module: impl Fn(&str) -> Result<Arc<CudaModule>>) -> Result<Self> {
+        let mut it = SIGNATURES.iter();
+        let mut next = || -> Result<Kernel> {
+            let sig = it.next().context("the launch table is shorter than Kernels")?;
+            let f = module(sig.file)?
+                .load_function(sig.name)
+                .with_context(|| format!("kernel {} in kernels/{}.cu", sig.name, sig.file))?;
+            verify_params(&f, sig)?;
+            Ok(Kernel { f, sig })
+        };
+        Ok(Kernels {
+            layer_norm: next()?,
+            layer_norm_modulate: next()?,
+            modulate: next()?,
+            add: next()?,
+            add_row: next()?,
+            gated_add: next()?,
+            fill_rows: next()?,
+            silu: next()?,
+            gelu_tanh: next()?,
+            patchify: next()?,
+            unpatchify: next()?,
+            gather_rows: next()?,
+            attention: next()?,
+        })
+    }
+}
+
+/// The parameter sizes of a loaded kernel, as the driver reports them (`cuFuncGetParamInfo`,
+/// drivers from CUDA 12.4); `None` when the driver cannot tell.
+pub fn param_sizes(f: &CudaFunction) -> Option<Vec<usize>> {
+    use cudarc::driver::sys;
+    // SAFETY: only looks the symbol up; older drivers lack it and cudarc would panic on the call.
+    let present = unsafe { sys::culib().get::<unsafe extern "C" fn()>(b"cuFuncGetParamInfo\0").is_ok() };
+    if !present {
+        return None;
+    }
+    let mut sizes = Vec::new();
+    loop {
+        let (mut offset, mut size) = (0usize, 0usize);
+        // SAFETY: a loaded function; the driver answers CUDA_ERROR_INVALID_VALUE past the last parameter.
+        let r = unsafe { sys::cuFuncGetParamInfo(f.cu_function(), sizes.len(), &mut offset, &mut size) };
+        if r != sys::CUresult::CUDA_SUCCESS {
+            return Some(sizes);
+        }
+        sizes.push(size);
+    }
+}
+
+/// Checks a loaded kernel's parameters against its row of the launch table.
+pub fn verify_params(f: &CudaFunction, sig: &Sig) -> Result<()> {
+    let Some(sizes) = param_sizes(f) else {
+        return Ok(());
+    };
+    let want: Vec<usize> = sig.params.iter().map(|p| p.size()).collect();
+    ensure!(
+        sizes == want,
+        "kernel {} in kernels/{}.cu: the module's parameters are {} ({:?} bytes), the launch table has {} ({:?} bytes)",
+        sig.name,
+        sig.file,
+        sizes.len(),
+        sizes,
+        want.len(),
+        want
+    );
+    Ok(())
+}
+
+/// Grid and block of a launch; dynamic shared memory in bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Dims {
+    pub grid: (u32, u32, u32),
+    pub block: (u32, u32, u32),
+    pub smem: u32,
+}
+
+/// Threads per block of the elementwise kernels.
+pub const BLOCK: u32 = 256;
+
+/// One thread per element over `n > 0` elements, in 64-bit arithmetic: the grid's x
+/// dimension holds up to 2³¹ − 1 blocks, which is 5.5·10¹¹ elements.
+pub fn grid_1d(n: usize) -> Result<Dims> {
+    let blocks = n.div_ceil(BLOCK as usize);
+    ensure!(
+        blocks <= i32::MAX as usize,
+        "{n} elements need {blocks} blocks, more than a grid holds (2^31 - 1)"
+    );
+    Ok(Dims { grid: (blocks as u32, 1, 1), block: (BLOCK, 1, 1), smem: 0 })
+}
+
+/// The arguments of one launch, checked against the kernel's signature before it runs.
+pub struct Launch<'a> {
+    stream: &'a Arc<CudaStream>,
+    kernel: &'a Kernel,
+    slots: Vec<u64>,
+    kinds: Vec<P>,
+    error: Option<anyhow::Error>,
+}
+
+impl<'a> Launch<'a> {
+    pub fn new(stream: &'a Arc<CudaStream>, kernel: &'a Kernel) -> Self {
+        let n = kernel.sig.params.len();
+        Launch { stream, kernel, slots: Vec::with_capacity(n), kinds: Vec::with_capacity(n), error: None }
+    }
+
+    fn push(mut self, kind: P, bits: u64) -> Self {
+        self.slots.push(bits);
+        self.kinds.push(kind);
+        self
+    }
+
+    /// A buffer, read or written by the kernel.
+    pub fn buf<T>(self, b: &CudaSlice<T>) -> Self {
+        let (ptr, _sync) = b.device_ptr(self.stream);
+        self.push(Ptr, ptr)
+    }
+
+    /// An `int`; a value beyond its range fails the launch instead of wrapping.
+    pub fn int(mut self, v: usize, what: &str) -> Self {
+        match i32::try_from(v) {
+            Ok(v) => self.push(I32, v as u32 as u64),
+            Err(_) => {
+                self.error.get_or_insert_with(|| {
+                    anyhow::anyhow!("kernel {}: {what} = {v} does not fit its 32-bit parameter", self.kernel.sig.name)
+                });
+                self.push(I32, 0)
+            }
+        }
+    }
+
+    /// A `long long`.
+    pub fn long(self, v: usize) -> Self {
+        self.push(I64, v as u64)
+    }
+
+    pub fn float(self, v: f32) -> Self {
+        self.push(F32, v.to_bits() as u64)
+    }
+
+    /// Checks the arguments against the signature and launches on the stream.
+    pub fn run(self, d: Dims) -> Result<()> {
+        let sig = self.kernel.sig;
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        if self.kinds != sig.params {
+            bail!("kernel {}: launched with {:?}, its signature is {:?}", sig.name, self.kinds, sig.params);
+        }
+        self.stream.context().bind_to_thread().context("binding the CUDA context")?;
+        // Each slot holds the parameter's bytes in its low bytes (little-endian), as the driver
+        // reads `size` bytes from each pointer.
+        let mut slots = self.slots;
+        let mut params: Vec<*mut std::ffi::c_void> =
+            slots.iter_mut().map(|s| s as *mut u64 as *mut std::ffi::c_void).collect();
+        // SAFETY: the parameter list matches the kernel's signature (checked above and, at load,
+        // against the module); pointers come from live buffers of this stream.
+        unsafe {
+            cudarc::driver::result::launch_kernel(
+                self.kernel.f.cu_function(),
+                d.grid,
+                d.block,
+                d.smem,
+                self.stream.cu_stream(),
+                &mut params,
+            )
+        }
+        .with_context(|| format!("launching {} (grid {:?}, block {:?}, {} B shared)", sig.name, d.grid, d.block, d.smem))
+    }
+}
