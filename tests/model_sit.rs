@@ -2,14 +2,43 @@
 
 mod common;
 
-use common::{load_tiny, open, Report};
+use common::{open, Report};
 use sitdiv::backend::cpu::Cpu;
+use sitdiv::backend::Backend;
 use sitdiv::models::guidance::{Guidance, IntervalMode};
-use sitdiv::models::sit::Taps;
+use sitdiv::models::sit::{SiT, SiTConfig, Taps};
+
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[path = "common/cuda.rs"]
+mod cuda;
+
+fn load_tiny<B: Backend>(be: &B) -> SiT<B> {
+    let w = open("sit_tiny.weights.safetensors");
+    let cfg = SiTConfig::from_metadata(&w).unwrap().expect("config in metadata");
+    SiT::load(be, &w, cfg).unwrap()
+}
 
 #[test]
 fn forward_and_taps_match_upstream() {
-    let model = load_tiny("sit_tiny.weights.safetensors");
+    forward_and_taps(&Cpu, "sit_tiny forward");
+}
+
+#[test]
+fn guided_forward_matches_upstream() {
+    guided_forward(&Cpu, "sit_tiny guidance");
+}
+
+/// The same golden cases on the CUDA backend (the emulated device without a GPU).
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[test]
+fn cuda_forward_and_guidance_match_upstream() {
+    let Some(gpu) = cuda::device() else { return };
+    forward_and_taps(&gpu, "sit_tiny forward on cuda");
+    guided_forward(&gpu, "sit_tiny guidance on cuda");
+}
+
+fn forward_and_taps<B: Backend>(be: &B, what: &str) {
+    let model = load_tiny(be);
     let io = open("sit_tiny.io.safetensors");
     let (x, t, y) = (
         io.f32("x").unwrap(),
@@ -18,9 +47,9 @@ fn forward_and_taps_match_upstream() {
     );
     let mut taps = Taps::new();
     let out = model
-        .forward_taps(&Cpu, &x, &t, &y, Some(&mut taps))
+        .forward_taps(be, &x, &t, &y, Some(&mut taps))
         .unwrap();
-    let mut r = Report::new("sit_tiny forward");
+    let mut r = Report::new(what);
     // Taps in forward order, so the first failure names the first diverging layer.
     let mut names: Vec<&str> = vec![
         "tap.x_embedder.out",
@@ -60,9 +89,8 @@ fn forward_and_taps_match_upstream() {
     r.finish();
 }
 
-#[test]
-fn guided_forward_matches_upstream() {
-    let model = load_tiny("sit_tiny.weights.safetensors");
+fn guided_forward<B: Backend>(be: &B, what: &str) {
+    let model = load_tiny(be);
     let io = open("sit_tiny.io.safetensors");
     let (x, t, y) = (
         io.f32("cfg_x").unwrap(),
@@ -74,8 +102,8 @@ fn guided_forward_matches_upstream() {
     // forward_with_cfg evaluates [x[:n]; x[:n]].
     let mut xin = x[..n * len].to_vec();
     xin.extend_from_within(..);
-    let combined = model.forward(&Cpu, &xin, &t, &y).unwrap();
-    let mut r = Report::new("sit_tiny guidance");
+    let combined = model.forward(be, &xin, &t, &y).unwrap();
+    let mut r = Report::new(what);
     r.check(
         "cfg_model_out_combined",
         &combined,

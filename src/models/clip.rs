@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::layers::{LayerNorm, Linear};
 use super::synthetic::TensorSource;
 use super::vit::{cls_rows, prepend_cls, Activation, LayerDims, LayerNames, VitLayer};
-use crate::backend::Backend;
+use crate::backend::{Backend, Op};
 use crate::weights::{Expected, WeightFile};
 
 const LN_EPS: f32 = 1e-5;
@@ -149,7 +149,11 @@ pub struct ClipVision<B: Backend> {
 }
 
 impl<B: Backend> ClipVision<B> {
+    /// The backend ops its forward calls (tests/model_ops.rs checks the list).
+    pub const OPS: &'static [Op] = &[Op::AddRow, Op::Patchify, Op::Add, Op::Attention, Op::ConcatChannels, Op::GatherRows, Op::QuickGelu, Op::Linear, Op::LayerNormAffine];
+
     pub fn load(be: &B, src: &dyn TensorSource, config: ClipVisionConfig) -> Result<Self> {
+        crate::backend::require(be, "CLIP", Self::OPS)?;
         src.check(&config.expected_tensors())?;
         let (d, p) = (config.hidden_size, config.patch_size);
         let dims = LayerDims {

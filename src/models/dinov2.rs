@@ -17,7 +17,7 @@ use super::synthetic::TensorSource;
 use super::vit::{
     bicubic_resize, cls_rows, prepend_cls, Activation, LayerDims, LayerNames, VitLayer,
 };
-use crate::backend::Backend;
+use crate::backend::{Backend, Op};
 use crate::weights::{Expected, WeightFile};
 
 const LN_EPS: f32 = 1e-6;
@@ -290,7 +290,11 @@ pub struct Dinov2<B: Backend> {
 }
 
 impl<B: Backend> Dinov2<B> {
+    /// The backend ops its forward calls (tests/model_ops.rs checks the list).
+    pub const OPS: &'static [Op] = &[Op::AddRow, Op::Patchify, Op::Add, Op::Attention, Op::ConcatChannels, Op::GatherRows, Op::GeluErf, Op::Linear, Op::LayerNormAffine];
+
     pub fn load(be: &B, src: &dyn TensorSource, config: Dinov2Config) -> Result<Self> {
+        crate::backend::require(be, "DINOv2", Self::OPS)?;
         src.check(&config.expected_tensors())?;
         let (d, p) = (config.hidden_size, config.patch_size);
         let pre = &config.prefix;

@@ -20,7 +20,7 @@ use super::layers::{LayerNorm, Linear};
 use super::preprocess::{CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, PIPELINE_SIZE};
 use super::synthetic::TensorSource;
 use super::vit::{cls_rows, prepend_cls, Activation, LayerDims, LayerNames, VitLayer};
-use crate::backend::Backend;
+use crate::backend::{Backend, Op};
 use crate::weights::{Expected, WeightFile};
 
 /// The block whose output the DINO tower's feature hook reads (`PerceptualModel`'s layer 11).
@@ -356,7 +356,11 @@ pub struct DreamSim<B: Backend> {
 }
 
 impl<B: Backend> DreamSim<B> {
+    /// The backend ops its forward calls (tests/model_ops.rs checks the list).
+    pub const OPS: &'static [Op] = &[Op::AddRow, Op::Patchify, Op::Add, Op::Attention, Op::ConcatChannels, Op::GatherRows, Op::GeluErf, Op::QuickGelu, Op::Linear, Op::LayerNormAffine];
+
     pub fn load(be: &B, src: &dyn TensorSource, config: DreamSimConfig) -> Result<Self> {
+        crate::backend::require(be, "DreamSim", Self::OPS)?;
         src.check(&config.expected_tensors())?;
         let towers = config
             .towers

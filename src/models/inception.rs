@@ -17,7 +17,7 @@ use super::layers::ConvBn;
 use super::preprocess::tf1_bilinear_nchw;
 use super::synthetic::TensorSource;
 use crate::backend::cpu::Cpu;
-use crate::backend::{Backend, Nchw, Pool, Window};
+use crate::backend::{Backend, Nchw, Pool, Window, Op};
 use crate::weights::Expected;
 
 pub const INPUT_SIZE: usize = 299;
@@ -355,6 +355,9 @@ pub struct InceptionV3<B: Backend> {
 }
 
 impl<B: Backend> InceptionV3<B> {
+    /// The backend ops its forward calls (tests/model_ops.rs checks the list).
+    pub const OPS: &'static [Op] = &[Op::ConcatChannels, Op::Conv2d, Op::Pool2d];
+
     fn build(be: &B, mk: &mut MakeConv<B>, fc_w: &[f32]) -> Result<Self> {
         Ok(InceptionV3 {
             conv2d_1a_3x3: mk("Conv2d_1a_3x3", 3, 32, K3S2)?,
@@ -400,6 +403,7 @@ impl<B: Backend> InceptionV3<B> {
 
     /// Checks every tensor at once, then loads and folds the batch norms.
     pub fn load(be: &B, src: &dyn TensorSource) -> Result<Self> {
+        crate::backend::require(be, "the FID Inception", Self::OPS)?;
         src.check(&Self::expected_tensors())?;
         let fc_w = src.f32("fc.weight")?;
         Self::build(

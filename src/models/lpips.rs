@@ -13,7 +13,7 @@ use anyhow::{ensure, Result};
 use serde::Serialize;
 
 use super::synthetic::TensorSource;
-use crate::backend::{Backend, Nchw, Pool, Window};
+use crate::backend::{Backend, Nchw, Pool, Window, Op};
 use crate::weights::Expected;
 
 /// The trunk.
@@ -150,7 +150,11 @@ pub struct Lpips<B: Backend> {
 }
 
 impl<B: Backend> Lpips<B> {
+    /// The backend ops its forward calls (tests/model_ops.rs checks the list).
+    pub const OPS: &'static [Op] = &[Op::Conv2d, Op::Pool2d];
+
     pub fn load(be: &B, src: &dyn TensorSource, net: LpipsNet) -> Result<Self> {
+        crate::backend::require(be, "LPIPS", Self::OPS)?;
         src.check(&net.expected_tensors())?;
         let mut layers = Vec::new();
         for s in net.steps() {

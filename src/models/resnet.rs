@@ -9,7 +9,7 @@ use anyhow::{ensure, Result};
 use super::layers::ConvBn;
 use super::synthetic::TensorSource;
 use crate::backend::cpu::Cpu;
-use crate::backend::{Backend, Nchw, Pool, Window};
+use crate::backend::{Backend, Nchw, Pool, Window, Op};
 use crate::weights::Expected;
 
 const BN_EPS: f64 = 1e-5;
@@ -87,6 +87,9 @@ pub struct ResNet50<B: Backend> {
 }
 
 impl<B: Backend> ResNet50<B> {
+    /// The backend ops its forward calls (tests/model_ops.rs checks the list).
+    pub const OPS: &'static [Op] = &[Op::Add, Op::Conv2d, Op::Pool2d, Op::Relu];
+
     fn build(mk: &mut MakeConvBn<B>) -> Result<Self> {
         let stem = mk("conv1", "bn1", (3, 64), Window::square(7, 2, 3), true)?;
         let mut stages = Vec::new();
@@ -122,6 +125,7 @@ impl<B: Backend> ResNet50<B> {
     }
 
     pub fn load(be: &B, src: &dyn TensorSource) -> Result<Self> {
+        crate::backend::require(be, "ResNet-50", Self::OPS)?;
         src.check(&Self::expected_tensors())?;
         Self::build(&mut |conv, bn, io, win, relu| {
             ConvBn::load(be, src, (conv, bn), io, win, BN_EPS, relu)

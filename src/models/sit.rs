@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::layers::Linear;
 use super::synthetic::TensorSource;
-use crate::backend::{Backend, Cols};
+use crate::backend::{Backend, Cols, Op};
 use crate::weights::{Expected, WeightFile};
 
 /// Constructor arguments of upstream `SiT(...)`, with its defaults.
@@ -321,8 +321,12 @@ pub struct SiT<B: Backend> {
 }
 
 impl<B: Backend> SiT<B> {
+    /// The backend ops its forward calls (tests/model_ops.rs checks the list).
+    pub const OPS: &'static [Op] = &[Op::Linear, Op::LayerNorm, Op::LayerNormModulate, Op::Modulate, Op::GatedAdd, Op::AddRow, Op::Add, Op::Silu, Op::GeluTanh, Op::Attention, Op::Patchify, Op::Unpatchify, Op::GatherRows];
+
     /// Checks every tensor of `file` against `config` (all problems at once), then uploads them.
     pub fn load(be: &B, file: &dyn TensorSource, config: SiTConfig) -> Result<Self> {
+        crate::backend::require(be, "SiT", Self::OPS)?;
         config.validate()?;
         file.check(&config.expected_tensors())?;
         let (d, p, c) = (config.hidden_size, config.patch_size, config.in_channels);

@@ -9,7 +9,7 @@ use anyhow::{ensure, Context, Result};
 
 use super::layers::Linear;
 use super::preprocess::{to_chw, Normalize};
-use crate::backend::{Backend, Nchw, Pool, Window};
+use crate::backend::{Backend, Nchw, Pool, Window, Op};
 use crate::weights::{Expected, WeightFile};
 
 /// `nn.Conv2d(ci, co, 3, padding=1)` followed by ReLU.
@@ -40,7 +40,11 @@ pub struct ToyOutput {
 const CONV: Window = Window::square(3, 1, 1);
 
 impl<B: Backend> ToyClassifier<B> {
+    /// The backend ops its forward calls (tests/model_ops.rs checks the list).
+    pub const OPS: &'static [Op] = &[Op::Conv2d, Op::Pool2d, Op::Linear];
+
     pub fn load(be: &B, file: &WeightFile) -> Result<Self> {
+        crate::backend::require(be, "the toy classifier", Self::OPS)?;
         let shape = |name: &str| {
             file.shape(name).with_context(|| {
                 format!(
