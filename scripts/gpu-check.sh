@@ -15,10 +15,18 @@ step "device"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "nvidia-smi unavailable"
 "$bin" --version
 
-step "CUDA ops vs CPU (strict fp32, max|a-r|/max|r| <= 1e-5)"
+step "CUDA ops vs CPU (strict fp32, max|a-r|/max|r| <= 1e-5): the op table, then each family"
+"$payload/tests/backend_ops" --test-threads=1 --nocapture 2>&1 | tail -n 40
+"$payload/tests/backend_ops" --test-threads=1 >/dev/null 2>&1 || { echo "FAILED: backend_ops"; fail=1; }
 for t in "$payload"/tests/op_*; do
     "$t" cuda --test-threads=1 --nocapture 2>&1 | grep -E "^test |SKIPPED|panicked|rel " || true
     "$t" cuda --test-threads=1 >/dev/null 2>&1 || { echo "FAILED: $t"; fail=1; }
+done
+
+step "SiT golden forward on the GPU; jobs refuse ops the backend lacks"
+for t in model_sit pipeline_gpu; do
+    "$payload/tests/$t" cuda --test-threads=1 --nocapture 2>&1 | grep -E "^test |worst|SKIPPED|panicked" || true
+    "$payload/tests/$t" cuda --test-threads=1 >/dev/null 2>&1 || { echo "FAILED: $t"; fail=1; }
 done
 
 step "SiT golden cases and determinism through the CLI on the GPU"

@@ -69,3 +69,17 @@ fn cuda_attention_matches_cpu() {
         assert!(e <= 1e-5, "({b},{t},{heads},{dh}): rel {e:e}");
     }
 }
+
+/// Past 48 KiB of scores a block must opt in to more shared memory; the launch does so.
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[test]
+fn cuda_attention_opts_in_above_48k_of_shared_memory() {
+    let Some(gpu) = cuda::device() else { return };
+    // scores[T] + q[Dh] + scratch[128]: (2 + 12 160 + 128) · 4 B = 49 160 B per block.
+    let (b, t, heads, dh) = (1, 2, 1, 12_160);
+    let qkv = randn(9, b * t * 3 * heads * dh);
+    let want = Cpu.attention(&qkv, b, t, heads, dh).unwrap();
+    let got = gpu.attention(&gpu.upload(&qkv).unwrap(), b, t, heads, dh).unwrap();
+    let e = cuda::rel(&gpu, &got, &want);
+    assert!(e <= 1e-5, "T={t}: rel {e:e}");
+}

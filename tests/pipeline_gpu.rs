@@ -75,7 +75,8 @@ mod on_cuda {
 
         // A sweep on the SLURM default device: no unit is computed, none is written.
         let runs = dir.join("runs");
-        let sweep = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sweeps/tiny.toml");
+        // Beside tests/golden, also where test binaries run away from the build tree.
+        let sweep = golden_dir().join("../../sweeps/tiny.toml");
         let (r, counts) = sitdiv(
             &["sweep", "run", &sweep.display().to_string(), "--out", &runs.display().to_string(), "--device", "cuda"],
             &dir,

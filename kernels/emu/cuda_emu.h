@@ -5,7 +5,9 @@
 //   the block, `__syncwarp` and the shuffles over the lanes of a warp;
 // - shared memory per block, poisoned with NaN at block start, bounds-checked, and watched for
 //   races: two threads touching one element between the same two barriers, at least one of them
-//   writing, fail the launch naming the variable, the element and both threads;
+//   writing, fail the launch naming the variable, the element and both threads; a read of an
+//   element no thread wrote fails at the next barrier (or the block's end) unless a write by
+//   another thread before it shows a race;
 // - global memory is host memory with a guard page after each allocation (driver.cpp).
 // Fast-math intrinsics (`__expf`, `__fdividef`, ...) are deliberately absent: kernels are strict fp32.
 #pragma once

@@ -5,8 +5,8 @@
 // - launch limits of the emulated architecture (threads per block, grid y/z, dynamic shared
 //   memory with and without the opt-in attribute), PTX ISA version against the driver version;
 // - every copy and memset inside one allocation; pointer arguments inside live allocations;
-// - out-of-bounds accesses: a guard page follows each allocation, and the slack of its last
-//   256 bytes and the bytes before it hold a canary checked after every launch.
+// - out-of-bounds accesses: a guard page follows each allocation (rounded up to 256 bytes), and
+//   that slack and the 256 bytes before it hold a NaN canary checked after every launch.
 // It counts launches, allocations, copies, host synchronisations and (cublas.cpp) GEMMs by
 // compute type; `SITDIV_STANDIN_COUNTS=FILE` writes them as JSON at exit.
 //
@@ -35,7 +35,9 @@ namespace {
 const size_t kPage = 4096;
 const size_t kAlign = 256;      // cuMemAlloc's alignment
 const size_t kFront = 256;      // canary bytes checked before each allocation
-const unsigned char kCanary = 0xa5;
+// The canary is NaN (0xff bytes): a read in the slack of an allocation, which no guard page
+// catches, yields NaN and shows in the results; a write there is found after the launch.
+const unsigned char kCanary = 0xff;
 
 struct Alloc {
     uint64_t start;
@@ -188,21 +190,59 @@ std::string where(uint64_t p) {
     return buf;
 }
 
-bool canaries_intact(const Alloc& a, std::string* what) {
+// "allocation #3 (40 bytes at 0x...)": how messages name an allocation.
+std::string alloc_name(const Alloc& a) {
+    char buf[96];
+    snprintf(buf, sizeof buf, "allocation #%ld (%zu bytes at 0x%llx)", a.id, a.size, (unsigned long long)a.start);
+    return buf;
+}
+
+// Which pointer parameters of launch `l` point into `a` ("" without a launch): names the
+// buffer a fault hit in the kernel's own terms.
+std::string params_into(const Alloc& a, const Launch* l) {
+    if (!l) return "";
+    std::string list;
+    int count = 0;
+    for (int i = 0; i < l->kernel->nparams; ++i) {
+        if (!l->kernel->is_ptr[i]) continue;
+        uint64_t p;
+        memcpy(&p, l->args[i], 8);
+        if (p < a.start || p > a.start + a.size) continue;
+        list += (count ? ", " : "") + std::to_string(i);
+        count++;
+    }
+    if (!count) return "; no pointer parameter of the kernel points into it";
+    return std::string("; kernel parameter") + (count > 1 ? "s " : " ") + list + (count > 1 ? " point" : " points") +
+           " into it";
+}
+
+// The canaries around `a`; when one changed, `what` says where, as byte offsets from its start.
+bool canaries_intact(const Alloc& a, std::string* what, const Launch* l = nullptr) {
     const unsigned char* p = reinterpret_cast<const unsigned char*>(a.start);
+    long first = -1, last = -1;
     for (size_t i = a.size; i < a.span; ++i)
         if (p[i] != kCanary) {
-            if (what) *what = "wrote " + std::to_string(i - a.size + 1) + " bytes past the end of allocation #" +
-                              std::to_string(a.id) + " (" + std::to_string(a.size) + " bytes)";
-            return false;
+            if (first < 0) first = (long)i;
+            last = (long)i;
         }
+    if (first >= 0) {
+        if (what)
+            *what = "wrote past the end of " + alloc_name(a) + ": the bytes at offsets " + std::to_string(first) +
+                    " to " + std::to_string(last) + " changed (found after the launch)" + params_into(a, l);
+        return false;
+    }
     size_t front = std::min(kFront, (size_t)(a.start - (uint64_t)a.map - kPage));
     for (size_t i = 1; i <= front; ++i)
         if (p[-(long)i] != kCanary) {
-            if (what) *what = "wrote " + std::to_string(i) + " bytes before the start of allocation #" +
-                              std::to_string(a.id) + " (" + std::to_string(a.size) + " bytes)";
-            return false;
+            if (first < 0) first = -(long)i;
+            last = -(long)i;
         }
+    if (first >= 0) {
+        if (what)
+            *what = "wrote before the start of " + alloc_name(a) + ": the bytes at offsets " + std::to_string(last) +
+                    " to " + std::to_string(first) + " changed (found after the launch)" + params_into(a, l);
+        return false;
+    }
     return true;
 }
 
@@ -264,7 +304,8 @@ CUresult do_free(CUdeviceptr p, const char* api) {
     s.c.live_bytes -= a.size;
     munmap(a.map, a.map_len);
     g.unlock();
-    if (!ok) return fail(CUDA_ERROR_ILLEGAL_ADDRESS, "found at %s: a kernel %s", api, what.c_str());
+    // A launch that broke them has already failed the context, naming the kernel: keep that message.
+    if (!ok && !check_sticky()) return fail(CUDA_ERROR_ILLEGAL_ADDRESS, "found at %s: a kernel %s", api, what.c_str());
     return check_sticky();
 }
 
@@ -550,7 +591,7 @@ void set_detail(const char* fmt, ...) {
 void set_sticky(int code) { S().sticky = code; }
 int sticky() { return S().sticky; }
 
-std::string describe_fault_address(uint64_t addr, bool write) {
+std::string describe_fault_address(uint64_t addr, bool write, const Launch* l) {
     // Called from the signal handler while a launch runs: the map is not being changed then.
     const Alloc* a = find_alloc(addr);
     if (!a) {
@@ -560,16 +601,16 @@ std::string describe_fault_address(uint64_t addr, bool write) {
     }
     if (!a) return "";
     char buf[256];
-    const char* verb = write ? "wrote" : "accessed";
+    const char* verb = write ? "wrote" : "read";
     if (addr >= a->start + a->span)
-        snprintf(buf, sizeof buf, "%s %llu bytes past the end of allocation #%ld (%zu bytes)", verb,
-                 (unsigned long long)(addr - a->start - a->size + 1), a->id, a->size);
+        snprintf(buf, sizeof buf, "%s past the end of %s: at byte offset %llu, in the guard page after it", verb,
+                 alloc_name(*a).c_str(), (unsigned long long)(addr - a->start));
     else if (addr < a->start)
-        snprintf(buf, sizeof buf, "%s %llu bytes before the start of allocation #%ld (%zu bytes)", verb,
-                 (unsigned long long)(a->start - addr), a->id, a->size);
+        snprintf(buf, sizeof buf, "%s before the start of %s: at byte offset -%llu, in the guard page before it", verb,
+                 alloc_name(*a).c_str(), (unsigned long long)(a->start - addr));
     else
         return "";
-    return buf;
+    return buf + params_into(*a, l);
 }
 
 }  // namespace emu
@@ -745,6 +786,9 @@ CUresult cuMemcpyDtoH(void* dst, CUdeviceptr src, size_t n) {
     return do_copy((uint64_t)dst, false, src, true, n, "cuMemcpyDtoH");
 }
 CUresult cuMemcpyDtoHAsync(void* dst, CUdeviceptr src, size_t n, CUstream) {
+    // Host memory here is never page-locked (the stand-in has no cuMemHostAlloc), and a copy to
+    // pageable memory returns only once it is done: the host waits for the stream.
+    S().c.stream_syncs++;
     return do_copy((uint64_t)dst, false, src, true, n, "cuMemcpyDtoHAsync");
 }
 CUresult cuMemcpyDtoD(CUdeviceptr dst, CUdeviceptr src, size_t n) {
@@ -882,7 +926,7 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
         std::lock_guard<std::mutex> g(S().m);
         for (auto& [start, a] : S().allocs) {
             std::string what;
-            if (!canaries_intact(a, &what)) {
+            if (!canaries_intact(a, &what, &l)) {
                 err = std::string("kernel ") + k + " " + what;
                 break;
             }

@@ -82,6 +82,16 @@ struct Block {
     size_t static_bytes;
     std::vector<unsigned char> arena;
     std::vector<Meta> meta;  // per region, concatenated
+    // The first read of an element no thread had written yet. A write by another thread before
+    // the next __syncthreads() makes it a race (a missing barrier: the usual case, since the
+    // emulator runs threads in order and a reader of a higher thread's slot comes first);
+    // otherwise it is reported at that barrier, or at the block's end, as a read of garbage.
+    struct {
+        bool any;
+        const char* name;
+        long i;
+        ThreadState ts;
+    } unwritten;
 };
 
 static const size_t kStack = 256 * 1024;
@@ -233,6 +243,16 @@ static bool release_warps(Worker& w) {
     return released;
 }
 
+// At a __syncthreads() or the block's end: a read of unwritten shared memory that no write
+// turned into a race is one of garbage.
+static void check_unwritten(Block& b) {
+    if (!b.unwritten.any) return;
+    cur = b.unwritten.ts;
+    fault("reads shared '%s'[%ld], which no thread of the block wrote before the next __syncthreads() or the "
+          "block's end: shared memory starts as garbage",
+          b.unwritten.name, b.unwritten.i);
+}
+
 static void run_fibers(Worker& w) {
     Block& b = w.blk;
     for (int t = 0; t < b.n; ++t) {
@@ -253,7 +273,7 @@ static void run_fibers(Worker& w) {
             at_block += s == WAIT_BLOCK;
             at_warp += s == WAIT_WARP;
         }
-        if (done == b.n) return;
+        if (done == b.n) return check_unwritten(b);
         if (release_warps(w)) continue;
         if (at_block > 0 && at_warp == 0) {
             if (done > 0) {
@@ -262,6 +282,7 @@ static void run_fibers(Worker& w) {
                       "among them): a barrier in divergent code",
                       at_block, done, first_done);
             }
+            check_unwritten(b);
             b.gen++;
             for (int t = 0; t < b.n; ++t) w.fibers[t].state = READY;
             continue;
@@ -286,12 +307,13 @@ static void run_block(Worker& w, const Launch& l, long index) {
     std::fill(b.warp_gen.begin(), b.warp_gen.end(), 1u);
     b.regions.clear();
     b.static_bytes = 0;
+    b.unwritten.any = false;
     if (!b.fibers) {
         for (int t = 0; t < b.n; ++t) {
             thread_state(cur, l, t);
             l.kernel->call(l.kernel->fn, l.args);
         }
-        return;
+        return check_unwritten(b);
     }
     run_fibers(w);
 }
@@ -379,11 +401,14 @@ static inline bool ordered(int other, uint32_t other_gen, uint32_t other_warp, i
 
 void on_read(Meta* m, const char* name, long i) {
     int me = cur.tid, t = me + 1;
-    uint32_t g = W->blk.gen;
-    if (!m->writer) fault("reads shared '%s'[%ld] before any thread of the block wrote it", name, i);
-    if (m->writer != t && !ordered(m->writer, m->wgen, m->wwarp, me))
+    Block& b = W->blk;
+    uint32_t g = b.gen;
+    if (!m->writer) {
+        if (!b.unwritten.any) b.unwritten = {true, name, i, cur};
+    } else if (m->writer != t && !ordered(m->writer, m->wgen, m->wwarp, me)) {
         fault("race on shared '%s'[%ld]: reads what thread %d wrote, with no __syncthreads() between", name, i,
               m->writer - 1);
+    }
     if (m->rgen != g) {
         m->reader = t;
         m->rgen = g;
@@ -400,9 +425,14 @@ void on_write(Meta* m, const char* name, long i) {
     if (m->writer && m->writer != t && !ordered(m->writer, m->wgen, m->wwarp, me))
         fault("race on shared '%s'[%ld]: writes over what thread %d wrote, with no __syncthreads() between", name, i,
               m->writer - 1);
-    if (m->rgen == g && (m->multi || (m->reader != t && !ordered(m->reader, m->rgen, m->rwarp, me))))
-        fault("race on shared '%s'[%ld]: writes what thread %d reads, with no __syncthreads() between", name, i,
-              m->multi ? -1 : m->reader - 1);
+    if (m->rgen == g && (m->multi || (m->reader != t && !ordered(m->reader, m->rgen, m->rwarp, me)))) {
+        char who[64];
+        if (!m->multi) snprintf(who, sizeof who, "thread %d reads", m->reader - 1);
+        else if (m->reader != t) snprintf(who, sizeof who, "threads %d and others read", m->reader - 1);
+        else snprintf(who, sizeof who, "other threads read");
+        fault("race on shared '%s'[%ld]: writes what %s, with no __syncthreads() between%s", name, i, who,
+              m->writer ? "" : " (read before any thread wrote it)");
+    }
     m->writer = t;
     m->wgen = g;
     m->wwarp = warp_gen(me);
@@ -514,7 +544,7 @@ static void on_signal(int sig, siginfo_t* info, void* uctx) {
 #if defined(__x86_64__)
         write = (static_cast<ucontext_t*>(uctx)->uc_mcontext.gregs[REG_ERR] & 2) != 0;
 #endif
-        std::string what = describe_fault_address(addr, write);
+        std::string what = describe_fault_address(addr, write, W->blk.l);
         if (what.empty()) {
             char* s = W->current ? W->current->stack : nullptr;
             if (s && addr >= (uint64_t)s && addr < (uint64_t)s + 4096)

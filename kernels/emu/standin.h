@@ -72,7 +72,8 @@ void set_detail(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 void set_sticky(int code);
 int sticky();
 
-// Guard pages: a fault address inside a guard, described; or "" when it is not ours.
-std::string describe_fault_address(uint64_t addr, bool write);
+// Guard pages: a fault address inside a guard, described (with the pointer parameters of `l`
+// that point into the allocation); or "" when it is not ours.
+std::string describe_fault_address(uint64_t addr, bool write, const Launch* l);
 
 }  // namespace emu

@@ -19,8 +19,10 @@ pub struct Cols<'a, B: ?Sized + Backend> {
 impl<B: ?Sized + Backend> Cols<'_, B> {
     /// Checks that the view fits `b` rows of `d` values in a buffer of `len` elements.
     pub fn check(&self, len: usize, b: usize, d: usize, what: &str) -> Result<()> {
+        let fits = self.offset.checked_add(d).is_some_and(|end| end <= self.stride)
+            && b.checked_mul(self.stride).is_some_and(|need| need <= len);
         anyhow::ensure!(
-            self.offset + d <= self.stride && len >= b * self.stride,
+            fits,
             "{what}: column view (stride {}, offset {}) does not fit {b} rows of {d} in {len} elements",
             self.stride,
             self.offset

@@ -8,6 +8,10 @@ use super::math;
 /// qkv (B, T, 3·H·Dh) → (B, T, H·Dh): per (batch, head) `softmax(q kᵀ / √Dh) v`.
 pub fn attention(qkv: &[f32], b: usize, t: usize, heads: usize, dh: usize) -> Vec<f32> {
     let d = heads * dh;
+    // T = 0 or Dh = 0: the per-head views below would start past an empty qkv.
+    if b * t * d == 0 {
+        return Vec::new();
+    }
     let scale = 1.0 / (dh as f32).sqrt();
     let per_head: Vec<(usize, usize, Vec<f32>)> = (0..b * heads)
         .into_par_iter()

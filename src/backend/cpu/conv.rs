@@ -34,6 +34,10 @@ pub fn conv2d(
         return Vec::new();
     };
     let (kk, hw) = (d.c * win.kh * win.kw, ho * wo);
+    // No samples or no output channels: nothing to tile (Co = 0 would make a tile of 0 channels).
+    if d.n * co * hw == 0 {
+        return Vec::new();
+    }
     // A 1×1 stride-1 unpadded convolution reads its input as the GEMM operand directly.
     let pointwise = win == Window::square(1, 1, 0);
     let mut y: Vec<f32> = Vec::with_capacity(d.n * co * hw);
@@ -155,6 +159,10 @@ fn im2col(xs: &[f32], d: Nchw, win: Window, wo: usize, p0: usize, p1: usize) -> 
 
 /// `F.interpolate(x, scale_factor=2, mode='nearest')`: (N, C, H, W) → (N, C, 2H, 2W).
 pub fn upsample_nearest2x(x: &[f32], nc: usize, h: usize, w: usize) -> Vec<f32> {
+    // H = 0 or W = 0: maps of nothing (and rayon refuses chunks of 0).
+    if nc * h * w == 0 {
+        return Vec::new();
+    }
     let mut y = vec![0f32; nc * 4 * h * w];
     y.par_chunks_mut(4 * h * w)
         .zip(x.par_chunks(h * w))

@@ -15,6 +15,10 @@ pub fn add(x: &mut [f32], y: &[f32]) {
 
 /// `x[b] += row` for x (B, R).
 pub fn add_row(x: &mut [f32], row: &[f32]) {
+    // R = 0: rows of nothing (and rayon refuses chunks of 0).
+    if x.is_empty() {
+        return;
+    }
     x.par_chunks_mut(row.len()).for_each(|xb| {
         for (a, &r) in xb.iter_mut().zip(row) {
             *a += r;
@@ -30,6 +34,10 @@ pub fn gated_add<'a>(
     t: usize,
     d: usize,
 ) {
+    // T = 0 or D = 0: nothing to add (and rayon refuses chunks of 0).
+    if x.is_empty() {
+        return;
+    }
     x.par_chunks_mut(t * d)
         .zip(y.par_chunks(t * d))
         .enumerate()

@@ -227,12 +227,17 @@ impl Backend for Cpu {
             "unpatchify: {} elements for ({b}, {c_out}, {h}, {w})",
             o.len()
         );
+        ensure!(
+            p > 0 && h.is_multiple_of(p) && w.is_multiple_of(p),
+            "unpatchify: {h}×{w} is not divisible by patch size {p}"
+        );
         Ok(embed::unpatchify(o, b, c_out, c_keep, h, w, p))
     }
 
     fn gather_rows(&self, table: &Vec<f32>, ids: &[usize], d: usize) -> Result<Vec<f32>> {
+        // i < V, overflow-free for any id; with D = 0 every row is empty, so any id reads nothing.
         ensure!(
-            ids.iter().all(|&i| (i + 1) * d <= table.len()),
+            d == 0 || ids.iter().all(|&i| i < table.len() / d),
             "gather_rows: id out of range"
         );
         Ok(embed::gather_rows(table, ids, d))
@@ -275,9 +280,14 @@ impl Backend for Cpu {
             "pool2d: x has {} elements for {d:?}",
             x.len()
         );
-        // Every output must see at least one input (PyTorch requires pad ≤ kernel / 2).
+        // Every output must see at least one input (PyTorch requires pad ≤ kernel / 2 and a
+        // non-empty map: over an empty one, padding alone would fill the windows).
         ensure!(
-            win.output(d.h, d.w).is_some() && 2 * win.ph <= win.kh && 2 * win.pw <= win.kw,
+            d.h > 0
+                && d.w > 0
+                && win.output(d.h, d.w).is_some()
+                && 2 * win.ph <= win.kh
+                && 2 * win.pw <= win.kw,
             "pool2d: window {win:?} does not fit the {}×{} input",
             d.h,
             d.w

@@ -5,6 +5,10 @@ use rayon::prelude::*;
 /// `F.layer_norm(x, (D,), eps)` with no weight or bias: mean and biased variance per row, both
 /// accumulated in f64.
 pub fn layer_norm(x: &[f32], d: usize, eps: f32) -> Vec<f32> {
+    // No rows, or rows of no features (D = 0, where rayon refuses chunks of 0).
+    if x.is_empty() {
+        return Vec::new();
+    }
     let mut out = vec![0f32; x.len()];
     out.par_chunks_mut(d)
         .zip(x.par_chunks(d))
@@ -24,6 +28,9 @@ pub fn layer_norm(x: &[f32], d: usize, eps: f32) -> Vec<f32> {
 pub fn layer_norm_affine(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> Vec<f32> {
     let d = gamma.len();
     let mut out = layer_norm(x, d, eps);
+    if out.is_empty() {
+        return out;
+    }
     out.par_chunks_mut(d).for_each(|r| {
         for ((v, &g), &b) in r.iter_mut().zip(gamma).zip(beta) {
             *v = *v * g + b;
@@ -40,6 +47,10 @@ pub fn modulate<'a>(
     t: usize,
     d: usize,
 ) {
+    // T = 0 or D = 0: nothing to modulate (and rayon refuses chunks of 0).
+    if x.is_empty() {
+        return;
+    }
     x.par_chunks_mut(t * d).enumerate().for_each(|(b, xb)| {
         let (sh, sc) = (shift(b), scale(b));
         let one_plus: Vec<f32> = sc.iter().map(|&s| 1.0 + s).collect();
@@ -65,6 +76,10 @@ pub fn group_norm(
     silu: bool,
 ) -> Vec<f32> {
     let cg = c / groups;
+    // C = 0 or HW = 0 leaves groups of no values (and rayon refuses chunks of 0).
+    if x.is_empty() {
+        return Vec::new();
+    }
     let mut y = vec![0f32; x.len()];
     y.par_chunks_mut(cg * hw)
         .zip(x.par_chunks(cg * hw))

@@ -47,6 +47,10 @@ pub fn pool2d(x: &[f32], d: Nchw, win: Window, pool: Pool) -> Vec<f32> {
 pub fn concat_channels(parts: &[(&[f32], usize)], n: usize, hw: usize) -> Vec<f32> {
     let c: usize = parts.iter().map(|p| p.1).sum();
     let mut y = vec![0f32; n * c * hw];
+    // No channels or empty maps (and rayon refuses chunks of 0).
+    if y.is_empty() {
+        return y;
+    }
     y.par_chunks_mut(c * hw).enumerate().for_each(|(s, ys)| {
         let mut at = 0;
         for &(p, ci) in parts {

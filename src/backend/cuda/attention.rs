@@ -8,7 +8,6 @@ use super::{Cuda, CudaSlice};
 
 /// Shared memory a block may use without opting in.
 const SMEM_DEFAULT: u32 = 48 * 1024;
-const THREADS: u32 = 128;
 
 pub fn attention(be: &Cuda, qkv: &CudaSlice<f32>, b: usize, t: usize, heads: usize, dh: usize) -> Result<CudaSlice<f32>> {
     ensure!(
@@ -17,14 +16,15 @@ pub fn attention(be: &Cuda, qkv: &CudaSlice<f32>, b: usize, t: usize, heads: usi
         qkv.len()
     );
     let out = be.alloc(b * t * heads * dh)?;
-    if out.len() == 0 {
+    if out.is_empty() {
         return Ok(out);
     }
     // One block per (query row and image, head): B·T blocks in x, heads in y (≤ 65 535).
     ensure!(b * t <= i32::MAX as usize, "attention: {b}·{t} query rows exceed the grid (2^31 - 1 blocks)");
     ensure!(heads <= 65_535, "attention: {heads} heads exceed the grid's y dimension (65 535)");
-    // scores[t], q[dh], scratch[THREADS]
-    let smem = (t + dh + THREADS as usize) * 4;
+    // Threads per block: its launch table row. Shared memory: scores[t], q[dh], scratch[threads].
+    let threads = be.k.attention.sig.max_threads;
+    let smem = (t + dh + threads as usize) * 4;
     ensure!(
         smem <= be.smem_optin as usize,
         "attention: {t} keys need {smem} bytes of shared memory, more than this GPU's {} per block",
@@ -45,7 +45,7 @@ pub fn attention(be: &Cuda, qkv: &CudaSlice<f32>, b: usize, t: usize, heads: usi
         .int(heads, "heads")
         .int(dh, "head_dim")
         .float(scale)
-        .run(Dims { grid: ((b * t) as u32, heads as u32, 1), block: (THREADS, 1, 1), smem })?;
+        .run(Dims { grid: ((b * t) as u32, heads as u32, 1), block: (threads, 1, 1), smem })?;
     be.done("attention_f32")?;
     Ok(out)
 }

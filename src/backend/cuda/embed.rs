@@ -69,7 +69,8 @@ pub fn unpatchify(
 }
 
 pub fn gather_rows(be: &Cuda, table: &CudaSlice<f32>, ids: &[usize], d: usize) -> Result<CudaSlice<f32>> {
-    ensure!(ids.iter().all(|&i| (i + 1) * d <= table.len()), "gather_rows: id out of range");
+    // i < V, overflow-free for any id; with D = 0 every row is empty, so any id reads nothing.
+    ensure!(d == 0 || ids.iter().all(|&i| i < table.len() / d), "gather_rows: id out of range");
     let n = ids.len() * d;
     let y = be.alloc(n)?;
     if n == 0 {

@@ -29,35 +29,56 @@ impl P {
     }
 }
 
-/// One kernel's interface: its file in `kernels/`, its `.entry` name and its parameters.
+/// One kernel's interface: its file in `kernels/`, its `.entry` name, its parameters and the
+/// largest block it is launched with.
 #[derive(Debug)]
 pub struct Sig {
     pub file: &'static str,
     pub name: &'static str,
     pub params: &'static [P],
+    /// Threads per block of its largest launch: the static gate checks its registers for this
+    /// many threads, and [`Launch::run`] refuses larger blocks.
+    pub max_threads: u32,
 }
 
 use P::{Ptr, F32, I32, I64};
 
 /// Every kernel the backend launches, in the order of [`Kernels`].
 pub const SIGNATURES: &[Sig] = &[
-    Sig { file: "norm", name: "layer_norm_f32", params: &[Ptr, Ptr, I32, I32, F32] },
+    Sig { file: "norm", name: "layer_norm_f32", params: &[Ptr, Ptr, I32, I32, F32], max_threads: BLOCK },
     Sig {
         file: "norm",
         name: "layer_norm_modulate_f32",
         params: &[Ptr, Ptr, Ptr, I32, I32, Ptr, I32, I32, I32, I32, F32],
+        max_threads: BLOCK,
     },
-    Sig { file: "norm", name: "modulate_f32", params: &[Ptr, Ptr, I32, I32, Ptr, I32, I32, I32, I32, I64] },
-    Sig { file: "elementwise", name: "add_f32", params: &[Ptr, Ptr, I64] },
-    Sig { file: "elementwise", name: "add_row_f32", params: &[Ptr, Ptr, I32, I64] },
-    Sig { file: "elementwise", name: "gated_add_f32", params: &[Ptr, Ptr, Ptr, I32, I32, I32, I32, I64] },
-    Sig { file: "elementwise", name: "fill_rows_f32", params: &[Ptr, Ptr, I32, I64] },
-    Sig { file: "act", name: "silu_f32", params: &[Ptr, Ptr, I64] },
-    Sig { file: "act", name: "gelu_tanh_f32", params: &[Ptr, I64] },
-    Sig { file: "embed", name: "patchify_f32", params: &[Ptr, Ptr, I32, I32, I32, I32, I64] },
-    Sig { file: "embed", name: "unpatchify_f32", params: &[Ptr, Ptr, I32, I32, I32, I32, I32, I64] },
-    Sig { file: "embed", name: "gather_rows_f32", params: &[Ptr, Ptr, Ptr, I32, I64] },
-    Sig { file: "attention", name: "attention_f32", params: &[Ptr, Ptr, I32, I32, I32, F32] },
+    Sig {
+        file: "norm",
+        name: "modulate_f32",
+        params: &[Ptr, Ptr, I32, I32, Ptr, I32, I32, I32, I32, I64],
+        max_threads: BLOCK,
+    },
+    Sig { file: "elementwise", name: "add_f32", params: &[Ptr, Ptr, I64], max_threads: BLOCK },
+    Sig { file: "elementwise", name: "add_row_f32", params: &[Ptr, Ptr, I32, I64], max_threads: BLOCK },
+    Sig {
+        file: "elementwise",
+        name: "gated_add_f32",
+        params: &[Ptr, Ptr, Ptr, I32, I32, I32, I32, I64],
+        max_threads: BLOCK,
+    },
+    Sig { file: "elementwise", name: "fill_rows_f32", params: &[Ptr, Ptr, I32, I64], max_threads: BLOCK },
+    Sig { file: "act", name: "silu_f32", params: &[Ptr, Ptr, I64], max_threads: BLOCK },
+    Sig { file: "act", name: "gelu_tanh_f32", params: &[Ptr, I64], max_threads: BLOCK },
+    Sig { file: "embed", name: "patchify_f32", params: &[Ptr, Ptr, I32, I32, I32, I32, I64], max_threads: BLOCK },
+    Sig {
+        file: "embed",
+        name: "unpatchify_f32",
+        params: &[Ptr, Ptr, I32, I32, I32, I32, I32, I64],
+        max_threads: BLOCK,
+    },
+    Sig { file: "embed", name: "gather_rows_f32", params: &[Ptr, Ptr, Ptr, I32, I64], max_threads: BLOCK },
+    // One block per query row and head; the block size sets its shared scratch (attention.rs).
+    Sig { file: "attention", name: "attention_f32", params: &[Ptr, Ptr, I32, I32, I32, F32], max_threads: 128 },
 ];
 
 /// A loaded kernel and its row of the launch table.
@@ -231,6 +252,17 @@ impl<'a> Launch<'a> {
         }
         if self.kinds != sig.params {
             bail!("kernel {}: launched with {:?}, its signature is {:?}", sig.name, self.kinds, sig.params);
+        }
+        // Registers and static shared memory are checked for `max_threads` only (the static gate);
+        // a larger block could fail to launch, or run past `__shared__` arrays sized for it.
+        let threads = d.block.0 as u64 * d.block.1 as u64 * d.block.2 as u64;
+        if threads > sig.max_threads as u64 {
+            bail!(
+                "kernel {}: block {:?} has {threads} threads, more than the {} of its launch table row",
+                sig.name,
+                d.block,
+                sig.max_threads
+            );
         }
         self.stream.context().bind_to_thread().context("binding the CUDA context")?;
         // Each slot holds the parameter's bytes in its low bytes (little-endian), as the driver

@@ -178,7 +178,7 @@ impl Backend for Cuda {
     }
 
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>> {
-        if buf.len() == 0 {
+        if buf.is_empty() {
             return Ok(Vec::new());
         }
         self.stream.clone_dtoh(buf).context("copy from the GPU")
