@@ -381,3 +381,26 @@ fn missing_cublas_falls_back_on_auto_and_fails_on_cuda() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The `cuda` build embeds PTX ISA 9.0, which a CUDA 12 driver cannot load: the emulated 12.4
+/// driver refuses it as a real one does, and the message points at the cuda12 build.
+#[cfg(feature = "cuda")]
+#[test]
+fn ptx_newer_than_the_driver_is_refused() {
+    if !on_standin() {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_sitdiv"))
+        .args(["sample", "--synthetic", "--model", "SiT-S/8", "--num-samples", "1", "--steps", "2"])
+        .args(["--latents-out", "/dev/null", "--device", "cuda"])
+        .env("SITDIV_STANDIN_DRIVER", "12040")
+        .output()
+        .expect("running sitdiv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let msg = stderr.lines().find(|l| l.contains("error")).unwrap_or("");
+    println!("[driver 12.4] {msg}");
+    assert!(!out.status.success(), "PTX 9.0 loaded on a CUDA 12.4 driver:\n{stderr}");
+    for n in ["CUDA_ERROR_UNSUPPORTED_PTX_VERSION", "PTX ISA 9.0", "driver 12.4", "cuda12"] {
+        assert!(stderr.contains(n), "the error lacks {n:?}:\n{stderr}");
+    }
+}

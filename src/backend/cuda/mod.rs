@@ -90,9 +90,19 @@ impl Cuda {
             if isa.is_empty() {
                 isa = code.lines().find(|l| l.starts_with(".version")).unwrap_or(".version (nvrtc)").to_string();
             }
-            let module = ctx
-                .load_module(ptx)
-                .with_context(|| format!("loading the PTX of kernels/{stem}.cu"))?;
+            let module = ctx.load_module(ptx).with_context(|| {
+                // A CUDA 12 driver rejects the cuda build's PTX ISA 9.0 with a terse message.
+                let hint = if cfg!(feature = "cuda") && driver < 13000 {
+                    "; this build's PTX needs a CUDA 13 driver: for CUDA 12 drivers build with --features cuda12"
+                } else {
+                    ""
+                };
+                format!(
+                    "loading the PTX of kernels/{stem}.cu ({isa}) on driver {}.{}{hint}",
+                    driver / 1000,
+                    (driver % 1000) / 10
+                )
+            })?;
             modules.insert(*stem, module);
         }
         let k = Kernels::load(|stem| {
