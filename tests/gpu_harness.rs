@@ -75,12 +75,17 @@ fn in_child(test: &str, case: impl FnOnce() -> String, needles: &[&str]) {
 
 /// The emulated device's stream and the module of tests/kernels/broken.cu.
 fn broken_module() -> (Arc<CudaStream>, Arc<CudaModule>) {
+    test_module("broken")
+}
+
+/// The emulated device's stream and the module of tests/kernels/STEM.cu.
+fn test_module(stem: &str) -> (Arc<CudaStream>, Arc<CudaModule>) {
     let dir = std::env::var("SITDIV_STANDIN").expect("SITDIV_STANDIN (exported by scripts/emulated-gpu.sh)");
-    let path = Path::new(&dir).join("ptx/broken.ptx");
+    let path = Path::new(&dir).join(format!("ptx/{stem}.ptx"));
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (scripts/emulated-gpu.sh compiles it)", path.display()));
     let ctx = CudaContext::new(0).expect("the emulated device");
-    let module = ctx.load_module(Ptx::from_src(text)).expect("loading broken.ptx");
+    let module = ctx.load_module(Ptx::from_src(text)).unwrap_or_else(|e| panic!("loading {stem}.ptx: {e}"));
     (ctx.default_stream(), module)
 }
 
@@ -334,12 +339,17 @@ fn gemm_honours_each_operands_transpose() {
 
 /// A folder that holds only the stand-in driver: a machine with a CUDA driver but no cuBLAS.
 fn driver_only_dir() -> PathBuf {
+    libraries_dir("driver-only", &["libcuda.so", "libcuda.so.1"])
+}
+
+/// A folder holding the stand-in under `names` only.
+fn libraries_dir(tag: &str, names: &[&str]) -> PathBuf {
     let standin = PathBuf::from(std::env::var("SITDIV_STANDIN").expect("SITDIV_STANDIN"));
     let lib = standin.join("libsitdiv-standin.so").canonicalize().expect("the stand-in library");
-    let dir = std::env::temp_dir().join(format!("sitdiv-driver-only-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("sitdiv-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    for name in ["libcuda.so", "libcuda.so.1"] {
+    for name in names {
         std::os::unix::fs::symlink(&lib, dir.join(name)).unwrap();
     }
     dir
@@ -403,4 +413,186 @@ fn ptx_newer_than_the_driver_is_refused() {
     for n in ["CUDA_ERROR_UNSUPPORTED_PTX_VERSION", "PTX ISA 9.0", "driver 12.4", "cuda12"] {
         assert!(stderr.contains(n), "the error lacks {n:?}:\n{stderr}");
     }
+}
+
+static HALVES: Sig = Sig { file: "formats", name: "round_to_halves", params: &[P::Ptr, P::Ptr, P::Ptr, P::I32], max_threads: 256 };
+
+/// `__nv_bfloat16` and `__half` come from CUDA's own headers on the emulated device too: their
+/// conversions round to nearest even, as the `half` crate does, ties and specials included.
+#[test]
+fn bf16_and_half_conversions_round_to_nearest_even() {
+    if !on_standin() {
+        return;
+    }
+    let (stream, module) = test_module("formats");
+    let k = kernel(&module, &HALVES);
+    let mut x = values(5, 1000);
+    // Ties of both formats, their neighbours, specials, subnormals and overflow.
+    let tie_bf16 = f32::from_bits(0x3f80_8000);
+    let tie_half = 1.0 + f32::powi(2.0, -11);
+    x.extend([tie_bf16, f32::from_bits(0x3f81_8000), tie_half, -tie_half, 0.0, -0.0, 1e-40, 65520.0, 1e6]);
+    x.extend([f32::INFINITY, f32::NEG_INFINITY, f32::MAX]);
+    let n = x.len();
+    let xd = stream.clone_htod(&x).unwrap();
+    let y = stream.alloc_zeros::<f32>(n).unwrap();
+    let z = stream.alloc_zeros::<f32>(n).unwrap();
+    Launch::new(&stream, &k)
+        .buf(&xd)
+        .buf(&y)
+        .buf(&z)
+        .int(n, "n")
+        .run(Dims { grid: (n.div_ceil(256) as u32, 1, 1), block: (256, 1, 1), smem: 0 })
+        .unwrap();
+    let (y, z) = (stream.clone_dtoh(&y).unwrap(), stream.clone_dtoh(&z).unwrap());
+    for i in 0..n {
+        let want_b = half::bf16::from_f32(x[i]).to_f32();
+        let want_h = half::f16::from_f32(x[i]).to_f32();
+        assert_eq!(y[i].to_bits(), want_b.to_bits(), "bf16 of {:e} ({:#010x})", x[i], x[i].to_bits());
+        assert_eq!(z[i].to_bits(), want_h.to_bits(), "half of {:e} ({:#010x})", x[i], x[i].to_bits());
+    }
+    println!("bf16 and half: {n} values equal the half crate's, bit for bit");
+}
+
+/// The cuda12 build compiles its kernels with NVRTC at start-up: a node with the driver and
+/// cuBLAS but no NVRTC falls back on `--device auto` and fails clearly on `--device cuda`.
+#[cfg(feature = "cuda12")]
+#[test]
+fn missing_nvrtc_falls_back_on_auto_and_fails_on_cuda() {
+    if !on_standin() {
+        return;
+    }
+    let dir = libraries_dir("no-nvrtc", &["libcuda.so", "libcuda.so.1", "libcublas.so", "libcublas.so.12"]);
+    let sample = |device: &str| {
+        let npy = dir.join(format!("latents-{device}.npy"));
+        let out = Command::new(env!("CARGO_BIN_EXE_sitdiv"))
+            .args(["sample", "--synthetic", "--model", "SiT-S/8", "--num-samples", "1", "--steps", "2"])
+            .arg("--latents-out")
+            .arg(&npy)
+            .args(["--device", device])
+            .env("LD_LIBRARY_PATH", &dir)
+            .env("RUST_LOG", "info")
+            .output()
+            .expect("running sitdiv");
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned(), npy.exists())
+    };
+    let (ok, stderr, written) = sample("auto");
+    println!("[--device auto] {}", stderr.lines().find(|l| l.contains("running on the CPU")).unwrap_or(""));
+    assert!(ok && written && stderr.contains("NVRTC"), "--device auto without NVRTC:\n{stderr}");
+    let (ok, stderr, written) = sample("cuda");
+    println!("[--device cuda] {}", stderr.trim());
+    assert!(!ok && !written, "--device cuda without NVRTC:\n{stderr}");
+    assert!(stderr.contains("NVRTC (libnvrtc.so.12)") && !stderr.contains("cuBLAS"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+static REVERSE: Sig = Sig { file: "broken", name: "reverse_via_smem", params: &[P::Ptr, P::Ptr, P::I32], max_threads: 1024 };
+
+/// The launch layer refuses what the driver could not see: a size beyond a 32-bit parameter, an
+/// argument list that differs from the signature, a block above the table's `max_threads`.
+#[test]
+fn launches_that_differ_from_the_table_are_refused() {
+    if !on_standin() {
+        return;
+    }
+    let (stream, module) = broken_module();
+    let k = kernel(&module, &REVERSE);
+    let (x, y) = (stream.alloc_zeros::<f32>(4).unwrap(), stream.alloc_zeros::<f32>(4).unwrap());
+    let dims = |threads| Dims { grid: (1, 1, 1), block: (threads, 1, 1), smem: 0 };
+    let cases = [
+        ("wide int", Launch::new(&stream, &k).buf(&x).buf(&y).int(1 << 31, "n").run(dims(4)), "does not fit"),
+        ("long for int", Launch::new(&stream, &k).buf(&x).buf(&y).long(4).run(dims(4)), "its signature is"),
+        ("missing", Launch::new(&stream, &k).buf(&x).buf(&y).run(dims(4)), "its signature is"),
+    ];
+    for (what, r, needle) in cases {
+        let msg = format!("{:#}", r.expect_err(what));
+        println!("[{what}] {msg}");
+        assert!(msg.contains(needle) && msg.contains("reverse_via_smem"), "{what}: {msg}");
+    }
+    let big = Sig { max_threads: 64, ..REVERSE };
+    let small = Kernel { f: module.load_function("reverse_via_smem").unwrap(), sig: Box::leak(Box::new(big)) };
+    let msg = format!("{:#}", Launch::new(&stream, &small).buf(&x).buf(&y).int(4, "n").run(dims(128)).unwrap_err());
+    println!("[block] {msg}");
+    assert!(msg.contains("more than the 64"), "{msg}");
+}
+
+static WARP_BUILTINS: Sig = Sig { file: "warps", name: "warp_builtins", params: &[P::Ptr, P::Ptr], max_threads: 1024 };
+static WARP_NEIGHBOURS: Sig =
+    Sig { file: "warps", name: "warp_neighbours", params: &[P::Ptr, P::Ptr], max_threads: 1024 };
+static ATOMIC_TOTAL: Sig =
+    Sig { file: "warps", name: "atomic_total", params: &[P::Ptr, P::Ptr, P::Ptr, P::I32], max_threads: 1024 };
+static DIVERGENT_SHUFFLE: Sig =
+    Sig { file: "warps", name: "divergent_shuffle", params: &[P::Ptr, P::Ptr], max_threads: 1024 };
+
+/// Shuffles (all four kinds, segments of 8), butterfly and shuffle-down reductions, ballots,
+/// `__syncwarp`-ordered shared memory and atomics give, lane by lane, what CUDA specifies.
+#[test]
+fn warp_builtins_and_atomics_behave_as_specified() {
+    if !on_standin() {
+        return;
+    }
+    let (stream, module) = test_module("warps");
+    let (blocks, threads) = (3usize, 64usize);
+    let n = blocks * threads;
+    let x: Vec<i32> = (0..n).map(|i| ((i * 37 + 11) % 101) as i32 - 50).collect();
+    let xd = stream.clone_htod(&x).unwrap();
+    let out = stream.alloc_zeros::<i32>(8 * n).unwrap();
+    let dims = Dims { grid: (blocks as u32, 1, 1), block: (threads as u32, 1, 1), smem: 0 };
+    Launch::new(&stream, &kernel(&module, &WARP_BUILTINS)).buf(&xd).buf(&out).run(dims).unwrap();
+    let got = stream.clone_dtoh(&out).unwrap();
+    for t in 0..n {
+        let (w, lane) = (t / 32 * 32, t % 32);
+        let at = |l: usize| x[w + l];
+        let seg = |l: usize| if (l ^ 1) / 8 == l / 8 { at(l ^ 1) } else { at(l) };
+        let sum: i32 = (0..32).map(at).sum();
+        let ballot = (0..32).filter(|&l| at(l) > 0).fold(0u32, |b, l| b | 1 << l) as i32;
+        let want = [
+            at(31 - lane),
+            if lane < 31 { at(lane + 1) } else { at(lane) },
+            if lane > 0 { at(lane - 1) } else { at(lane) },
+            at(lane ^ 5),
+            seg(lane),
+            sum,
+            ballot,
+            if lane == 0 { sum } else { 0 },
+        ];
+        assert_eq!(got[8 * t..8 * t + 8], want, "thread {t} (lane {lane})");
+    }
+
+    let xf: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let xfd = stream.clone_htod(&xf).unwrap();
+    let y = stream.alloc_zeros::<f32>(n).unwrap();
+    Launch::new(&stream, &kernel(&module, &WARP_NEIGHBOURS)).buf(&xfd).buf(&y).run(dims).unwrap();
+    let y = stream.clone_dtoh(&y).unwrap();
+    for t in 0..n {
+        assert_eq!(y[t], xf[t / 32 * 32 + (t + 1) % 32], "neighbour of thread {t}");
+    }
+
+    let total = stream.alloc_zeros::<f32>(1).unwrap();
+    let count = stream.alloc_zeros::<i32>(1).unwrap();
+    Launch::new(&stream, &kernel(&module, &ATOMIC_TOTAL))
+        .buf(&xfd)
+        .buf(&total)
+        .buf(&count)
+        .int(n, "n")
+        .run(dims)
+        .unwrap();
+    assert_eq!(stream.clone_dtoh(&total).unwrap()[0], (n * (n - 1) / 2) as f32);
+    assert_eq!(stream.clone_dtoh(&count).unwrap()[0], n as i32);
+    println!("shuffles, ballots, __syncwarp and atomics: {n} threads as specified");
+}
+
+#[test]
+fn shuffle_in_divergent_code_is_caught() {
+    if !on_standin() {
+        return;
+    }
+    let case = || {
+        let (stream, module) = test_module("warps");
+        let x = stream.clone_htod(&[1i32; 32]).unwrap();
+        let out = stream.alloc_zeros::<i32>(32).unwrap();
+        let dims = Dims { grid: (1, 1, 1), block: (32, 1, 1), smem: 0 };
+        let r = Launch::new(&stream, &kernel(&module, &DIVERGENT_SHUFFLE)).buf(&x).buf(&out).run(dims);
+        format!("{:#}", r.expect_err("a shuffle in divergent code must fail the launch"))
+    };
+    in_child("shuffle_in_divergent_code_is_caught", case, &["has already exited"]);
 }

@@ -19,22 +19,36 @@
 
 #define SITDIV_EMULATED 1
 
-#define __global__
-#define __device__
-#define __host__
-#define __forceinline__ inline
-#define __noinline__
-#define __launch_bounds__(...)
-// Shared memory goes through SITDIV_SHARED / SITDIV_DYN_SMEM (kernels/common.cuh) so that the
-// emulator can give each block its own, poisoned and watched; a bare `__shared__` does not compile.
-#define __shared__ static_assert(false, "declare shared memory with SITDIV_SHARED or SITDIV_DYN_SMEM");
-
+// CUDA's own half-precision types compile for the host (headers of the pinned wheels); they also
+// bring uint3 and dim3. Without the headers, the types are ours and there is no fp16/bf16.
+#if __has_include(<cuda_bf16.h>)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#else
 struct uint3 {
     unsigned x, y, z;
 };
 struct dim3 {
     unsigned x, y, z;
 };
+#endif
+
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __forceinline__
+#undef __noinline__
+#undef __launch_bounds__
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__
+#define __launch_bounds__(...)
+#undef __shared__
+// Shared memory goes through SITDIV_SHARED / SITDIV_DYN_SMEM (kernels/common.cuh) so that the
+// emulator can give each block its own, poisoned and watched; a bare `__shared__` does not compile.
+#define __shared__ static_assert(false, "declare shared memory with SITDIV_SHARED or SITDIV_DYN_SMEM");
 
 namespace emu {
 
@@ -126,7 +140,7 @@ struct smem_ptr {
 #define blockIdx (::emu::cur.block_idx)
 #define blockDim (::emu::cur.block_dim)
 #define gridDim (::emu::cur.grid_dim)
-#define warpSize 32
+constexpr int warpSize = 32;
 
 template <class T>
 using smem_ptr = ::emu::smem_ptr<T>;
