@@ -30,7 +30,7 @@ if [ "$stale" = 1 ]; then
     [ -f "$inc/cuda.h" ] || { echo "emulated-gpu: no cuda.h next to $nvcc" >&2; exit 1; }
     mkdir -p "$out/gen" "$out/ptx"
     objs=()
-    flags=(-std=c++17 -O2 -g -fPIC -ffp-contract=off -fno-fast-math -U_FORTIFY_SOURCE -Wall -Wno-unused-function -Wno-sign-compare
+    flags=(-std=c++17 -O2 -g -fPIC -ffp-contract=off -fno-fast-math -ftls-model=initial-exec -U_FORTIFY_SOURCE -Wall -Wno-unused-function -Wno-sign-compare
            -I"$root/kernels" -I"$inc")
     # One translation unit per kernel file: the file itself, then a registrar per __global__ function.
     for cu in "$root"/kernels/*.cu "$root"/tests/kernels/*.cu; do

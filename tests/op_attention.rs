@@ -83,3 +83,16 @@ fn cuda_attention_opts_in_above_48k_of_shared_memory() {
     let e = cuda::rel(&gpu, &got, &want);
     assert!(e <= 1e-5, "T={t}: rel {e:e}");
 }
+
+/// More images than gridDim.z's 65 535: the grid is (B·T, H), so the batch has no such bound.
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[test]
+fn cuda_attention_takes_more_than_65535_images() {
+    let Some(gpu) = cuda::device() else { return };
+    let (b, t, heads, dh) = (65_537, 1, 1, 2);
+    let qkv = randn(10, b * t * 3 * heads * dh);
+    let want = Cpu.attention(&qkv, b, t, heads, dh).unwrap();
+    let got = gpu.attention(&gpu.upload(&qkv).unwrap(), b, t, heads, dh).unwrap();
+    let e = cuda::rel(&gpu, &got, &want);
+    assert!(e <= 1e-5, "B={b}: rel {e:e}");
+}

@@ -58,11 +58,13 @@ struct Shared;  // the running block's shared memory (engine.cpp)
 struct ThreadState {
     uint3 thread_idx;
     uint3 block_idx;
-    dim3 block_dim;
-    dim3 grid_dim;
+    uint3 block_dim;
+    uint3 grid_dim;
     int tid;  // linear thread index within the block
 };
-extern thread_local ThreadState cur;
+// `__thread` (plain data, no initialiser) rather than `thread_local`: every access is then a
+// direct TLS load, not a call through the initialisation wrapper.
+extern __thread ThreadState cur;
 
 // Fails the running launch with `msg` (printf-style); never returns.
 [[noreturn]] void fault(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
