@@ -41,17 +41,32 @@ fn check(model: &str, declared: &[Op], records: &[BTreeSet<Op>]) {
     let mut union = BTreeSet::new();
     for r in records {
         let extra: Vec<&str> = r.difference(&declared).map(|o| o.name()).collect();
-        assert!(extra.is_empty(), "{model} calls {extra:?}, which its OPS does not declare");
+        assert!(
+            extra.is_empty(),
+            "{model} calls {extra:?}, which its OPS does not declare"
+        );
         union.extend(r.iter().copied());
     }
     let unused: Vec<&str> = declared.difference(&union).map(|o| o.name()).collect();
-    assert!(unused.is_empty(), "{model} declares {unused:?}, which no forward called");
-    println!("{model}: {}", union.iter().map(|o| o.name()).collect::<Vec<_>>().join(", "));
+    assert!(
+        unused.is_empty(),
+        "{model} declares {unused:?}, which no forward called"
+    );
+    println!(
+        "{model}: {}",
+        union
+            .iter()
+            .map(|o| o.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 }
 
 fn image(n: usize) -> Vec<f32> {
     let (img, h, w) = formula_image("gradient");
-    (0..n).flat_map(|_| Pipeline::Dinov2Hf.prepare(&img, (h, w))).collect()
+    (0..n)
+        .flat_map(|_| Pipeline::Dinov2Hf.prepare(&img, (h, w)))
+        .collect()
 }
 
 #[test]
@@ -61,7 +76,14 @@ fn sit_declares_its_ops() {
     let r = record(|be| {
         let cfg = SiTConfig::from_metadata(&w).unwrap().unwrap();
         let model = SiT::load(be, &w, cfg).unwrap();
-        model.forward(be, &io.f32("x").unwrap(), &io.f32("t").unwrap(), &io.i64("y").unwrap()).unwrap();
+        model
+            .forward(
+                be,
+                &io.f32("x").unwrap(),
+                &io.f32("t").unwrap(),
+                &io.i64("y").unwrap(),
+            )
+            .unwrap();
     });
     check("SiT", SiT::<Recording>::OPS, &[r]);
 }
@@ -110,7 +132,9 @@ fn vits_declare_their_ops() {
 fn convnets_declare_their_ops() {
     let (img, h, w) = formula_image("gradient");
     let side = 64;
-    let crop: Vec<u8> = (0..side).flat_map(|y| img[y * w * 3..(y * w + side) * 3].to_vec()).collect();
+    let crop: Vec<u8> = (0..side)
+        .flat_map(|y| img[y * w * 3..(y * w + side) * 3].to_vec())
+        .collect();
     assert!(h >= side && w >= side);
     let inception = synthetic::inception(0).unwrap();
     let r = record(|be| {
@@ -142,8 +166,10 @@ fn convnets_declare_their_ops() {
         })
         .collect();
     check("LPIPS", Lpips::<Recording>::OPS, &records);
-    let toy = WeightFile::open(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/toy/toy_classifier.safetensors"))
-        .unwrap();
+    let toy = WeightFile::open(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/toy/toy_classifier.safetensors"),
+    )
+    .unwrap();
     let r = record(|be| {
         let net = ToyClassifier::load(be, &toy).unwrap();
         let imgs: Vec<u8> = (0..32 * 32 * 3).map(|i| (i % 251) as u8).collect();
@@ -156,12 +182,21 @@ fn convnets_declare_their_ops() {
 #[test]
 fn load_refuses_a_backend_without_the_ops() {
     let w = open("vae_tiny.weights.safetensors");
-    let e = sitdiv::backend::require(&Lacking, "SD-VAE decoder", AutoencoderKL::<Recording>::OPS).unwrap_err();
+    let e = sitdiv::backend::require(&Lacking, "SD-VAE decoder", AutoencoderKL::<Recording>::OPS)
+        .unwrap_err();
     let msg = format!("{e:#}");
-    assert!(msg.contains("SD-VAE decoder") && msg.contains("conv2d") && msg.contains("--device cpu"), "{msg}");
-    let e = AutoencoderKL::load(&Lacking, &w).err().expect("load must refuse");
+    assert!(
+        msg.contains("SD-VAE decoder") && msg.contains("conv2d") && msg.contains("--device cpu"),
+        "{msg}"
+    );
+    let e = AutoencoderKL::load(&Lacking, &w)
+        .err()
+        .expect("load must refuse");
     let msg = format!("{e:#}");
-    assert!(msg.contains("conv2d") && msg.contains("group_norm"), "{msg}");
+    assert!(
+        msg.contains("conv2d") && msg.contains("group_norm"),
+        "{msg}"
+    );
     println!("{msg}");
 }
 
@@ -182,16 +217,40 @@ impl Backend for Lacking {
     fn download(&self, b: &Vec<f32>) -> anyhow::Result<Vec<f32>> {
         Ok(b.clone())
     }
-    fn linear(&self, _: &Vec<f32>, _: &Vec<f32>, _: Option<&Vec<f32>>, _: usize, _: usize, _: usize) -> anyhow::Result<Vec<f32>> {
+    fn linear(
+        &self,
+        _: &Vec<f32>,
+        _: &Vec<f32>,
+        _: Option<&Vec<f32>>,
+        _: usize,
+        _: usize,
+        _: usize,
+    ) -> anyhow::Result<Vec<f32>> {
         unreachable!("a refused network never runs")
     }
     fn layer_norm(&self, _: &Vec<f32>, _: usize, _: usize, _: f32) -> anyhow::Result<Vec<f32>> {
         unreachable!()
     }
-    fn modulate(&self, _: &mut Vec<f32>, _: sitdiv::backend::Cols<Self>, _: sitdiv::backend::Cols<Self>, _: usize, _: usize, _: usize) -> anyhow::Result<()> {
+    fn modulate(
+        &self,
+        _: &mut Vec<f32>,
+        _: sitdiv::backend::Cols<Self>,
+        _: sitdiv::backend::Cols<Self>,
+        _: usize,
+        _: usize,
+        _: usize,
+    ) -> anyhow::Result<()> {
         unreachable!()
     }
-    fn gated_add(&self, _: &mut Vec<f32>, _: &Vec<f32>, _: sitdiv::backend::Cols<Self>, _: usize, _: usize, _: usize) -> anyhow::Result<()> {
+    fn gated_add(
+        &self,
+        _: &mut Vec<f32>,
+        _: &Vec<f32>,
+        _: sitdiv::backend::Cols<Self>,
+        _: usize,
+        _: usize,
+        _: usize,
+    ) -> anyhow::Result<()> {
         unreachable!()
     }
     fn add_row(&self, _: &mut Vec<f32>, _: &Vec<f32>, _: usize, _: usize) -> anyhow::Result<()> {
@@ -206,13 +265,37 @@ impl Backend for Lacking {
     fn gelu_tanh(&self, _: &mut Vec<f32>) -> anyhow::Result<()> {
         unreachable!()
     }
-    fn attention(&self, _: &Vec<f32>, _: usize, _: usize, _: usize, _: usize) -> anyhow::Result<Vec<f32>> {
+    fn attention(
+        &self,
+        _: &Vec<f32>,
+        _: usize,
+        _: usize,
+        _: usize,
+        _: usize,
+    ) -> anyhow::Result<Vec<f32>> {
         unreachable!()
     }
-    fn patchify(&self, _: &Vec<f32>, _: usize, _: usize, _: usize, _: usize, _: usize) -> anyhow::Result<Vec<f32>> {
+    fn patchify(
+        &self,
+        _: &Vec<f32>,
+        _: usize,
+        _: usize,
+        _: usize,
+        _: usize,
+        _: usize,
+    ) -> anyhow::Result<Vec<f32>> {
         unreachable!()
     }
-    fn unpatchify(&self, _: &Vec<f32>, _: usize, _: usize, _: usize, _: usize, _: usize, _: usize) -> anyhow::Result<Vec<f32>> {
+    fn unpatchify(
+        &self,
+        _: &Vec<f32>,
+        _: usize,
+        _: usize,
+        _: usize,
+        _: usize,
+        _: usize,
+        _: usize,
+    ) -> anyhow::Result<Vec<f32>> {
         unreachable!()
     }
     fn gather_rows(&self, _: &Vec<f32>, _: &[usize], _: usize) -> anyhow::Result<Vec<f32>> {

@@ -14,7 +14,9 @@ mod cuda;
 
 fn load_tiny<B: Backend>(be: &B) -> SiT<B> {
     let w = open("sit_tiny.weights.safetensors");
-    let cfg = SiTConfig::from_metadata(&w).unwrap().expect("config in metadata");
+    let cfg = SiTConfig::from_metadata(&w)
+        .unwrap()
+        .expect("config in metadata");
     SiT::load(be, &w, cfg).unwrap()
 }
 
@@ -46,9 +48,7 @@ fn forward_and_taps<B: Backend>(be: &B, what: &str) {
         io.i64("y").unwrap(),
     );
     let mut taps = Taps::new();
-    let out = model
-        .forward_taps(be, &x, &t, &y, Some(&mut taps))
-        .unwrap();
+    let out = model.forward_taps(be, &x, &t, &y, Some(&mut taps)).unwrap();
     let mut r = Report::new(what);
     // Taps in forward order, so the first failure names the first diverging layer.
     let mut names: Vec<&str> = vec![

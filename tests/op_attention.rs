@@ -79,7 +79,9 @@ fn cuda_attention_opts_in_above_48k_of_shared_memory() {
     let (b, t, heads, dh) = (1, 2, 1, 12_160);
     let qkv = randn(9, b * t * 3 * heads * dh);
     let want = Cpu.attention(&qkv, b, t, heads, dh).unwrap();
-    let got = gpu.attention(&gpu.upload(&qkv).unwrap(), b, t, heads, dh).unwrap();
+    let got = gpu
+        .attention(&gpu.upload(&qkv).unwrap(), b, t, heads, dh)
+        .unwrap();
     let e = cuda::rel(&gpu, &got, &want);
     assert!(e <= 1e-5, "T={t}: rel {e:e}");
 }
@@ -92,7 +94,9 @@ fn cuda_attention_takes_more_than_65535_images() {
     let (b, t, heads, dh) = (65_537, 1, 1, 2);
     let qkv = randn(10, b * t * 3 * heads * dh);
     let want = Cpu.attention(&qkv, b, t, heads, dh).unwrap();
-    let got = gpu.attention(&gpu.upload(&qkv).unwrap(), b, t, heads, dh).unwrap();
+    let got = gpu
+        .attention(&gpu.upload(&qkv).unwrap(), b, t, heads, dh)
+        .unwrap();
     let e = cuda::rel(&gpu, &got, &want);
     assert!(e <= 1e-5, "B={b}: rel {e:e}");
 }

@@ -46,10 +46,22 @@ fn cuda_adds_match_cpu() {
 #[test]
 fn cuda_grid_covers_more_than_2_32_elements() {
     use sitdiv::backend::cuda::launch::grid_1d;
-    for n in [1usize, 255, 256, 257, (1 << 32) - 1, 1 << 32, (1 << 32) + 5, 5_000_000_000] {
+    for n in [
+        1usize,
+        255,
+        256,
+        257,
+        (1 << 32) - 1,
+        1 << 32,
+        (1 << 32) + 5,
+        5_000_000_000,
+    ] {
         let d = grid_1d(n).unwrap();
         let threads = d.grid.0 as usize * d.block.0 as usize;
-        assert!(threads >= n && threads - n < d.block.0 as usize, "{n} elements: {d:?}");
+        assert!(
+            threads >= n && threads - n < d.block.0 as usize,
+            "{n} elements: {d:?}"
+        );
     }
     assert!(grid_1d(1 << 40).is_err());
 }

@@ -25,20 +25,30 @@ mod on_cuda {
 
     /// The ops of the SD-VAE decoder this backend lacks (none once it has them all).
     fn vae_missing(gpu: &Cuda) -> Vec<&'static str> {
-        AutoencoderKL::<Cuda>::OPS.iter().filter(|&&op| !gpu.supports(op)).map(|op| op.name()).collect()
+        AutoencoderKL::<Cuda>::OPS
+            .iter()
+            .filter(|&&op| !gpu.supports(op))
+            .map(|op| op.name())
+            .collect()
     }
 
     /// Runs the binary; on the stand-in, also returns the driver's counters for the process.
-    fn sitdiv(args: &[&str], dir: &std::path::Path) -> (std::process::Output, Option<serde_json::Value>) {
+    fn sitdiv(
+        args: &[&str],
+        dir: &std::path::Path,
+    ) -> (std::process::Output, Option<serde_json::Value>) {
         let counts = dir.join("counts.json");
-        let bin = std::env::var_os("SITDIV_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_sitdiv").into());
+        let bin =
+            std::env::var_os("SITDIV_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_sitdiv").into());
         let out = std::process::Command::new(bin)
             .args(args)
             .env("RUST_LOG", "warn")
             .env("SITDIV_STANDIN_COUNTS", &counts)
             .output()
             .expect("run sitdiv");
-        let c = std::fs::read_to_string(&counts).ok().and_then(|s| serde_json::from_str(&s).ok());
+        let c = std::fs::read_to_string(&counts)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok());
         let _ = std::fs::remove_file(&counts);
         (out, c)
     }
@@ -55,17 +65,34 @@ mod on_cuda {
         let dir = tmp("gpu-missing-op");
         let out = dir.join("images");
         let o = out.display().to_string();
-        let (w, vae) = (golden("sit_tiny.weights.safetensors"), golden("vae_tiny.weights.safetensors"));
+        let (w, vae) = (
+            golden("sit_tiny.weights.safetensors"),
+            golden("vae_tiny.weights.safetensors"),
+        );
         let (r, counts) = sitdiv(
             &[
-                "sample", "--weights", &w, "--vae", &vae, "--out", &o, "--num-samples", "4", "--steps", "2",
-                "--device", "cuda",
+                "sample",
+                "--weights",
+                &w,
+                "--vae",
+                &vae,
+                "--out",
+                &o,
+                "--num-samples",
+                "4",
+                "--steps",
+                "2",
+                "--device",
+                "cuda",
             ],
             &dir,
         );
         let err = String::from_utf8_lossy(&r.stderr);
         assert!(!r.status.success(), "sample --vae on cuda must fail: {err}");
-        assert!(err.contains("SD-VAE decoder needs") && err.contains(missing[0]), "{err}");
+        assert!(
+            err.contains("SD-VAE decoder needs") && err.contains(missing[0]),
+            "{err}"
+        );
         assert!(!out.exists(), "output written despite the error");
         // Not one kernel ran: the check comes before any sampling.
         if let Some(c) = counts {
@@ -78,7 +105,15 @@ mod on_cuda {
         // Beside tests/golden, also where test binaries run away from the build tree.
         let sweep = golden_dir().join("../../sweeps/tiny.toml");
         let (r, counts) = sitdiv(
-            &["sweep", "run", &sweep.display().to_string(), "--out", &runs.display().to_string(), "--device", "cuda"],
+            &[
+                "sweep",
+                "run",
+                &sweep.display().to_string(),
+                "--out",
+                &runs.display().to_string(),
+                "--device",
+                "cuda",
+            ],
             &dir,
         );
         let err = String::from_utf8_lossy(&r.stderr);
@@ -86,14 +121,25 @@ mod on_cuda {
             assert_eq!(count(&c, "launches"), 0, "it computed before failing: {c}");
         }
         assert!(!r.status.success(), "sweep run on cuda must fail: {err}");
-        assert!(err.contains("SD-VAE decoder needs") && err.contains(missing[0]), "{err}");
-        let units: Vec<_> = walk(&runs).into_iter().filter(|p| p.extension().is_some_and(|e| e == "npz")).collect();
-        assert!(units.is_empty(), "units written before the failure: {units:?}");
+        assert!(
+            err.contains("SD-VAE decoder needs") && err.contains(missing[0]),
+            "{err}"
+        );
+        let units: Vec<_> = walk(&runs)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "npz"))
+            .collect();
+        assert!(
+            units.is_empty(),
+            "units written before the failure: {units:?}"
+        );
         println!("sweep run: {}", err.trim());
     }
 
     fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {
-        let Ok(rd) = std::fs::read_dir(d) else { return Vec::new() };
+        let Ok(rd) = std::fs::read_dir(d) else {
+            return Vec::new();
+        };
         rd.flatten()
             .flat_map(|e| {
                 let p = e.path();
@@ -156,7 +202,11 @@ mod on_cuda {
                 Precision::Tf32 => "COMPUTE_32F_FAST_TF32/32F",
                 _ => "COMPUTE_32F/32F",
             };
-            assert_eq!(gemms[want].as_u64(), Some(count(&c, "gemms")), "every GEMM in {want}: {gemms}");
+            assert_eq!(
+                gemms[want].as_u64(),
+                Some(count(&c, "gemms")),
+                "every GEMM in {want}: {gemms}"
+            );
             // The result comes back once (a copy to pageable memory, which waits for the
             // stream); nothing else waits for the device.
             assert_eq!(count(&c, "copies_dtoh"), 1, "{c}");

@@ -19,7 +19,10 @@ pub struct Cols<'a, B: ?Sized + Backend> {
 impl<B: ?Sized + Backend> Cols<'_, B> {
     /// Checks that the view fits `b` rows of `d` values in a buffer of `len` elements.
     pub fn check(&self, len: usize, b: usize, d: usize, what: &str) -> Result<()> {
-        let fits = self.offset.checked_add(d).is_some_and(|end| end <= self.stride)
+        let fits = self
+            .offset
+            .checked_add(d)
+            .is_some_and(|end| end <= self.stride)
             && b.checked_mul(self.stride).is_some_and(|need| need <= len);
         anyhow::ensure!(
             fits,
@@ -214,7 +217,11 @@ impl Op {
 /// Fails, naming the network and the missing ops, when `be` lacks an op that `model` needs: the
 /// check a job makes before its first unit, so that nothing is computed only to fail later.
 pub fn require<B: Backend + ?Sized>(be: &B, model: &str, ops: &[Op]) -> Result<()> {
-    let missing: Vec<&str> = ops.iter().filter(|&&op| !be.supports(op)).map(|op| op.name()).collect();
+    let missing: Vec<&str> = ops
+        .iter()
+        .filter(|&&op| !be.supports(op))
+        .map(|op| op.name())
+        .collect();
     anyhow::ensure!(
         missing.is_empty(),
         "{model} needs {} that the {} backend does not implement yet; run it with --device cpu",

@@ -150,7 +150,17 @@ pub struct ClipVision<B: Backend> {
 
 impl<B: Backend> ClipVision<B> {
     /// The backend ops its forward calls (tests/model_ops.rs checks the list).
-    pub const OPS: &'static [Op] = &[Op::AddRow, Op::Patchify, Op::Add, Op::Attention, Op::ConcatChannels, Op::GatherRows, Op::QuickGelu, Op::Linear, Op::LayerNormAffine];
+    pub const OPS: &'static [Op] = &[
+        Op::AddRow,
+        Op::Patchify,
+        Op::Add,
+        Op::Attention,
+        Op::ConcatChannels,
+        Op::GatherRows,
+        Op::QuickGelu,
+        Op::Linear,
+        Op::LayerNormAffine,
+    ];
 
     pub fn load(be: &B, src: &dyn TensorSource, config: ClipVisionConfig) -> Result<Self> {
         crate::backend::require(be, "CLIP", Self::OPS)?;

@@ -291,7 +291,17 @@ pub struct Dinov2<B: Backend> {
 
 impl<B: Backend> Dinov2<B> {
     /// The backend ops its forward calls (tests/model_ops.rs checks the list).
-    pub const OPS: &'static [Op] = &[Op::AddRow, Op::Patchify, Op::Add, Op::Attention, Op::ConcatChannels, Op::GatherRows, Op::GeluErf, Op::Linear, Op::LayerNormAffine];
+    pub const OPS: &'static [Op] = &[
+        Op::AddRow,
+        Op::Patchify,
+        Op::Add,
+        Op::Attention,
+        Op::ConcatChannels,
+        Op::GatherRows,
+        Op::GeluErf,
+        Op::Linear,
+        Op::LayerNormAffine,
+    ];
 
     pub fn load(be: &B, src: &dyn TensorSource, config: Dinov2Config) -> Result<Self> {
         crate::backend::require(be, "DINOv2", Self::OPS)?;

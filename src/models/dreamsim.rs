@@ -357,7 +357,18 @@ pub struct DreamSim<B: Backend> {
 
 impl<B: Backend> DreamSim<B> {
     /// The backend ops its forward calls (tests/model_ops.rs checks the list).
-    pub const OPS: &'static [Op] = &[Op::AddRow, Op::Patchify, Op::Add, Op::Attention, Op::ConcatChannels, Op::GatherRows, Op::GeluErf, Op::QuickGelu, Op::Linear, Op::LayerNormAffine];
+    pub const OPS: &'static [Op] = &[
+        Op::AddRow,
+        Op::Patchify,
+        Op::Add,
+        Op::Attention,
+        Op::ConcatChannels,
+        Op::GatherRows,
+        Op::GeluErf,
+        Op::QuickGelu,
+        Op::Linear,
+        Op::LayerNormAffine,
+    ];
 
     pub fn load(be: &B, src: &dyn TensorSource, config: DreamSimConfig) -> Result<Self> {
         crate::backend::require(be, "DreamSim", Self::OPS)?;

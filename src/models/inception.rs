@@ -17,7 +17,7 @@ use super::layers::ConvBn;
 use super::preprocess::tf1_bilinear_nchw;
 use super::synthetic::TensorSource;
 use crate::backend::cpu::Cpu;
-use crate::backend::{Backend, Nchw, Pool, Window, Op};
+use crate::backend::{Backend, Nchw, Op, Pool, Window};
 use crate::weights::Expected;
 
 pub const INPUT_SIZE: usize = 299;

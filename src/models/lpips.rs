@@ -13,7 +13,7 @@ use anyhow::{ensure, Result};
 use serde::Serialize;
 
 use super::synthetic::TensorSource;
-use crate::backend::{Backend, Nchw, Pool, Window, Op};
+use crate::backend::{Backend, Nchw, Op, Pool, Window};
 use crate::weights::Expected;
 
 /// The trunk.

@@ -322,7 +322,21 @@ pub struct SiT<B: Backend> {
 
 impl<B: Backend> SiT<B> {
     /// The backend ops its forward calls (tests/model_ops.rs checks the list).
-    pub const OPS: &'static [Op] = &[Op::Linear, Op::LayerNorm, Op::LayerNormModulate, Op::Modulate, Op::GatedAdd, Op::AddRow, Op::Add, Op::Silu, Op::GeluTanh, Op::Attention, Op::Patchify, Op::Unpatchify, Op::GatherRows];
+    pub const OPS: &'static [Op] = &[
+        Op::Linear,
+        Op::LayerNorm,
+        Op::LayerNormModulate,
+        Op::Modulate,
+        Op::GatedAdd,
+        Op::AddRow,
+        Op::Add,
+        Op::Silu,
+        Op::GeluTanh,
+        Op::Attention,
+        Op::Patchify,
+        Op::Unpatchify,
+        Op::GatherRows,
+    ];
 
     /// Checks every tensor of `file` against `config` (all problems at once), then uploads them.
     pub fn load(be: &B, file: &dyn TensorSource, config: SiTConfig) -> Result<Self> {

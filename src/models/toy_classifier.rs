@@ -9,7 +9,7 @@ use anyhow::{ensure, Context, Result};
 
 use super::layers::Linear;
 use super::preprocess::{to_chw, Normalize};
-use crate::backend::{Backend, Nchw, Pool, Window, Op};
+use crate::backend::{Backend, Nchw, Op, Pool, Window};
 use crate::weights::{Expected, WeightFile};
 
 /// `nn.Conv2d(ci, co, 3, padding=1)` followed by ReLU.

@@ -8,7 +8,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::sit::Taps;
-use crate::backend::{Backend, Nchw, Window, Op};
+use crate::backend::{Backend, Nchw, Op, Window};
 use crate::weights::WeightFile;
 
 const GN_EPS: f32 = 1e-6;
@@ -372,7 +372,16 @@ pub struct AutoencoderKL<B: Backend> {
 
 impl<B: Backend> AutoencoderKL<B> {
     /// The backend ops its forward calls (tests/model_ops.rs checks the list).
-    pub const OPS: &'static [Op] = &[Op::Add, Op::Attention, Op::Conv2d, Op::GroupNorm, Op::Linear, Op::Silu, Op::Transpose, Op::UpsampleNearest2x];
+    pub const OPS: &'static [Op] = &[
+        Op::Add,
+        Op::Attention,
+        Op::Conv2d,
+        Op::GroupNorm,
+        Op::Linear,
+        Op::Silu,
+        Op::Transpose,
+        Op::UpsampleNearest2x,
+    ];
 
     /// Loads the decoder from `file`; the config comes from its metadata, else from the shapes.
     pub fn load(be: &B, file: &WeightFile) -> Result<Self> {

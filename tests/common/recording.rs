@@ -27,7 +27,11 @@ impl Recording {
 }
 
 fn cols<'a>(c: Cols<'a, Recording>) -> Cols<'a, Cpu> {
-    Cols { buf: c.buf, stride: c.stride, offset: c.offset }
+    Cols {
+        buf: c.buf,
+        stride: c.stride,
+        offset: c.offset,
+    }
 }
 
 impl Backend for Recording {
@@ -42,7 +46,15 @@ impl Backend for Recording {
     fn download(&self, buf: &Vec<f32>) -> Result<Vec<f32>> {
         Cpu.download(buf)
     }
-    fn linear(&self, x: &Vec<f32>, w: &Vec<f32>, b: Option<&Vec<f32>>, m: usize, k: usize, n: usize) -> Result<Vec<f32>> {
+    fn linear(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        b: Option<&Vec<f32>>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Vec<f32>> {
         self.note(Op::Linear);
         Cpu.linear(x, w, b, m, k, n)
     }
@@ -50,7 +62,15 @@ impl Backend for Recording {
         self.note(Op::LayerNorm);
         Cpu.layer_norm(x, rows, d, eps)
     }
-    fn modulate(&self, x: &mut Vec<f32>, shift: Cols<Self>, scale: Cols<Self>, b: usize, t: usize, d: usize) -> Result<()> {
+    fn modulate(
+        &self,
+        x: &mut Vec<f32>,
+        shift: Cols<Self>,
+        scale: Cols<Self>,
+        b: usize,
+        t: usize,
+        d: usize,
+    ) -> Result<()> {
         self.note(Op::Modulate);
         Cpu.modulate(x, cols(shift), cols(scale), b, t, d)
     }
@@ -67,7 +87,15 @@ impl Backend for Recording {
         self.note(Op::LayerNormModulate);
         Cpu.layer_norm_modulate(x, cols(shift), cols(scale), b, t, d, eps)
     }
-    fn gated_add(&self, x: &mut Vec<f32>, y: &Vec<f32>, gate: Cols<Self>, b: usize, t: usize, d: usize) -> Result<()> {
+    fn gated_add(
+        &self,
+        x: &mut Vec<f32>,
+        y: &Vec<f32>,
+        gate: Cols<Self>,
+        b: usize,
+        t: usize,
+        d: usize,
+    ) -> Result<()> {
         self.note(Op::GatedAdd);
         Cpu.gated_add(x, y, cols(gate), b, t, d)
     }
@@ -87,11 +115,26 @@ impl Backend for Recording {
         self.note(Op::GeluTanh);
         Cpu.gelu_tanh(x)
     }
-    fn attention(&self, qkv: &Vec<f32>, b: usize, t: usize, heads: usize, head_dim: usize) -> Result<Vec<f32>> {
+    fn attention(
+        &self,
+        qkv: &Vec<f32>,
+        b: usize,
+        t: usize,
+        heads: usize,
+        head_dim: usize,
+    ) -> Result<Vec<f32>> {
         self.note(Op::Attention);
         Cpu.attention(qkv, b, t, heads, head_dim)
     }
-    fn patchify(&self, x: &Vec<f32>, b: usize, c: usize, h: usize, w: usize, p: usize) -> Result<Vec<f32>> {
+    fn patchify(
+        &self,
+        x: &Vec<f32>,
+        b: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        p: usize,
+    ) -> Result<Vec<f32>> {
         self.note(Op::Patchify);
         Cpu.patchify(x, b, c, h, w, p)
     }
@@ -136,7 +179,16 @@ impl Backend for Recording {
         self.note(Op::QuickGelu);
         Cpu.quick_gelu(x)
     }
-    fn conv2d(&self, x: &Vec<f32>, d: Nchw, w: &Vec<f32>, b: &Vec<f32>, co: usize, win: Window, relu: bool) -> Result<Vec<f32>> {
+    fn conv2d(
+        &self,
+        x: &Vec<f32>,
+        d: Nchw,
+        w: &Vec<f32>,
+        b: &Vec<f32>,
+        co: usize,
+        win: Window,
+        relu: bool,
+    ) -> Result<Vec<f32>> {
         self.note(Op::Conv2d);
         Cpu.conv2d(x, d, w, b, co, win, relu)
     }
@@ -144,7 +196,12 @@ impl Backend for Recording {
         self.note(Op::Pool2d);
         Cpu.pool2d(x, d, win, p)
     }
-    fn concat_channels(&self, parts: &[(&Vec<f32>, usize)], n: usize, hw: usize) -> Result<Vec<f32>> {
+    fn concat_channels(
+        &self,
+        parts: &[(&Vec<f32>, usize)],
+        n: usize,
+        hw: usize,
+    ) -> Result<Vec<f32>> {
         self.note(Op::ConcatChannels);
         Cpu.concat_channels(parts, n, hw)
     }
@@ -163,7 +220,14 @@ impl Backend for Recording {
         self.note(Op::GroupNorm);
         Cpu.group_norm(x, gamma, beta, n, c, hw, groups, eps, silu)
     }
-    fn upsample_nearest2x(&self, x: &Vec<f32>, n: usize, c: usize, h: usize, w: usize) -> Result<Vec<f32>> {
+    fn upsample_nearest2x(
+        &self,
+        x: &Vec<f32>,
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<Vec<f32>> {
         self.note(Op::UpsampleNearest2x);
         Cpu.upsample_nearest2x(x, n, c, h, w)
     }

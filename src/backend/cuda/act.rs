@@ -11,7 +11,11 @@ pub fn silu(be: &Cuda, x: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
     if n == 0 {
         return Ok(y);
     }
-    be.launch(&be.k.silu).buf(x).buf(&y).long(n).run(grid_1d(n)?)?;
+    be.launch(&be.k.silu)
+        .buf(x)
+        .buf(&y)
+        .long(n)
+        .run(grid_1d(n)?)?;
     be.done("silu_f32")?;
     Ok(y)
 }

@@ -14,7 +14,10 @@ pub fn gated_add(
     t: usize,
     d: usize,
 ) -> Result<()> {
-    ensure!(x.len() == b * t * d && y.len() == x.len(), "gated_add: shapes differ from ({b}, {t}, {d})");
+    ensure!(
+        x.len() == b * t * d && y.len() == x.len(),
+        "gated_add: shapes differ from ({b}, {t}, {d})"
+    );
     gate.check(gate.buf.len(), b, d, "gated_add gate")?;
     let n = b * t * d;
     if n == 0 {
@@ -33,21 +36,44 @@ pub fn gated_add(
     be.done("gated_add_f32")
 }
 
-pub fn add_row(be: &Cuda, x: &mut CudaSlice<f32>, row: &CudaSlice<f32>, b: usize, r: usize) -> Result<()> {
-    ensure!(x.len() == b * r && row.len() == r, "add_row: shapes differ from ({b}, {r})");
+pub fn add_row(
+    be: &Cuda,
+    x: &mut CudaSlice<f32>,
+    row: &CudaSlice<f32>,
+    b: usize,
+    r: usize,
+) -> Result<()> {
+    ensure!(
+        x.len() == b * r && row.len() == r,
+        "add_row: shapes differ from ({b}, {r})"
+    );
     if b * r == 0 {
         return Ok(());
     }
-    be.launch(&be.k.add_row).buf(x).buf(row).int(r, "R").long(b * r).run(grid_1d(b * r)?)?;
+    be.launch(&be.k.add_row)
+        .buf(x)
+        .buf(row)
+        .int(r, "R")
+        .long(b * r)
+        .run(grid_1d(b * r)?)?;
     be.done("add_row_f32")
 }
 
 pub fn add(be: &Cuda, x: &mut CudaSlice<f32>, y: &CudaSlice<f32>) -> Result<()> {
-    ensure!(x.len() == y.len(), "add: {} vs {} elements", x.len(), y.len());
+    ensure!(
+        x.len() == y.len(),
+        "add: {} vs {} elements",
+        x.len(),
+        y.len()
+    );
     let n = x.len();
     if n == 0 {
         return Ok(());
     }
-    be.launch(&be.k.add).buf(x).buf(y).long(n).run(grid_1d(n)?)?;
+    be.launch(&be.k.add)
+        .buf(x)
+        .buf(y)
+        .long(n)
+        .run(grid_1d(n)?)?;
     be.done("add_f32")
 }

@@ -5,8 +5,20 @@ use anyhow::{ensure, Context, Result};
 use super::launch::grid_1d;
 use super::{Cuda, CudaSlice};
 
-pub fn patchify(be: &Cuda, x: &CudaSlice<f32>, b: usize, c: usize, h: usize, w: usize, p: usize) -> Result<CudaSlice<f32>> {
-    ensure!(x.len() == b * c * h * w, "patchify: {} elements for ({b}, {c}, {h}, {w})", x.len());
+pub fn patchify(
+    be: &Cuda,
+    x: &CudaSlice<f32>,
+    b: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    p: usize,
+) -> Result<CudaSlice<f32>> {
+    ensure!(
+        x.len() == b * c * h * w,
+        "patchify: {} elements for ({b}, {c}, {h}, {w})",
+        x.len()
+    );
     ensure!(
         p > 0 && h.is_multiple_of(p) && w.is_multiple_of(p),
         "patchify: {h}×{w} is not divisible by patch size {p}"
@@ -68,9 +80,17 @@ pub fn unpatchify(
     Ok(y)
 }
 
-pub fn gather_rows(be: &Cuda, table: &CudaSlice<f32>, ids: &[usize], d: usize) -> Result<CudaSlice<f32>> {
+pub fn gather_rows(
+    be: &Cuda,
+    table: &CudaSlice<f32>,
+    ids: &[usize],
+    d: usize,
+) -> Result<CudaSlice<f32>> {
     // i < V, overflow-free for any id; with D = 0 every row is empty, so any id reads nothing.
-    ensure!(d == 0 || ids.iter().all(|&i| i < table.len() / d), "gather_rows: id out of range");
+    ensure!(
+        d == 0 || ids.iter().all(|&i| i < table.len() / d),
+        "gather_rows: id out of range"
+    );
     let n = ids.len() * d;
     let y = be.alloc(n)?;
     if n == 0 {
@@ -82,7 +102,13 @@ pub fn gather_rows(be: &Cuda, table: &CudaSlice<f32>, ids: &[usize], d: usize) -
         .collect::<Result<Vec<i32>, _>>()
         .context("gather_rows: an id exceeds 32 bits")?;
     let dev_ids = be.stream.clone_htod(&ids32).context("copy to the GPU")?;
-    be.launch(&be.k.gather_rows).buf(table).buf(&dev_ids).buf(&y).int(d, "D").long(n).run(grid_1d(n)?)?;
+    be.launch(&be.k.gather_rows)
+        .buf(table)
+        .buf(&dev_ids)
+        .buf(&y)
+        .int(d, "D")
+        .long(n)
+        .run(grid_1d(n)?)?;
     be.done("gather_rows_f32")?;
     Ok(y)
 }

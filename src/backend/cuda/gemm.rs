@@ -23,7 +23,10 @@ pub fn linear(
         x.len(),
         w.len()
     );
-    ensure!(b.is_none_or(|b| b.len() == n), "linear: bias length differs from N={n}");
+    ensure!(
+        b.is_none_or(|b| b.len() == n),
+        "linear: bias length differs from N={n}"
+    );
     let mut y = be.alloc(m * n)?;
     if m * n == 0 {
         return Ok(y);
@@ -31,7 +34,12 @@ pub fn linear(
     // The bias is the C operand (beta = 1); without one, beta = 0 and C is never read.
     let beta: f32 = match b {
         Some(b) => {
-            be.launch(&be.k.fill_rows).buf(&y).buf(b).int(n, "N").long(m * n).run(grid_1d(m * n)?)?;
+            be.launch(&be.k.fill_rows)
+                .buf(&y)
+                .buf(b)
+                .int(n, "N")
+                .long(m * n)
+                .run(grid_1d(m * n)?)?;
             be.done("fill_rows_f32")?;
             1.0
         }
@@ -40,12 +48,15 @@ pub fn linear(
     if k == 0 {
         // An empty sum: y is the bias, or zero. (cuBLAS would refuse lda = 0.)
         if b.is_none() {
-            be.stream.memset_zeros(&mut y).context("zeroing an empty product")?;
+            be.stream
+                .memset_zeros(&mut y)
+                .context("zeroing an empty product")?;
         }
         return Ok(y);
     }
     let int = |v: usize, what: &str| -> Result<i32> {
-        i32::try_from(v).with_context(|| format!("linear: {what} = {v} exceeds cuBLAS's 32-bit sizes"))
+        i32::try_from(v)
+            .with_context(|| format!("linear: {what} = {v} exceeds cuBLAS's 32-bit sizes"))
     };
     let (mi, ki, ni) = (int(m, "M")?, int(k, "K")?, int(n, "N")?);
     let alpha = 1.0f32;

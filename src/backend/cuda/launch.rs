@@ -43,42 +43,37 @@ pub struct Sig {
 
 use P::{Ptr, F32, I32, I64};
 
-/// Every kernel the backend launches, in the order of [`Kernels`].
+const fn sig(
+    file: &'static str,
+    name: &'static str,
+    params: &'static [P],
+    max_threads: u32,
+) -> Sig {
+    Sig {
+        file,
+        name,
+        params,
+        max_threads,
+    }
+}
+
+/// Every kernel the backend launches, in the order of [`Kernels`]; one row per kernel. Attention
+/// runs one block per query row and head, and its block size sets its shared scratch.
+#[rustfmt::skip]
 pub const SIGNATURES: &[Sig] = &[
-    Sig { file: "norm", name: "layer_norm_f32", params: &[Ptr, Ptr, I32, I32, F32], max_threads: BLOCK },
-    Sig {
-        file: "norm",
-        name: "layer_norm_modulate_f32",
-        params: &[Ptr, Ptr, Ptr, I32, I32, Ptr, I32, I32, I32, I32, F32],
-        max_threads: BLOCK,
-    },
-    Sig {
-        file: "norm",
-        name: "modulate_f32",
-        params: &[Ptr, Ptr, I32, I32, Ptr, I32, I32, I32, I32, I64],
-        max_threads: BLOCK,
-    },
-    Sig { file: "elementwise", name: "add_f32", params: &[Ptr, Ptr, I64], max_threads: BLOCK },
-    Sig { file: "elementwise", name: "add_row_f32", params: &[Ptr, Ptr, I32, I64], max_threads: BLOCK },
-    Sig {
-        file: "elementwise",
-        name: "gated_add_f32",
-        params: &[Ptr, Ptr, Ptr, I32, I32, I32, I32, I64],
-        max_threads: BLOCK,
-    },
-    Sig { file: "elementwise", name: "fill_rows_f32", params: &[Ptr, Ptr, I32, I64], max_threads: BLOCK },
-    Sig { file: "act", name: "silu_f32", params: &[Ptr, Ptr, I64], max_threads: BLOCK },
-    Sig { file: "act", name: "gelu_tanh_f32", params: &[Ptr, I64], max_threads: BLOCK },
-    Sig { file: "embed", name: "patchify_f32", params: &[Ptr, Ptr, I32, I32, I32, I32, I64], max_threads: BLOCK },
-    Sig {
-        file: "embed",
-        name: "unpatchify_f32",
-        params: &[Ptr, Ptr, I32, I32, I32, I32, I32, I64],
-        max_threads: BLOCK,
-    },
-    Sig { file: "embed", name: "gather_rows_f32", params: &[Ptr, Ptr, Ptr, I32, I64], max_threads: BLOCK },
-    // One block per query row and head; the block size sets its shared scratch (attention.rs).
-    Sig { file: "attention", name: "attention_f32", params: &[Ptr, Ptr, I32, I32, I32, F32], max_threads: 128 },
+    sig("norm",        "layer_norm_f32",          &[Ptr, Ptr, I32, I32, F32], BLOCK),
+    sig("norm",        "layer_norm_modulate_f32", &[Ptr, Ptr, Ptr, I32, I32, Ptr, I32, I32, I32, I32, F32], BLOCK),
+    sig("norm",        "modulate_f32",            &[Ptr, Ptr, I32, I32, Ptr, I32, I32, I32, I32, I64], BLOCK),
+    sig("elementwise", "add_f32",                 &[Ptr, Ptr, I64], BLOCK),
+    sig("elementwise", "add_row_f32",             &[Ptr, Ptr, I32, I64], BLOCK),
+    sig("elementwise", "gated_add_f32",           &[Ptr, Ptr, Ptr, I32, I32, I32, I32, I64], BLOCK),
+    sig("elementwise", "fill_rows_f32",           &[Ptr, Ptr, I32, I64], BLOCK),
+    sig("act",         "silu_f32",                &[Ptr, Ptr, I64], BLOCK),
+    sig("act",         "gelu_tanh_f32",           &[Ptr, I64], BLOCK),
+    sig("embed",       "patchify_f32",            &[Ptr, Ptr, I32, I32, I32, I32, I64], BLOCK),
+    sig("embed",       "unpatchify_f32",          &[Ptr, Ptr, I32, I32, I32, I32, I32, I64], BLOCK),
+    sig("embed",       "gather_rows_f32",         &[Ptr, Ptr, Ptr, I32, I64], BLOCK),
+    sig("attention",   "attention_f32",           &[Ptr, Ptr, I32, I32, I32, F32], 128),
 ];
 
 /// A loaded kernel and its row of the launch table.
@@ -108,7 +103,9 @@ impl Kernels {
     pub fn load(module: impl Fn(&str) -> Result<Arc<CudaModule>>) -> Result<Self> {
         let mut it = SIGNATURES.iter();
         let mut next = || -> Result<Kernel> {
-            let sig = it.next().context("the launch table is shorter than Kernels")?;
+            let sig = it
+                .next()
+                .context("the launch table is shorter than Kernels")?;
             let f = module(sig.file)?
                 .load_function(sig.name)
                 .with_context(|| format!("kernel {} in kernels/{}.cu", sig.name, sig.file))?;
@@ -138,7 +135,11 @@ impl Kernels {
 pub fn param_sizes(f: &CudaFunction) -> Option<Vec<usize>> {
     use cudarc::driver::sys;
     // SAFETY: only looks the symbol up; older drivers lack it and cudarc would panic on the call.
-    let present = unsafe { sys::culib().get::<unsafe extern "C" fn()>(b"cuFuncGetParamInfo\0").is_ok() };
+    let present = unsafe {
+        sys::culib()
+            .get::<unsafe extern "C" fn()>(b"cuFuncGetParamInfo\0")
+            .is_ok()
+    };
     if !present {
         return None;
     }
@@ -146,7 +147,9 @@ pub fn param_sizes(f: &CudaFunction) -> Option<Vec<usize>> {
     loop {
         let (mut offset, mut size) = (0usize, 0usize);
         // SAFETY: a loaded function; the driver answers CUDA_ERROR_INVALID_VALUE past the last parameter.
-        let r = unsafe { sys::cuFuncGetParamInfo(f.cu_function(), sizes.len(), &mut offset, &mut size) };
+        let r = unsafe {
+            sys::cuFuncGetParamInfo(f.cu_function(), sizes.len(), &mut offset, &mut size)
+        };
         if r != sys::CUresult::CUDA_SUCCESS {
             return Some(sizes);
         }
@@ -192,7 +195,11 @@ pub fn grid_1d(n: usize) -> Result<Dims> {
         blocks <= i32::MAX as usize,
         "{n} elements need {blocks} blocks, more than a grid holds (2^31 - 1)"
     );
-    Ok(Dims { grid: (blocks as u32, 1, 1), block: (BLOCK, 1, 1), smem: 0 })
+    Ok(Dims {
+        grid: (blocks as u32, 1, 1),
+        block: (BLOCK, 1, 1),
+        smem: 0,
+    })
 }
 
 /// The arguments of one launch, checked against the kernel's signature before it runs.
@@ -207,7 +214,13 @@ pub struct Launch<'a> {
 impl<'a> Launch<'a> {
     pub fn new(stream: &'a Arc<CudaStream>, kernel: &'a Kernel) -> Self {
         let n = kernel.sig.params.len();
-        Launch { stream, kernel, slots: Vec::with_capacity(n), kinds: Vec::with_capacity(n), error: None }
+        Launch {
+            stream,
+            kernel,
+            slots: Vec::with_capacity(n),
+            kinds: Vec::with_capacity(n),
+            error: None,
+        }
     }
 
     fn push(mut self, kind: P, bits: u64) -> Self {
@@ -228,7 +241,10 @@ impl<'a> Launch<'a> {
             Ok(v) => self.push(I32, v as u32 as u64),
             Err(_) => {
                 self.error.get_or_insert_with(|| {
-                    anyhow::anyhow!("kernel {}: {what} = {v} does not fit its 32-bit parameter", self.kernel.sig.name)
+                    anyhow::anyhow!(
+                        "kernel {}: {what} = {v} does not fit its 32-bit parameter",
+                        self.kernel.sig.name
+                    )
                 });
                 self.push(I32, 0)
             }
@@ -251,7 +267,12 @@ impl<'a> Launch<'a> {
             return Err(e);
         }
         if self.kinds != sig.params {
-            bail!("kernel {}: launched with {:?}, its signature is {:?}", sig.name, self.kinds, sig.params);
+            bail!(
+                "kernel {}: launched with {:?}, its signature is {:?}",
+                sig.name,
+                self.kinds,
+                sig.params
+            );
         }
         // Registers and static shared memory are checked for `max_threads` only (the static gate);
         // a larger block could fail to launch, or run past `__shared__` arrays sized for it.
@@ -264,12 +285,17 @@ impl<'a> Launch<'a> {
                 sig.max_threads
             );
         }
-        self.stream.context().bind_to_thread().context("binding the CUDA context")?;
+        self.stream
+            .context()
+            .bind_to_thread()
+            .context("binding the CUDA context")?;
         // Each slot holds the parameter's bytes in its low bytes (little-endian), as the driver
         // reads `size` bytes from each pointer.
         let mut slots = self.slots;
-        let mut params: Vec<*mut std::ffi::c_void> =
-            slots.iter_mut().map(|s| s as *mut u64 as *mut std::ffi::c_void).collect();
+        let mut params: Vec<*mut std::ffi::c_void> = slots
+            .iter_mut()
+            .map(|s| s as *mut u64 as *mut std::ffi::c_void)
+            .collect();
         // SAFETY: the parameter list matches the kernel's signature (checked above and, at load,
         // against the module); pointers come from live buffers of this stream.
         unsafe {
@@ -282,6 +308,11 @@ impl<'a> Launch<'a> {
                 &mut params,
             )
         }
-        .with_context(|| format!("launching {} (grid {:?}, block {:?}, {} B shared)", sig.name, d.grid, d.block, d.smem))
+        .with_context(|| {
+            format!(
+                "launching {} (grid {:?}, block {:?}, {} B shared)",
+                sig.name, d.grid, d.block, d.smem
+            )
+        })
     }
 }

@@ -46,7 +46,11 @@ fn missing_libraries() -> Vec<&'static str> {
     let mut missing = Vec::new();
     // SAFETY: each only tries to dlopen the library.
     if !unsafe { cudarc::cublas::sys::is_culib_present() } {
-        missing.push(if cfg!(feature = "cuda") { "cuBLAS (libcublas.so.13)" } else { "cuBLAS (libcublas.so.12)" });
+        missing.push(if cfg!(feature = "cuda") {
+            "cuBLAS (libcublas.so.13)"
+        } else {
+            "cuBLAS (libcublas.so.12)"
+        });
     }
     #[cfg(not(feature = "cuda"))]
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
@@ -73,9 +77,12 @@ impl Cuda {
         if precision == Precision::Bf16 {
             bail!("--precision bf16 is not implemented on the CUDA backend yet; use fp32 or tf32");
         }
-        let ctx = CudaContext::new(ordinal).with_context(|| format!("cannot open CUDA device {ordinal}"))?;
+        let ctx = CudaContext::new(ordinal)
+            .with_context(|| format!("cannot open CUDA device {ordinal}"))?;
         let stream = ctx.default_stream();
-        let (major, minor) = ctx.compute_capability().context("reading the compute capability")?;
+        let (major, minor) = ctx
+            .compute_capability()
+            .context("reading the compute capability")?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let smem_optin = ctx
             .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
@@ -88,7 +95,11 @@ impl Cuda {
         for (stem, code) in KERNELS {
             let ptx = ptx_for(code, major, minor).with_context(|| format!("kernels/{stem}.cu"))?;
             if isa.is_empty() {
-                isa = code.lines().find(|l| l.starts_with(".version")).unwrap_or(".version (nvrtc)").to_string();
+                isa = code
+                    .lines()
+                    .find(|l| l.starts_with(".version"))
+                    .unwrap_or(".version (nvrtc)")
+                    .to_string();
             }
             let module = ctx.load_module(ptx).with_context(|| {
                 // A CUDA 12 driver rejects the cuda build's PTX ISA 9.0 with a terse message.
@@ -106,18 +117,35 @@ impl Cuda {
             modules.insert(*stem, module);
         }
         let k = Kernels::load(|stem| {
-            modules.get(stem).cloned().with_context(|| format!("kernels/{stem}.cu is not embedded"))
+            modules
+                .get(stem)
+                .cloned()
+                .with_context(|| format!("kernels/{stem}.cu is not embedded"))
         })?;
         let blas = CudaBlas::new(stream.clone()).context("creating the cuBLAS handle")?;
-        let label = format!("cuda:{ordinal} {name} (sm_{major}{minor}, driver {}.{})", driver / 1000, (driver % 1000) / 10);
+        let label = format!(
+            "cuda:{ordinal} {name} (sm_{major}{minor}, driver {}.{})",
+            driver / 1000,
+            (driver % 1000) / 10
+        );
         log::info!("{label}, kernels {isa}, precision {precision:?}");
-        Ok(Cuda { stream, blas, k, precision, sync_debug, smem_optin, label })
+        Ok(Cuda {
+            stream,
+            blas,
+            k,
+            precision,
+            sync_debug,
+            smem_optin,
+            label,
+        })
     }
 
     /// With `--sync-debug`, waits for the stream so that an error names the op that caused it.
     fn done(&self, what: &str) -> Result<()> {
         if self.sync_debug {
-            self.stream.synchronize().with_context(|| format!("CUDA error after {what}"))?;
+            self.stream
+                .synchronize()
+                .with_context(|| format!("CUDA error after {what}"))?;
         }
         Ok(())
     }
@@ -137,7 +165,8 @@ impl Cuda {
             };
         }
         // SAFETY: every op writes all elements of the buffers it allocates.
-        unsafe { self.stream.alloc::<f32>(n) }.with_context(|| format!("CUDA allocation of {n} floats"))
+        unsafe { self.stream.alloc::<f32>(n) }
+            .with_context(|| format!("CUDA allocation of {n} floats"))
     }
 }
 
@@ -152,7 +181,11 @@ fn ptx_for(code: &str, _major: i32, _minor: i32) -> Result<cudarc::nvrtc::Ptx> {
 pub fn ptx_for(code: &str, major: i32, minor: i32) -> Result<cudarc::nvrtc::Ptx> {
     use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
     let arch: &'static str = Box::leak(format!("compute_{major}{minor}").into_boxed_str());
-    let opts = CompileOptions { arch: Some(arch), use_fast_math: Some(false), ..Default::default() };
+    let opts = CompileOptions {
+        arch: Some(arch),
+        use_fast_math: Some(false),
+        ..Default::default()
+    };
     compile_ptx_with_opts(code, opts).map_err(|e| anyhow::anyhow!("NVRTC: {e:?}"))
 }
 
@@ -194,7 +227,15 @@ impl Backend for Cuda {
         self.stream.clone_dtoh(buf).context("copy from the GPU")
     }
 
-    fn linear(&self, x: &Self::Buf, w: &Self::Buf, b: Option<&Self::Buf>, m: usize, k: usize, n: usize) -> Result<Self::Buf> {
+    fn linear(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: Option<&Self::Buf>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Self::Buf> {
         gemm::linear(self, x, w, b, m, k, n)
     }
 
@@ -202,7 +243,15 @@ impl Backend for Cuda {
         norm::layer_norm(self, x, rows, d, eps)
     }
 
-    fn modulate(&self, x: &mut Self::Buf, shift: Cols<Self>, scale: Cols<Self>, b: usize, t: usize, d: usize) -> Result<()> {
+    fn modulate(
+        &self,
+        x: &mut Self::Buf,
+        shift: Cols<Self>,
+        scale: Cols<Self>,
+        b: usize,
+        t: usize,
+        d: usize,
+    ) -> Result<()> {
         norm::modulate(self, x, shift, scale, b, t, d)
     }
 
@@ -219,7 +268,15 @@ impl Backend for Cuda {
         norm::layer_norm_modulate(self, x, shift, scale, b, t, d, eps)
     }
 
-    fn gated_add(&self, x: &mut Self::Buf, y: &Self::Buf, gate: Cols<Self>, b: usize, t: usize, d: usize) -> Result<()> {
+    fn gated_add(
+        &self,
+        x: &mut Self::Buf,
+        y: &Self::Buf,
+        gate: Cols<Self>,
+        b: usize,
+        t: usize,
+        d: usize,
+    ) -> Result<()> {
         elementwise::gated_add(self, x, y, gate, b, t, d)
     }
 
@@ -239,11 +296,26 @@ impl Backend for Cuda {
         act::gelu_tanh(self, x)
     }
 
-    fn attention(&self, qkv: &Self::Buf, b: usize, t: usize, heads: usize, head_dim: usize) -> Result<Self::Buf> {
+    fn attention(
+        &self,
+        qkv: &Self::Buf,
+        b: usize,
+        t: usize,
+        heads: usize,
+        head_dim: usize,
+    ) -> Result<Self::Buf> {
         attention::attention(self, qkv, b, t, heads, head_dim)
     }
 
-    fn patchify(&self, x: &Self::Buf, b: usize, c: usize, h: usize, w: usize, p: usize) -> Result<Self::Buf> {
+    fn patchify(
+        &self,
+        x: &Self::Buf,
+        b: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        p: usize,
+    ) -> Result<Self::Buf> {
         embed::patchify(self, x, b, c, h, w, p)
     }
 

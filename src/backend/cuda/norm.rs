@@ -7,17 +7,40 @@ use super::{Cols, Cuda, CudaSlice};
 
 /// One block per row.
 fn rows_grid(rows: usize) -> Result<Dims> {
-    ensure!(rows <= i32::MAX as usize, "{rows} rows exceed the grid (2^31 - 1 blocks)");
-    Ok(Dims { grid: (rows as u32, 1, 1), block: (BLOCK, 1, 1), smem: 0 })
+    ensure!(
+        rows <= i32::MAX as usize,
+        "{rows} rows exceed the grid (2^31 - 1 blocks)"
+    );
+    Ok(Dims {
+        grid: (rows as u32, 1, 1),
+        block: (BLOCK, 1, 1),
+        smem: 0,
+    })
 }
 
-pub fn layer_norm(be: &Cuda, x: &CudaSlice<f32>, rows: usize, d: usize, eps: f32) -> Result<CudaSlice<f32>> {
-    ensure!(x.len() == rows * d, "layer_norm: {} elements for ({rows}, {d})", x.len());
+pub fn layer_norm(
+    be: &Cuda,
+    x: &CudaSlice<f32>,
+    rows: usize,
+    d: usize,
+    eps: f32,
+) -> Result<CudaSlice<f32>> {
+    ensure!(
+        x.len() == rows * d,
+        "layer_norm: {} elements for ({rows}, {d})",
+        x.len()
+    );
     let y = be.alloc(rows * d)?;
     if rows * d == 0 {
         return Ok(y);
     }
-    be.launch(&be.k.layer_norm).buf(x).buf(&y).int(rows, "rows").int(d, "D").float(eps).run(rows_grid(rows)?)?;
+    be.launch(&be.k.layer_norm)
+        .buf(x)
+        .buf(&y)
+        .int(rows, "rows")
+        .int(d, "D")
+        .float(eps)
+        .run(rows_grid(rows)?)?;
     be.done("layer_norm_f32")?;
     Ok(y)
 }
@@ -33,7 +56,11 @@ pub fn layer_norm_modulate(
     d: usize,
     eps: f32,
 ) -> Result<CudaSlice<f32>> {
-    ensure!(x.len() == b * t * d, "layer_norm_modulate: {} elements for ({b}, {t}, {d})", x.len());
+    ensure!(
+        x.len() == b * t * d,
+        "layer_norm_modulate: {} elements for ({b}, {t}, {d})",
+        x.len()
+    );
     shift.check(shift.buf.len(), b, d, "layer_norm_modulate shift")?;
     scale.check(scale.buf.len(), b, d, "layer_norm_modulate scale")?;
     let y = be.alloc(b * t * d)?;
@@ -66,7 +93,11 @@ pub fn modulate(
     t: usize,
     d: usize,
 ) -> Result<()> {
-    ensure!(x.len() == b * t * d, "modulate: {} elements for ({b}, {t}, {d})", x.len());
+    ensure!(
+        x.len() == b * t * d,
+        "modulate: {} elements for ({b}, {t}, {d})",
+        x.len()
+    );
     shift.check(shift.buf.len(), b, d, "modulate shift")?;
     scale.check(scale.buf.len(), b, d, "modulate scale")?;
     let n = b * t * d;

@@ -13,14 +13,19 @@ fn symbol<T: Copy>(name: &[u8]) -> Option<T> {
 
 /// Whether the loaded driver is the stand-in.
 pub fn active() -> bool {
-    symbol::<unsafe extern "C" fn() -> *const std::ffi::c_char>(b"sitdiv_standin_counts_json\0").is_some()
+    symbol::<unsafe extern "C" fn() -> *const std::ffi::c_char>(b"sitdiv_standin_counts_json\0")
+        .is_some()
 }
 
 /// The counters (launches, allocations, copies, host syncs, GEMMs by compute type, ...) as JSON.
 pub fn counts() -> Option<serde_json::Value> {
-    let f = symbol::<unsafe extern "C" fn() -> *const std::ffi::c_char>(b"sitdiv_standin_counts_json\0")?;
+    let f = symbol::<unsafe extern "C" fn() -> *const std::ffi::c_char>(
+        b"sitdiv_standin_counts_json\0",
+    )?;
     // SAFETY: the stand-in returns a NUL-terminated string valid until its next call on this thread.
-    let s = unsafe { std::ffi::CStr::from_ptr(f()) }.to_string_lossy().into_owned();
+    let s = unsafe { std::ffi::CStr::from_ptr(f()) }
+        .to_string_lossy()
+        .into_owned();
     serde_json::from_str(&s).ok()
 }
 
@@ -34,7 +39,13 @@ pub fn reset_counts() {
 
 /// The detailed message of the stand-in's last error.
 pub fn last_error() -> Option<String> {
-    let f = symbol::<unsafe extern "C" fn() -> *const std::ffi::c_char>(b"sitdiv_standin_last_error\0")?;
+    let f = symbol::<unsafe extern "C" fn() -> *const std::ffi::c_char>(
+        b"sitdiv_standin_last_error\0",
+    )?;
     // SAFETY: as in `counts`.
-    Some(unsafe { std::ffi::CStr::from_ptr(f()) }.to_string_lossy().into_owned())
+    Some(
+        unsafe { std::ffi::CStr::from_ptr(f()) }
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
