@@ -16,3 +16,9 @@ extern "C" __global__ void gelu_tanh_f32(float* x, long long n) {
     float inner = beta * (v + kappa * (v * v * v));
     x[i] = 0.5f * v * (1.f + tanhf(inner));
 }
+
+// A GEMM operand in bf16 (round to nearest even).
+extern "C" __global__ void cast_bf16(const float* x, bf16* y, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = __float2bfloat16(x[i]);
+}

@@ -1,45 +1,35 @@
-// Multi-head softmax attention over a fused qkv tensor (timm Attention core).
-// CPU twin: src/backend/cpu/attention.rs; test: tests/op_attention.rs.
+// The softmax of attention, between its two products (cuBLAS batched GEMMs on tensor cores:
+// S = Q·Kᵀ/√Dh, then O = P·V, src/backend/cuda/attention.rs). CPU twin:
+// src/backend/cpu/attention.rs; test: tests/op_attention.rs.
 //
-// One block per (query row and image, head): grid (B·T, H), so the batch is not bound by
-// gridDim.z's 65 535. The scores of the row live in shared memory (T floats),
-// the softmax uses fixed-order block reductions, and each output feature is a sequential sum over
-// keys, so results are deterministic. A tiled online-softmax variant belongs in kernels/dev/ until
-// it is measured faster on a GPU.
+// One warp per row: each lane walks its columns in a fixed order, and the warp combines them with
+// a fixed butterfly, so the same input gives the same bits on every run.
 #include "common.cuh"
 
-extern "C" __global__ void attention_f32(const float* qkv, float* out, int t, int heads, int dh, float scale) {
-    SITDIV_DYN_SMEM(float, smem);  // scores[t], q[dh], scratch[blockDim.x]
-    smem_ptr<float> scores = smem;
-    smem_ptr<float> q = scores + t;
-    smem_ptr<float> scratch = q + dh;
-    int i = blockIdx.x % t, h = blockIdx.y;
-    long long b = blockIdx.x / t;
-    int d = heads * dh;
-    const float* base = qkv + (size_t)b * t * 3 * d;
-    for (int e = threadIdx.x; e < dh; e += blockDim.x) q[e] = base[(size_t)i * 3 * d + h * dh + e];
-    __syncthreads();
-    float local_max = -SITDIV_INF;
-    for (int j = threadIdx.x; j < t; j += blockDim.x) {
-        const float* k = base + (size_t)j * 3 * d + d + h * dh;
-        float s = 0.f;
-        for (int e = 0; e < dh; ++e) s += q[e] * k[e];
-        s *= scale;
-        scores[j] = s;
-        local_max = fmaxf(local_max, s);
-    }
-    float mx = block_max(local_max, scratch);
-    float local_sum = 0.f;
-    for (int j = threadIdx.x; j < t; j += blockDim.x) {
-        float p = expf(scores[j] - mx);
-        scores[j] = p;
-        local_sum += p;
-    }
-    float inv = 1.f / block_sum(local_sum, scratch);
-    for (int e = threadIdx.x; e < dh; e += blockDim.x) {
-        const float* v = base + 2 * d + h * dh + e;
-        float acc = 0.f;
-        for (int j = 0; j < t; ++j) acc += scores[j] * v[(size_t)j * 3 * d];
-        out[((size_t)b * t + i) * d + h * dh + e] = acc * inv;
-    }
+#define SOFTMAX_ROWS_PER_BLOCK 8
+
+template <class T>
+__device__ void softmax_rows(const float* s, T* p, long long rows, int n) {
+    long long row = (long long)blockIdx.x * SOFTMAX_ROWS_PER_BLOCK + threadIdx.x / 32;
+    int lane = threadIdx.x & 31;
+    // Whole warps leave together, so the shuffles below never wait for an exited lane.
+    if (row >= rows) return;
+    const float* sr = s + row * n;
+    float mx = -SITDIV_INF;
+    for (int j = lane; j < n; j += 32) mx = fmaxf(mx, sr[j]);
+    for (int m = 16; m > 0; m >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, m));
+    float sum = 0.f;
+    for (int j = lane; j < n; j += 32) sum += expf(sr[j] - mx);
+    for (int m = 16; m > 0; m >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, m);
+    float inv = 1.f / sum;
+    for (int j = lane; j < n; j += 32) store(p, row * n + j, expf(sr[j] - mx) * inv);
+}
+
+// In place (p == s) for f32 operands: each lane rewrites only the elements it read.
+extern "C" __global__ void softmax_rows_f32(const float* s, float* p, long long rows, int n) {
+    softmax_rows(s, p, rows, n);
+}
+
+extern "C" __global__ void softmax_rows_bf16(const float* s, bf16* p, long long rows, int n) {
+    softmax_rows(s, p, rows, n);
 }

@@ -2,7 +2,14 @@
 // a fixed order (no atomics), so the same input gives the same bits on every run.
 #pragma once
 
+#include <cuda_bf16.h>
+
 #define SITDIV_BLOCK 256
+
+// GEMM operands are stored in f32 or bf16 (`--precision bf16`); everything else is f32.
+typedef __nv_bfloat16 bf16;
+__device__ __forceinline__ void store(float* y, long long i, float v) { y[i] = v; }
+__device__ __forceinline__ void store(bf16* y, long long i, float v) { y[i] = __float2bfloat16(v); }
 
 // Shared memory is declared through these, and passed as `smem_ptr<T>`, so that the same source
 // runs on the emulated device (kernels/emu/cuda_emu.h), where every block gets its own, poisoned

@@ -20,9 +20,3 @@ extern "C" __global__ void gated_add_f32(float* x, const float* y, const float* 
     long long b = i / ((long long)t * d);
     x[i] += m[b * m_stride + gate_off + (int)(i % d)] * y[i];
 }
-
-// y (M, N) = bias broadcast over rows: the C operand of a GEMM with beta = 1.
-extern "C" __global__ void fill_rows_f32(float* y, const float* bias, int n, long long total) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < total) y[i] = bias[i % n];
-}

@@ -36,3 +36,10 @@ extern "C" __global__ void gather_rows_f32(const float* table, const int* ids, f
     long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (e < n) y[e] = table[(long long)ids[e / d] * d + e % d];
 }
+
+// Rows ids[b] of a (V, D) table, the ids given as exact integers in f32 (a device input of a
+// captured forward). The caller checks every id against V.
+extern "C" __global__ void gather_rows_idf_f32(const float* table, const float* ids, float* y, int d, long long n) {
+    long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e < n) y[e] = table[(long long)ids[e / d] * d + e % d];
+}

@@ -1,4 +1,4 @@
-// LayerNorm without affine parameters, fused with the adaLN modulate.
+// LayerNorm without affine parameters, fused with the adaLN modulate and the gated residual.
 // CPU twin: src/backend/cpu/norm.rs; test: tests/op_norm.rs.
 #include "common.cuh"
 
@@ -28,20 +28,74 @@ extern "C" __global__ void layer_norm_f32(const float* x, float* y, int rows, in
     for (int i = threadIdx.x; i < d; i += blockDim.x) y[(size_t)r * d + i] = (xr[i] - mean) * rstd;
 }
 
+// y = LN(x[r]) · (1 + scale) + shift over one row, written in the next GEMM's input type.
+template <class T>
+__device__ __forceinline__ void modulated_row(const float* xr, T* y, long long r, const float* sh, const float* sc,
+                                              int d, float eps, smem_ptr<float> scratch) {
+    float mean, rstd;
+    row_stats(xr, d, eps, scratch, &mean, &rstd);
+    for (int i = threadIdx.x; i < d; i += blockDim.x) store(y, r * d + i, ((xr[i] - mean) * rstd) * (1.f + sc[i]) + sh[i]);
+}
+
 // Fused LayerNorm + modulate: y = LN(x) · (1 + scale[b]) + shift[b], x (B, T, D); shift and scale
-// are rows of (B, stride) matrices at the given column offsets.
-extern "C" __global__ void layer_norm_modulate_f32(const float* x, float* y, const float* shift, int shift_stride,
-                                                   int shift_off, const float* scale, int scale_stride, int scale_off,
-                                                   int t, int d, float eps) {
+// are rows of (B, stride) matrices at the given column offsets. One block per row.
+template <class T>
+__device__ void layer_norm_modulate(const float* x, T* y, const float* shift, int shift_stride, int shift_off,
+                                    const float* scale, int scale_stride, int scale_off, int t, int d, float eps) {
     SITDIV_SHARED(float, scratch, SITDIV_BLOCK);
     long long r = blockIdx.x;
     long long b = r / t;
-    const float* xr = x + r * d;
-    const float* sh = shift + b * shift_stride + shift_off;
-    const float* sc = scale + b * scale_stride + scale_off;
-    float mean, rstd;
-    row_stats(xr, d, eps, scratch, &mean, &rstd);
-    for (int i = threadIdx.x; i < d; i += blockDim.x) y[r * d + i] = ((xr[i] - mean) * rstd) * (1.f + sc[i]) + sh[i];
+    modulated_row(x + r * d, y, r, shift + b * shift_stride + shift_off, scale + b * scale_stride + scale_off, d, eps,
+                  scratch);
+}
+
+extern "C" __global__ void layer_norm_modulate_f32(const float* x, float* y, const float* shift, int shift_stride,
+                                                   int shift_off, const float* scale, int scale_stride, int scale_off,
+                                                   int t, int d, float eps) {
+    layer_norm_modulate(x, y, shift, shift_stride, shift_off, scale, scale_stride, scale_off, t, d, eps);
+}
+
+extern "C" __global__ void layer_norm_modulate_bf16(const float* x, bf16* y, const float* shift, int shift_stride,
+                                                    int shift_off, const float* scale, int scale_stride, int scale_off,
+                                                    int t, int d, float eps) {
+    layer_norm_modulate(x, y, shift, shift_stride, shift_off, scale, scale_stride, scale_off, t, d, eps);
+}
+
+// The end of one adaLN branch and the start of the next in one pass over the row:
+// x[r] += gate[b] ⊙ y[r] (the residual), then out[r] = LN(x[r]) · (1 + scale[b]) + shift[b].
+// Each thread reads back only the elements it updated, so no barrier is needed between.
+template <class T>
+__device__ void gated_add_layer_norm_modulate(float* x, const float* y, const float* gate, int gate_stride,
+                                              int gate_off, const float* shift, int shift_stride, int shift_off,
+                                              const float* scale, int scale_stride, int scale_off, T* out, int t,
+                                              int d, float eps) {
+    SITDIV_SHARED(float, scratch, SITDIV_BLOCK);
+    long long r = blockIdx.x;
+    long long b = r / t;
+    float* xr = x + r * d;
+    const float* yr = y + r * d;
+    const float* g = gate + b * gate_stride + gate_off;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) xr[i] += g[i] * yr[i];
+    modulated_row(xr, out, r, shift + b * shift_stride + shift_off, scale + b * scale_stride + scale_off, d, eps,
+                  scratch);
+}
+
+extern "C" __global__ void gated_add_layer_norm_modulate_f32(float* x, const float* y, const float* gate,
+                                                             int gate_stride, int gate_off, const float* shift,
+                                                             int shift_stride, int shift_off, const float* scale,
+                                                             int scale_stride, int scale_off, float* out, int t, int d,
+                                                             float eps) {
+    gated_add_layer_norm_modulate(x, y, gate, gate_stride, gate_off, shift, shift_stride, shift_off, scale,
+                                  scale_stride, scale_off, out, t, d, eps);
+}
+
+extern "C" __global__ void gated_add_layer_norm_modulate_bf16(float* x, const float* y, const float* gate,
+                                                              int gate_stride, int gate_off, const float* shift,
+                                                              int shift_stride, int shift_off, const float* scale,
+                                                              int scale_stride, int scale_off, bf16* out, int t, int d,
+                                                              float eps) {
+    gated_add_layer_norm_modulate(x, y, gate, gate_stride, gate_off, shift, shift_stride, shift_off, scale,
+                                  scale_stride, scale_off, out, t, d, eps);
 }
 
 // In place: x = x · (1 + scale[b]) + shift[b], x (B, T, D).

@@ -18,7 +18,41 @@ pub struct SitBench {
     pub precision: crate::backend::Precision,
 }
 
-/// Times `iters` forwards of a SiT on `be` after `warmup` untimed ones and prints one table row.
+/// Dense peak TFLOP/s of a card for a precision (vendor data sheets, SXM parts), when known.
+fn peak_tflops(device: &str, precision: crate::backend::Precision) -> Option<f64> {
+    use crate::backend::Precision::*;
+    let (fp32, tf32, bf16) = if device.contains("H100") || device.contains("H200") {
+        (66.9, 494.7, 989.4)
+    } else if device.contains("A100") {
+        (19.5, 156.0, 312.0)
+    } else if device.contains("L40S") {
+        (91.6, 183.0, 362.0)
+    } else {
+        return None;
+    };
+    Some(match precision {
+        Fp32 => fp32,
+        Tf32 => tf32,
+        Bf16 => bf16,
+    })
+}
+
+/// `after − before` for every number of a counters object (recursively).
+fn delta(before: &serde_json::Value, after: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (before, after) {
+        (Value::Number(a), Value::Number(b)) => serde_json::json!(b.as_f64().unwrap_or(0.0) - a.as_f64().unwrap_or(0.0)),
+        (Value::Object(a), Value::Object(b)) => Value::Object(
+            b.iter().map(|(k, v)| (k.clone(), delta(a.get(k).unwrap_or(&Value::Null), v))).collect(),
+        ),
+        (Value::Null, Value::Number(b)) => Value::Number(b.clone()),
+        (Value::Null, Value::Object(_)) => delta(&serde_json::json!({}), after),
+        (_, b) => b.clone(),
+    }
+}
+
+/// Times `iters` forwards of a SiT on `be` after `warmup` untimed ones and prints one table row,
+/// then what one forward after the warm-up asked of the device, when the backend counts it.
 pub fn sit<B: Backend>(be: &B, b: &SitBench) -> Result<()> {
     let cfg = SiTConfig::preset(&b.model, b.image_size)?;
     let model = SiT::load(be, &synthetic::sit(&cfg, 0), cfg.clone())?;
@@ -26,9 +60,12 @@ pub fn sit<B: Backend>(be: &B, b: &SitBench) -> Result<()> {
     let x = rng::gaussian(1, 0, 0, 0, n * cfg.sample_len());
     let t: Vec<f32> = (0..n).map(|i| (i as f32 + 0.5) / n as f32).collect();
     let y: Vec<i64> = (0..n as i64).map(|i| i % cfg.num_classes as i64).collect();
-    for _ in 0..b.warmup {
+    for _ in 0..b.warmup.max(1) {
         model.forward(be, &x, &t, &y)?;
     }
+    let before = be.counters();
+    model.forward(be, &x, &t, &y)?;
+    let per_forward = before.zip(be.counters()).map(|(a, b)| delta(&a, &b));
     let mut times = Vec::with_capacity(b.iters);
     for _ in 0..b.iters.max(1) {
         let s = Instant::now();
@@ -39,10 +76,12 @@ pub fn sit<B: Backend>(be: &B, b: &SitBench) -> Result<()> {
     let median = times[times.len() / 2];
     let best = times[0];
     let gmacs = cfg.macs_per_image() / 1e9;
-    println!("| model | px | batch | device | precision | median s/forward | img/s (median) | img/s (best) | GFLOP/s (median) |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    let tflops = 2.0 * gmacs * n as f64 / median / 1e3;
+    let peak = peak_tflops(&be.name(), b.precision).map_or("-".to_string(), |p| format!("{:.1} %", 100.0 * tflops / p));
+    println!("| model | px | batch | device | precision | median s/forward | img/s (median) | img/s (best) | TFLOP/s (median) | % of peak |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {} | {} | {} | {:?} | {:.4} | {:.2} | {:.2} | {:.1} |",
+        "| {} | {} | {} | {} | {:?} | {:.4} | {:.2} | {:.2} | {:.2} | {} |",
         b.model,
         b.image_size,
         n,
@@ -51,8 +90,34 @@ pub fn sit<B: Backend>(be: &B, b: &SitBench) -> Result<()> {
         median,
         n as f64 / median,
         n as f64 / best,
-        2.0 * gmacs * n as f64 / median
+        tflops,
+        peak
     );
+    if let Some(c) = per_forward {
+        let num = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0) as u64;
+        println!();
+        println!("| per forward after warm-up | launches | graph launches | GEMMs by compute type | allocations | host syncs |");
+        println!("|---|---|---|---|---|---|");
+        println!(
+            "| counted by sitdiv | {} | {} | {} | {} | {} |",
+            num(&c["launches"]),
+            num(&c["graph_launches"]),
+            c["gemms"],
+            num(&c["allocations"]),
+            num(&c["host_syncs"])
+        );
+        let s = &c["standin"];
+        if s.is_object() {
+            println!(
+                "| seen by the emulated device's driver | {} | {} | {} | {} | {} |",
+                num(&s["launches"]),
+                num(&s["graph_launches"]),
+                s["gemms_by_compute"],
+                num(&s["allocations"]),
+                num(&s["host_syncs"])
+            );
+        }
+    }
     Ok(())
 }
 

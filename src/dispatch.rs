@@ -24,6 +24,12 @@ pub struct DeviceArgs {
     /// Synchronise after every GPU launch, so an error names the op that caused it.
     #[arg(long)]
     pub sync_debug: bool,
+    /// Run every forward eagerly instead of replaying a CUDA graph captured once per batch size.
+    #[arg(long)]
+    pub no_cuda_graphs: bool,
+    /// NVTX ranges (forward, block, attention, MLP) for an Nsight Systems timeline.
+    #[arg(long)]
+    pub nvtx: bool,
 }
 
 /// Something to run on whichever backend `--device` picks.
@@ -56,7 +62,14 @@ pub fn on_device(d: &DeviceArgs, job: impl OnBackend) -> Result<()> {
         },
     };
     #[cfg(any(feature = "cuda", feature = "cuda12"))]
-    match sitdiv::backend::cuda::Cuda::new(ordinal, d.precision, d.sync_debug) {
+    let options = sitdiv::backend::cuda::CudaOptions {
+        precision: d.precision,
+        sync_debug: d.sync_debug,
+        graphs: !d.no_cuda_graphs,
+        nvtx: d.nvtx,
+    };
+    #[cfg(any(feature = "cuda", feature = "cuda12"))]
+    match sitdiv::backend::cuda::Cuda::with_options(ordinal, options) {
         Ok(be) => job.run(&be),
         Err(e) if auto => {
             log::info!("--device auto: no usable GPU ({e:#}); running on the CPU");

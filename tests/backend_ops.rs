@@ -63,6 +63,13 @@ enum Args {
     GroupNorm { n: usize, c: usize, hw: usize, groups: usize, silu: bool },
     Upsample { n: usize, c: usize, h: usize, w: usize },
     Transpose { b: usize, r: usize, c: usize },
+    LinearGelu { m: usize, k: usize, n: usize, bias: bool },
+    LinearOperand { m: usize, k: usize, n: usize, bias: bool },
+    Operand { n: usize },
+    /// The mutated x and the result, one after the other.
+    GatedAddLnMod { b: usize, t: usize, d: usize, gate: View, shift: View, scale: View },
+    /// Input 1 is replaced by the ids as exact f32 integers.
+    GatherRowsIdf { vocab: usize, ids: Vec<usize>, d: usize },
 }
 
 impl Args {
@@ -87,6 +94,11 @@ impl Args {
             Args::GroupNorm { .. } => Op::GroupNorm,
             Args::Upsample { .. } => Op::UpsampleNearest2x,
             Args::Transpose { .. } => Op::Transpose,
+            Args::LinearGelu { .. } => Op::LinearGelu,
+            Args::LinearOperand { .. } => Op::LinearOperand,
+            Args::Operand { .. } => Op::Operand,
+            Args::GatedAddLnMod { .. } => Op::GatedAddLayerNormModulate,
+            Args::GatherRowsIdf { .. } => Op::GatherRowsIdf,
         }
     }
 
@@ -97,6 +109,8 @@ impl Args {
             Op::Patchify
                 | Op::Unpatchify
                 | Op::GatherRows
+                | Op::GatherRowsIdf
+                | Op::Operand
                 | Op::Transpose
                 | Op::ConcatChannels
                 | Op::UpsampleNearest2x
@@ -116,7 +130,9 @@ impl Args {
             lens
         }
         match *self {
-            Args::Linear { m, k, n, bias } => {
+            Args::Linear { m, k, n, bias }
+            | Args::LinearGelu { m, k, n, bias }
+            | Args::LinearOperand { m, k, n, bias } => {
                 let mut l = vec![m * k, n * k];
                 if bias {
                     l.push(n);
@@ -157,13 +173,21 @@ impl Args {
             Args::GroupNorm { n, c, hw, .. } => vec![n * c * hw, c, c],
             Args::Upsample { n, c, h, w } => vec![n * c * h * w],
             Args::Transpose { b, r, c } => vec![b * r * c],
+            Args::Operand { n } => vec![n],
+            Args::GatedAddLnMod { b, t, d, gate, shift, scale } => {
+                with_views(vec![b * t * d, b * t * d], b, &[gate, shift, scale])
+            }
+            Args::GatherRowsIdf { vocab, ref ids, d } => vec![vocab * d, ids.len()],
         }
     }
 
     /// The output length of a well-formed call.
     fn out_len(&self, inputs: &[Vec<f32>]) -> usize {
         match *self {
-            Args::Linear { m, n, .. } => m * n,
+            Args::Linear { m, n, .. } | Args::LinearGelu { m, n, .. } | Args::LinearOperand { m, n, .. } => m * n,
+            Args::Operand { n } => n,
+            Args::GatedAddLnMod { b, t, d, .. } => 2 * b * t * d,
+            Args::GatherRowsIdf { ref ids, d, .. } => ids.len() * d,
             Args::LayerNorm { rows, d } | Args::LayerNormAffine { rows, d } => rows * d,
             Args::Modulate { b, t, d, .. }
             | Args::LayerNormModulate { b, t, d, .. }
@@ -515,6 +539,38 @@ fn table() -> Vec<Case> {
     t.push(case("W=0", us(2, 3, 4, 0)));
     t.push(case("x one long", us(1, 2, 3, 3)).lens(&[19]).bad());
 
+    // The fused forms a GPU runs in one pass: linear + GELU, linear for attention, a GEMM operand.
+    for gelu in [true, false] {
+        let l = |m, k, n, bias| if gelu { LinearGelu { m, k, n, bias } } else { LinearOperand { m, k, n, bias } };
+        t.push(case("3x17x129 bias", l(3, 17, 129, true)));
+        t.push(case("5x33x7 no bias", l(5, 33, 7, false)));
+        t.push(case("2x32x64 bias 256 B", l(2, 32, 64, true)));
+        t.push(case("M=0", l(0, 5, 7, true)));
+        t.push(case("K=0 bias", l(4, 0, 6, true)));
+        t.push(case("bias of N+1", l(3, 5, 7, true)).lens(&[15, 35, 8]).bad());
+    }
+    t.push(case("3x17x129", Operand { n: 3 * 17 * 129 }));
+    t.push(case("64 256 B", Operand { n: 64 }));
+    t.push(case("0", Operand { n: 0 }));
+
+    // gated_add_layer_norm_modulate: x, y (B, T, D); gate, shift, scale column views.
+    let gl = |b, t, d, gate, shift, scale| GatedAddLnMod { b, t, d, gate, shift, scale };
+    let d = 129;
+    t.push(case("3x17x129 gate_msa, next shift/scale", gl(3, 17, d, v(2, 6 * d, 2 * d), v(3, 6 * d, 3 * d), v(3, 6 * d, 4 * d))));
+    t.push(case("2x5x33 three strides", gl(2, 5, 33, v(2, 40, 7), v(3, 66, 33), v(4, 34, 1))));
+    t.push(case("1x1x1", gl(1, 1, 1, v(2, 1, 0), v(3, 1, 0), v(4, 2, 1))));
+    t.push(case("2x2x64 views end 256 B", gl(2, 2, 64, v(2, 128, 64), v(3, 64, 0), v(4, 64, 0))));
+    t.push(case("B=0", gl(0, 3, 5, v(2, 5, 0), v(3, 5, 0), v(4, 5, 0))));
+    t.push(case("D=0", gl(2, 3, 0, v(2, 3, 3), v(3, 2, 1), v(4, 1, 0))));
+    t.push(case("gate view past its row", gl(2, 3, 5, v(2, 10, 6), v(3, 5, 0), v(4, 5, 0))).bad());
+
+    // gather_rows_idf: ids as exact f32 (the CUDA side trusts them: the caller checks).
+    let gi = |vocab, ids: &[usize], d| GatherRowsIdf { vocab, ids: ids.to_vec(), d };
+    t.push(case("5 of V=7 D=33", gi(7, &[6, 0, 3, 3, 1], 33)));
+    t.push(case("empty ids", gi(4, &[], 9)));
+    t.push(case("D=0", gi(4, &[1, 2], 0)));
+    t.push(case("1 of V=1 D=1", gi(1, &[0], 1)));
+
     // transpose: (B, R, C) → (B, C, R)
     let tr = |b, r, c| Transpose { b, r, c };
     t.push(case("3x17x5", tr(3, 17, 5)));
@@ -623,6 +679,19 @@ fn exec<B: Backend>(be: &B, args: &Args, inputs: &[Vec<f32>]) -> Result<Vec<f32>
         } => be.group_norm(x, &rest[0], &rest[1], n, c, hw, groups, EPS, silu)?,
         Args::Upsample { n, c, h, w } => be.upsample_nearest2x(x, n, c, h, w)?,
         Args::Transpose { b, r, c } => be.transpose(x, b, r, c)?,
+        Args::LinearGelu { m, k, n, bias } => be.linear_gelu(x, &rest[0], bias.then(|| &rest[1]), m, k, n)?,
+        Args::LinearOperand { m, k, n, bias } => be.linear_operand(x, &rest[0], bias.then(|| &rest[1]), m, k, n)?,
+        Args::Operand { .. } => be.operand(be.upload(&inputs[0])?)?,
+        Args::GatedAddLnMod { b, t, d, ref gate, ref shift, ref scale } => {
+            let y = be.gated_add_layer_norm_modulate(x, &rest[0], view(gate), view(shift), view(scale), b, t, d, EPS)?;
+            let mut both = be.download(x)?;
+            both.extend(be.download(&y)?);
+            return Ok(both);
+        }
+        Args::GatherRowsIdf { ref ids, d, .. } => {
+            let idf: Vec<f32> = ids.iter().map(|&i| i as f32).collect();
+            be.gather_rows_idf(x, &be.upload(&idf)?, d)?
+        }
         Args::Concat { .. } => unreachable!("handled above"),
     };
     be.download(&out)

@@ -155,10 +155,15 @@ pub enum Op {
     GroupNorm,
     UpsampleNearest2x,
     Transpose,
+    LinearGelu,
+    LinearOperand,
+    Operand,
+    GatedAddLayerNormModulate,
+    GatherRowsIdf,
 }
 
 impl Op {
-    pub const ALL: [Op; 23] = [
+    pub const ALL: [Op; 28] = [
         Op::Linear,
         Op::LayerNorm,
         Op::Modulate,
@@ -182,6 +187,11 @@ impl Op {
         Op::GroupNorm,
         Op::UpsampleNearest2x,
         Op::Transpose,
+        Op::LinearGelu,
+        Op::LinearOperand,
+        Op::Operand,
+        Op::GatedAddLayerNormModulate,
+        Op::GatherRowsIdf,
     ];
 
     /// The method's name, as messages show it.
@@ -210,6 +220,11 @@ impl Op {
             Op::GroupNorm => "group_norm",
             Op::UpsampleNearest2x => "upsample_nearest2x",
             Op::Transpose => "transpose",
+            Op::LinearGelu => "linear_gelu",
+            Op::LinearOperand => "linear_operand",
+            Op::Operand => "operand",
+            Op::GatedAddLayerNormModulate => "gated_add_layer_norm_modulate",
+            Op::GatherRowsIdf => "gather_rows_idf",
         }
     }
 }
@@ -349,6 +364,108 @@ pub trait Backend: Send + Sync {
 
     /// `nn.Embedding` lookup: table (V, D), ids (B) → (B, D). Ids are checked by the caller.
     fn gather_rows(&self, table: &Self::Buf, ids: &[usize], d: usize) -> Result<Self::Buf>;
+
+    // ---- fused forms: the CPU runs them as the ops they are made of (so its bits never
+    // change); a GPU backend runs each as one pass, in the precision its products want ----------
+
+    /// A weight that is only ever the right operand of `linear` (`nn.Linear.weight`): a backend
+    /// may store it in its GEMM precision (bf16 under `--precision bf16`).
+    fn upload_weight(&self, w: &[f32]) -> Result<Self::Buf> {
+        self.upload(w)
+    }
+
+    /// `x` as the left operand of later products (SiLU(c) before every adaLN): a backend may
+    /// convert it to its GEMM precision once. Only `linear` may consume the result.
+    fn operand(&self, x: Self::Buf) -> Result<Self::Buf> {
+        Ok(x)
+    }
+
+    /// `F.gelu(F.linear(x, w, b), approximate='tanh')`, whose result feeds only another
+    /// product (the MLP's fc2).
+    fn linear_gelu(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: Option<&Self::Buf>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Self::Buf> {
+        let mut y = self.linear(x, w, b, m, k, n)?;
+        self.gelu_tanh(&mut y)?;
+        Ok(y)
+    }
+
+    /// `linear` whose result feeds only `attention` (the fused qkv).
+    fn linear_operand(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: Option<&Self::Buf>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Self::Buf> {
+        self.linear(x, w, b, m, k, n)
+    }
+
+    /// `gated_add(x, y, gate)` then `layer_norm_modulate(x, shift, scale)`: the end of one adaLN
+    /// branch and the input of the next, whose result feeds only a product.
+    #[allow(clippy::too_many_arguments)]
+    fn gated_add_layer_norm_modulate(
+        &self,
+        x: &mut Self::Buf,
+        y: &Self::Buf,
+        gate: Cols<Self>,
+        shift: Cols<Self>,
+        scale: Cols<Self>,
+        b: usize,
+        t: usize,
+        d: usize,
+        eps: f32,
+    ) -> Result<Self::Buf> {
+        self.gated_add(x, y, gate, b, t, d)?;
+        self.layer_norm_modulate(x, shift, scale, b, t, d, eps)
+    }
+
+    /// `gather_rows` with the ids in a buffer, as exact integers in f32 (below 2²⁴): the lookup
+    /// of a forward whose inputs are all device buffers.
+    fn gather_rows_idf(&self, table: &Self::Buf, ids: &Self::Buf, d: usize) -> Result<Self::Buf> {
+        let ids = self
+            .download(ids)?
+            .iter()
+            .map(|&v| {
+                anyhow::ensure!(v >= 0.0 && v.fract() == 0.0 && v < 16_777_216.0, "gather_rows_idf: id {v} is not an exact index");
+                Ok(v as usize)
+            })
+            .collect::<Result<Vec<usize>>>()?;
+        self.gather_rows(table, &ids, d)
+    }
+
+    /// Runs `f` on `inputs` (uploaded) and returns its result on the host. A GPU backend may
+    /// capture the device work of the first call for each `key` into a graph and replay it, so
+    /// `f` must depend only on the inputs' values, with shapes fixed by `key`.
+    fn run_graph(
+        &self,
+        _key: &str,
+        inputs: &[&[f32]],
+        f: &dyn Fn(&[Self::Buf]) -> Result<Self::Buf>,
+    ) -> Result<Vec<f32>> {
+        let bufs = inputs.iter().map(|x| self.upload(x)).collect::<Result<Vec<_>>>()?;
+        self.download(&f(&bufs)?)
+    }
+
+    /// What the backend counted so far (launches, products by compute type, allocations, host
+    /// synchronisations), for benchmarks; `None` when it counts nothing.
+    fn counters(&self) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// Marks the start of a named range of work (an NVTX range on a GPU with `--nvtx`).
+    fn range_push(&self, _name: &str) {}
+
+    /// Ends the innermost range.
+    fn range_pop(&self) {}
 
     // ---- ops of the metric backbones (ViTs) ----------------------------------------------------
     // Backends without them report so; the CPU backend has them all.

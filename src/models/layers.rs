@@ -54,7 +54,7 @@ impl<B: Backend> Linear<B> {
             b.map(<[f32]>::len)
         );
         Ok(Linear {
-            w: be.upload(w)?,
+            w: be.upload_weight(w)?,
             b: b.map(|b| be.upload(b)).transpose()?,
             in_f,
             out_f,
@@ -64,6 +64,16 @@ impl<B: Backend> Linear<B> {
     /// (M, in) → (M, out)
     pub fn forward(&self, be: &B, x: &B::Buf, m: usize) -> Result<B::Buf> {
         be.linear(x, &self.w, self.b.as_ref(), m, self.in_f, self.out_f)
+    }
+
+    /// tanh-GELU of `forward`, whose result feeds only another product.
+    pub fn forward_gelu(&self, be: &B, x: &B::Buf, m: usize) -> Result<B::Buf> {
+        be.linear_gelu(x, &self.w, self.b.as_ref(), m, self.in_f, self.out_f)
+    }
+
+    /// `forward` whose result feeds only `attention`.
+    pub fn forward_operand(&self, be: &B, x: &B::Buf, m: usize) -> Result<B::Buf> {
+        be.linear_operand(x, &self.w, self.b.as_ref(), m, self.in_f, self.out_f)
     }
 }
 

@@ -324,18 +324,18 @@ impl<B: Backend> SiT<B> {
     /// The backend ops its forward calls (tests/model_ops.rs checks the list).
     pub const OPS: &'static [Op] = &[
         Op::Linear,
-        Op::LayerNorm,
+        Op::LinearOperand,
+        Op::LinearGelu,
+        Op::Operand,
         Op::LayerNormModulate,
-        Op::Modulate,
-        Op::GatedAdd,
+        Op::GatedAddLayerNormModulate,
         Op::AddRow,
         Op::Add,
         Op::Silu,
-        Op::GeluTanh,
         Op::Attention,
         Op::Patchify,
         Op::Unpatchify,
-        Op::GatherRows,
+        Op::GatherRowsIdf,
     ];
 
     /// Checks every tensor of `file` against `config` (all problems at once), then uploads them.
@@ -406,16 +406,10 @@ impl<B: Backend> SiT<B> {
         x: &[f32],
         t: &[f32],
         y: &[i64],
-        mut taps: Option<&mut Taps>,
+        taps: Option<&mut Taps>,
     ) -> Result<Vec<f32>> {
         let cfg = &self.config;
         let n = t.len();
-        let (d, tok, s, p) = (
-            cfg.hidden_size,
-            cfg.tokens(),
-            cfg.input_size,
-            cfg.patch_size,
-        );
         ensure!(
             x.len() == n * cfg.sample_len(),
             "SiT forward: x has {} floats, expected {n}×{}",
@@ -437,6 +431,33 @@ impl<B: Backend> SiT<B> {
                 }
             })
             .collect::<Result<Vec<_>>>()?;
+        let freq = timestep_embedding(t, FREQ_DIM); // (N, 256)
+        // Class ids travel as exact f32 integers, so that every input is a plain device buffer.
+        let idf: Vec<f32> = ids.iter().map(|&i| i as f32).collect();
+        let Some(taps) = taps else {
+            // Shapes are fixed by the model and the batch: the backend may capture the device work
+            // once and replay it.
+            let key = format!("SiT@{:p} n={n}", self);
+            return be.run_graph(&key, &[x, &freq, &idf], &|bufs| self.core(be, &bufs[0], &bufs[1], &bufs[2], n, None));
+        };
+        let bufs = [be.upload(x)?, be.upload(&freq)?, be.upload(&idf)?];
+        let out = self.core(be, &bufs[0], &bufs[1], &bufs[2], n, Some(taps))?;
+        be.download(&out)
+    }
+
+    /// The device work of `forward`: x (N, C, H, W), the timesteps' sinusoidal features (N, 256)
+    /// and the class ids (N, exact f32) → (N, C, H, W).
+    fn core(
+        &self,
+        be: &B,
+        xb: &B::Buf,
+        freq: &B::Buf,
+        ids: &B::Buf,
+        n: usize,
+        mut taps: Option<&mut Taps>,
+    ) -> Result<B::Buf> {
+        let cfg = &self.config;
+        let (d, tok, s, p) = (cfg.hidden_size, cfg.tokens(), cfg.input_size, cfg.patch_size);
         let want_taps = taps.is_some();
         let mut tap = |name: &str, buf: &B::Buf| -> Result<()> {
             if let Some(taps) = taps.as_deref_mut() {
@@ -444,45 +465,73 @@ impl<B: Backend> SiT<B> {
             }
             Ok(())
         };
+        be.range_push("SiT forward");
 
         // Patch embedding + fixed positional embedding.
-        let xb = be.upload(x)?; // (N, C, H, W)
-        let patches = be.patchify(&xb, n, cfg.in_channels, s, s, p)?; // (N, T, C·p·p)
+        let patches = be.patchify(xb, n, cfg.in_channels, s, s, p)?; // (N, T, C·p·p)
         let mut h = self.x_embedder.proj.forward(be, &patches, n * tok)?; // (N, T, D)
         tap("tap.x_embedder.out", &h)?;
         be.add_row(&mut h, &self.pos_embed, n, tok * d)?;
         tap("tap.pos_added_tokens", &h)?;
 
         // Conditioning c = t_emb + y_emb.
-        let freq = be.upload(&timestep_embedding(t, FREQ_DIM))?; // (N, 256)
-        tap("tap.t_embedder.freq_embedding", &freq)?;
-        let t1 = self.t_embedder.mlp0.forward(be, &freq, n)?;
+        tap("tap.t_embedder.freq_embedding", freq)?;
+        let t1 = self.t_embedder.mlp0.forward(be, freq, n)?;
         let t_emb = self.t_embedder.mlp2.forward(be, &be.silu(&t1)?, n)?; // (N, D)
         tap("tap.t_embedder.out", &t_emb)?;
-        let y_emb = be.gather_rows(&self.y_embedder.table, &ids, d)?; // (N, D)
+        let y_emb = be.gather_rows_idf(&self.y_embedder.table, ids, d)?; // (N, D)
         tap("tap.y_embedder.out", &y_emb)?;
         let mut c = t_emb;
         be.add(&mut c, &y_emb)?;
         tap("tap.c", &c)?;
-        let c_act = be.silu(&c)?; // every adaLN starts with SiLU(c)
+        // Every adaLN starts with SiLU(c), the left operand of its product.
+        let c_act = be.operand(be.silu(&c)?)?;
 
+        // Each branch ends with its gated residual fused into the LayerNorm + modulate of the
+        // next one, so every block needs the next adaLN: block k+1's, or the final layer's.
+        let ada = |k: usize| -> Result<B::Buf> {
+            match self.blocks.get(k) {
+                Some(b) => b.ada.forward(be, &c_act, n), // (N, 6D)
+                None => self.final_layer.ada.forward(be, &c_act, n), // (N, 2D): shift, scale
+            }
+        };
+        let width = |k: usize| if k < self.blocks.len() { 6 * d } else { 2 * d };
+        let mut m = ada(0)?;
+        if self.blocks.is_empty() {
+            tap("tap.final_layer.adaLN_modulation.out", &m)?;
+        } else {
+            tap("tap.blocks.0.adaLN_modulation.out", &m)?;
+        }
+        let (w0, stride) = (width(0), |k| width(k));
+        let mut y = be.layer_norm_modulate(
+            &h,
+            Cols { buf: &m, stride: w0, offset: 0 },
+            Cols { buf: &m, stride: w0, offset: d },
+            n,
+            tok,
+            d,
+            LN_EPS,
+        )?;
         for (k, block) in self.blocks.iter().enumerate() {
-            h = block.forward(be, h, &c_act, n, cfg, &mut |name, buf| {
-                tap(&format!("tap.blocks.{k}.{name}"), buf)
-            })?;
+            let next = ada(k + 1)?;
+            if k + 1 < self.blocks.len() {
+                tap(&format!("tap.blocks.{}.adaLN_modulation.out", k + 1), &next)?;
+            } else {
+                tap("tap.final_layer.adaLN_modulation.out", &next)?;
+            }
+            be.range_push("SiT block");
+            let w = stride(k + 1);
+            let io = BlockIo {
+                m: &m,
+                next: (Cols { buf: &next, stride: w, offset: 0 }, Cols { buf: &next, stride: w, offset: d }),
+            };
+            y = block.forward(be, &mut h, &y, io, n, cfg, &mut |name, buf| tap(&format!("tap.blocks.{k}.{name}"), buf))?;
+            be.range_pop();
+            m = next;
         }
 
-        // Final layer.
-        let m = self.final_layer.ada.forward(be, &c_act, n)?; // (N, 2D): shift, scale
-        tap("tap.final_layer.adaLN_modulation.out", &m)?;
-        let mut hn = be.layer_norm(&h, n * tok, d, LN_EPS)?;
-        let col = |offset| Cols {
-            buf: &m,
-            stride: 2 * d,
-            offset,
-        };
-        be.modulate(&mut hn, col(0), col(d), n, tok, d)?;
-        let o = self.final_layer.linear.forward(be, &hn, n * tok)?; // (N, T, p²·C_out)
+        // Final layer: its LayerNorm + modulate came with the last residual.
+        let o = self.final_layer.linear.forward(be, &y, n * tok)?; // (N, T, p²·C_out)
         tap("tap.final_layer.out", &o)?;
         let c_out = cfg.out_channels();
         if want_taps {
@@ -490,45 +539,52 @@ impl<B: Backend> SiT<B> {
             tap("tap.unpatchified", &full)?;
         }
         let out = be.unpatchify(&o, n, c_out, cfg.in_channels, s, s, p)?; // (N, C, H, W)
-        be.download(&out)
+        be.range_pop();
+        Ok(out)
     }
 }
 
+/// What a block reads beyond its input: its adaLN output (N, 6D), and the shift and scale of the
+/// branch after it, whose LayerNorm + modulate it computes with its last residual.
+struct BlockIo<'a, B: Backend> {
+    m: &'a B::Buf,
+    next: (Cols<'a, B>, Cols<'a, B>),
+}
+
 impl<B: Backend> SiTBlock<B> {
-    /// x (N, T, D), c_act = SiLU(c) (N, D) → (N, T, D).
+    /// x (N, T, D) in place, y = LN(x)·(1 + scale_msa) + shift_msa (its first branch's input)
+    /// → the next branch's input, LN(x')·(1 + next scale) + next shift.
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         be: &B,
-        mut x: B::Buf,
-        c_act: &B::Buf,
+        x: &mut B::Buf,
+        y: &B::Buf,
+        io: BlockIo<B>,
         n: usize,
         cfg: &SiTConfig,
         tap: &mut dyn FnMut(&str, &B::Buf) -> Result<()>,
     ) -> Result<B::Buf> {
         let (d, t) = (cfg.hidden_size, cfg.tokens());
-        let m = self.ada.forward(be, c_act, n)?; // (N, 6D)
-        tap("adaLN_modulation.out", &m)?;
         // Chunks in upstream order: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp.
-        let chunk = |i: usize| Cols {
-            buf: &m,
-            stride: 6 * d,
-            offset: i * d,
-        };
+        let chunk = |i: usize| Cols { buf: io.m, stride: 6 * d, offset: i * d };
 
-        let y = be.layer_norm_modulate(&x, chunk(0), chunk(1), n, t, d, LN_EPS)?;
-        let qkv = self.attn.qkv.forward(be, &y, n * t)?; // (N, T, 3D)
+        be.range_push("attention");
+        let qkv = self.attn.qkv.forward_operand(be, y, n * t)?; // (N, T, 3D)
         let a = be.attention(&qkv, n, t, cfg.num_heads, cfg.head_dim())?; // (N, T, D)
         let a = self.attn.proj.forward(be, &a, n * t)?;
+        be.range_pop();
         tap("attn.out", &a)?;
-        be.gated_add(&mut x, &a, chunk(2), n, t, d)?;
+        let y = be.gated_add_layer_norm_modulate(x, &a, chunk(2), chunk(3), chunk(4), n, t, d, LN_EPS)?;
 
-        let y = be.layer_norm_modulate(&x, chunk(3), chunk(4), n, t, d, LN_EPS)?;
-        let mut hid = self.mlp.fc1.forward(be, &y, n * t)?; // (N, T, 4D)
-        be.gelu_tanh(&mut hid)?;
+        be.range_push("MLP");
+        let hid = self.mlp.fc1.forward_gelu(be, &y, n * t)?; // (N, T, 4D)
         let mo = self.mlp.fc2.forward(be, &hid, n * t)?; // (N, T, D)
+        be.range_pop();
         tap("mlp.out", &mo)?;
-        be.gated_add(&mut x, &mo, chunk(5), n, t, d)?;
-        tap("out", &x)?;
-        Ok(x)
+        let (shift, scale) = io.next;
+        let next = be.gated_add_layer_norm_modulate(x, &mo, chunk(5), shift, scale, n, t, d, LN_EPS)?;
+        tap("out", x)?;
+        Ok(next)
     }
 }

@@ -235,4 +235,35 @@ impl Backend for Recording {
         self.note(Op::Transpose);
         Cpu.transpose(x, b, r, c)
     }
+    fn operand(&self, x: Vec<f32>) -> Result<Vec<f32>> {
+        self.note(Op::Operand);
+        Cpu.operand(x)
+    }
+    fn linear_gelu(&self, x: &Vec<f32>, w: &Vec<f32>, b: Option<&Vec<f32>>, m: usize, k: usize, n: usize) -> Result<Vec<f32>> {
+        self.note(Op::LinearGelu);
+        Cpu.linear_gelu(x, w, b, m, k, n)
+    }
+    fn linear_operand(&self, x: &Vec<f32>, w: &Vec<f32>, b: Option<&Vec<f32>>, m: usize, k: usize, n: usize) -> Result<Vec<f32>> {
+        self.note(Op::LinearOperand);
+        Cpu.linear_operand(x, w, b, m, k, n)
+    }
+    fn gated_add_layer_norm_modulate(
+        &self,
+        x: &mut Vec<f32>,
+        y: &Vec<f32>,
+        gate: Cols<Self>,
+        shift: Cols<Self>,
+        scale: Cols<Self>,
+        b: usize,
+        t: usize,
+        d: usize,
+        eps: f32,
+    ) -> Result<Vec<f32>> {
+        self.note(Op::GatedAddLayerNormModulate);
+        Cpu.gated_add_layer_norm_modulate(x, y, cols(gate), cols(shift), cols(scale), b, t, d, eps)
+    }
+    fn gather_rows_idf(&self, table: &Vec<f32>, ids: &Vec<f32>, d: usize) -> Result<Vec<f32>> {
+        self.note(Op::GatherRowsIdf);
+        Cpu.gather_rows_idf(table, ids, d)
+    }
 }

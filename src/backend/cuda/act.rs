@@ -1,30 +1,46 @@
-//! Activations. CPU twin: src/backend/cpu/act.rs; test: tests/op_act.rs.
+//! Activations and the cast of GEMM operands to bf16. CPU twin: src/backend/cpu/act.rs; test:
+//! tests/op_act.rs.
 
-use anyhow::Result;
+use anyhow::{bail, ensure, Result};
 
+use super::buf::{Dtype, GpuBuf};
 use super::launch::grid_1d;
-use super::{Cuda, CudaSlice};
+use super::Cuda;
 
-pub fn silu(be: &Cuda, x: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
+pub fn silu(be: &Cuda, x: &GpuBuf) -> Result<GpuBuf> {
+    ensure!(x.dtype() == Dtype::F32, "silu: expects f32, got {:?}", x.dtype());
     let n = x.len();
-    let y = be.alloc(n)?;
+    let y = be.alloc(n, Dtype::F32)?;
     if n == 0 {
         return Ok(y);
     }
-    be.launch(&be.k.silu)
-        .buf(x)
-        .buf(&y)
-        .long(n)
-        .run(grid_1d(n)?)?;
+    be.launch(&be.k.silu).buf(x).buf(&y).long(n).run(grid_1d(n)?)?;
     be.done("silu_f32")?;
     Ok(y)
 }
 
-pub fn gelu_tanh(be: &Cuda, x: &mut CudaSlice<f32>) -> Result<()> {
+pub fn gelu_tanh(be: &Cuda, x: &mut GpuBuf) -> Result<()> {
+    ensure!(x.dtype() == Dtype::F32, "gelu_tanh: expects f32, got {:?}", x.dtype());
     let n = x.len();
     if n == 0 {
         return Ok(());
     }
     be.launch(&be.k.gelu_tanh).buf(x).long(n).run(grid_1d(n)?)?;
     be.done("gelu_tanh_f32")
+}
+
+/// `x` in `to`: a copy rounded to bf16 (nearest even), or `x` itself.
+pub fn cast(be: &Cuda, x: &GpuBuf, to: Dtype) -> Result<GpuBuf> {
+    match (x.dtype(), to) {
+        (Dtype::F32, Dtype::Bf16) => {
+            let n = x.len();
+            let y = be.alloc(n, Dtype::Bf16)?;
+            if n > 0 {
+                be.launch(&be.k.cast_bf16).buf(x).buf(&y).long(n).run(grid_1d(n)?)?;
+                be.done("cast_bf16")?;
+            }
+            Ok(y)
+        }
+        (from, to) => bail!("no cast from {from:?} to {to:?} on the GPU"),
+    }
 }

@@ -1,71 +1,150 @@
-//! Softmax attention. CPU twin: src/backend/cpu/attention.rs; test: tests/op_attention.rs.
+//! Softmax attention as two batched tensor-core products around a row softmax: per (image, head)
+//! S = Q·Kᵀ/√Dh (T × T), P = softmax(S), O = P·V, read straight from the fused qkv (B, T, 3·H·Dh)
+//! and written straight into (B, T, H·Dh), through arrays of operand addresses. CPU twin:
+//! src/backend/cpu/attention.rs; test: tests/op_attention.rs.
 
 use anyhow::{ensure, Context, Result};
-use cudarc::driver::sys::CUfunction_attribute;
 
-use super::launch::Dims;
-use super::{Cuda, CudaSlice};
+use super::buf::{Dtype, GpuBuf};
+use super::gemm::{self, Batched};
+use super::launch::{Dims, SOFTMAX_THREADS};
+use super::Cuda;
 
-/// Shared memory a block may use without opting in.
-const SMEM_DEFAULT: u32 = 48 * 1024;
+/// Scores of one chunk stay under this many bytes (1 GiB): larger batches run in chunks of images.
+const SCORES_BYTES: usize = 1 << 30;
 
-pub fn attention(
-    be: &Cuda,
-    qkv: &CudaSlice<f32>,
-    b: usize,
+/// The six operand arrays of one chunk, in device memory: (K, Q, S) for the scores, (V, P, O)
+/// for the output. Cached by everything they depend on, so a forward with the same buffers (every
+/// forward after the first, and every replay of a graph) uploads nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ArrayKey {
+    qkv: u64,
+    out: u64,
+    s: u64,
+    p: u64,
+    images: usize,
     t: usize,
     heads: usize,
     dh: usize,
-) -> Result<CudaSlice<f32>> {
+    es: usize,
+}
+
+fn operand_arrays(be: &Cuda, key: ArrayKey) -> Result<u64> {
+    let mut cache = be.attn_arrays.lock().map_err(|_| anyhow::anyhow!("attention cache poisoned"))?;
+    if let Some(buf) = cache.get(&key) {
+        return Ok(buf.ptr());
+    }
+    ensure!(!be.capturing(), "attention: new operand arrays inside a captured forward (no warm-up ran)");
+    let ArrayKey { qkv, out, s, p, images, t, heads, dh, es } = key;
+    let (d, bh) = (heads * dh, images * heads);
+    let mut host = vec![0u64; 6 * bh];
+    for i in 0..bh {
+        let (img, h) = (i / heads, i % heads);
+        let row0 = (img * t * 3 * d + h * dh) as u64;
+        host[i] = qkv + (row0 + d as u64) * es as u64; // K
+        host[bh + i] = qkv + row0 * es as u64; // Q
+        host[2 * bh + i] = s + (i * t * t * 4) as u64; // S (f32)
+        host[3 * bh + i] = qkv + (row0 + 2 * d as u64) * es as u64; // V
+        host[4 * bh + i] = p + (i * t * t * es) as u64; // P
+        host[5 * bh + i] = out + ((img * t * d + h * dh) * es) as u64; // O
+    }
+    // Raw addresses: a f32 buffer of twice the count.
+    let buf = be.persistent.alloc(2 * host.len(), Dtype::F32)?;
+    be.copy_to_device(&buf, bytemuck::cast_slice(&host))?;
+    if cache.len() > 256 {
+        cache.clear();
+    }
+    let ptr = buf.ptr();
+    cache.insert(key, buf);
+    Ok(ptr)
+}
+
+pub fn attention(be: &Cuda, qkv: &GpuBuf, b: usize, t: usize, heads: usize, dh: usize) -> Result<GpuBuf> {
     ensure!(
         qkv.len() == b * t * 3 * heads * dh,
         "attention: qkv has {} elements for ({b}, {t}, 3·{heads}·{dh})",
         qkv.len()
     );
-    let out = be.alloc(b * t * heads * dh)?;
+    let operand = be.operand_dtype();
+    let cast;
+    let qkv = if qkv.dtype() == operand {
+        qkv
+    } else {
+        cast = be.cast(qkv, operand)?;
+        &cast
+    };
+    let d = heads * dh;
+    let out = be.alloc(b * t * d, operand)?;
     if out.is_empty() {
         return Ok(out);
     }
-    // One block per (query row and image, head): B·T blocks in x, heads in y (≤ 65 535).
-    ensure!(
-        b * t <= i32::MAX as usize,
-        "attention: {b}·{t} query rows exceed the grid (2^31 - 1 blocks)"
-    );
-    ensure!(
-        heads <= 65_535,
-        "attention: {heads} heads exceed the grid's y dimension (65 535)"
-    );
-    // Threads per block: its launch table row. Shared memory: scores[t], q[dh], scratch[threads].
-    let threads = be.k.attention.sig.max_threads;
-    let smem = (t + dh + threads as usize) * 4;
-    ensure!(
-        smem <= be.smem_optin as usize,
-        "attention: {t} keys need {smem} bytes of shared memory, more than this GPU's {} per block",
-        be.smem_optin
-    );
-    let smem = smem as u32;
-    if smem > SMEM_DEFAULT {
-        be.k.attention
-            .f
-            .set_attribute(
-                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                smem as i32,
-            )
-            .context("opting attention_f32 in to more than 48 KiB of shared memory")?;
-    }
+    let es = operand.size();
+    let per_image = heads * t * t * 4;
+    let chunk = (SCORES_BYTES / per_image.max(1)).clamp(1, b);
     let scale = 1.0 / (dh as f32).sqrt();
-    be.launch(&be.k.attention)
-        .buf(qkv)
-        .buf(&out)
-        .int(t, "T")
-        .int(heads, "heads")
-        .int(dh, "head_dim")
-        .float(scale)
-        .run(Dims {
-            grid: ((b * t) as u32, heads as u32, 1),
-            block: (threads, 1, 1),
-            smem,
-        })?;
-    be.done("attention_f32")?;
+    let mut img0 = 0;
+    while img0 < b {
+        let images = chunk.min(b - img0);
+        let bh = images * heads;
+        let s = be.alloc(bh * t * t, Dtype::F32)?;
+        // f32 operands take the softmax in place; bf16 ones get P in bf16 for the second product.
+        let p_own = if operand == Dtype::F32 { None } else { Some(be.alloc(bh * t * t, operand)?) };
+        let p = p_own.as_ref().unwrap_or(&s);
+        let key = ArrayKey {
+            qkv: qkv.ptr() + (img0 * t * 3 * d * es) as u64,
+            out: out.ptr() + (img0 * t * d * es) as u64,
+            s: s.ptr(),
+            p: p.ptr(),
+            images,
+            t,
+            heads,
+            dh,
+            es,
+        };
+        let arrays = operand_arrays(be, key)?;
+        // The address of the i-th array of `bh` pointers.
+        let at = |i: usize| arrays + (i * bh * 8) as u64;
+        // Sᵀ (column-major T × T, i.e. S row-major) = K · Qᵀ · scale: m = n = T, k = Dh.
+        gemm::batched(
+            be,
+            &Batched {
+                trans: (true, false),
+                mnk: (t, t, dh),
+                alpha: scale,
+                a: (at(0), 3 * d),
+                b: (at(1), 3 * d),
+                c: (at(2), t),
+                types: (operand, Dtype::F32),
+                batch: bh,
+            },
+        )?;
+        let rows = bh * t;
+        let blocks = rows.div_ceil((SOFTMAX_THREADS / 32) as usize);
+        ensure!(blocks <= i32::MAX as usize, "attention: {rows} score rows exceed the grid");
+        let k = if operand == Dtype::F32 { &be.k.softmax_rows } else { &be.k.softmax_rows_bf16 };
+        be.launch(k)
+            .buf(&s)
+            .buf(p)
+            .long(rows)
+            .int(t, "T")
+            .run(Dims { grid: (blocks as u32, 1, 1), block: (SOFTMAX_THREADS, 1, 1), smem: 0 })
+            .context("attention softmax")?;
+        be.done("softmax_rows")?;
+        // Oᵀ (column-major Dh × T, ld D) = Vᵀ · Pᵀ: m = Dh, n = T, k = T.
+        gemm::batched(
+            be,
+            &Batched {
+                trans: (false, false),
+                mnk: (dh, t, t),
+                alpha: 1.0,
+                a: (at(3), 3 * d),
+                b: (at(4), t),
+                c: (at(5), d),
+                types: (operand, operand),
+                batch: bh,
+            },
+        )?;
+        img0 += images;
+    }
     Ok(out)
 }

@@ -2,18 +2,19 @@
 
 use anyhow::{ensure, Context, Result};
 
+use super::buf::{Dtype, GpuBuf};
 use super::launch::grid_1d;
-use super::{Cuda, CudaSlice};
+use super::Cuda;
 
 pub fn patchify(
     be: &Cuda,
-    x: &CudaSlice<f32>,
+    x: &GpuBuf,
     b: usize,
     c: usize,
     h: usize,
     w: usize,
     p: usize,
-) -> Result<CudaSlice<f32>> {
+) -> Result<GpuBuf> {
     ensure!(
         x.len() == b * c * h * w,
         "patchify: {} elements for ({b}, {c}, {h}, {w})",
@@ -24,7 +25,7 @@ pub fn patchify(
         "patchify: {h}×{w} is not divisible by patch size {p}"
     );
     let n = x.len();
-    let y = be.alloc(n)?;
+    let y = be.alloc(n, Dtype::F32)?;
     if n == 0 {
         return Ok(y);
     }
@@ -44,14 +45,14 @@ pub fn patchify(
 #[allow(clippy::too_many_arguments)]
 pub fn unpatchify(
     be: &Cuda,
-    o: &CudaSlice<f32>,
+    o: &GpuBuf,
     b: usize,
     c_out: usize,
     c_keep: usize,
     h: usize,
     w: usize,
     p: usize,
-) -> Result<CudaSlice<f32>> {
+) -> Result<GpuBuf> {
     ensure!(
         o.len() == b * h * w * c_out && c_keep <= c_out,
         "unpatchify: {} elements for ({b}, {c_out}, {h}, {w})",
@@ -62,7 +63,7 @@ pub fn unpatchify(
         "unpatchify: {h}×{w} is not divisible by patch size {p}"
     );
     let n = b * c_keep * h * w;
-    let y = be.alloc(n)?;
+    let y = be.alloc(n, Dtype::F32)?;
     if n == 0 {
         return Ok(y);
     }
@@ -82,17 +83,17 @@ pub fn unpatchify(
 
 pub fn gather_rows(
     be: &Cuda,
-    table: &CudaSlice<f32>,
+    table: &GpuBuf,
     ids: &[usize],
     d: usize,
-) -> Result<CudaSlice<f32>> {
+) -> Result<GpuBuf> {
     // i < V, overflow-free for any id; with D = 0 every row is empty, so any id reads nothing.
     ensure!(
         d == 0 || ids.iter().all(|&i| i < table.len() / d),
         "gather_rows: id out of range"
     );
     let n = ids.len() * d;
-    let y = be.alloc(n)?;
+    let y = be.alloc(n, Dtype::F32)?;
     if n == 0 {
         return Ok(y);
     }
@@ -101,7 +102,9 @@ pub fn gather_rows(
         .map(|&i| i32::try_from(i))
         .collect::<Result<Vec<i32>, _>>()
         .context("gather_rows: an id exceeds 32 bits")?;
-    let dev_ids = be.stream.clone_htod(&ids32).context("copy to the GPU")?;
+    // The ids' i32 bits in a buffer of as many 4-byte elements.
+    let dev_ids = be.alloc(ids32.len(), Dtype::F32)?;
+    be.copy_to_device(&dev_ids, bytemuck::cast_slice(&ids32))?;
     be.launch(&be.k.gather_rows)
         .buf(table)
         .buf(&dev_ids)
@@ -110,5 +113,19 @@ pub fn gather_rows(
         .long(n)
         .run(grid_1d(n)?)?;
     be.done("gather_rows_f32")?;
+    Ok(y)
+}
+
+/// Rows of a (V, D) table at ids given as exact integers in f32. Every id must be below V: the
+/// caller checked them on the host (a check here would wait for the device).
+pub fn gather_rows_idf(be: &Cuda, table: &GpuBuf, ids: &GpuBuf, d: usize) -> Result<GpuBuf> {
+    ensure!(ids.dtype() == Dtype::F32 && table.dtype() == Dtype::F32, "gather_rows_idf: expects f32 buffers");
+    let n = ids.len() * d;
+    let y = be.alloc(n, Dtype::F32)?;
+    if n == 0 {
+        return Ok(y);
+    }
+    be.launch(&be.k.gather_rows_idf).buf(table).buf(ids).buf(&y).int(d, "D").long(n).run(grid_1d(n)?)?;
+    be.done("gather_rows_idf_f32")?;
     Ok(y)
 }

@@ -2,10 +2,13 @@
 //! against the PTX by the static gate (`tests/kernels_static.rs`), against the loaded module by
 //! the driver at start-up (`cuFuncGetParamInfo`), and against the arguments of every launch.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, ensure, Context, Result};
 use cudarc::driver::{CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr};
+
+use super::buf::GpuBuf;
 
 /// A kernel parameter as the launch passes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,91 +46,66 @@ pub struct Sig {
 
 use P::{Ptr, F32, I32, I64};
 
-const fn sig(
-    file: &'static str,
-    name: &'static str,
-    params: &'static [P],
-    max_threads: u32,
-) -> Sig {
-    Sig {
-        file,
-        name,
-        params,
-        max_threads,
-    }
-}
-
-/// Every kernel the backend launches, in the order of [`Kernels`]; one row per kernel. Attention
-/// runs one block per query row and head, and its block size sets its shared scratch.
-#[rustfmt::skip]
-pub const SIGNATURES: &[Sig] = &[
-    sig("norm",        "layer_norm_f32",          &[Ptr, Ptr, I32, I32, F32], BLOCK),
-    sig("norm",        "layer_norm_modulate_f32", &[Ptr, Ptr, Ptr, I32, I32, Ptr, I32, I32, I32, I32, F32], BLOCK),
-    sig("norm",        "modulate_f32",            &[Ptr, Ptr, I32, I32, Ptr, I32, I32, I32, I32, I64], BLOCK),
-    sig("elementwise", "add_f32",                 &[Ptr, Ptr, I64], BLOCK),
-    sig("elementwise", "add_row_f32",             &[Ptr, Ptr, I32, I64], BLOCK),
-    sig("elementwise", "gated_add_f32",           &[Ptr, Ptr, Ptr, I32, I32, I32, I32, I64], BLOCK),
-    sig("elementwise", "fill_rows_f32",           &[Ptr, Ptr, I32, I64], BLOCK),
-    sig("act",         "silu_f32",                &[Ptr, Ptr, I64], BLOCK),
-    sig("act",         "gelu_tanh_f32",           &[Ptr, I64], BLOCK),
-    sig("embed",       "patchify_f32",            &[Ptr, Ptr, I32, I32, I32, I32, I64], BLOCK),
-    sig("embed",       "unpatchify_f32",          &[Ptr, Ptr, I32, I32, I32, I32, I32, I64], BLOCK),
-    sig("embed",       "gather_rows_f32",         &[Ptr, Ptr, Ptr, I32, I64], BLOCK),
-    sig("attention",   "attention_f32",           &[Ptr, Ptr, I32, I32, I32, F32], 128),
-];
-
 /// A loaded kernel and its row of the launch table.
 pub struct Kernel {
     pub f: CudaFunction,
     pub sig: &'static Sig,
 }
 
-/// Every kernel function, looked up and checked once.
-pub struct Kernels {
-    pub layer_norm: Kernel,
-    pub layer_norm_modulate: Kernel,
-    pub modulate: Kernel,
-    pub add: Kernel,
-    pub add_row: Kernel,
-    pub gated_add: Kernel,
-    pub fill_rows: Kernel,
-    pub silu: Kernel,
-    pub gelu_tanh: Kernel,
-    pub patchify: Kernel,
-    pub unpatchify: Kernel,
-    pub gather_rows: Kernel,
-    pub attention: Kernel,
+/// The launch table as one row per kernel (`field: file name [params] max_threads`), from which
+/// both `SIGNATURES` and the `Kernels` struct of loaded functions are made.
+macro_rules! launch_table {
+    ($($field:ident: $file:literal $name:literal [$($p:ident),*] $threads:expr;)*) => {
+        /// Every kernel the backend launches, in the order of [`Kernels`].
+        pub const SIGNATURES: &[Sig] = &[
+            $(Sig { file: $file, name: $name, params: &[$($p),*], max_threads: $threads },)*
+        ];
+
+        /// Every kernel function, looked up and checked once.
+        pub struct Kernels {
+            $(pub $field: Kernel,)*
+        }
+
+        impl Kernels {
+            pub fn load(module: impl Fn(&str) -> Result<Arc<CudaModule>>) -> Result<Self> {
+                let mut rows = SIGNATURES.iter();
+                let mut next = || -> Result<Kernel> {
+                    let sig = rows.next().context("the launch table is shorter than Kernels")?;
+                    let f = module(sig.file)?
+                        .load_function(sig.name)
+                        .with_context(|| format!("kernel {} in kernels/{}.cu", sig.name, sig.file))?;
+                    verify_params(&f, sig)?;
+                    Ok(Kernel { f, sig })
+                };
+                Ok(Kernels { $($field: next()?,)* })
+            }
+        }
+    };
 }
 
-impl Kernels {
-    pub fn load(module: impl Fn(&str) -> Result<Arc<CudaModule>>) -> Result<Self> {
-        let mut it = SIGNATURES.iter();
-        let mut next = || -> Result<Kernel> {
-            let sig = it
-                .next()
-                .context("the launch table is shorter than Kernels")?;
-            let f = module(sig.file)?
-                .load_function(sig.name)
-                .with_context(|| format!("kernel {} in kernels/{}.cu", sig.name, sig.file))?;
-            verify_params(&f, sig)?;
-            Ok(Kernel { f, sig })
-        };
-        Ok(Kernels {
-            layer_norm: next()?,
-            layer_norm_modulate: next()?,
-            modulate: next()?,
-            add: next()?,
-            add_row: next()?,
-            gated_add: next()?,
-            fill_rows: next()?,
-            silu: next()?,
-            gelu_tanh: next()?,
-            patchify: next()?,
-            unpatchify: next()?,
-            gather_rows: next()?,
-            attention: next()?,
-        })
-    }
+/// Threads per block of the softmax (8 rows of one warp each).
+pub const SOFTMAX_THREADS: u32 = 256;
+
+#[rustfmt::skip]
+launch_table! {
+    layer_norm:                   "norm"        "layer_norm_f32"                     [Ptr, Ptr, I32, I32, F32] BLOCK;
+    layer_norm_modulate:          "norm"        "layer_norm_modulate_f32"            [Ptr, Ptr, Ptr, I32, I32, Ptr, I32, I32, I32, I32, F32] BLOCK;
+    layer_norm_modulate_bf16:     "norm"        "layer_norm_modulate_bf16"           [Ptr, Ptr, Ptr, I32, I32, Ptr, I32, I32, I32, I32, F32] BLOCK;
+    gated_add_ln_modulate:        "norm"        "gated_add_layer_norm_modulate_f32"  [Ptr, Ptr, Ptr, I32, I32, Ptr, I32, I32, Ptr, I32, I32, Ptr, I32, I32, F32] BLOCK;
+    gated_add_ln_modulate_bf16:   "norm"        "gated_add_layer_norm_modulate_bf16" [Ptr, Ptr, Ptr, I32, I32, Ptr, I32, I32, Ptr, I32, I32, Ptr, I32, I32, F32] BLOCK;
+    modulate:                     "norm"        "modulate_f32"                       [Ptr, Ptr, I32, I32, Ptr, I32, I32, I32, I32, I64] BLOCK;
+    add:                          "elementwise" "add_f32"                            [Ptr, Ptr, I64] BLOCK;
+    add_row:                      "elementwise" "add_row_f32"                        [Ptr, Ptr, I32, I64] BLOCK;
+    gated_add:                    "elementwise" "gated_add_f32"                      [Ptr, Ptr, Ptr, I32, I32, I32, I32, I64] BLOCK;
+    silu:                         "act"         "silu_f32"                           [Ptr, Ptr, I64] BLOCK;
+    gelu_tanh:                    "act"         "gelu_tanh_f32"                      [Ptr, I64] BLOCK;
+    cast_bf16:                    "act"         "cast_bf16"                          [Ptr, Ptr, I64] BLOCK;
+    patchify:                     "embed"       "patchify_f32"                       [Ptr, Ptr, I32, I32, I32, I32, I64] BLOCK;
+    unpatchify:                   "embed"       "unpatchify_f32"                     [Ptr, Ptr, I32, I32, I32, I32, I32, I64] BLOCK;
+    gather_rows:                  "embed"       "gather_rows_f32"                    [Ptr, Ptr, Ptr, I32, I64] BLOCK;
+    gather_rows_idf:              "embed"       "gather_rows_idf_f32"                [Ptr, Ptr, Ptr, I32, I64] BLOCK;
+    softmax_rows:                 "attention"   "softmax_rows_f32"                   [Ptr, Ptr, I64, I32] SOFTMAX_THREADS;
+    softmax_rows_bf16:            "attention"   "softmax_rows_bf16"                  [Ptr, Ptr, I64, I32] SOFTMAX_THREADS;
 }
 
 /// The parameter sizes of a loaded kernel, as the driver reports them (`cuFuncGetParamInfo`,
@@ -202,6 +180,23 @@ pub fn grid_1d(n: usize) -> Result<Dims> {
     })
 }
 
+/// Something whose device address a kernel takes: our pooled buffers, or a cudarc slice.
+pub trait DeviceArg {
+    fn device_address(&self, stream: &CudaStream) -> u64;
+}
+
+impl DeviceArg for GpuBuf {
+    fn device_address(&self, _: &CudaStream) -> u64 {
+        self.ptr()
+    }
+}
+
+impl<T> DeviceArg for CudaSlice<T> {
+    fn device_address(&self, stream: &CudaStream) -> u64 {
+        self.device_ptr(stream).0
+    }
+}
+
 /// The arguments of one launch, checked against the kernel's signature before it runs.
 pub struct Launch<'a> {
     stream: &'a Arc<CudaStream>,
@@ -209,6 +204,7 @@ pub struct Launch<'a> {
     slots: Vec<u64>,
     kinds: Vec<P>,
     error: Option<anyhow::Error>,
+    counter: Option<&'a AtomicU64>,
 }
 
 impl<'a> Launch<'a> {
@@ -220,7 +216,14 @@ impl<'a> Launch<'a> {
             slots: Vec::with_capacity(n),
             kinds: Vec::with_capacity(n),
             error: None,
+            counter: None,
         }
+    }
+
+    /// Counts the launch in `c` when it is made.
+    pub fn counted(mut self, c: &'a AtomicU64) -> Self {
+        self.counter = Some(c);
+        self
     }
 
     fn push(mut self, kind: P, bits: u64) -> Self {
@@ -230,8 +233,8 @@ impl<'a> Launch<'a> {
     }
 
     /// A buffer, read or written by the kernel.
-    pub fn buf<T>(self, b: &CudaSlice<T>) -> Self {
-        let (ptr, _sync) = b.device_ptr(self.stream);
+    pub fn buf(self, b: &impl DeviceArg) -> Self {
+        let ptr = b.device_address(self.stream);
         self.push(Ptr, ptr)
     }
 
@@ -313,6 +316,10 @@ impl<'a> Launch<'a> {
                 "launching {} (grid {:?}, block {:?}, {} B shared)",
                 sig.name, d.grid, d.block, d.smem
             )
-        })
+        })?;
+        if let Some(c) = self.counter {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
     }
 }
