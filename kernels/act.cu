@@ -20,5 +20,5 @@ extern "C" __global__ void gelu_tanh_f32(float* x, long long n) {
 // A GEMM operand in bf16 (round to nearest even).
 extern "C" __global__ void cast_bf16(const float* x, bf16* y, long long n) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) y[i] = __float2bfloat16(x[i]);
+    if (i < n) y[i] = to_bf16(x[i]);
 }

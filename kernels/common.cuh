@@ -2,14 +2,20 @@
 // a fixed order (no atomics), so the same input gives the same bits on every run.
 #pragma once
 
-#include <cuda_bf16.h>
-
 #define SITDIV_BLOCK 256
 
-// GEMM operands are stored in f32 or bf16 (`--precision bf16`); everything else is f32.
-typedef __nv_bfloat16 bf16;
+// GEMM operands are stored in f32 or bf16 (`--precision bf16`); everything else is f32. bf16 is
+// kept as its bits here (NVRTC has no cuda_bf16.h), rounded to nearest even as __float2bfloat16
+// rounds, NaN kept quiet.
+typedef unsigned short bf16;
+__device__ __forceinline__ bf16 to_bf16(float v) {
+    unsigned u = __float_as_uint(v);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (bf16)(u >> 16);
+}
 __device__ __forceinline__ void store(float* y, long long i, float v) { y[i] = v; }
-__device__ __forceinline__ void store(bf16* y, long long i, float v) { y[i] = __float2bfloat16(v); }
+__device__ __forceinline__ void store(bf16* y, long long i, float v) { y[i] = to_bf16(v); }
 
 // Shared memory is declared through these, and passed as `smem_ptr<T>`, so that the same source
 // runs on the emulated device (kernels/emu/cuda_emu.h), where every block gets its own, poisoned

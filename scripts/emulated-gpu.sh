@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs any command on the emulated GPU: kernels/*.cu compiled for the CPU behind a stand-in CUDA
-# driver and cuBLAS (kernels/emu/), which cudarc loads instead of the real libraries.
+# driver, cuBLAS, cuBLASLt and NVTX (kernels/emu/), which cudarc loads instead of the real libraries.
 #   scripts/emulated-gpu.sh target/release/sitdiv sample --device cuda ...
 #   scripts/emulated-gpu.sh cargo test --features cuda --test backend_ops
 #   scripts/emulated-gpu.sh            (only builds the stand-ins)
@@ -47,15 +47,16 @@ if [ "$stale" = 1 ]; then
         "$cxx" "${flags[@]}" -c "$gen" -o "$out/gen/$stem.o"
         objs+=("$out/gen/$stem.o")
     done
-    for src in engine driver cublas; do
-        "$cxx" "${flags[@]}" -c "$root/kernels/emu/$src.cpp" -o "$out/gen/$src.o"
-        objs+=("$out/gen/$src.o")
+    for src in "$root"/kernels/emu/*.cpp; do
+        stem="$(basename "$src" .cpp)"
+        "$cxx" "${flags[@]}" -c "$src" -o "$out/gen/emu-$stem.o"
+        objs+=("$out/gen/emu-$stem.o")
     done
     "$cxx" -shared -Wl,-soname,libcuda.so.1 -o "$lib.tmp" "${objs[@]}" -lpthread
     mv "$lib.tmp" "$lib"
-    # cudarc opens each library by name; one file answers for all three.
+    # cudarc opens each library by name; one file answers for all four.
     for name in libcuda.so libcuda.so.1 libcublas.so libcublas.so.12 libcublas.so.13 \
-                libcublasLt.so libcublasLt.so.12 libcublasLt.so.13; do
+                libcublasLt.so libcublasLt.so.12 libcublasLt.so.13 libnvToolsExt.so libnvToolsExt.so.1; do
         ln -sf libsitdiv-standin.so "$out/$name"
     done
     # PTX of the test kernels (deliberately broken ones among them), for tests/gpu_harness.rs.

@@ -41,9 +41,13 @@ fn peak_tflops(device: &str, precision: crate::backend::Precision) -> Option<f64
 fn delta(before: &serde_json::Value, after: &serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     match (before, after) {
-        (Value::Number(a), Value::Number(b)) => serde_json::json!(b.as_f64().unwrap_or(0.0) - a.as_f64().unwrap_or(0.0)),
+        (Value::Number(a), Value::Number(b)) => {
+            serde_json::json!(b.as_f64().unwrap_or(0.0) - a.as_f64().unwrap_or(0.0))
+        }
         (Value::Object(a), Value::Object(b)) => Value::Object(
-            b.iter().map(|(k, v)| (k.clone(), delta(a.get(k).unwrap_or(&Value::Null), v))).collect(),
+            b.iter()
+                .map(|(k, v)| (k.clone(), delta(a.get(k).unwrap_or(&Value::Null), v)))
+                .collect(),
         ),
         (Value::Null, Value::Number(b)) => Value::Number(b.clone()),
         (Value::Null, Value::Object(_)) => delta(&serde_json::json!({}), after),
@@ -77,7 +81,8 @@ pub fn sit<B: Backend>(be: &B, b: &SitBench) -> Result<()> {
     let best = times[0];
     let gmacs = cfg.macs_per_image() / 1e9;
     let tflops = 2.0 * gmacs * n as f64 / median / 1e3;
-    let peak = peak_tflops(&be.name(), b.precision).map_or("-".to_string(), |p| format!("{:.1} %", 100.0 * tflops / p));
+    let peak = peak_tflops(&be.name(), b.precision)
+        .map_or("-".to_string(), |p| format!("{:.1} %", 100.0 * tflops / p));
     println!("| model | px | batch | device | precision | median s/forward | img/s (median) | img/s (best) | TFLOP/s (median) | % of peak |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     println!(

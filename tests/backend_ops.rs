@@ -174,9 +174,14 @@ impl Args {
             Args::Upsample { n, c, h, w } => vec![n * c * h * w],
             Args::Transpose { b, r, c } => vec![b * r * c],
             Args::Operand { n } => vec![n],
-            Args::GatedAddLnMod { b, t, d, gate, shift, scale } => {
-                with_views(vec![b * t * d, b * t * d], b, &[gate, shift, scale])
-            }
+            Args::GatedAddLnMod {
+                b,
+                t,
+                d,
+                gate,
+                shift,
+                scale,
+            } => with_views(vec![b * t * d, b * t * d], b, &[gate, shift, scale]),
             Args::GatherRowsIdf { vocab, ref ids, d } => vec![vocab * d, ids.len()],
         }
     }
@@ -184,7 +189,9 @@ impl Args {
     /// The output length of a well-formed call.
     fn out_len(&self, inputs: &[Vec<f32>]) -> usize {
         match *self {
-            Args::Linear { m, n, .. } | Args::LinearGelu { m, n, .. } | Args::LinearOperand { m, n, .. } => m * n,
+            Args::Linear { m, n, .. }
+            | Args::LinearGelu { m, n, .. }
+            | Args::LinearOperand { m, n, .. } => m * n,
             Args::Operand { n } => n,
             Args::GatedAddLnMod { b, t, d, .. } => 2 * b * t * d,
             Args::GatherRowsIdf { ref ids, d, .. } => ids.len() * d,
@@ -679,11 +686,32 @@ fn exec<B: Backend>(be: &B, args: &Args, inputs: &[Vec<f32>]) -> Result<Vec<f32>
         } => be.group_norm(x, &rest[0], &rest[1], n, c, hw, groups, EPS, silu)?,
         Args::Upsample { n, c, h, w } => be.upsample_nearest2x(x, n, c, h, w)?,
         Args::Transpose { b, r, c } => be.transpose(x, b, r, c)?,
-        Args::LinearGelu { m, k, n, bias } => be.linear_gelu(x, &rest[0], bias.then(|| &rest[1]), m, k, n)?,
-        Args::LinearOperand { m, k, n, bias } => be.linear_operand(x, &rest[0], bias.then(|| &rest[1]), m, k, n)?,
+        Args::LinearGelu { m, k, n, bias } => {
+            be.linear_gelu(x, &rest[0], bias.then(|| &rest[1]), m, k, n)?
+        }
+        Args::LinearOperand { m, k, n, bias } => {
+            be.linear_operand(x, &rest[0], bias.then(|| &rest[1]), m, k, n)?
+        }
         Args::Operand { .. } => be.operand(be.upload(&inputs[0])?)?,
-        Args::GatedAddLnMod { b, t, d, ref gate, ref shift, ref scale } => {
-            let y = be.gated_add_layer_norm_modulate(x, &rest[0], view(gate), view(shift), view(scale), b, t, d, EPS)?;
+        Args::GatedAddLnMod {
+            b,
+            t,
+            d,
+            ref gate,
+            ref shift,
+            ref scale,
+        } => {
+            let y = be.gated_add_layer_norm_modulate(
+                x,
+                &rest[0],
+                view(gate),
+                view(shift),
+                view(scale),
+                b,
+                t,
+                d,
+                EPS,
+            )?;
             let mut both = be.download(x)?;
             both.extend(be.download(&y)?);
             return Ok(both);

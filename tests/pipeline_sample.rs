@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{golden_dir, open, rel_err, sitdiv, succeeds, tmp};
+use common::{golden_dir, open, replay_golden_case, sitdiv, succeeds, tmp};
 use sitdiv::pipeline::npy;
 
 fn tiny_weights() -> String {
@@ -15,54 +15,9 @@ fn tiny_weights() -> String {
         .to_string()
 }
 
-/// Writes a golden tensor as .npy (float32 keeps its shape; int64 likewise).
-fn golden_npy(file: &str, tensor: &str, dir: &Path) -> String {
-    let f = open(file);
-    let info = f.info(tensor).unwrap().clone();
-    let p = dir.join(format!("{tensor}.npy"));
-    if tensor == "y" {
-        npy::write_i64(&p, &info.shape, &f.i64(tensor).unwrap()).unwrap();
-    } else {
-        npy::write_f32(&p, &info.shape, &f.f32(tensor).unwrap()).unwrap();
-    }
-    p.display().to_string()
-}
-
-fn read_latents(p: &Path) -> Vec<f32> {
-    npy::read_f32(p).unwrap().data
-}
-
 /// Replays a golden case through the CLI and compares `sample`.
 fn cli_case(file: &str, extra: &[&str], tol: f64) {
-    let dir = tmp(file.trim_end_matches(".io.safetensors"));
-    let z = golden_npy(file, "z", &dir);
-    let y = golden_npy(file, "y", &dir);
-    let out = dir.join("x.npy");
-    let w = tiny_weights();
-    let mut args = vec![
-        "sample",
-        "--weights",
-        &w,
-        "--init-noise",
-        &z,
-        "--labels",
-        &y,
-    ];
-    let noise;
-    if open(file).info("noise").is_some() {
-        noise = golden_npy(file, "noise", &dir);
-        args.extend(["--replay-noise", noise.as_str()]);
-    }
-    let o = out.display().to_string();
-    args.extend(["--latents-out", o.as_str()]);
-    args.extend(extra);
-    let r = sitdiv(&args);
-    assert!(
-        r.status.success(),
-        "{file}: {}",
-        String::from_utf8_lossy(&r.stderr)
-    );
-    let err = rel_err(&read_latents(&out), &open(file).f32("sample").unwrap());
+    let err = replay_golden_case(file, extra, &[]);
     println!("{file}: CLI sample rel err {err:.3e} (tolerance {tol:.0e})");
     assert!(err <= tol, "{file}: rel {err:.3e} > {tol:.0e}");
 }

@@ -1,40 +1,22 @@
-// A stand-in for cuBLAS (libcublas.so), the calls sitdiv makes: GEMMs computed naively as
-// NVIDIA documents them (column-major, op(A) m×k times op(B) k×n, leading dimensions, strided
-// batches, alpha and beta with beta = 0 never reading C), with the argument checks cuBLAS makes
-// (CUBLAS_STATUS_INVALID_VALUE for a leading dimension below its minimum) and the rounding the
-// compute type allows: TF32 inputs keep 10 mantissa bits (cvt.rna.tf32.f32: nearest, ties away),
-// bf16 inputs 7 (nearest, ties to even). Products accumulate in f64, so the only error left is
-// the inputs' rounding and the final one. Operands must lie inside device allocations; one
-// that does not faults like a kernel would on a GPU (sticky CUDA_ERROR_ILLEGAL_ADDRESS).
+// A stand-in for cuBLAS (libcublas.so), the calls sitdiv makes: GEMMs computed by the core of
+// gemm.h, with the argument checks cuBLAS makes (CUBLAS_STATUS_INVALID_VALUE for a leading
+// dimension below its minimum), strided batches and batches given as arrays of pointers (which
+// live in device memory and are read when the GEMM runs). A GEMM is work on the handle's stream:
+// recorded while the stream captures. Operands must lie inside device allocations; one that
+// does not faults like a kernel would on a GPU (sticky CUDA_ERROR_ILLEGAL_ADDRESS).
 #include <library_types.h>
 
-#include <cmath>
 #include <cstdint>
-#include <cstring>
+#include <cstdio>
 #include <string>
-#include <vector>
 
+#include "gemm.h"
 #include "standin.h"
+
+using namespace emu;
 
 namespace {
 
-enum Status {
-    SUCCESS = 0,
-    NOT_INITIALIZED = 1,
-    INVALID_VALUE = 7,
-    EXECUTION_FAILED = 13,
-    NOT_SUPPORTED = 15,
-};
-enum Op { OP_N = 0, OP_T = 1, OP_C = 2 };
-enum Compute {
-    COMPUTE_16F = 64,
-    COMPUTE_32F = 68,
-    COMPUTE_32F_PEDANTIC = 69,
-    COMPUTE_64F = 70,
-    COMPUTE_32F_FAST_16F = 74,
-    COMPUTE_32F_FAST_16BF = 75,
-    COMPUTE_32F_FAST_TF32 = 77,
-};
 enum Math { DEFAULT_MATH = 0, TF32_TENSOR_OP_MATH = 3 };
 enum PointerMode { POINTER_HOST = 0, POINTER_DEVICE = 1 };
 
@@ -44,72 +26,11 @@ struct Handle {
     int pointer_mode = POINTER_HOST;
 };
 
-enum Round { EXACT, TF32, BF16 };
+const int kIllegalAddress = 700;  // CUDA_ERROR_ILLEGAL_ADDRESS
 
-float from_bf16(uint16_t h) {
-    uint32_t b = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &b, 4);
-    return f;
-}
-
-uint16_t to_bf16(float f) {
-    uint32_t b;
-    memcpy(&b, &f, 4);
-    if (std::isnan(f)) return (uint16_t)((b >> 16) | 0x40);
-    b += 0x7fff + ((b >> 16) & 1);  // nearest, ties to even
-    return (uint16_t)(b >> 16);
-}
-
-float round_input(float f, Round r) {
-    if (r == EXACT || !std::isfinite(f)) return f;
-    uint32_t b;
-    memcpy(&b, &f, 4);
-    if (r == TF32) b = (b + 0x1000u) & 0xffffe000u;  // ties away from zero, on the magnitude
-    else b = (uint32_t)to_bf16(f) << 16;
-    memcpy(&f, &b, 4);
-    return f;
-}
-
-size_t elem_size(int t) { return t == CUDA_R_32F ? 4 : t == CUDA_R_64F ? 8 : 2; }
-
-float load(const void* p, int t, long i) {
-    switch (t) {
-        case CUDA_R_32F: return static_cast<const float*>(p)[i];
-        case CUDA_R_16BF: return from_bf16(static_cast<const uint16_t*>(p)[i]);
-        default: return NAN;
-    }
-}
-
-void store(void* p, int t, long i, double v) {
-    if (t == CUDA_R_32F) static_cast<float*>(p)[i] = (float)v;
-    else static_cast<uint16_t*>(p)[i] = to_bf16((float)v);
-}
-
-const char* type_name(int t) {
-    switch (t) {
-        case CUDA_R_32F: return "32F";
-        case CUDA_R_16BF: return "16BF";
-        case CUDA_R_16F: return "16F";
-        case CUDA_R_64F: return "64F";
-        default: return "?";
-    }
-}
-
-const char* compute_name(int c) {
-    switch (c) {
-        case COMPUTE_32F: return "COMPUTE_32F";
-        case COMPUTE_32F_PEDANTIC: return "COMPUTE_32F_PEDANTIC";
-        case COMPUTE_32F_FAST_TF32: return "COMPUTE_32F_FAST_TF32";
-        case COMPUTE_32F_FAST_16BF: return "COMPUTE_32F_FAST_16BF";
-        case COMPUTE_32F_FAST_16F: return "COMPUTE_32F_FAST_16F";
-        case COMPUTE_16F: return "COMPUTE_16F";
-        case COMPUTE_64F: return "COMPUTE_64F";
-        default: return "COMPUTE_?";
-    }
-}
-
-struct Gemm {
+// One GEMM call: op(A) m×k, op(B) k×n, C m×n, `batch` times.
+struct Call {
+    const char* api;
     int opa, opb;
     long m, n, k;
     const void* a;
@@ -122,109 +43,125 @@ struct Gemm {
     int ctype;
     long ldc, sc;
     long batch;
+    bool arrays;  // a, b and c are arrays of `batch` pointers in device memory
+    int compute;
+    // Host scalars are read at the call; device ones (CUBLAS_POINTER_MODE_DEVICE) when it runs.
     double alpha, beta;
-    Round round;
-    // Packed operands of one batch: op(A) as m rows of k, op(B) as n rows of k.
-    std::vector<float> pa, pb;
-    long batch_index;
+    const void *dalpha, *dbeta;
 };
 
-void column_block(long jb, void* p) {
-    Gemm& g = *static_cast<Gemm*>(p);
-    const long cols = 16;
-    void* c = static_cast<char*>(g.c) + g.batch_index * g.sc * elem_size(g.ctype);
-    for (long j = jb * cols; j < std::min(g.n, (jb + 1) * cols); ++j) {
-        const float* bj = g.pb.data() + j * g.k;
-        for (long i = 0; i < g.m; ++i) {
-            const float* ai = g.pa.data() + i * g.k;
-            double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-            long l = 0;
-            for (; l + 4 <= g.k; l += 4) {
-                s0 += (double)ai[l] * bj[l];
-                s1 += (double)ai[l + 1] * bj[l + 1];
-                s2 += (double)ai[l + 2] * bj[l + 2];
-                s3 += (double)ai[l + 3] * bj[l + 3];
-            }
-            for (; l < g.k; ++l) s0 += (double)ai[l] * bj[l];
-            double v = g.alpha * ((s0 + s1) + (s2 + s3));
-            long at = i + j * g.ldc;
-            // beta = 0: C is not read (it may hold garbage, even NaN).
-            if (g.beta != 0) v += g.beta * load(c, g.ctype, at);
-            store(c, g.ctype, at, v);
-        }
-    }
-}
+size_t scalar_size(int compute) { return compute == COMPUTE_64F ? 8 : 4; }
 
-int run_gemm(Gemm& g, int compute, const char* api) {
-    if (emu::sticky()) return EXECUTION_FAILED;
-    if (g.m < 0 || g.n < 0 || g.k < 0 || g.batch < 0)
-        return emu::set_detail("%s: negative size m=%ld n=%ld k=%ld batch=%ld", api, g.m, g.n, g.k, g.batch),
-               INVALID_VALUE;
-    if ((g.opa != OP_N && g.opa != OP_T) || (g.opb != OP_N && g.opb != OP_T))
-        return emu::set_detail("%s: transa=%d transb=%d (the stand-in has N and T)", api, g.opa, g.opb), NOT_SUPPORTED;
-    long lda_min = std::max(1L, g.opa == OP_N ? g.m : g.k);
-    long ldb_min = std::max(1L, g.opb == OP_N ? g.k : g.n);
-    long ldc_min = std::max(1L, g.m);
-    if (g.lda < lda_min || g.ldb < ldb_min || g.ldc < ldc_min)
-        return emu::set_detail("%s: lda=%ld ldb=%ld ldc=%ld below their minimum %ld, %ld, %ld (m=%ld n=%ld k=%ld, "
-                               "transa=%s transb=%s)",
-                               api, g.lda, g.ldb, g.ldc, lda_min, ldb_min, ldc_min, g.m, g.n, g.k,
-                               g.opa == OP_N ? "N" : "T", g.opb == OP_N ? "N" : "T"),
-               INVALID_VALUE;
-    bool ok_types = (g.atype == CUDA_R_32F && g.btype == CUDA_R_32F && g.ctype == CUDA_R_32F) ||
-                    (compute == COMPUTE_32F && g.atype == CUDA_R_16BF && g.btype == CUDA_R_16BF &&
-                     (g.ctype == CUDA_R_16BF || g.ctype == CUDA_R_32F));
-    if (!ok_types || (compute != COMPUTE_32F && compute != COMPUTE_32F_PEDANTIC && compute != COMPUTE_32F_FAST_TF32 &&
-                      compute != COMPUTE_32F_FAST_16BF))
-        return emu::set_detail("%s: A %s, B %s, C %s with %s is not a combination the stand-in has", api,
-                               type_name(g.atype), type_name(g.btype), type_name(g.ctype), compute_name(compute)),
-               NOT_SUPPORTED;
-    if (g.m == 0 || g.n == 0 || g.batch == 0) return SUCCESS;
-    // Footprints: the last element of each operand of the last batch must lie in one allocation.
-    auto footprint = [](long rows, long cols, long ld, long stride, long batch, size_t es) -> size_t {
-        if (rows == 0 || cols == 0) return 0;
-        return ((size_t)(cols - 1) * ld + rows + (size_t)(batch - 1) * stride) * es;
-    };
-    size_t fa = footprint(g.opa == OP_N ? g.m : g.k, g.opa == OP_N ? g.k : g.m, g.lda, g.sa, g.batch, elem_size(g.atype));
-    size_t fb = footprint(g.opb == OP_N ? g.k : g.n, g.opb == OP_N ? g.n : g.k, g.ldb, g.sb, g.batch, elem_size(g.btype));
-    size_t fc = footprint(g.m, g.n, g.ldc, g.sc, g.batch, elem_size(g.ctype));
-    std::string what = std::string(api) + " operand ";
-    if ((fa && !emu::check_range((uint64_t)g.a, fa, (what + "A").c_str())) ||
-        (fb && !emu::check_range((uint64_t)g.b, fb, (what + "B").c_str())) ||
-        !emu::check_range((uint64_t)g.c, fc, (what + "C").c_str())) {
-        emu::set_sticky(700);  // CUDA_ERROR_ILLEGAL_ADDRESS, as the kernel would fault on a GPU
-        return EXECUTION_FAILED;
-    }
-    char key[64];
-    snprintf(key, sizeof key, "%s/%s", compute_name(compute), type_name(g.atype));
-    emu::count_gemm(key, 2.0 * g.m * g.n * g.k * g.batch);
-    g.pa.assign(g.m * g.k, 0.f);
-    g.pb.assign(g.n * g.k, 0.f);
-    for (long bi = 0; bi < g.batch; ++bi) {
-        for (long i = 0; i < g.m; ++i)
-            for (long l = 0; l < g.k; ++l) {
-                long at = bi * g.sa + (g.opa == OP_N ? i + l * g.lda : l + i * g.lda);
-                g.pa[i * g.k + l] = round_input(load(g.a, g.atype, at), g.round);
-            }
-        for (long j = 0; j < g.n; ++j)
-            for (long l = 0; l < g.k; ++l) {
-                long at = bi * g.sb + (g.opb == OP_N ? l + j * g.ldb : j + l * g.ldb);
-                g.pb[j * g.k + l] = round_input(load(g.b, g.btype, at), g.round);
-            }
-        g.batch_index = bi;
-        emu::parallel_for((g.n + 15) / 16, column_block, &g);
-    }
-    return SUCCESS;
-}
-
-double scalar(const Handle* h, const void* p, int compute) {
-    (void)h;  // host and device pointers are both host memory here
+double scalar(const void* p, int compute) {
     if (compute == COMPUTE_64F) return *static_cast<const double*>(p);
     return *static_cast<const float*>(p);
 }
 
-Round rounding(int compute) {
-    return compute == COMPUTE_32F_FAST_TF32 ? TF32 : compute == COMPUTE_32F_FAST_16BF ? BF16 : EXACT;
+// The checks cuBLAS makes before it launches anything.
+int validate(const Call& g) {
+    if (sticky()) return BLAS_EXECUTION_FAILED;
+    if (g.m < 0 || g.n < 0 || g.k < 0 || g.batch < 0)
+        return set_detail("%s: negative size m=%ld n=%ld k=%ld batch=%ld", g.api, g.m, g.n, g.k, g.batch),
+               BLAS_INVALID_VALUE;
+    if ((g.opa != OP_N && g.opa != OP_T) || (g.opb != OP_N && g.opb != OP_T))
+        return set_detail("%s: transa=%d transb=%d (the stand-in has N and T)", g.api, g.opa, g.opb),
+               BLAS_NOT_SUPPORTED;
+    long lda_min = std::max(1L, g.opa == OP_N ? g.m : g.k);
+    long ldb_min = std::max(1L, g.opb == OP_N ? g.k : g.n);
+    long ldc_min = std::max(1L, g.m);
+    if (g.lda < lda_min || g.ldb < ldb_min || g.ldc < ldc_min)
+        return set_detail("%s: lda=%ld ldb=%ld ldc=%ld below their minimum %ld, %ld, %ld (m=%ld n=%ld k=%ld, "
+                          "transa=%s transb=%s)",
+                          g.api, g.lda, g.ldb, g.ldc, lda_min, ldb_min, ldc_min, g.m, g.n, g.k,
+                          g.opa == OP_N ? "N" : "T", g.opb == OP_N ? "N" : "T"),
+               BLAS_INVALID_VALUE;
+    std::string types = g.atype != g.btype ? std::string("A ") + type_name(g.atype) + " and B " + type_name(g.btype) +
+                                                 " differ"
+                                           : check_types(g.atype, g.ctype, g.compute);
+    if (!types.empty()) return set_detail("%s: %s", g.api, types.c_str()), BLAS_NOT_SUPPORTED;
+    return BLAS_SUCCESS;
+}
+
+// The operands of batch `bi`.
+void operands(const Call& g, long bi, const void** a, const void** b, void** c) {
+    if (g.arrays) {
+        *a = static_cast<const void* const*>(g.a)[bi];
+        *b = static_cast<const void* const*>(g.b)[bi];
+        *c = static_cast<void* const*>(g.c)[bi];
+    } else {
+        *a = static_cast<const char*>(g.a) + bi * g.sa * elem_size(g.atype);
+        *b = static_cast<const char*>(g.b) + bi * g.sb * elem_size(g.btype);
+        *c = static_cast<char*>(g.c) + bi * g.sc * elem_size(g.ctype);
+    }
+}
+
+// Checks that the operands lie in device memory and, when `execute`, computes the GEMM. The
+// pointers of an array batch are device memory that earlier work may write: they are read (and
+// their matrices checked) only when it runs.
+int run(const Call& g, bool execute) {
+    if (sticky()) return sticky();
+    if (g.m == 0 || g.n == 0 || g.batch == 0) return 0;
+    std::string what = std::string(g.api) + " operand ";
+    long ar = g.opa == OP_N ? g.m : g.k, ac = g.opa == OP_N ? g.k : g.m;
+    long br = g.opb == OP_N ? g.k : g.n, bc = g.opb == OP_N ? g.n : g.k;
+    auto in_memory = [&](const void* a, const void* b, const void* c, long stride_a, long stride_b, long stride_c,
+                         long batch) {
+        size_t fa = footprint(ar, ac, g.lda, stride_a, batch, g.atype);
+        size_t fb = footprint(br, bc, g.ldb, stride_b, batch, g.btype);
+        return (!fa || check_range((uint64_t)a, fa, (what + "A").c_str())) &&
+               (!fb || check_range((uint64_t)b, fb, (what + "B").c_str())) &&
+               check_range((uint64_t)c, footprint(g.m, g.n, g.ldc, stride_c, batch, g.ctype), (what + "C").c_str());
+    };
+    size_t ss = scalar_size(g.compute);
+    bool ok = (!g.dalpha || (check_range((uint64_t)g.dalpha, ss, (std::string(g.api) + " alpha").c_str()) &&
+                             check_range((uint64_t)g.dbeta, ss, (std::string(g.api) + " beta").c_str())));
+    if (ok && g.arrays) {
+        size_t bytes = g.batch * sizeof(void*);
+        ok = check_range((uint64_t)g.a, bytes, (what + "array A").c_str()) &&
+             check_range((uint64_t)g.b, bytes, (what + "array B").c_str()) &&
+             check_range((uint64_t)g.c, bytes, (what + "array C").c_str());
+        for (long bi = 0; ok && execute && bi < g.batch; ++bi) {
+            const void *a, *b;
+            void* c;
+            operands(g, bi, &a, &b, &c);
+            ok = in_memory(a, b, c, 0, 0, 0, 1);
+        }
+    } else if (ok) {
+        ok = in_memory(g.a, g.b, g.c, g.sa, g.sb, g.sc, g.batch);
+    }
+    if (!ok) {
+        set_sticky(kIllegalAddress);  // as the kernel would fault on a GPU
+        return kIllegalAddress;
+    }
+    if (!execute) return 0;
+    char key[64];
+    snprintf(key, sizeof key, "%s/%s", compute_name(g.compute), type_name(g.atype));
+    count_gemm(key, 2.0 * g.m * g.n * g.k * g.batch);
+    double alpha = g.dalpha ? scalar(g.dalpha, g.compute) : g.alpha;
+    double beta = g.dbeta ? scalar(g.dbeta, g.compute) : g.beta;
+    for (long bi = 0; bi < g.batch; ++bi) {
+        const void *a, *b;
+        void* c;
+        operands(g, bi, &a, &b, &c);
+        multiply(Product{g.opa, g.opb, g.m, g.n, g.k, alpha, beta, rounding(g.compute), Matrix{a, g.atype, g.lda},
+                         Matrix{b, g.btype, g.ldb}, Matrix{c, g.ctype, g.ldc}, Matrix{c, g.ctype, g.ldc}, nullptr, 0,
+                         ACT_NONE});
+    }
+    return 0;
+}
+
+// Validates `g` and submits it to the handle's stream.
+int gemm(const Handle* h, Call g, const void* alpha, const void* beta) {
+    if (h->pointer_mode == POINTER_DEVICE) {
+        g.dalpha = alpha;
+        g.dbeta = beta;
+    } else {
+        g.alpha = scalar(alpha, g.compute);
+        g.beta = scalar(beta, g.compute);
+    }
+    if (int s = validate(g)) return s;
+    int r = submit(h->stream, g.api, [g](bool execute) { return run(g, execute); });
+    return r ? BLAS_EXECUTION_FAILED : BLAS_SUCCESS;
 }
 
 }  // namespace
@@ -233,48 +170,48 @@ extern "C" {
 
 int cublasCreate_v2(void** handle) {
     *handle = new Handle();
-    return SUCCESS;
+    return BLAS_SUCCESS;
 }
 int cublasDestroy_v2(void* handle) {
     delete static_cast<Handle*>(handle);
-    return SUCCESS;
+    return BLAS_SUCCESS;
 }
 int cublasSetStream_v2(void* handle, void* stream) {
     static_cast<Handle*>(handle)->stream = stream;
-    return SUCCESS;
+    return BLAS_SUCCESS;
 }
 int cublasGetStream_v2(void* handle, void** stream) {
     *stream = static_cast<Handle*>(handle)->stream;
-    return SUCCESS;
+    return BLAS_SUCCESS;
 }
 int cublasSetMathMode(void* handle, int mode) {
     static_cast<Handle*>(handle)->math = mode;
-    return SUCCESS;
+    return BLAS_SUCCESS;
 }
 int cublasGetMathMode(void* handle, int* mode) {
     *mode = static_cast<Handle*>(handle)->math;
-    return SUCCESS;
+    return BLAS_SUCCESS;
 }
 int cublasSetPointerMode_v2(void* handle, int mode) {
     static_cast<Handle*>(handle)->pointer_mode = mode;
-    return SUCCESS;
+    return BLAS_SUCCESS;
 }
 int cublasGetPointerMode_v2(void* handle, int* mode) {
     *mode = static_cast<Handle*>(handle)->pointer_mode;
-    return SUCCESS;
+    return BLAS_SUCCESS;
 }
-int cublasSetWorkspace_v2(void*, void*, size_t) { return SUCCESS; }
+int cublasSetWorkspace_v2(void*, void*, size_t) { return BLAS_SUCCESS; }
 int cublasGetVersion_v2(void*, int* v) {
     *v = 130000;
-    return SUCCESS;
+    return BLAS_SUCCESS;
 }
 const char* cublasGetStatusName(int s) {
     switch (s) {
-        case SUCCESS: return "CUBLAS_STATUS_SUCCESS";
-        case NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
-        case INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
-        case EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
-        case NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+        case BLAS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+        case BLAS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+        case BLAS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+        case BLAS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+        case BLAS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
         default: return "CUBLAS_STATUS_UNKNOWN";
     }
 }
@@ -284,19 +221,28 @@ int cublasGemmStridedBatchedEx(void* handle, int transa, int transb, int m, int 
                                const void* A, int atype, int lda, long long sa, const void* B, int btype, int ldb,
                                long long sb, const void* beta, void* C, int ctype, int ldc, long long sc, int batch,
                                int compute, int /*algo*/) {
-    Handle* h = static_cast<Handle*>(handle);
-    Gemm g{transa, transb, m, n, k, A, atype, lda, sa, B, btype, ldb, sb, C, ctype, ldc, sc, batch,
-           scalar(h, alpha, compute), scalar(h, beta, compute), rounding(compute), {}, {}, 0};
-    return run_gemm(g, compute, "cublasGemmStridedBatchedEx");
+    return gemm(static_cast<Handle*>(handle),
+                Call{"cublasGemmStridedBatchedEx", transa, transb, m, n, k, A, atype, lda, sa, B, btype, ldb, sb, C,
+                     ctype, ldc, sc, batch, false, compute, 0, 0, nullptr, nullptr},
+                alpha, beta);
 }
 
 int cublasGemmEx(void* handle, int transa, int transb, int m, int n, int k, const void* alpha, const void* A,
                  int atype, int lda, const void* B, int btype, int ldb, const void* beta, void* C, int ctype, int ldc,
                  int compute, int /*algo*/) {
-    Handle* h = static_cast<Handle*>(handle);
-    Gemm g{transa, transb, m, n, k, A, atype, lda, 0, B, btype, ldb, 0, C, ctype, ldc, 0, 1,
-           scalar(h, alpha, compute), scalar(h, beta, compute), rounding(compute), {}, {}, 0};
-    return run_gemm(g, compute, "cublasGemmEx");
+    return gemm(static_cast<Handle*>(handle),
+                Call{"cublasGemmEx", transa, transb, m, n, k, A, atype, lda, 0, B, btype, ldb, 0, C, ctype, ldc, 0, 1,
+                     false, compute, 0, 0, nullptr, nullptr},
+                alpha, beta);
+}
+
+int cublasGemmBatchedEx(void* handle, int transa, int transb, int m, int n, int k, const void* alpha,
+                        const void* const* A, int atype, int lda, const void* const* B, int btype, int ldb,
+                        const void* beta, void* const* C, int ctype, int ldc, int batch, int compute, int /*algo*/) {
+    return gemm(static_cast<Handle*>(handle),
+                Call{"cublasGemmBatchedEx", transa, transb, m, n, k, A, atype, lda, 0, B, btype, ldb, 0, (void*)C,
+                     ctype, ldc, 0, batch, true, compute, 0, 0, nullptr, nullptr},
+                alpha, beta);
 }
 
 int cublasSgemmStridedBatched(void* handle, int transa, int transb, int m, int n, int k, const float* alpha,
@@ -304,9 +250,10 @@ int cublasSgemmStridedBatched(void* handle, int transa, int transb, int m, int n
                               const float* beta, float* C, int ldc, long long sc, int batch) {
     Handle* h = static_cast<Handle*>(handle);
     int compute = h->math == TF32_TENSOR_OP_MATH ? COMPUTE_32F_FAST_TF32 : COMPUTE_32F;
-    Gemm g{transa, transb, m, n, k, A, CUDA_R_32F, lda, sa, B, CUDA_R_32F, ldb, sb, C, CUDA_R_32F, ldc, sc, batch,
-           *alpha, *beta, rounding(compute), {}, {}, 0};
-    return run_gemm(g, compute, "cublasSgemmStridedBatched");
+    return gemm(h,
+                Call{"cublasSgemmStridedBatched", transa, transb, m, n, k, A, CUDA_R_32F, lda, sa, B, CUDA_R_32F, ldb,
+                     sb, C, CUDA_R_32F, ldc, sc, batch, false, compute, 0, 0, nullptr, nullptr},
+                alpha, beta);
 }
 
 int cublasSgemm_v2(void* handle, int transa, int transb, int m, int n, int k, const float* alpha, const float* A,

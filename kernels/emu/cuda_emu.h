@@ -230,6 +230,11 @@ inline float __int_as_float(int v) {
     std::memcpy(&f, &v, 4);
     return f;
 }
+inline unsigned __float_as_uint(float v) {
+    unsigned u;
+    std::memcpy(&u, &v, 4);
+    return u;
+}
 inline int __float_as_int(float v) {
     int i;
     std::memcpy(&i, &v, 4);

@@ -6,9 +6,14 @@
 //   memory with and without the opt-in attribute), PTX ISA version against the driver version;
 // - every copy and memset inside one allocation; pointer arguments inside live allocations;
 // - out-of-bounds accesses: a guard page follows each allocation (rounded up to 256 bytes), and
-//   that slack and the 256 bytes before it hold a NaN canary checked after every launch.
-// It counts launches, allocations, copies, host synchronisations and (cublas.cpp) GEMMs by
-// compute type; `SITDIV_STANDIN_COUNTS=FILE` writes them as JSON at exit.
+//   that slack and the 256 bytes before it hold a NaN canary checked after every launch;
+// - stream capture as the CUDA Programming Guide describes it ("Prohibited and Unhandled
+//   Operations"): work on a capturing stream is recorded, not run, and replayed by cuGraphLaunch;
+//   synchronisation, potentially unsafe calls and pageable copies fail and invalidate the capture.
+// Work runs when it is submitted (one stream of execution), so streams never overlap.
+// It counts launches, allocations, copies, host synchronisations, graphs, page-locked memory,
+// NVTX ranges and (cublas.cpp, cublaslt.cpp) GEMMs by compute type; `SITDIV_STANDIN_COUNTS=FILE`
+// writes them as JSON at exit.
 //
 // Settings: SITDIV_STANDIN_SM (80 or 90, default 90), SITDIV_STANDIN_DRIVER (e.g. 12040,
 // default 13000), SITDIV_STANDIN_THREADS (host threads for blocks and GEMMs).
@@ -20,8 +25,10 @@
 #include <cstring>
 
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <sys/mman.h>
@@ -68,11 +75,49 @@ struct Module {
 struct Counts {
     long launches = 0, allocs = 0, frees = 0, htod = 0, dtoh = 0, dtod = 0, memsets = 0;
     long stream_syncs = 0, ctx_syncs = 0, event_syncs = 0, events = 0, event_records = 0, stream_waits = 0;
-    long gemms = 0;
+    long gemms = 0, lt_matmuls = 0;
+    long captures = 0, captured_nodes = 0, graph_launches = 0, graph_nodes_replayed = 0;
+    long pinned_allocs = 0, pinned_registrations = 0;
+    long nvtx_ranges = 0, nvtx_marks = 0, nvtx_max_depth = 0;
     double htod_bytes = 0, dtoh_bytes = 0, dtod_bytes = 0, alloc_bytes = 0, gemm_flops = 0;
     size_t live_bytes = 0, peak_bytes = 0;
     std::map<std::string, long> by_kernel;
     std::map<std::string, long> gemm_by_compute;
+    std::map<std::string, long> epilogues;
+    std::map<std::string, long> nvtx_by_name;
+};
+
+// One recorded operation of a capture or graph.
+struct Node {
+    std::string what;
+    Work work;
+};
+
+struct Capture {
+    long id;
+    CUstream stream;
+    CUstreamCaptureMode mode;
+    std::thread::id thread;
+    bool invalid = false;
+    std::string why;  // what invalidated it
+    std::vector<Node> nodes;
+};
+
+// A graph and an executable graph alike: the nodes in capture order (one stream, so that order
+// is a valid one to run them in).
+struct Graph {
+    std::shared_ptr<const std::vector<Node>> nodes;
+};
+
+struct Event {
+    bool recorded = false;
+    long capture = 0;  // the capture that recorded it last, or 0
+};
+
+// Page-locked host memory: from cuMemHostAlloc (`map_len` bytes mapped) or cuMemHostRegister.
+struct Pinned {
+    size_t size;
+    size_t map_len;  // 0 when registered
 };
 
 struct State {
@@ -83,6 +128,10 @@ struct State {
     int sticky = 0;
     bool init = false;
     std::map<int, const char*> detail;  // the last detailed message per error code (leaked: cudarc keeps them)
+    std::map<CUstream, Capture> captures;
+    long next_capture = 1;
+    std::map<CUevent, Event> events;
+    std::map<uint64_t, Pinned> pinned;  // by start
 };
 
 State& S() {
@@ -130,6 +179,17 @@ const char* describe(CUresult r) {
         case CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES: return "too many resources requested for launch";
         case CUDA_ERROR_NOT_SUPPORTED: return "operation not supported";
         case CUDA_ERROR_INVALID_CONTEXT: return "invalid device context";
+        case CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED:
+            return "part or all of the requested memory range is already mapped";
+        case CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED: return "pointer does not correspond to a registered memory region";
+        case CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED: return "operation not permitted when stream is capturing";
+        case CUDA_ERROR_STREAM_CAPTURE_INVALIDATED: return "operation failed due to a previous error during capture";
+        case CUDA_ERROR_STREAM_CAPTURE_MERGE: return "operation would result in a merge of separate capture sequences";
+        case CUDA_ERROR_STREAM_CAPTURE_ISOLATION: return "dependency created on uncaptured work in another stream";
+        case CUDA_ERROR_CAPTURED_EVENT:
+            return "operation not permitted on an event last recorded in a capturing stream";
+        case CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD:
+            return "attempt to terminate a thread-local capture sequence from another thread";
         default: return "unknown error";
     }
 }
@@ -142,7 +202,10 @@ const char* code_name(CUresult r) {
         N(CUDA_ERROR_INVALID_DEVICE) N(CUDA_ERROR_INVALID_PTX) N(CUDA_ERROR_UNSUPPORTED_PTX_VERSION)
         N(CUDA_ERROR_NO_BINARY_FOR_GPU) N(CUDA_ERROR_NOT_FOUND) N(CUDA_ERROR_INVALID_HANDLE)
         N(CUDA_ERROR_ILLEGAL_ADDRESS) N(CUDA_ERROR_LAUNCH_FAILED) N(CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES)
-        N(CUDA_ERROR_NOT_SUPPORTED) N(CUDA_ERROR_INVALID_CONTEXT)
+        N(CUDA_ERROR_NOT_SUPPORTED) N(CUDA_ERROR_INVALID_CONTEXT) N(CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED)
+        N(CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED) N(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED)
+        N(CUDA_ERROR_STREAM_CAPTURE_INVALIDATED) N(CUDA_ERROR_STREAM_CAPTURE_MERGE)
+        N(CUDA_ERROR_STREAM_CAPTURE_ISOLATION) N(CUDA_ERROR_CAPTURED_EVENT) N(CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD)
 #undef N
         default: return "CUDA_ERROR_UNKNOWN";
     }
@@ -257,6 +320,130 @@ CUresult check_sticky() {
             return r_;                    \
     } while (0)
 
+// ---- stream capture ----------------------------------------------------------------------------
+
+const char* mode_name(CUstreamCaptureMode m) {
+    switch (m) {
+        case CU_STREAM_CAPTURE_MODE_GLOBAL: return "CU_STREAM_CAPTURE_MODE_GLOBAL";
+        case CU_STREAM_CAPTURE_MODE_THREAD_LOCAL: return "CU_STREAM_CAPTURE_MODE_THREAD_LOCAL";
+        default: return "CU_STREAM_CAPTURE_MODE_RELAXED";
+    }
+}
+
+// The capture `s` is in, or null (S().m held).
+Capture* capture_of(CUstream s) {
+    auto it = S().captures.find(s);
+    return it == S().captures.end() ? nullptr : &it->second;
+}
+
+// Marks `c` invalidated by the error just reported (S().m held): CUDA invalidates a capture
+// sequence at any error in it and refuses its further work until cuStreamEndCapture.
+void invalidate(Capture& c) {
+    if (c.invalid) return;
+    c.invalid = true;
+    c.why = last_detail;
+}
+
+// Returns `r`, having invalidated the capture of `s` (if any) for it.
+CUresult invalidating(CUstream s, CUresult r) {
+    std::lock_guard<std::mutex> g(S().m);
+    if (Capture* c = capture_of(s)) invalidate(*c);
+    return r;
+}
+
+// Work submitted to a capture that an error invalidated.
+CUresult refuse_invalidated(CUstream s, const char* what, const std::string& why) {
+    return fail(CUDA_ERROR_STREAM_CAPTURE_INVALIDATED,
+                "%s on stream %p: its capture was invalidated by an earlier error (%s); end it with "
+                "cuStreamEndCapture",
+                what, (void*)s, why.c_str());
+}
+
+// Fails `api` on stream `s` while it captures (0 when it does not), invalidating the capture.
+CUresult refuse_on_capture(CUstream s, const char* api, const char* why) {
+    std::unique_lock<std::mutex> g(S().m);
+    Capture* c = capture_of(s);
+    if (!c) return CUDA_SUCCESS;
+    bool invalid = c->invalid;
+    std::string earlier = c->why;
+    g.unlock();
+    if (invalid) return refuse_invalidated(s, api, earlier);
+    fail(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, "%s on stream %p, which captures: %s; the capture is invalidated", api,
+         (void*)s, why);
+    return invalidating(s, CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+}
+
+// The captures that forbid this thread potentially unsafe calls (S().m held): its own not begun
+// in RELAXED mode and GLOBAL ones of other threads, as cuThreadExchangeStreamCaptureMode
+// describes them for a thread in the default mode (GLOBAL).
+std::vector<Capture*> restricting() {
+    std::vector<Capture*> out;
+    for (auto& [s, c] : S().captures) {
+        bool mine = c.thread == std::this_thread::get_id();
+        if ((mine && c.mode != CU_STREAM_CAPTURE_MODE_RELAXED) || (!mine && c.mode == CU_STREAM_CAPTURE_MODE_GLOBAL))
+            out.push_back(&c);
+    }
+    return out;
+}
+
+// Fails `api`, a potentially unsafe call (allocation, synchronous copy, synchronisation), while
+// a capture forbids it, invalidating that capture; 0 when none does.
+CUresult unsafe_during_capture(const char* api) {
+    std::unique_lock<std::mutex> g(S().m);
+    auto cs = restricting();
+    if (cs.empty()) return CUDA_SUCCESS;
+    CUstream s = cs[0]->stream;
+    CUstreamCaptureMode mode = cs[0]->mode;
+    g.unlock();
+    fail(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED,
+         "%s while stream %p captures (%s): CUDA forbids potentially unsafe calls during a capture and invalidates "
+         "it; allocate, free, copy from pageable memory and synchronise before cuStreamBeginCapture or after "
+         "cuStreamEndCapture",
+         api, (void*)s, mode_name(mode));
+    g.lock();
+    for (Capture* c : restricting()) invalidate(*c);
+    return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+}
+
+// The live capture with id `id`, or null (S().m held).
+Capture* capture_by_id(long id) {
+    for (auto& [s, c] : S().captures)
+        if (c.id == id) return &c;
+    return nullptr;
+}
+
+// Whether the host may wait for event `e` or query it now: not while it stands for work a
+// capture recorded (CUDA_ERROR_CAPTURED_EVENT), nor while a capture forbids potentially unsafe
+// calls; either invalidates that capture.
+CUresult event_wait_allowed(CUevent e, const char* api) {
+    std::unique_lock<std::mutex> g(S().m);
+    auto it = S().events.find(e);
+    if (it == S().events.end()) {
+        g.unlock();
+        return fail(CUDA_ERROR_INVALID_HANDLE, "%s: event %p does not exist", api, (void*)e);
+    }
+    if (Capture* c = capture_by_id(it->second.capture)) {
+        CUstream s = c->stream;
+        g.unlock();
+        fail(CUDA_ERROR_CAPTURED_EVENT,
+             "%s: event %p was last recorded by the capture of stream %p, work that runs only when the graph is "
+             "launched; the capture is invalidated",
+             api, (void*)e, (void*)s);
+        return invalidating(s, CUDA_ERROR_CAPTURED_EVENT);
+    }
+    g.unlock();
+    return unsafe_during_capture(api);
+}
+
+// Whether [p, p + n) lies in one range of page-locked host memory (S().m held).
+bool is_pinned(uint64_t p, size_t n) {
+    auto& m = S().pinned;
+    auto it = m.upper_bound(p);
+    if (it == m.begin()) return false;
+    --it;
+    return p + n <= it->first + it->second.size;
+}
+
 CUresult do_alloc(CUdeviceptr* out, size_t bytes, const char* api) {
     STICKY();
     if (!out) return fail(CUDA_ERROR_INVALID_VALUE, "%s: null result pointer", api);
@@ -309,7 +496,9 @@ CUresult do_free(CUdeviceptr p, const char* api) {
     return check_sticky();
 }
 
-CUresult do_copy(uint64_t dst, bool dst_dev, uint64_t src, bool src_dev, size_t bytes, const char* api) {
+// Checks a copy and, when `execute`, makes it.
+CUresult do_copy(uint64_t dst, bool dst_dev, uint64_t src, bool src_dev, size_t bytes, const char* api,
+                 bool execute = true) {
     STICKY();
     if (bytes == 0) return CUDA_SUCCESS;
     {
@@ -320,6 +509,7 @@ CUresult do_copy(uint64_t dst, bool dst_dev, uint64_t src, bool src_dev, size_t 
         if (src_dev && !inside(src, bytes))
             return fail(CUDA_ERROR_INVALID_VALUE, "%s: %zu bytes from 0x%llx overrun device memory (%s)", api, bytes,
                         (unsigned long long)src, where(src).c_str());
+        if (!execute) return CUDA_SUCCESS;
         Counts& c = S().c;
         if (dst_dev && src_dev) {
             c.dtod++;
@@ -336,7 +526,8 @@ CUresult do_copy(uint64_t dst, bool dst_dev, uint64_t src, bool src_dev, size_t 
     return CUDA_SUCCESS;
 }
 
-CUresult do_memset(CUdeviceptr dst, unsigned char v, size_t n, const char* api) {
+// Checks a memset and, when `execute`, makes it.
+CUresult do_memset(CUdeviceptr dst, unsigned char v, size_t n, const char* api, bool execute = true) {
     STICKY();
     if (n == 0) return CUDA_SUCCESS;
     {
@@ -344,10 +535,47 @@ CUresult do_memset(CUdeviceptr dst, unsigned char v, size_t n, const char* api) 
         if (!inside(dst, n))
             return fail(CUDA_ERROR_INVALID_VALUE, "%s: %zu bytes at 0x%llx overrun device memory (%s)", api, n,
                         (unsigned long long)dst, where(dst).c_str());
+        if (!execute) return CUDA_SUCCESS;
         S().c.memsets++;
     }
     memset(reinterpret_cast<void*>(dst), v, n);
     return CUDA_SUCCESS;
+}
+
+CUresult enqueue(CUstream s, const char* what, Work work) { return (CUresult)submit(s, what, std::move(work)); }
+
+// An asynchronous copy between device and host memory on `stream`. From or to page-locked
+// memory it is stream work like any other (recorded while the stream captures); pageable memory
+// cannot be captured, and a copy to it returns only once done: the host waits for the stream.
+CUresult host_copy(uint64_t dst, bool to_device, uint64_t src, size_t bytes, CUstream stream, const char* api) {
+    uint64_t host = to_device ? src : dst;
+    bool pinned;
+    {
+        std::lock_guard<std::mutex> g(S().m);
+        pinned = is_pinned(host, bytes);
+    }
+    if (!pinned) {
+        if (CUresult r = refuse_on_capture(stream, api,
+                                           "copies to or from pageable host memory cannot be captured (allocate the "
+                                           "host buffer page-locked, with cuMemHostAlloc)"))
+            return r;
+        if (!to_device) {
+            std::lock_guard<std::mutex> g(S().m);
+            S().c.stream_syncs++;
+        }
+        return do_copy(dst, to_device, src, !to_device, bytes, api);
+    }
+    return enqueue(stream, api, [=](bool execute) -> int {
+        {
+            std::lock_guard<std::mutex> g(S().m);
+            if (!is_pinned(host, bytes))
+                return fail(CUDA_ERROR_INVALID_VALUE,
+                            "%s: the %zu bytes of host memory at 0x%llx are no longer page-locked (freed since the "
+                            "graph was captured?)",
+                            api, bytes, (unsigned long long)host);
+        }
+        return do_copy(dst, to_device, src, !to_device, bytes, api, execute);
+    });
 }
 
 // ---- PTX ---------------------------------------------------------------------------------------
@@ -524,19 +752,30 @@ std::string counts_json() {
     num("stream_waits", c.stream_waits);
     num("gemms", c.gemms);
     num("gemm_flops", c.gemm_flops);
-    j += "\"gemms_by_compute\": {";
-    bool first = true;
-    for (auto& [k, v] : c.gemm_by_compute) {
-        j += (first ? "\"" : ", \"") + k + "\": " + std::to_string(v);
-        first = false;
-    }
-    j += "}, \"launches_by_kernel\": {";
-    first = true;
-    for (auto& [k, v] : c.by_kernel) {
-        j += (first ? "\"" : ", \"") + k + "\": " + std::to_string(v);
-        first = false;
-    }
-    j += "}}";
+    num("lt_matmuls", c.lt_matmuls);
+    num("captures", c.captures);
+    num("captured_nodes", c.captured_nodes);
+    num("graph_launches", c.graph_launches);
+    num("graph_nodes_replayed", c.graph_nodes_replayed);
+    num("pinned_allocations", c.pinned_allocs);
+    num("pinned_registrations", c.pinned_registrations);
+    num("nvtx_ranges", c.nvtx_ranges);
+    num("nvtx_marks", c.nvtx_marks);
+    num("nvtx_max_depth", c.nvtx_max_depth);
+    auto table = [&](const char* k, const std::map<std::string, long>& m, bool last) {
+        j += std::string("\"") + k + "\": {";
+        bool first = true;
+        for (auto& [name, v] : m) {
+            j += (first ? "\"" : ", \"") + name + "\": " + std::to_string(v);
+            first = false;
+        }
+        j += last ? "}" : "}, ";
+    };
+    table("gemms_by_compute", c.gemm_by_compute, false);
+    table("epilogues", c.epilogues, false);
+    table("nvtx_ranges_by_name", c.nvtx_by_name, false);
+    table("launches_by_kernel", c.by_kernel, true);
+    j += "}";
     return j;
 }
 
@@ -575,6 +814,53 @@ void count_gemm(const char* compute, double flops) {
     S().c.gemms++;
     S().c.gemm_flops += flops;
     S().c.gemm_by_compute[compute]++;
+}
+
+void count_lt_matmul(const char* epilogue) {
+    std::lock_guard<std::mutex> g(S().m);
+    S().c.lt_matmuls++;
+    S().c.epilogues[epilogue]++;
+}
+
+void count_nvtx_range(const char* name, int depth) {
+    // Kept as a JSON key: quotes, backslashes and control characters become '?'.
+    std::string key = name ? name : "";
+    for (char& ch : key)
+        if (ch == '"' || ch == '\\' || (unsigned char)ch < 0x20) ch = '?';
+    std::lock_guard<std::mutex> g(S().m);
+    Counts& c = S().c;
+    c.nvtx_ranges++;
+    c.nvtx_by_name[key]++;
+    c.nvtx_max_depth = std::max(c.nvtx_max_depth, (long)depth);
+}
+
+void count_nvtx_mark() {
+    std::lock_guard<std::mutex> g(S().m);
+    S().c.nvtx_marks++;
+}
+
+int submit(void* stream, const char* what, Work work) {
+    CUstream s = static_cast<CUstream>(stream);
+    {
+        std::unique_lock<std::mutex> g(S().m);
+        Capture* c = capture_of(s);
+        if (!c) {
+            g.unlock();
+            return work(true);
+        }
+        if (c->invalid) {
+            std::string why = c->why;
+            g.unlock();
+            return refuse_invalidated(s, what, why);
+        }
+    }
+    if (int r = work(false)) return invalidating(s, (CUresult)r);
+    std::lock_guard<std::mutex> g(S().m);
+    Capture* c = capture_of(s);
+    if (!c) return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;  // ended by another thread meanwhile
+    c->nodes.push_back(Node{what, std::move(work)});
+    S().c.captured_nodes++;
+    return CUDA_SUCCESS;
 }
 
 void set_detail(const char* fmt, ...) {
@@ -618,6 +904,94 @@ std::string describe_fault_address(uint64_t addr, bool write, const Launch* l) {
 using namespace emu;
 
 // ---- the driver API ----------------------------------------------------------------------------
+
+namespace {
+
+// Checks a launch of `fn` whose parameters the driver copied into `buf` and, when `execute`,
+// runs it. A replayed graph checks again: memory may have been freed since the capture.
+CUresult launch(Function* fn, dim3 grid, dim3 block, unsigned smem, std::vector<unsigned char>& buf, bool execute) {
+    STICKY();
+    const char* k = fn->name.c_str();
+    unsigned long threads = (unsigned long)block.x * block.y * block.z;
+    if (!block.x || !block.y || !block.z || block.x > 1024 || block.y > 1024 || block.z > 64 || threads > 1024)
+        return fail(CUDA_ERROR_INVALID_VALUE,
+                    "kernel %s: block (%u,%u,%u) of %lu threads; sm_%d allows 1 to 1024 threads, x and y up to 1024, "
+                    "z up to 64",
+                    k, block.x, block.y, block.z, threads, sm());
+    if (!grid.x || !grid.y || !grid.z || grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535)
+        return fail(CUDA_ERROR_INVALID_VALUE,
+                    "kernel %s: grid (%u,%u,%u); every dimension must be at least 1, x up to 2^31-1, y and z up to 65535",
+                    k, grid.x, grid.y, grid.z);
+    size_t limit = fn->max_dyn >= 0 ? (size_t)fn->max_dyn + fn->static_smem : kSmemDefault;
+    if (smem + fn->static_smem > limit)
+        return fail(CUDA_ERROR_INVALID_VALUE,
+                    "kernel %s: %u bytes of dynamic shared memory + %zu static exceed %zu; above 48 KiB a kernel must "
+                    "opt in with CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES",
+                    k, smem, fn->static_smem, limit);
+    const KernelEntry* e = fn->host;
+    std::vector<void*> args(fn->params.size());
+    for (size_t i = 0; i < fn->params.size(); ++i) args[i] = buf.data() + fn->params[i].offset;
+    {
+        std::unique_lock<std::mutex> g(S().m);
+        for (size_t i = 0; i < fn->params.size(); ++i) {
+            if (!e->is_ptr[i]) continue;
+            uint64_t p;
+            memcpy(&p, args[i], 8);
+            const Alloc* a = find_alloc(p);
+            // A pointer one past the end is fine (an empty view); anything else outside is a bug.
+            if (p && !(a && p >= a->start && p <= a->start + a->size)) {
+                std::string w = where(p);
+                g.unlock();
+                return fail(CUDA_ERROR_INVALID_VALUE, "kernel %s: pointer parameter %zu (0x%llx) is not device memory: %s",
+                            k, i, (unsigned long long)p, w.c_str());
+            }
+        }
+        if (!execute) return CUDA_SUCCESS;
+        S().c.launches++;
+        S().c.by_kernel[fn->name]++;
+    }
+    Launch l{e, grid, block, smem, limit, fn->syncs, args.data()};
+    std::string err = emu::run(l);
+    if (err.empty()) {
+        std::lock_guard<std::mutex> g(S().m);
+        for (auto& [start, a] : S().allocs) {
+            std::string what;
+            if (!canaries_intact(a, &what, &l)) {
+                err = std::string("kernel ") + k + " " + what;
+                break;
+            }
+        }
+    }
+    if (!err.empty()) {
+        bool memory = err.find("allocation") != std::string::npos || err.find("address") != std::string::npos;
+        CUresult code = memory ? CUDA_ERROR_ILLEGAL_ADDRESS : CUDA_ERROR_LAUNCH_FAILED;
+        fail(code, "%s", err.c_str());
+        set_sticky(code);
+        return code;
+    }
+    return CUDA_SUCCESS;
+}
+
+// Runs the nodes of an executable graph in order; the first error ends the launch.
+CUresult replay(const std::vector<Node>& nodes) {
+    for (size_t i = 0; i < nodes.size(); ++i) {
+        {
+            std::lock_guard<std::mutex> g(S().m);
+            S().c.graph_nodes_replayed++;
+        }
+        if (CUresult r = (CUresult)nodes[i].work(true)) {
+            std::string why;
+            {
+                std::lock_guard<std::mutex> g(S().m);
+                why = last_detail;
+            }
+            return fail(r, "graph node %zu of %zu (%s): %s", i, nodes.size(), nodes[i].what.c_str(), why.c_str());
+        }
+    }
+    return CUDA_SUCCESS;
+}
+
+}  // namespace
 
 extern "C" {
 
@@ -727,42 +1101,160 @@ CUresult cuCtxGetDevice(CUdevice* d) {
     return CUDA_SUCCESS;
 }
 CUresult cuCtxSynchronize() {
+    std::unique_lock<std::mutex> g(S().m);
+    if (!S().captures.empty()) {
+        CUstream s = S().captures.begin()->first;
+        g.unlock();
+        fail(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED,
+             "cuCtxSynchronize while stream %p captures: synchronising a context with a capturing stream is invalid "
+             "and invalidates the capture",
+             (void*)s);
+        g.lock();
+        for (auto& [k, c] : S().captures) invalidate(c);
+        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    }
     S().c.ctx_syncs++;
+    g.unlock();
     return check_sticky();
 }
 
 CUresult cuStreamCreate(CUstream* s, unsigned int) {
-    static long next = 1;
+    static long next = 0x100;  // 0x1 and 0x2 are CU_STREAM_LEGACY and CU_STREAM_PER_THREAD
     *s = reinterpret_cast<CUstream>(next++);
     return check_sticky();
 }
 CUresult cuStreamCreateWithPriority(CUstream* s, unsigned int f, int) { return cuStreamCreate(s, f); }
-CUresult cuStreamDestroy(CUstream) { return CUDA_SUCCESS; }
-CUresult cuStreamSynchronize(CUstream) {
-    S().c.stream_syncs++;
+CUresult cuStreamDestroy(CUstream s) {
+    // The documentation is silent on destroying a capturing stream: its capture ends with it.
+    std::lock_guard<std::mutex> g(S().m);
+    S().captures.erase(s);
+    return CUDA_SUCCESS;
+}
+CUresult cuStreamSynchronize(CUstream s) {
+    if (CUresult r = refuse_on_capture(s, "cuStreamSynchronize",
+                                       "synchronising a capturing stream is invalid (its work runs when the graph is "
+                                       "launched)"))
+        return r;
+    {
+        std::lock_guard<std::mutex> g(S().m);
+        S().c.stream_syncs++;
+    }
     return check_sticky();
 }
-CUresult cuStreamQuery(CUstream) { return check_sticky(); }
-CUresult cuStreamWaitEvent(CUstream, CUevent, unsigned int) {
-    S().c.stream_waits++;
+CUresult cuStreamQuery(CUstream s) {
+    if (CUresult r = refuse_on_capture(s, "cuStreamQuery", "querying a capturing stream is invalid")) return r;
     return check_sticky();
+}
+CUresult cuStreamWaitEvent(CUstream s, CUevent e, unsigned int flags) {
+    STICKY();
+    if (flags & ~(unsigned)CU_EVENT_WAIT_EXTERNAL)
+        return fail(CUDA_ERROR_INVALID_VALUE, "cuStreamWaitEvent: unknown flags 0x%x", flags);
+    std::unique_lock<std::mutex> g(S().m);
+    auto it = S().events.find(e);
+    if (it == S().events.end()) {
+        g.unlock();
+        return fail(CUDA_ERROR_INVALID_HANDLE, "cuStreamWaitEvent: event %p does not exist", (void*)e);
+    }
+    Event ev = it->second;
+    Capture* c = capture_of(s);
+    Capture* source = capture_by_id(ev.capture);  // the live capture that recorded it last, if any
+    if (!c) {
+        CUstream other = source ? source->stream : nullptr;
+        g.unlock();
+        if (flags & CU_EVENT_WAIT_EXTERNAL)
+            return fail(CUDA_ERROR_INVALID_VALUE, "cuStreamWaitEvent: CU_EVENT_WAIT_EXTERNAL outside a stream capture");
+        if (source) {
+            fail(CUDA_ERROR_NOT_SUPPORTED,
+                 "cuStreamWaitEvent: stream %p would join the capture of stream %p through event %p (a fork); the "
+                 "stand-in captures one stream at a time",
+                 (void*)s, (void*)other, (void*)e);
+            return invalidating(other, CUDA_ERROR_NOT_SUPPORTED);
+        }
+        g.lock();
+        S().c.stream_waits++;
+        g.unlock();
+        return check_sticky();
+    }
+    if (c->invalid) {
+        std::string why = c->why;
+        g.unlock();
+        return refuse_invalidated(s, "cuStreamWaitEvent", why);
+    }
+    if (source == c || !ev.recorded) {
+        // Work recorded earlier in this capture precedes anyway; an event never recorded stands for no work.
+        S().c.stream_waits++;
+        return CUDA_SUCCESS;
+    }
+    if (flags & CU_EVENT_WAIT_EXTERNAL) {
+        // An external event wait node: all work submitted before the launch has run by then.
+        c->nodes.push_back(Node{"external event wait", [](bool) { return 0; }});
+        S().c.captured_nodes++;
+        S().c.stream_waits++;
+        return CUDA_SUCCESS;
+    }
+    g.unlock();
+    // The Programming Guide forbids both waits without naming their errors; these are the codes
+    // whose descriptions fit.
+    if (source)
+        fail(CUDA_ERROR_STREAM_CAPTURE_MERGE,
+             "cuStreamWaitEvent: capturing stream %p waits on event %p of another capture: the two capture sequences "
+             "would merge",
+             (void*)s, (void*)e);
+    else
+        fail(CUDA_ERROR_STREAM_CAPTURE_ISOLATION,
+             "cuStreamWaitEvent: capturing stream %p waits on event %p, recorded outside the capture, without "
+             "CU_EVENT_WAIT_EXTERNAL: the dependency crosses the capture's boundary and invalidates it (cudarc "
+             "records such events for every CudaSlice unless CudaContext::disable_event_tracking was called before "
+             "the buffers were allocated)",
+             (void*)s, (void*)e);
+    return invalidating(s, source ? CUDA_ERROR_STREAM_CAPTURE_MERGE : CUDA_ERROR_STREAM_CAPTURE_ISOLATION);
 }
 
 CUresult cuEventCreate(CUevent* e, unsigned int) {
     static long next = 1;
+    std::lock_guard<std::mutex> g(S().m);
     S().c.events++;
     *e = reinterpret_cast<CUevent>(next++);
+    S().events[*e] = Event{};
+    return (CUresult)S().sticky;
+}
+CUresult cuEventDestroy(CUevent e) {
+    std::lock_guard<std::mutex> g(S().m);
+    S().events.erase(e);
+    return CUDA_SUCCESS;
+}
+CUresult cuEventRecordWithFlags(CUevent e, CUstream s, unsigned int flags) {
+    STICKY();
+    if (flags & ~(unsigned)CU_EVENT_RECORD_EXTERNAL)
+        return fail(CUDA_ERROR_INVALID_VALUE, "cuEventRecordWithFlags: unknown flags 0x%x", flags);
+    std::unique_lock<std::mutex> g(S().m);
+    auto it = S().events.find(e);
+    Capture* c = capture_of(s);
+    bool exists = it != S().events.end(), external = flags & CU_EVENT_RECORD_EXTERNAL;
+    if (exists && (c ? !c->invalid : !external)) {
+        it->second = Event{true, c ? c->id : 0};
+        S().c.event_records++;
+        return CUDA_SUCCESS;
+    }
+    std::string why = c ? c->why : "";
+    g.unlock();
+    if (!exists) return fail(CUDA_ERROR_INVALID_HANDLE, "cuEventRecord: event %p does not exist", (void*)e);
+    if (!c)
+        return fail(CUDA_ERROR_INVALID_VALUE,
+                    "cuEventRecordWithFlags: CU_EVENT_RECORD_EXTERNAL outside a stream capture");
+    return refuse_invalidated(s, "cuEventRecord", why);
+}
+CUresult cuEventRecord(CUevent e, CUstream s) { return cuEventRecordWithFlags(e, s, 0); }
+CUresult cuEventQuery(CUevent e) {
+    if (CUresult r = event_wait_allowed(e, "cuEventQuery")) return r;
     return check_sticky();
 }
-CUresult cuEventDestroy(CUevent) { return CUDA_SUCCESS; }
-CUresult cuEventRecord(CUevent, CUstream) {
-    S().c.event_records++;
-    return check_sticky();
-}
-CUresult cuEventRecordWithFlags(CUevent e, CUstream s, unsigned int) { return cuEventRecord(e, s); }
-CUresult cuEventQuery(CUevent) { return check_sticky(); }
-CUresult cuEventSynchronize(CUevent) {
-    S().c.event_syncs++;
+CUresult cuEventSynchronize(CUevent e) {
+    if (CUresult r = event_wait_allowed(e, "cuEventSynchronize")) return r;
+    {
+        std::lock_guard<std::mutex> g(S().m);
+        S().c.event_syncs++;
+    }
     return check_sticky();
 }
 CUresult cuEventElapsedTime(float* ms, CUevent, CUevent) {
@@ -770,36 +1262,238 @@ CUresult cuEventElapsedTime(float* ms, CUevent, CUevent) {
     return check_sticky();
 }
 
-CUresult cuMemAlloc(CUdeviceptr* p, size_t bytes) { return do_alloc(p, bytes, "cuMemAlloc"); }
-CUresult cuMemAllocAsync(CUdeviceptr* p, size_t bytes, CUstream) { return do_alloc(p, bytes, "cuMemAllocAsync"); }
-CUresult cuMemFree(CUdeviceptr p) { return do_free(p, "cuMemFree"); }
-CUresult cuMemFreeAsync(CUdeviceptr p, CUstream) { return do_free(p, "cuMemFreeAsync"); }
+const char* const kCaptureAllocs =
+    "the stand-in has no graph memory nodes: sitdiv allocates and frees its buffers outside captures (drop no "
+    "CudaSlice while a stream captures)";
+
+CUresult cuMemAlloc(CUdeviceptr* p, size_t bytes) {
+    if (CUresult r = unsafe_during_capture("cuMemAlloc")) return r;
+    return do_alloc(p, bytes, "cuMemAlloc");
+}
+CUresult cuMemAllocAsync(CUdeviceptr* p, size_t bytes, CUstream s) {
+    if (CUresult r = refuse_on_capture(s, "cuMemAllocAsync", kCaptureAllocs)) return r;
+    return do_alloc(p, bytes, "cuMemAllocAsync");
+}
+CUresult cuMemFree(CUdeviceptr p) {
+    if (CUresult r = unsafe_during_capture("cuMemFree")) return r;
+    return do_free(p, "cuMemFree");
+}
+CUresult cuMemFreeAsync(CUdeviceptr p, CUstream s) {
+    if (CUresult r = refuse_on_capture(s, "cuMemFreeAsync", kCaptureAllocs)) return r;
+    return do_free(p, "cuMemFreeAsync");
+}
 
 CUresult cuMemcpyHtoD(CUdeviceptr dst, const void* src, size_t n) {
+    if (CUresult r = unsafe_during_capture("cuMemcpyHtoD")) return r;
     return do_copy(dst, true, (uint64_t)src, false, n, "cuMemcpyHtoD");
 }
-CUresult cuMemcpyHtoDAsync(CUdeviceptr dst, const void* src, size_t n, CUstream) {
-    return do_copy(dst, true, (uint64_t)src, false, n, "cuMemcpyHtoDAsync");
+CUresult cuMemcpyHtoDAsync(CUdeviceptr dst, const void* src, size_t n, CUstream s) {
+    return host_copy(dst, true, (uint64_t)src, n, s, "cuMemcpyHtoDAsync");
 }
 CUresult cuMemcpyDtoH(void* dst, CUdeviceptr src, size_t n) {
-    S().c.stream_syncs++;  // a synchronous copy waits for the stream
+    if (CUresult r = unsafe_during_capture("cuMemcpyDtoH")) return r;
+    {
+        std::lock_guard<std::mutex> g(S().m);
+        S().c.stream_syncs++;  // a synchronous copy waits for the stream
+    }
     return do_copy((uint64_t)dst, false, src, true, n, "cuMemcpyDtoH");
 }
-CUresult cuMemcpyDtoHAsync(void* dst, CUdeviceptr src, size_t n, CUstream) {
-    // Host memory here is never page-locked (the stand-in has no cuMemHostAlloc), and a copy to
-    // pageable memory returns only once it is done: the host waits for the stream.
-    S().c.stream_syncs++;
-    return do_copy((uint64_t)dst, false, src, true, n, "cuMemcpyDtoHAsync");
+CUresult cuMemcpyDtoHAsync(void* dst, CUdeviceptr src, size_t n, CUstream s) {
+    return host_copy((uint64_t)dst, false, src, n, s, "cuMemcpyDtoHAsync");
 }
 CUresult cuMemcpyDtoD(CUdeviceptr dst, CUdeviceptr src, size_t n) {
+    if (CUresult r = unsafe_during_capture("cuMemcpyDtoD")) return r;
     return do_copy(dst, true, src, true, n, "cuMemcpyDtoD");
 }
-CUresult cuMemcpyDtoDAsync(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream) {
-    return do_copy(dst, true, src, true, n, "cuMemcpyDtoDAsync");
+CUresult cuMemcpyDtoDAsync(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) {
+    return enqueue(s, "cuMemcpyDtoDAsync",
+                  [=](bool execute) -> int { return do_copy(dst, true, src, true, n, "cuMemcpyDtoDAsync", execute); });
 }
-CUresult cuMemsetD8(CUdeviceptr dst, unsigned char v, size_t n) { return do_memset(dst, v, n, "cuMemsetD8"); }
-CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, CUstream) {
-    return do_memset(dst, v, n, "cuMemsetD8Async");
+CUresult cuMemsetD8(CUdeviceptr dst, unsigned char v, size_t n) {
+    if (CUresult r = unsafe_during_capture("cuMemsetD8")) return r;
+    return do_memset(dst, v, n, "cuMemsetD8");
+}
+CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, CUstream s) {
+    return enqueue(s, "cuMemsetD8Async",
+                  [=](bool execute) -> int { return do_memset(dst, v, n, "cuMemsetD8Async", execute); });
+}
+
+// ---- page-locked host memory ----
+
+CUresult cuMemHostAlloc(void** pp, size_t bytes, unsigned int flags) {
+    STICKY();
+    if (!pp) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemHostAlloc: null result pointer");
+    if (flags & ~(unsigned)(CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_WRITECOMBINED))
+        return fail(CUDA_ERROR_INVALID_VALUE, "cuMemHostAlloc: unknown flags 0x%x", flags);
+    // The documentation is silent on 0 bytes; refused as cuMemAlloc refuses it.
+    if (bytes == 0) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemHostAlloc(0 bytes)");
+    if (CUresult r = unsafe_during_capture("cuMemHostAlloc")) return r;
+    size_t len = (bytes + kPage - 1) / kPage * kPage;
+    void* m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED)
+        return fail(CUDA_ERROR_OUT_OF_MEMORY, "cuMemHostAlloc(%zu bytes): host memory exhausted", bytes);
+    std::lock_guard<std::mutex> g(S().m);
+    S().pinned[(uint64_t)m] = Pinned{bytes, len};
+    S().c.pinned_allocs++;
+    *pp = m;
+    return CUDA_SUCCESS;
+}
+CUresult cuMemAllocHost(void** pp, size_t bytes) { return cuMemHostAlloc(pp, bytes, 0); }
+CUresult cuMemFreeHost(void* p) {
+    if (CUresult r = unsafe_during_capture("cuMemFreeHost")) return r;
+    std::unique_lock<std::mutex> g(S().m);
+    auto it = S().pinned.find((uint64_t)p);
+    if (it == S().pinned.end() || it->second.map_len == 0) {
+        g.unlock();
+        return fail(CUDA_ERROR_INVALID_VALUE, "cuMemFreeHost(%p): not memory from cuMemHostAlloc", p);
+    }
+    munmap(p, it->second.map_len);
+    S().pinned.erase(it);
+    return CUDA_SUCCESS;
+}
+CUresult cuMemHostRegister(void* p, size_t bytes, unsigned int flags) {
+    STICKY();
+    if (flags & CU_MEMHOSTREGISTER_IOMEMORY)
+        return fail(CUDA_ERROR_NOT_SUPPORTED, "cuMemHostRegister: the stand-in has no I/O memory");
+    if (flags & ~(unsigned)(CU_MEMHOSTREGISTER_PORTABLE | CU_MEMHOSTREGISTER_DEVICEMAP | CU_MEMHOSTREGISTER_READ_ONLY))
+        return fail(CUDA_ERROR_INVALID_VALUE, "cuMemHostRegister: unknown flags 0x%x", flags);
+    if (!p || bytes == 0) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemHostRegister(%p, %zu bytes)", p, bytes);
+    if (CUresult r = unsafe_during_capture("cuMemHostRegister")) return r;
+    uint64_t a = (uint64_t)p;
+    std::unique_lock<std::mutex> g(S().m);
+    auto& m = S().pinned;
+    auto next = m.lower_bound(a);
+    bool overlaps = next != m.end() && next->first < a + bytes;
+    if (next != m.begin()) {
+        auto prev = std::prev(next);
+        overlaps = overlaps || prev->first + prev->second.size > a;
+    }
+    if (overlaps) {
+        g.unlock();
+        return fail(CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED,
+                    "cuMemHostRegister(%p, %zu bytes): overlaps page-locked memory", p, bytes);
+    }
+    m[a] = Pinned{bytes, 0};
+    S().c.pinned_registrations++;
+    return CUDA_SUCCESS;
+}
+CUresult cuMemHostUnregister(void* p) {
+    if (CUresult r = unsafe_during_capture("cuMemHostUnregister")) return r;
+    std::unique_lock<std::mutex> g(S().m);
+    auto it = S().pinned.find((uint64_t)p);
+    if (it == S().pinned.end() || it->second.map_len != 0) {
+        g.unlock();
+        return fail(CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED, "cuMemHostUnregister(%p): not the start of a range from "
+                    "cuMemHostRegister", p);
+    }
+    S().pinned.erase(it);
+    return CUDA_SUCCESS;
+}
+
+// ---- stream capture and graphs ----
+
+// Exported as cuStreamBeginCapture_v2 (cuda.h renames it).
+CUresult cuStreamBeginCapture(CUstream s, CUstreamCaptureMode mode) {
+    STICKY();
+    if ((unsigned)mode > CU_STREAM_CAPTURE_MODE_RELAXED)
+        return fail(CUDA_ERROR_INVALID_VALUE, "cuStreamBeginCapture: unknown mode %d", (int)mode);
+    // The documentation forbids it without naming the error (it lists CUDA_ERROR_INVALID_VALUE
+    // alone); this code names what went wrong.
+    if (s == nullptr || s == CU_STREAM_LEGACY)
+        return fail(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED,
+                    "cuStreamBeginCapture on the legacy NULL stream: CUDA captures only streams made with "
+                    "cuStreamCreate (cudarc: CudaContext::new_stream, not default_stream)");
+    std::unique_lock<std::mutex> g(S().m);
+    if (capture_of(s)) {  // the documentation lists no other error for it than CUDA_ERROR_INVALID_VALUE
+        g.unlock();
+        return fail(CUDA_ERROR_INVALID_VALUE, "cuStreamBeginCapture: stream %p captures already", (void*)s);
+    }
+    State& st = S();
+    st.captures.emplace(s, Capture{st.next_capture++, s, mode, std::this_thread::get_id()});
+    st.c.captures++;
+    return CUDA_SUCCESS;
+}
+CUresult cuStreamIsCapturing(CUstream s, CUstreamCaptureStatus* status) {
+    if (!status) return fail(CUDA_ERROR_INVALID_VALUE, "cuStreamIsCapturing: null result pointer");
+    std::lock_guard<std::mutex> g(S().m);
+    Capture* c = capture_of(s);
+    *status = !c ? CU_STREAM_CAPTURE_STATUS_NONE
+                 : c->invalid ? CU_STREAM_CAPTURE_STATUS_INVALIDATED : CU_STREAM_CAPTURE_STATUS_ACTIVE;
+    return CUDA_SUCCESS;
+}
+CUresult cuStreamEndCapture(CUstream s, CUgraph* graph) {
+    if (!graph) return fail(CUDA_ERROR_INVALID_VALUE, "cuStreamEndCapture: null result pointer");
+    std::unique_lock<std::mutex> g(S().m);
+    Capture* c = capture_of(s);
+    if (!c) {  // the documentation lists no other error for it than CUDA_ERROR_INVALID_VALUE
+        g.unlock();
+        return fail(CUDA_ERROR_INVALID_VALUE, "cuStreamEndCapture: stream %p does not capture", (void*)s);
+    }
+    if (c->mode != CU_STREAM_CAPTURE_MODE_RELAXED && c->thread != std::this_thread::get_id()) {
+        const char* mode = mode_name(c->mode);
+        g.unlock();
+        return fail(CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD,
+                    "cuStreamEndCapture: the capture of stream %p began on another thread in %s", (void*)s, mode);
+    }
+    Capture done = std::move(*c);
+    S().captures.erase(s);
+    g.unlock();
+    if (done.invalid) {
+        *graph = nullptr;
+        return fail(CUDA_ERROR_STREAM_CAPTURE_INVALIDATED,
+                    "cuStreamEndCapture: the capture was invalidated (%s); no graph", done.why.c_str());
+    }
+    *graph = reinterpret_cast<CUgraph>(new Graph{std::make_shared<const std::vector<Node>>(std::move(done.nodes))});
+    return CUDA_SUCCESS;
+}
+// Exported as cuGraphInstantiateWithFlags (cuda.h renames it), which cudarc calls for CUDA 12 and 13.
+CUresult cuGraphInstantiate(CUgraphExec* exec, CUgraph graph, unsigned long long flags) {
+    if (!exec || !graph) return fail(CUDA_ERROR_INVALID_VALUE, "cuGraphInstantiate: null graph or result pointer");
+    const Graph* gr = reinterpret_cast<const Graph*>(graph);
+    const unsigned long long known = CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH |
+                                     CUDA_GRAPH_INSTANTIATE_FLAG_DEVICE_LAUNCH |
+                                     CUDA_GRAPH_INSTANTIATE_FLAG_USE_NODE_PRIORITY;
+    if (flags & ~known)
+        return fail(CUDA_ERROR_INVALID_VALUE,
+                    "cuGraphInstantiate: flags 0x%llx (CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD is for "
+                    "cuGraphInstantiateWithParams only)",
+                    flags);
+    bool device = flags & CUDA_GRAPH_INSTANTIATE_FLAG_DEVICE_LAUNCH;
+    if (device && (flags & CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH))
+        return fail(CUDA_ERROR_INVALID_VALUE,
+                    "cuGraphInstantiate: DEVICE_LAUNCH cannot be combined with AUTO_FREE_ON_LAUNCH");
+    if (device && gr->nodes->empty())
+        return fail(CUDA_ERROR_INVALID_VALUE, "cuGraphInstantiate: a graph for device launch cannot be empty");
+    *exec = reinterpret_cast<CUgraphExec>(new Graph{gr->nodes});
+    return CUDA_SUCCESS;
+}
+CUresult cuGraphLaunch(CUgraphExec exec, CUstream s) {
+    STICKY();
+    if (!exec) return fail(CUDA_ERROR_INVALID_VALUE, "cuGraphLaunch: null graph");
+    auto nodes = reinterpret_cast<const Graph*>(exec)->nodes;
+    // On a capturing stream the launch becomes a node of the capture (a child graph).
+    return enqueue(s, "cuGraphLaunch", [nodes](bool execute) -> int {
+        if (!execute) return CUDA_SUCCESS;
+        {
+            std::lock_guard<std::mutex> g(S().m);
+            S().c.graph_launches++;
+        }
+        return replay(*nodes);
+    });
+}
+CUresult cuGraphUpload(CUgraphExec exec, CUstream) {
+    if (!exec) return fail(CUDA_ERROR_INVALID_VALUE, "cuGraphUpload: null graph");
+    return check_sticky();  // nothing to upload: device memory is host memory
+}
+CUresult cuGraphExecDestroy(CUgraphExec exec) {
+    if (!exec) return fail(CUDA_ERROR_INVALID_VALUE, "cuGraphExecDestroy: null graph");
+    delete reinterpret_cast<Graph*>(exec);
+    return CUDA_SUCCESS;
+}
+CUresult cuGraphDestroy(CUgraph graph) {
+    if (!graph) return fail(CUDA_ERROR_INVALID_VALUE, "cuGraphDestroy: null graph");
+    delete reinterpret_cast<Graph*>(graph);
+    return CUDA_SUCCESS;
 }
 
 CUresult cuModuleLoadData(CUmodule* m, const void* image) {
@@ -870,76 +1564,24 @@ CUresult cuFuncSetAttribute(CUfunction f, CUfunction_attribute a, int v) {
 }
 
 CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
-                        unsigned smem, CUstream, void** params, void** extra) {
+                        unsigned smem, CUstream stream, void** params, void** extra) {
     STICKY();
     Function* fn = reinterpret_cast<Function*>(f);
     const char* k = fn->name.c_str();
-    if (extra) return fail(CUDA_ERROR_NOT_SUPPORTED, "kernel %s: launch with `extra` parameters", k);
-    unsigned long threads = (unsigned long)bx * by * bz;
-    if (!bx || !by || !bz || bx > 1024 || by > 1024 || bz > 64 || threads > 1024)
-        return fail(CUDA_ERROR_INVALID_VALUE,
-                    "kernel %s: block (%u,%u,%u) of %lu threads; sm_%d allows 1 to 1024 threads, x and y up to 1024, "
-                    "z up to 64",
-                    k, bx, by, bz, threads, sm());
-    if (!gx || !gy || !gz || gx > 2147483647u || gy > 65535 || gz > 65535)
-        return fail(CUDA_ERROR_INVALID_VALUE,
-                    "kernel %s: grid (%u,%u,%u); every dimension must be at least 1, x up to 2^31-1, y and z up to 65535",
-                    k, gx, gy, gz);
-    size_t limit = fn->max_dyn >= 0 ? (size_t)fn->max_dyn + fn->static_smem : kSmemDefault;
-    if (smem + fn->static_smem > limit)
-        return fail(CUDA_ERROR_INVALID_VALUE,
-                    "kernel %s: %u bytes of dynamic shared memory + %zu static exceed %zu; above 48 KiB a kernel must "
-                    "opt in with CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES",
-                    k, smem, fn->static_smem, limit);
-    const KernelEntry* e = fn->host;
-    // Parameters are copied at launch, as the driver does.
-    std::vector<unsigned char> buf;
+    if (extra)
+        return invalidating(stream, fail(CUDA_ERROR_NOT_SUPPORTED, "kernel %s: launch with `extra` parameters", k));
+    // Parameters are copied at launch (and capture), as the driver does.
     size_t total = fn->params.empty() ? 0 : fn->params.back().offset + fn->params.back().size;
-    buf.resize(total + 8);
-    std::vector<void*> args(fn->params.size());
+    auto buf = std::make_shared<std::vector<unsigned char>>(total + 8);
     for (size_t i = 0; i < fn->params.size(); ++i) {
-        if (!params || !params[i]) return fail(CUDA_ERROR_INVALID_VALUE, "kernel %s: parameter %zu is null", k, i);
-        memcpy(buf.data() + fn->params[i].offset, params[i], fn->params[i].size);
-        args[i] = buf.data() + fn->params[i].offset;
+        if (!params || !params[i])
+            return invalidating(stream, fail(CUDA_ERROR_INVALID_VALUE, "kernel %s: parameter %zu is null", k, i));
+        memcpy(buf->data() + fn->params[i].offset, params[i], fn->params[i].size);
     }
-    {
-        std::unique_lock<std::mutex> g(S().m);
-        for (size_t i = 0; i < fn->params.size(); ++i) {
-            if (!e->is_ptr[i]) continue;
-            uint64_t p;
-            memcpy(&p, args[i], 8);
-            const Alloc* a = find_alloc(p);
-            // A pointer one past the end is fine (an empty view); anything else outside is a bug.
-            if (p && !(a && p >= a->start && p <= a->start + a->size)) {
-                std::string w = where(p);
-                g.unlock();
-                return fail(CUDA_ERROR_INVALID_VALUE, "kernel %s: pointer parameter %zu (0x%llx) is not device memory: %s",
-                            k, i, (unsigned long long)p, w.c_str());
-            }
-        }
-        S().c.launches++;
-        S().c.by_kernel[fn->name]++;
-    }
-    Launch l{e, dim3{gx, gy, gz}, dim3{bx, by, bz}, smem, limit, fn->syncs, args.data()};
-    std::string err = emu::run(l);
-    if (err.empty()) {
-        std::lock_guard<std::mutex> g(S().m);
-        for (auto& [start, a] : S().allocs) {
-            std::string what;
-            if (!canaries_intact(a, &what, &l)) {
-                err = std::string("kernel ") + k + " " + what;
-                break;
-            }
-        }
-    }
-    if (!err.empty()) {
-        bool memory = err.find("allocation") != std::string::npos || err.find("address") != std::string::npos;
-        CUresult code = memory ? CUDA_ERROR_ILLEGAL_ADDRESS : CUDA_ERROR_LAUNCH_FAILED;
-        fail(code, "%s", err.c_str());
-        set_sticky(code);
-        return code;
-    }
-    return CUDA_SUCCESS;
+    std::string what = std::string("kernel ") + k;
+    return enqueue(stream, what.c_str(), [=](bool execute) -> int {
+        return launch(fn, dim3{gx, gy, gz}, dim3{bx, by, bz}, smem, *buf, execute);
+    });
 }
 
 CUresult cuGetErrorString(CUresult r, const char** s) {

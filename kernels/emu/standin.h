@@ -1,9 +1,11 @@
-// Internals shared by the stand-in driver (driver.cpp), its cuBLAS (cublas.cpp) and the
-// execution engine (engine.cpp). Nothing here is seen by the kernels.
+// Internals shared by the stand-in driver (driver.cpp), its cuBLAS and cuBLASLt (cublas.cpp,
+// cublaslt.cpp, gemm.cpp), NVTX (nvtx.cpp) and the execution engine (engine.cpp). Nothing here
+// is seen by the kernels.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 
@@ -62,10 +64,21 @@ std::string run(const Launch& l);
 // Parallel for over [0, n) on the engine's worker threads (also used by the GEMMs).
 void parallel_for(long n, void (*body)(long i, void* ctx), void* ctx);
 
-// ---- the driver's state, for cublas.cpp ----------------------------------------------------
+// ---- the driver's state, for the libraries -------------------------------------------------
 // Whether [p, p + bytes) lies inside one live allocation; otherwise sets the error detail.
 bool check_range(uint64_t p, size_t bytes, const char* what);
 void count_gemm(const char* compute, double flops);
+void count_lt_matmul(const char* epilogue);
+// A range pushed or started at `depth` ranges open (1 for the outermost).
+void count_nvtx_range(const char* name, int depth);
+void count_nvtx_mark();
+
+// Work on a stream: checks its arguments and, when `execute`, does it. Returns a CUresult.
+using Work = std::function<int(bool execute)>;
+// Submits `work` to `stream`: runs it now, or, while the stream captures, checks it and records
+// it into the capture, to run each time the graph is launched (an error then invalidates the
+// capture, as in CUDA). `what` names it in messages ("kernel add_f32", "cublasLtMatmul").
+int submit(void* stream, const char* what, Work work);
 // Records a detailed error message (printed to stderr and kept for sitdiv_standin_last_error).
 void set_detail(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 // Makes the context's error sticky, as a device fault does on a real GPU.

@@ -246,6 +246,9 @@ pub fn require<B: Backend + ?Sized>(be: &B, model: &str, ops: &[Op]) -> Result<(
     Ok(())
 }
 
+/// A forward on device inputs, for [`Backend::run_graph`].
+pub type Forward<'a, Buf> = dyn Fn(&[Buf]) -> Result<Buf> + 'a;
+
 pub trait Backend: Send + Sync {
     type Buf: Send + Sync;
 
@@ -435,7 +438,10 @@ pub trait Backend: Send + Sync {
             .download(ids)?
             .iter()
             .map(|&v| {
-                anyhow::ensure!(v >= 0.0 && v.fract() == 0.0 && v < 16_777_216.0, "gather_rows_idf: id {v} is not an exact index");
+                anyhow::ensure!(
+                    v >= 0.0 && v.fract() == 0.0 && v < 16_777_216.0,
+                    "gather_rows_idf: id {v} is not an exact index"
+                );
                 Ok(v as usize)
             })
             .collect::<Result<Vec<usize>>>()?;
@@ -445,13 +451,11 @@ pub trait Backend: Send + Sync {
     /// Runs `f` on `inputs` (uploaded) and returns its result on the host. A GPU backend may
     /// capture the device work of the first call for each `key` into a graph and replay it, so
     /// `f` must depend only on the inputs' values, with shapes fixed by `key`.
-    fn run_graph(
-        &self,
-        _key: &str,
-        inputs: &[&[f32]],
-        f: &dyn Fn(&[Self::Buf]) -> Result<Self::Buf>,
-    ) -> Result<Vec<f32>> {
-        let bufs = inputs.iter().map(|x| self.upload(x)).collect::<Result<Vec<_>>>()?;
+    fn run_graph(&self, _key: &str, inputs: &[&[f32]], f: &Forward<Self::Buf>) -> Result<Vec<f32>> {
+        let bufs = inputs
+            .iter()
+            .map(|x| self.upload(x))
+            .collect::<Result<Vec<_>>>()?;
         self.download(&f(&bufs)?)
     }
 

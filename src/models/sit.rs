@@ -432,13 +432,15 @@ impl<B: Backend> SiT<B> {
             })
             .collect::<Result<Vec<_>>>()?;
         let freq = timestep_embedding(t, FREQ_DIM); // (N, 256)
-        // Class ids travel as exact f32 integers, so that every input is a plain device buffer.
+                                                    // Class ids travel as exact f32 integers, so that every input is a plain device buffer.
         let idf: Vec<f32> = ids.iter().map(|&i| i as f32).collect();
         let Some(taps) = taps else {
             // Shapes are fixed by the model and the batch: the backend may capture the device work
             // once and replay it.
             let key = format!("SiT@{:p} n={n}", self);
-            return be.run_graph(&key, &[x, &freq, &idf], &|bufs| self.core(be, &bufs[0], &bufs[1], &bufs[2], n, None));
+            return be.run_graph(&key, &[x, &freq, &idf], &|bufs| {
+                self.core(be, &bufs[0], &bufs[1], &bufs[2], n, None)
+            });
         };
         let bufs = [be.upload(x)?, be.upload(&freq)?, be.upload(&idf)?];
         let out = self.core(be, &bufs[0], &bufs[1], &bufs[2], n, Some(taps))?;
@@ -457,7 +459,12 @@ impl<B: Backend> SiT<B> {
         mut taps: Option<&mut Taps>,
     ) -> Result<B::Buf> {
         let cfg = &self.config;
-        let (d, tok, s, p) = (cfg.hidden_size, cfg.tokens(), cfg.input_size, cfg.patch_size);
+        let (d, tok, s, p) = (
+            cfg.hidden_size,
+            cfg.tokens(),
+            cfg.input_size,
+            cfg.patch_size,
+        );
         let want_taps = taps.is_some();
         let mut tap = |name: &str, buf: &B::Buf| -> Result<()> {
             if let Some(taps) = taps.as_deref_mut() {
@@ -505,8 +512,16 @@ impl<B: Backend> SiT<B> {
         let (w0, stride) = (width(0), |k| width(k));
         let mut y = be.layer_norm_modulate(
             &h,
-            Cols { buf: &m, stride: w0, offset: 0 },
-            Cols { buf: &m, stride: w0, offset: d },
+            Cols {
+                buf: &m,
+                stride: w0,
+                offset: 0,
+            },
+            Cols {
+                buf: &m,
+                stride: w0,
+                offset: d,
+            },
             n,
             tok,
             d,
@@ -523,9 +538,22 @@ impl<B: Backend> SiT<B> {
             let w = stride(k + 1);
             let io = BlockIo {
                 m: &m,
-                next: (Cols { buf: &next, stride: w, offset: 0 }, Cols { buf: &next, stride: w, offset: d }),
+                next: (
+                    Cols {
+                        buf: &next,
+                        stride: w,
+                        offset: 0,
+                    },
+                    Cols {
+                        buf: &next,
+                        stride: w,
+                        offset: d,
+                    },
+                ),
             };
-            y = block.forward(be, &mut h, &y, io, n, cfg, &mut |name, buf| tap(&format!("tap.blocks.{k}.{name}"), buf))?;
+            y = block.forward(be, &mut h, &y, io, n, cfg, &mut |name, buf| {
+                tap(&format!("tap.blocks.{k}.{name}"), buf)
+            })?;
             be.range_pop();
             m = next;
         }
@@ -567,7 +595,11 @@ impl<B: Backend> SiTBlock<B> {
     ) -> Result<B::Buf> {
         let (d, t) = (cfg.hidden_size, cfg.tokens());
         // Chunks in upstream order: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp.
-        let chunk = |i: usize| Cols { buf: io.m, stride: 6 * d, offset: i * d };
+        let chunk = |i: usize| Cols {
+            buf: io.m,
+            stride: 6 * d,
+            offset: i * d,
+        };
 
         be.range_push("attention");
         let qkv = self.attn.qkv.forward_operand(be, y, n * t)?; // (N, T, 3D)
@@ -575,7 +607,8 @@ impl<B: Backend> SiTBlock<B> {
         let a = self.attn.proj.forward(be, &a, n * t)?;
         be.range_pop();
         tap("attn.out", &a)?;
-        let y = be.gated_add_layer_norm_modulate(x, &a, chunk(2), chunk(3), chunk(4), n, t, d, LN_EPS)?;
+        let y =
+            be.gated_add_layer_norm_modulate(x, &a, chunk(2), chunk(3), chunk(4), n, t, d, LN_EPS)?;
 
         be.range_push("MLP");
         let hid = self.mlp.fc1.forward_gelu(be, &y, n * t)?; // (N, T, 4D)
@@ -583,7 +616,8 @@ impl<B: Backend> SiTBlock<B> {
         be.range_pop();
         tap("mlp.out", &mo)?;
         let (shift, scale) = io.next;
-        let next = be.gated_add_layer_norm_modulate(x, &mo, chunk(5), shift, scale, n, t, d, LN_EPS)?;
+        let next =
+            be.gated_add_layer_norm_modulate(x, &mo, chunk(5), shift, scale, n, t, d, LN_EPS)?;
         tap("out", x)?;
         Ok(next)
     }

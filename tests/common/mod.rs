@@ -35,7 +35,8 @@ pub fn tmp(name: &str) -> PathBuf {
 }
 
 /// Runs the binary (`SITDIV_BIN` overrides it, for test executables run away from the build
-/// tree); `SITDIV_TEST_DEVICE=cuda` runs every `sample` command on that device.
+/// tree); `SITDIV_TEST_DEVICE=cuda` runs every `sample` command on that device, and
+/// `SITDIV_TEST_PRECISION=tf32` in that precision.
 pub fn sitdiv(args: &[&str]) -> std::process::Output {
     let bin = std::env::var_os("SITDIV_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_sitdiv").into());
     let mut cmd = Command::new(bin);
@@ -45,7 +46,70 @@ pub fn sitdiv(args: &[&str]) -> std::process::Output {
             cmd.args(["--device", &dev]);
         }
     }
+    if let Ok(p) = std::env::var("SITDIV_TEST_PRECISION") {
+        if args.first() == Some(&"sample") && !args.contains(&"--precision") {
+            cmd.args(["--precision", &p]);
+        }
+    }
     cmd.output().expect("run sitdiv")
+}
+
+/// Writes a golden tensor as .npy (float32 keeps its shape; int64 likewise).
+pub fn golden_npy(file: &str, tensor: &str, dir: &std::path::Path) -> String {
+    use sitdiv::pipeline::npy;
+    let f = open(file);
+    let info = f.info(tensor).unwrap().clone();
+    let p = dir.join(format!("{tensor}.npy"));
+    if tensor == "y" {
+        npy::write_i64(&p, &info.shape, &f.i64(tensor).unwrap()).unwrap();
+    } else {
+        npy::write_f32(&p, &info.shape, &f.f32(tensor).unwrap()).unwrap();
+    }
+    p.display().to_string()
+}
+
+/// Replays a sampler golden case (tests/golden/sampler_*.io.safetensors: initial noise, labels,
+/// replayed SDE noise) through `sitdiv sample` with the tiny SiT, `flags` and `device` flags;
+/// returns the sample's error against the golden one.
+pub fn replay_golden_case(file: &str, flags: &[&str], device: &[&str]) -> f64 {
+    let dir = tmp(&format!(
+        "{}{}",
+        file.trim_end_matches(".io.safetensors"),
+        device.join("")
+    ));
+    let (z, y) = (golden_npy(file, "z", &dir), golden_npy(file, "y", &dir));
+    let out = dir.join("x.npy").display().to_string();
+    let w = golden_dir()
+        .join("sit_tiny.weights.safetensors")
+        .display()
+        .to_string();
+    let mut args = vec![
+        "sample",
+        "--weights",
+        &w,
+        "--init-noise",
+        &z,
+        "--labels",
+        &y,
+    ];
+    let noise;
+    if open(file).info("noise").is_some() {
+        noise = golden_npy(file, "noise", &dir);
+        args.extend(["--replay-noise", noise.as_str()]);
+    }
+    args.extend(["--latents-out", out.as_str()]);
+    args.extend(flags);
+    args.extend(device);
+    let r = sitdiv(&args);
+    assert!(
+        r.status.success(),
+        "{file}: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let got = sitdiv::pipeline::npy::read_f32(std::path::Path::new(&out))
+        .unwrap()
+        .data;
+    rel_err(&got, &open(file).f32("sample").unwrap())
 }
 
 /// Runs the binary expecting success; returns its stdout. A failure shows the command and stderr.

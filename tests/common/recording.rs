@@ -239,11 +239,27 @@ impl Backend for Recording {
         self.note(Op::Operand);
         Cpu.operand(x)
     }
-    fn linear_gelu(&self, x: &Vec<f32>, w: &Vec<f32>, b: Option<&Vec<f32>>, m: usize, k: usize, n: usize) -> Result<Vec<f32>> {
+    fn linear_gelu(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        b: Option<&Vec<f32>>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Vec<f32>> {
         self.note(Op::LinearGelu);
         Cpu.linear_gelu(x, w, b, m, k, n)
     }
-    fn linear_operand(&self, x: &Vec<f32>, w: &Vec<f32>, b: Option<&Vec<f32>>, m: usize, k: usize, n: usize) -> Result<Vec<f32>> {
+    fn linear_operand(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        b: Option<&Vec<f32>>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Vec<f32>> {
         self.note(Op::LinearOperand);
         Cpu.linear_operand(x, w, b, m, k, n)
     }

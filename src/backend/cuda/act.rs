@@ -8,19 +8,31 @@ use super::launch::grid_1d;
 use super::Cuda;
 
 pub fn silu(be: &Cuda, x: &GpuBuf) -> Result<GpuBuf> {
-    ensure!(x.dtype() == Dtype::F32, "silu: expects f32, got {:?}", x.dtype());
+    ensure!(
+        x.dtype() == Dtype::F32,
+        "silu: expects f32, got {:?}",
+        x.dtype()
+    );
     let n = x.len();
     let y = be.alloc(n, Dtype::F32)?;
     if n == 0 {
         return Ok(y);
     }
-    be.launch(&be.k.silu).buf(x).buf(&y).long(n).run(grid_1d(n)?)?;
+    be.launch(&be.k.silu)
+        .buf(x)
+        .buf(&y)
+        .long(n)
+        .run(grid_1d(n)?)?;
     be.done("silu_f32")?;
     Ok(y)
 }
 
 pub fn gelu_tanh(be: &Cuda, x: &mut GpuBuf) -> Result<()> {
-    ensure!(x.dtype() == Dtype::F32, "gelu_tanh: expects f32, got {:?}", x.dtype());
+    ensure!(
+        x.dtype() == Dtype::F32,
+        "gelu_tanh: expects f32, got {:?}",
+        x.dtype()
+    );
     let n = x.len();
     if n == 0 {
         return Ok(());
@@ -36,7 +48,11 @@ pub fn cast(be: &Cuda, x: &GpuBuf, to: Dtype) -> Result<GpuBuf> {
             let n = x.len();
             let y = be.alloc(n, Dtype::Bf16)?;
             if n > 0 {
-                be.launch(&be.k.cast_bf16).buf(x).buf(&y).long(n).run(grid_1d(n)?)?;
+                be.launch(&be.k.cast_bf16)
+                    .buf(x)
+                    .buf(&y)
+                    .long(n)
+                    .run(grid_1d(n)?)?;
                 be.done("cast_bf16")?;
             }
             Ok(y)

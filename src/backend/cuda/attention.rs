@@ -30,12 +30,28 @@ pub struct ArrayKey {
 }
 
 fn operand_arrays(be: &Cuda, key: ArrayKey) -> Result<u64> {
-    let mut cache = be.attn_arrays.lock().map_err(|_| anyhow::anyhow!("attention cache poisoned"))?;
+    let mut cache = be
+        .attn_arrays
+        .lock()
+        .map_err(|_| anyhow::anyhow!("attention cache poisoned"))?;
     if let Some(buf) = cache.get(&key) {
         return Ok(buf.ptr());
     }
-    ensure!(!be.capturing(), "attention: new operand arrays inside a captured forward (no warm-up ran)");
-    let ArrayKey { qkv, out, s, p, images, t, heads, dh, es } = key;
+    ensure!(
+        !be.capturing(),
+        "attention: new operand arrays inside a captured forward (no warm-up ran)"
+    );
+    let ArrayKey {
+        qkv,
+        out,
+        s,
+        p,
+        images,
+        t,
+        heads,
+        dh,
+        es,
+    } = key;
     let (d, bh) = (heads * dh, images * heads);
     let mut host = vec![0u64; 6 * bh];
     for i in 0..bh {
@@ -59,7 +75,14 @@ fn operand_arrays(be: &Cuda, key: ArrayKey) -> Result<u64> {
     Ok(ptr)
 }
 
-pub fn attention(be: &Cuda, qkv: &GpuBuf, b: usize, t: usize, heads: usize, dh: usize) -> Result<GpuBuf> {
+pub fn attention(
+    be: &Cuda,
+    qkv: &GpuBuf,
+    b: usize,
+    t: usize,
+    heads: usize,
+    dh: usize,
+) -> Result<GpuBuf> {
     ensure!(
         qkv.len() == b * t * 3 * heads * dh,
         "attention: qkv has {} elements for ({b}, {t}, 3·{heads}·{dh})",
@@ -88,7 +111,11 @@ pub fn attention(be: &Cuda, qkv: &GpuBuf, b: usize, t: usize, heads: usize, dh: 
         let bh = images * heads;
         let s = be.alloc(bh * t * t, Dtype::F32)?;
         // f32 operands take the softmax in place; bf16 ones get P in bf16 for the second product.
-        let p_own = if operand == Dtype::F32 { None } else { Some(be.alloc(bh * t * t, operand)?) };
+        let p_own = if operand == Dtype::F32 {
+            None
+        } else {
+            Some(be.alloc(bh * t * t, operand)?)
+        };
         let p = p_own.as_ref().unwrap_or(&s);
         let key = ArrayKey {
             qkv: qkv.ptr() + (img0 * t * 3 * d * es) as u64,
@@ -120,14 +147,25 @@ pub fn attention(be: &Cuda, qkv: &GpuBuf, b: usize, t: usize, heads: usize, dh: 
         )?;
         let rows = bh * t;
         let blocks = rows.div_ceil((SOFTMAX_THREADS / 32) as usize);
-        ensure!(blocks <= i32::MAX as usize, "attention: {rows} score rows exceed the grid");
-        let k = if operand == Dtype::F32 { &be.k.softmax_rows } else { &be.k.softmax_rows_bf16 };
+        ensure!(
+            blocks <= i32::MAX as usize,
+            "attention: {rows} score rows exceed the grid"
+        );
+        let k = if operand == Dtype::F32 {
+            &be.k.softmax_rows
+        } else {
+            &be.k.softmax_rows_bf16
+        };
         be.launch(k)
             .buf(&s)
             .buf(p)
             .long(rows)
             .int(t, "T")
-            .run(Dims { grid: (blocks as u32, 1, 1), block: (SOFTMAX_THREADS, 1, 1), smem: 0 })
+            .run(Dims {
+                grid: (blocks as u32, 1, 1),
+                block: (SOFTMAX_THREADS, 1, 1),
+                smem: 0,
+            })
             .context("attention softmax")?;
         be.done("softmax_rows")?;
         // Oᵀ (column-major Dh × T, ld D) = Vᵀ · Pᵀ: m = Dh, n = T, k = T.

@@ -2,7 +2,7 @@
 //! the same order every time, so after the first one every buffer comes back from the pool: no
 //! `cuMemAlloc` in steady state (and none at all while a CUDA graph is captured).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -31,9 +31,17 @@ impl Dtype {
 const GRAIN: usize = 256;
 
 /// Free device allocations by size. Memory goes back to the driver only when the pool drops.
+///
+/// A request takes the free buffer of its size that was made first, and makes a new one only
+/// when none is free. A forward then gets the very buffers it got the first time: where the first
+/// run found a free buffer the next finds the same one first (its extra free buffers were all made
+/// later), and where the first run made one the next finds it as the earliest of those extras.
+/// Cached operand addresses (attention's pointer arrays) stay valid, and a graph captured after a
+/// run sees that run's addresses.
 pub struct Pool {
     stream: Arc<CudaStream>,
-    free: Mutex<HashMap<usize, Vec<sys::CUdeviceptr>>>,
+    /// Free buffers by size, as (creation index, address).
+    free: Mutex<HashMap<usize, BTreeSet<(u64, sys::CUdeviceptr)>>>,
     /// Every allocation the pool made, to free at the end.
     all: Mutex<Vec<sys::CUdeviceptr>>,
     allocations: AtomicU64,
@@ -57,39 +65,69 @@ impl Pool {
         self.allocations.load(Ordering::Relaxed)
     }
 
+    /// The free buffers by size: equal snapshots hand out the same addresses in the same order.
+    pub fn snapshot(&self) -> Vec<(usize, Vec<(u64, sys::CUdeviceptr)>)> {
+        let mut v: Vec<_> = self
+            .free
+            .lock()
+            .map(|f| {
+                f.iter()
+                    .map(|(k, l)| (*k, l.iter().copied().collect()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
     pub fn freeze(&self, on: bool) {
         self.frozen.store(on, Ordering::Relaxed);
     }
 
-    fn take(&self, bytes: usize) -> Result<(sys::CUdeviceptr, usize)> {
+    fn take(&self, bytes: usize) -> Result<(sys::CUdeviceptr, u64, usize)> {
         let size = bytes.max(1).div_ceil(GRAIN) * GRAIN;
-        let reuse = self.free.lock().map_err(|_| anyhow::anyhow!("buffer pool poisoned"))?.get_mut(&size).and_then(Vec::pop);
-        if let Some(p) = reuse {
-            return Ok((p, size));
+        let reuse = self
+            .free
+            .lock()
+            .map_err(|_| anyhow::anyhow!("buffer pool poisoned"))?
+            .get_mut(&size)
+            .and_then(BTreeSet::pop_first);
+        if let Some((seq, p)) = reuse {
+            return Ok((p, seq, size));
         }
         anyhow::ensure!(
             !self.frozen.load(Ordering::Relaxed),
             "an allocation of {size} bytes inside a captured forward: the run before the capture \
              allocated differently"
         );
-        self.allocations.fetch_add(1, Ordering::Relaxed);
+        let seq = self.allocations.fetch_add(1, Ordering::Relaxed);
         // SAFETY: a fresh stream-ordered allocation, freed in `Drop` after the stream is idle.
         let p = unsafe { result::malloc_async(self.stream.cu_stream(), size) }
             .with_context(|| format!("CUDA allocation of {size} bytes"))?;
-        self.all.lock().map_err(|_| anyhow::anyhow!("buffer pool poisoned"))?.push(p);
-        Ok((p, size))
+        self.all
+            .lock()
+            .map_err(|_| anyhow::anyhow!("buffer pool poisoned"))?
+            .push(p);
+        Ok((p, seq, size))
     }
 
-    fn give_back(&self, ptr: sys::CUdeviceptr, size: usize) {
+    fn give_back(&self, ptr: sys::CUdeviceptr, seq: u64, size: usize) {
         if let Ok(mut free) = self.free.lock() {
-            free.entry(size).or_default().push(ptr);
+            free.entry(size).or_default().insert((seq, ptr));
         }
     }
 
     /// A buffer of `len` elements; its contents are whatever the last user left.
     pub fn alloc(self: &Arc<Self>, len: usize, dtype: Dtype) -> Result<GpuBuf> {
-        let (ptr, size) = self.take(len * dtype.size())?;
-        Ok(GpuBuf { ptr, size, len, dtype, pool: self.clone() })
+        let (ptr, seq, size) = self.take(len * dtype.size())?;
+        Ok(GpuBuf {
+            ptr,
+            seq,
+            size,
+            len,
+            dtype,
+            pool: self.clone(),
+        })
     }
 }
 
@@ -108,6 +146,8 @@ impl Drop for Pool {
 /// `len` elements of one dtype on the device, returned to its pool when dropped.
 pub struct GpuBuf {
     ptr: sys::CUdeviceptr,
+    /// The pool's creation index of the allocation.
+    seq: u64,
     size: usize,
     len: usize,
     dtype: Dtype,
@@ -136,12 +176,16 @@ impl GpuBuf {
 
 impl Drop for GpuBuf {
     fn drop(&mut self) {
-        self.pool.give_back(self.ptr, self.size);
+        self.pool.give_back(self.ptr, self.seq, self.size);
     }
 }
 
 impl std::fmt::Debug for GpuBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "GpuBuf({} × {:?} at {:#x})", self.len, self.dtype, self.ptr)
+        write!(
+            f,
+            "GpuBuf({} × {:?} at {:#x})",
+            self.len, self.dtype, self.ptr
+        )
     }
 }

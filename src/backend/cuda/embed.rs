@@ -81,12 +81,7 @@ pub fn unpatchify(
     Ok(y)
 }
 
-pub fn gather_rows(
-    be: &Cuda,
-    table: &GpuBuf,
-    ids: &[usize],
-    d: usize,
-) -> Result<GpuBuf> {
+pub fn gather_rows(be: &Cuda, table: &GpuBuf, ids: &[usize], d: usize) -> Result<GpuBuf> {
     // i < V, overflow-free for any id; with D = 0 every row is empty, so any id reads nothing.
     ensure!(
         d == 0 || ids.iter().all(|&i| i < table.len() / d),
@@ -119,13 +114,22 @@ pub fn gather_rows(
 /// Rows of a (V, D) table at ids given as exact integers in f32. Every id must be below V: the
 /// caller checked them on the host (a check here would wait for the device).
 pub fn gather_rows_idf(be: &Cuda, table: &GpuBuf, ids: &GpuBuf, d: usize) -> Result<GpuBuf> {
-    ensure!(ids.dtype() == Dtype::F32 && table.dtype() == Dtype::F32, "gather_rows_idf: expects f32 buffers");
+    ensure!(
+        ids.dtype() == Dtype::F32 && table.dtype() == Dtype::F32,
+        "gather_rows_idf: expects f32 buffers"
+    );
     let n = ids.len() * d;
     let y = be.alloc(n, Dtype::F32)?;
     if n == 0 {
         return Ok(y);
     }
-    be.launch(&be.k.gather_rows_idf).buf(table).buf(ids).buf(&y).int(d, "D").long(n).run(grid_1d(n)?)?;
+    be.launch(&be.k.gather_rows_idf)
+        .buf(table)
+        .buf(ids)
+        .buf(&y)
+        .int(d, "D")
+        .long(n)
+        .run(grid_1d(n)?)?;
     be.done("gather_rows_idf_f32")?;
     Ok(y)
 }

@@ -55,13 +55,19 @@ fn blas_type(d: Dtype) -> blas_sys::cudaDataType {
 
 /// The compute type of a product of `operands` under `precision`: strict fp32, TF32 tensor cores,
 /// or bf16 tensor cores (bf16 operands) — always with fp32 accumulation.
-pub fn compute(precision: Precision, operands: Dtype) -> (lt_sys::cublasComputeType_t, blas_sys::cublasComputeType_t) {
+pub fn compute(
+    precision: Precision,
+    operands: Dtype,
+) -> (lt_sys::cublasComputeType_t, blas_sys::cublasComputeType_t) {
     match (precision, operands) {
         (Precision::Tf32, Dtype::F32) => (
             lt_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
             blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
         ),
-        _ => (lt_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F),
+        _ => (
+            lt_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+        ),
     }
 }
 
@@ -105,7 +111,11 @@ impl Lt {
         let handle = lt::create_handle().context("creating the cuBLASLt handle")?;
         // Raw bytes: a f32 buffer of a quarter of the length.
         let workspace = persistent.alloc(WORKSPACE / 4, Dtype::F32)?;
-        Ok(Lt { handle, workspace, plans: Mutex::default() })
+        Ok(Lt {
+            handle,
+            workspace,
+            plans: Mutex::default(),
+        })
     }
 }
 
@@ -127,27 +137,54 @@ impl Drop for Lt {
     }
 }
 
-fn attr<T>(desc: lt_sys::cublasLtMatmulDesc_t, a: lt_sys::cublasLtMatmulDescAttributes_t, v: &T) -> Result<()> {
+fn attr<T>(
+    desc: lt_sys::cublasLtMatmulDesc_t,
+    a: lt_sys::cublasLtMatmulDescAttributes_t,
+    v: &T,
+) -> Result<()> {
     // SAFETY: `v` is the value type the attribute documents, passed with its size.
-    unsafe { lt::set_matmul_desc_attribute(desc, a, v as *const T as *const c_void, std::mem::size_of::<T>()) }
-        .with_context(|| format!("cublasLtMatmulDescSetAttribute({a:?})"))
+    unsafe {
+        lt::set_matmul_desc_attribute(
+            desc,
+            a,
+            v as *const T as *const c_void,
+            std::mem::size_of::<T>(),
+        )
+    }
+    .with_context(|| format!("cublasLtMatmulDescSetAttribute({a:?})"))
 }
 
 fn make_plan(lt_: &Lt, key: &PlanKey, precision: Precision) -> Result<Plan> {
     use lt_sys::cublasLtMatmulDescAttributes_t::*;
     let (compute_type, _) = compute(if key.tf32 { Precision::Tf32 } else { precision }, key.w);
-    let desc = lt::create_matmul_desc(compute_type, lt_sys::cudaDataType::CUDA_R_32F).context("cublasLtMatmulDescCreate")?;
+    let desc = lt::create_matmul_desc(compute_type, lt_sys::cudaDataType::CUDA_R_32F)
+        .context("cublasLtMatmulDescCreate")?;
     // cublasOperation_t as int32: W transposed, X as it is.
-    attr(desc, CUBLASLT_MATMUL_DESC_TRANSA, &(blas_sys::cublasOperation_t::CUBLAS_OP_T as i32))?;
-    attr(desc, CUBLASLT_MATMUL_DESC_TRANSB, &(blas_sys::cublasOperation_t::CUBLAS_OP_N as i32))?;
+    attr(
+        desc,
+        CUBLASLT_MATMUL_DESC_TRANSA,
+        &(blas_sys::cublasOperation_t::CUBLAS_OP_T as i32),
+    )?;
+    attr(
+        desc,
+        CUBLASLT_MATMUL_DESC_TRANSB,
+        &(blas_sys::cublasOperation_t::CUBLAS_OP_N as i32),
+    )?;
     attr(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &key.epilogue.lt())?;
     if matches!(key.epilogue, Epilogue::Bias | Epilogue::GeluBias) {
-        attr(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &lt_sys::cudaDataType::CUDA_R_32F)?;
+        attr(
+            desc,
+            CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+            &lt_sys::cudaDataType::CUDA_R_32F,
+        )?;
     }
     let (m, k, n) = (key.m as u64, key.k as u64, key.n as u64);
-    let a = lt::create_matrix_layout(data_type(key.w), k, n, k as i64).context("cublasLtMatrixLayoutCreate (W)")?;
-    let b = lt::create_matrix_layout(data_type(key.w), k, m, k as i64).context("cublasLtMatrixLayoutCreate (X)")?;
-    let d = lt::create_matrix_layout(data_type(key.out), n, m, n as i64).context("cublasLtMatrixLayoutCreate (Y)")?;
+    let a = lt::create_matrix_layout(data_type(key.w), k, n, k as i64)
+        .context("cublasLtMatrixLayoutCreate (W)")?;
+    let b = lt::create_matrix_layout(data_type(key.w), k, m, k as i64)
+        .context("cublasLtMatrixLayoutCreate (X)")?;
+    let d = lt::create_matrix_layout(data_type(key.out), n, m, n as i64)
+        .context("cublasLtMatrixLayoutCreate (Y)")?;
     let pref = lt::create_matmul_pref().context("cublasLtMatmulPreferenceCreate")?;
     let size = WORKSPACE;
     // SAFETY: a size_t attribute with its size.
@@ -165,7 +202,13 @@ fn make_plan(lt_: &Lt, key: &PlanKey, precision: Precision) -> Result<Plan> {
     // SAFETY: made above, used no more.
     unsafe { lt::destroy_matmul_pref(pref) }.ok();
     let heuristic = heuristic.with_context(|| format!("cuBLASLt has no algorithm for {key:?}"))?;
-    Ok(Plan { desc, a, b, d, algo: heuristic.algo })
+    Ok(Plan {
+        desc,
+        a,
+        b,
+        d,
+        algo: heuristic.algo,
+    })
 }
 
 /// y (M, N) = epilogue(x (M, K) · wᵀ + b), in `out`'s type. x and w must share a type.
@@ -179,12 +222,22 @@ pub fn matmul(
     epilogue: Epilogue,
     out: Dtype,
 ) -> Result<GpuBuf> {
-    ensure!(x.dtype() == w.dtype(), "linear: x is {:?} and w {:?}", x.dtype(), w.dtype());
-    ensure!(b.is_none_or(|b| b.dtype() == Dtype::F32), "linear: the bias must be f32");
+    ensure!(
+        x.dtype() == w.dtype(),
+        "linear: x is {:?} and w {:?}",
+        x.dtype(),
+        w.dtype()
+    );
+    ensure!(
+        b.is_none_or(|b| b.dtype() == Dtype::F32),
+        "linear: the bias must be f32"
+    );
     let epilogue = match (epilogue, b) {
         (Epilogue::Bias, None) => Epilogue::None,
         (Epilogue::GeluBias, None) => Epilogue::Gelu,
-        (e, Some(_)) if matches!(e, Epilogue::None | Epilogue::Gelu) => bail!("linear: a bias needs a bias epilogue"),
+        (Epilogue::None | Epilogue::Gelu, Some(_)) => {
+            bail!("linear: a bias needs a bias epilogue")
+        }
         (e, _) => e,
     };
     let y = be.alloc(m * n, out)?;
@@ -192,17 +245,35 @@ pub fn matmul(
         return Ok(y);
     }
     for (v, what) in [(m, "M"), (k, "K"), (n, "N")] {
-        ensure!(v <= i32::MAX as usize, "linear: {what} = {v} exceeds cuBLAS's 32-bit sizes");
+        ensure!(
+            v <= i32::MAX as usize,
+            "linear: {what} = {v} exceeds cuBLAS's 32-bit sizes"
+        );
     }
-    let key = PlanKey { m, k, n, w: w.dtype(), out, epilogue, tf32: be.precision == Precision::Tf32 };
-    let mut plans = be.lt.plans.lock().map_err(|_| anyhow::anyhow!("cuBLASLt plans poisoned"))?;
-    if !plans.contains_key(&key) {
-        let plan = make_plan(&be.lt, &key, be.precision)?;
-        plans.insert(key, plan);
+    let key = PlanKey {
+        m,
+        k,
+        n,
+        w: w.dtype(),
+        out,
+        epilogue,
+        tf32: be.precision == Precision::Tf32,
+    };
+    let mut plans = be
+        .lt
+        .plans
+        .lock()
+        .map_err(|_| anyhow::anyhow!("cuBLASLt plans poisoned"))?;
+    if let std::collections::hash_map::Entry::Vacant(slot) = plans.entry(key) {
+        slot.insert(make_plan(&be.lt, &key, be.precision)?);
     }
     let plan = plans.get(&key).context("a plan just made")?;
     if let Some(b) = b {
-        attr(plan.desc, lt_sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b.ptr())?;
+        attr(
+            plan.desc,
+            lt_sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+            &b.ptr(),
+        )?;
     }
     let (alpha, beta) = (1.0f32, 0.0f32);
     // SAFETY: the layouts describe the checked buffer sizes; beta = 0, so C (= D) is not read.
@@ -250,11 +321,18 @@ pub struct Batched {
 
 /// Runs `g`; the arrays of `a`, `b`, `c` each hold `batch` device pointers.
 pub fn batched(be: &Cuda, g: &Batched) -> Result<()> {
-    let op = |t: bool| if t { blas_sys::cublasOperation_t::CUBLAS_OP_T } else { blas_sys::cublasOperation_t::CUBLAS_OP_N };
+    let op = |t: bool| {
+        if t {
+            blas_sys::cublasOperation_t::CUBLAS_OP_T
+        } else {
+            blas_sys::cublasOperation_t::CUBLAS_OP_N
+        }
+    };
     let (m, n, k) = g.mnk;
     let (_, compute) = compute(be.precision, g.types.0);
     let beta = 0.0f32;
-    let int = |v: usize| i32::try_from(v).context("attention: a size exceeds cuBLAS's 32-bit sizes");
+    let int =
+        |v: usize| i32::try_from(v).context("attention: a size exceeds cuBLAS's 32-bit sizes");
     // SAFETY: the pointer arrays hold `batch` addresses of operands whose extents the caller
     // checked against the leading dimensions.
     unsafe {

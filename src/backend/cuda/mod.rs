@@ -28,7 +28,7 @@ use anyhow::{bail, ensure, Context, Result};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{result as drv, sys, CudaContext, CudaGraph, CudaStream};
 
-use super::{Backend, Cols, Op, Precision};
+use super::{Backend, Cols, Forward, Op, Precision};
 use buf::{Dtype, GpuBuf, Pool};
 use gemm::Epilogue;
 use launch::{Kernel, Kernels, Launch};
@@ -49,7 +49,12 @@ pub struct CudaOptions {
 
 impl CudaOptions {
     pub fn new(precision: Precision) -> Self {
-        CudaOptions { precision, sync_debug: false, graphs: true, nvtx: false }
+        CudaOptions {
+            precision,
+            sync_debug: false,
+            graphs: true,
+            nvtx: false,
+        }
     }
 }
 
@@ -123,11 +128,19 @@ fn missing_libraries() -> Vec<&'static str> {
     let mut missing = Vec::new();
     // SAFETY: each only tries to dlopen the library.
     if !unsafe { cudarc::cublas::sys::is_culib_present() } {
-        missing.push(if cfg!(feature = "cuda") { "cuBLAS (libcublas.so.13)" } else { "cuBLAS (libcublas.so.12)" });
+        missing.push(if cfg!(feature = "cuda") {
+            "cuBLAS (libcublas.so.13)"
+        } else {
+            "cuBLAS (libcublas.so.12)"
+        });
     }
     // SAFETY: as above.
     if !unsafe { cudarc::cublaslt::sys::is_culib_present() } {
-        missing.push(if cfg!(feature = "cuda") { "cuBLASLt (libcublasLt.so.13)" } else { "cuBLASLt (libcublasLt.so.12)" });
+        missing.push(if cfg!(feature = "cuda") {
+            "cuBLASLt (libcublasLt.so.13)"
+        } else {
+            "cuBLASLt (libcublasLt.so.12)"
+        });
     }
     #[cfg(not(feature = "cuda"))]
     // SAFETY: as above.
@@ -140,7 +153,13 @@ fn missing_libraries() -> Vec<&'static str> {
 impl Cuda {
     /// Opens device `ordinal` with graphs on and NVTX off.
     pub fn new(ordinal: usize, precision: Precision, sync_debug: bool) -> Result<Self> {
-        Self::with_options(ordinal, CudaOptions { sync_debug, ..CudaOptions::new(precision) })
+        Self::with_options(
+            ordinal,
+            CudaOptions {
+                sync_debug,
+                ..CudaOptions::new(precision)
+            },
+        )
     }
 
     /// Opens device `ordinal`, loads and checks the kernels, and makes the cuBLAS and cuBLASLt
@@ -162,16 +181,21 @@ impl Cuda {
         if o.nvtx && !unsafe { cudarc::nvtx::sys::is_culib_present() } {
             bail!("--nvtx needs libnvToolsExt.so.1 (CUDA toolkit, or the nvidia-nvtx wheel) on LD_LIBRARY_PATH");
         }
-        let ctx = CudaContext::new(ordinal).with_context(|| format!("cannot open CUDA device {ordinal}"))?;
+        let ctx = CudaContext::new(ordinal)
+            .with_context(|| format!("cannot open CUDA device {ordinal}"))?;
         // One stream of our own: the legacy default stream cannot be captured into a graph.
         let stream = ctx.new_stream().context("creating a CUDA stream")?;
         // SAFETY: every buffer lives on this one stream, which orders all work on it; cudarc's
         // per-buffer events add nothing but calls.
         unsafe { ctx.disable_event_tracking() };
-        let (major, minor) = ctx.compute_capability().context("reading the compute capability")?;
+        let (major, minor) = ctx
+            .compute_capability()
+            .context("reading the compute capability")?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let smem_optin = ctx
-            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .attribute(
+                sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+            )
             .context("reading the shared memory limit")? as u32;
         let mut driver = 0i32;
         // SAFETY: writes one int.
@@ -181,7 +205,11 @@ impl Cuda {
         for (stem, code) in KERNELS {
             let ptx = ptx_for(code, major, minor).with_context(|| format!("kernels/{stem}.cu"))?;
             if isa.is_empty() {
-                isa = code.lines().find(|l| l.starts_with(".version")).unwrap_or(".version (nvrtc)").to_string();
+                isa = code
+                    .lines()
+                    .find(|l| l.starts_with(".version"))
+                    .unwrap_or(".version (nvrtc)")
+                    .to_string();
             }
             let module = ctx.load_module(ptx).with_context(|| {
                 // A CUDA 12 driver rejects the cuda build's PTX ISA 9.0 with a terse message.
@@ -194,13 +222,26 @@ impl Cuda {
             })?;
             modules.insert(*stem, module);
         }
-        let k = Kernels::load(|stem| modules.get(stem).cloned().with_context(|| format!("kernels/{stem}.cu is not embedded")))?;
+        let k = Kernels::load(|stem| {
+            modules
+                .get(stem)
+                .cloned()
+                .with_context(|| format!("kernels/{stem}.cu is not embedded"))
+        })?;
         let blas = CudaBlas::new(stream.clone()).context("creating the cuBLAS handle")?;
         let persistent = Pool::new(stream.clone());
         let lt = gemm::Lt::new(&persistent)?;
         let main_pool = Pool::new(stream.clone());
-        let label = format!("cuda:{ordinal} {name} (sm_{major}{minor}, driver {}.{})", driver / 1000, (driver % 1000) / 10);
-        log::info!("{label}, kernels {isa}, precision {:?}, graphs {}", o.precision, if o.graphs { "on" } else { "off" });
+        let label = format!(
+            "cuda:{ordinal} {name} (sm_{major}{minor}, driver {}.{})",
+            driver / 1000,
+            (driver % 1000) / 10
+        );
+        log::info!(
+            "{label}, kernels {isa}, precision {:?}, graphs {}",
+            o.precision,
+            if o.graphs { "on" } else { "off" }
+        );
         Ok(Cuda {
             stream,
             blas,
@@ -232,7 +273,11 @@ impl Cuda {
             macs: c.macs.load(Ordering::Relaxed),
             allocations: self.main_pool.allocations()
                 + self.persistent.allocations()
-                + self.graphs.lock().map(|g| g.values().map(|g| g._pool.allocations()).sum()).unwrap_or(0),
+                + self
+                    .graphs
+                    .lock()
+                    .map(|g| g.values().map(|g| g._pool.allocations()).sum())
+                    .unwrap_or(0),
             host_syncs: c.host_syncs.load(Ordering::Relaxed),
         }
     }
@@ -242,7 +287,14 @@ impl Cuda {
             (Precision::Tf32, Dtype::F32) => "32F_FAST_TF32",
             _ => "32F",
         };
-        let key = format!("{compute}/{}", if operands == Dtype::F32 { "32F" } else { "16BF" });
+        let key = format!(
+            "{compute}/{}",
+            if operands == Dtype::F32 {
+                "32F"
+            } else {
+                "16BF"
+            }
+        );
         if let Ok(mut g) = self.counters.gemms.lock() {
             *g.entry(key).or_default() += 1;
         }
@@ -257,7 +309,8 @@ impl Cuda {
     /// (not while a graph is captured: that would end the capture).
     fn done(&self, what: &str) -> Result<()> {
         if self.sync_debug && !self.capturing() {
-            self.sync().with_context(|| format!("CUDA error after {what}"))?;
+            self.sync()
+                .with_context(|| format!("CUDA error after {what}"))?;
         }
         Ok(())
     }
@@ -273,7 +326,11 @@ impl Cuda {
 
     /// A buffer of `len` elements from the current pool; its contents are garbage.
     fn alloc(&self, len: usize, dtype: Dtype) -> Result<GpuBuf> {
-        let pool = self.pool.lock().map_err(|_| anyhow::anyhow!("buffer pool poisoned"))?.clone();
+        let pool = self
+            .pool
+            .lock()
+            .map_err(|_| anyhow::anyhow!("buffer pool poisoned"))?
+            .clone();
         pool.alloc(len, dtype)
     }
 
@@ -292,13 +349,22 @@ impl Cuda {
 
     /// Copies host bytes into the start of `buf`.
     fn copy_to_device(&self, buf: &GpuBuf, bytes: &[u8]) -> Result<()> {
-        ensure!(bytes.len() <= buf.bytes(), "copy of {} bytes into a buffer of {}", bytes.len(), buf.bytes());
-        ensure!(!self.capturing(), "a copy from host memory inside a captured forward");
+        ensure!(
+            bytes.len() <= buf.bytes(),
+            "copy of {} bytes into a buffer of {}",
+            bytes.len(),
+            buf.bytes()
+        );
+        ensure!(
+            !self.capturing(),
+            "a copy from host memory inside a captured forward"
+        );
         if bytes.is_empty() {
             return Ok(());
         }
         // SAFETY: `buf` holds at least `bytes.len()` bytes; the copy is ordered on our stream.
-        unsafe { drv::memcpy_htod_async(buf.ptr(), bytes, self.stream.cu_stream()) }.context("copy to the GPU")
+        unsafe { drv::memcpy_htod_async(buf.ptr(), bytes, self.stream.cu_stream()) }
+            .context("copy to the GPU")
     }
 
     /// `x` as a product's right operand: a bf16 copy under `--precision bf16` when `x` is f32.
@@ -310,7 +376,15 @@ impl Cuda {
         }
     }
 
-    fn product(&self, x: &GpuBuf, w: &GpuBuf, b: Option<&GpuBuf>, mkn: (usize, usize, usize), epi: Epilogue, out: Dtype) -> Result<GpuBuf> {
+    fn product(
+        &self,
+        x: &GpuBuf,
+        w: &GpuBuf,
+        b: Option<&GpuBuf>,
+        mkn: (usize, usize, usize),
+        epi: Epilogue,
+        out: Dtype,
+    ) -> Result<GpuBuf> {
         let (m, k, n) = mkn;
         ensure!(
             x.len() == m * k && w.len() == n * k,
@@ -318,7 +392,10 @@ impl Cuda {
             x.len(),
             w.len()
         );
-        ensure!(b.is_none_or(|b| b.len() == n), "linear: bias length differs from N={n}");
+        ensure!(
+            b.is_none_or(|b| b.len() == n),
+            "linear: bias length differs from N={n}"
+        );
         if k == 0 {
             // An empty sum: the bias (or zero), through the epilogue's own arithmetic on the host.
             let mut y = vec![0f32; m * n];
@@ -332,7 +409,11 @@ impl Cuda {
                 crate::backend::cpu::act::gelu_tanh(&mut y);
             }
             let up = self.upload(&y)?;
-            return if out == Dtype::F32 { Ok(up) } else { self.cast(&up, out) };
+            return if out == Dtype::F32 {
+                Ok(up)
+            } else {
+                self.cast(&up, out)
+            };
         }
         let cast = self.as_operand_of(x, w)?;
         gemm::matmul(self, cast.as_ref().unwrap_or(x), w, b, mkn, epi, out)
@@ -350,7 +431,11 @@ fn ptx_for(code: &str, _major: i32, _minor: i32) -> Result<cudarc::nvrtc::Ptx> {
 pub fn ptx_for(code: &str, major: i32, minor: i32) -> Result<cudarc::nvrtc::Ptx> {
     use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
     let arch: &'static str = Box::leak(format!("compute_{major}{minor}").into_boxed_str());
-    let opts = CompileOptions { arch: Some(arch), use_fast_math: Some(false), ..Default::default() };
+    let opts = CompileOptions {
+        arch: Some(arch),
+        use_fast_math: Some(false),
+        ..Default::default()
+    };
     compile_ptx_with_opts(code, opts).map_err(|e| anyhow::anyhow!("NVRTC: {e:?}"))
 }
 
@@ -401,26 +486,33 @@ impl Backend for Cuda {
     }
 
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>> {
-        ensure!(!self.capturing(), "a copy to the host inside a captured forward");
+        ensure!(
+            !self.capturing(),
+            "a copy to the host inside a captured forward"
+        );
         if buf.is_empty() {
             return Ok(Vec::new());
         }
         self.counters.host_syncs.fetch_add(1, Ordering::Relaxed);
-        // A copy to pageable memory returns once it is done: the host waits for the stream here.
+        // A copy to pageable memory returns only once it is done (CUDA driver API, memcpy
+        // semantics): that is the host's wait for the stream, and the only one a forward needs.
         match buf.dtype() {
             Dtype::F32 => {
                 let mut out = vec![0f32; buf.len()];
                 // SAFETY: `out` holds exactly the buffer's bytes.
-                unsafe { drv::memcpy_dtoh_async(&mut out, buf.ptr(), self.stream.cu_stream()) }.context("copy from the GPU")?;
-                self.stream.synchronize().context("copy from the GPU")?;
+                unsafe { drv::memcpy_dtoh_async(&mut out, buf.ptr(), self.stream.cu_stream()) }
+                    .context("copy from the GPU")?;
                 Ok(out)
             }
             Dtype::Bf16 => {
                 let mut bits = vec![0u16; buf.len()];
                 // SAFETY: as above.
-                unsafe { drv::memcpy_dtoh_async(&mut bits, buf.ptr(), self.stream.cu_stream()) }.context("copy from the GPU")?;
-                self.stream.synchronize().context("copy from the GPU")?;
-                Ok(bits.into_iter().map(|b| half::bf16::from_bits(b).to_f32()).collect())
+                unsafe { drv::memcpy_dtoh_async(&mut bits, buf.ptr(), self.stream.cu_stream()) }
+                    .context("copy from the GPU")?;
+                Ok(bits
+                    .into_iter()
+                    .map(|b| half::bf16::from_bits(b).to_f32())
+                    .collect())
             }
         }
     }
@@ -429,7 +521,10 @@ impl Backend for Cuda {
         if self.precision != Precision::Bf16 {
             return self.upload(w);
         }
-        let bits: Vec<u16> = w.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
+        let bits: Vec<u16> = w
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_bits())
+            .collect();
         let buf = self.alloc(w.len(), Dtype::Bf16)?;
         self.copy_to_device(&buf, bytemuck::cast_slice(&bits))?;
         Ok(buf)
@@ -444,15 +539,39 @@ impl Backend for Cuda {
         }
     }
 
-    fn linear(&self, x: &Self::Buf, w: &Self::Buf, b: Option<&Self::Buf>, m: usize, k: usize, n: usize) -> Result<Self::Buf> {
+    fn linear(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: Option<&Self::Buf>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Self::Buf> {
         self.product(x, w, b, (m, k, n), Epilogue::Bias, Dtype::F32)
     }
 
-    fn linear_gelu(&self, x: &Self::Buf, w: &Self::Buf, b: Option<&Self::Buf>, m: usize, k: usize, n: usize) -> Result<Self::Buf> {
+    fn linear_gelu(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: Option<&Self::Buf>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Self::Buf> {
         self.product(x, w, b, (m, k, n), Epilogue::GeluBias, self.operand_dtype())
     }
 
-    fn linear_operand(&self, x: &Self::Buf, w: &Self::Buf, b: Option<&Self::Buf>, m: usize, k: usize, n: usize) -> Result<Self::Buf> {
+    fn linear_operand(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: Option<&Self::Buf>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Self::Buf> {
         self.product(x, w, b, (m, k, n), Epilogue::Bias, self.operand_dtype())
     }
 
@@ -460,7 +579,15 @@ impl Backend for Cuda {
         norm::layer_norm(self, x, rows, d, eps)
     }
 
-    fn modulate(&self, x: &mut Self::Buf, shift: Cols<Self>, scale: Cols<Self>, b: usize, t: usize, d: usize) -> Result<()> {
+    fn modulate(
+        &self,
+        x: &mut Self::Buf,
+        shift: Cols<Self>,
+        scale: Cols<Self>,
+        b: usize,
+        t: usize,
+        d: usize,
+    ) -> Result<()> {
         norm::modulate(self, x, shift, scale, b, t, d)
     }
 
@@ -492,7 +619,15 @@ impl Backend for Cuda {
         norm::gated_add_layer_norm_modulate(self, x, y, gate, shift, scale, (b, t, d), eps)
     }
 
-    fn gated_add(&self, x: &mut Self::Buf, y: &Self::Buf, gate: Cols<Self>, b: usize, t: usize, d: usize) -> Result<()> {
+    fn gated_add(
+        &self,
+        x: &mut Self::Buf,
+        y: &Self::Buf,
+        gate: Cols<Self>,
+        b: usize,
+        t: usize,
+        d: usize,
+    ) -> Result<()> {
         elementwise::gated_add(self, x, y, gate, b, t, d)
     }
 
@@ -512,11 +647,26 @@ impl Backend for Cuda {
         act::gelu_tanh(self, x)
     }
 
-    fn attention(&self, qkv: &Self::Buf, b: usize, t: usize, heads: usize, head_dim: usize) -> Result<Self::Buf> {
+    fn attention(
+        &self,
+        qkv: &Self::Buf,
+        b: usize,
+        t: usize,
+        heads: usize,
+        head_dim: usize,
+    ) -> Result<Self::Buf> {
         attention::attention(self, qkv, b, t, heads, head_dim)
     }
 
-    fn patchify(&self, x: &Self::Buf, b: usize, c: usize, h: usize, w: usize, p: usize) -> Result<Self::Buf> {
+    fn patchify(
+        &self,
+        x: &Self::Buf,
+        b: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        p: usize,
+    ) -> Result<Self::Buf> {
         embed::patchify(self, x, b, c, h, w, p)
     }
 
@@ -544,23 +694,48 @@ impl Backend for Cuda {
     /// The first call for a `key` runs `f` once to fill a private pool (and the plan and array
     /// caches), then captures it; every call copies the inputs in, launches the graph and copies
     /// the output back.
-    fn run_graph(&self, key: &str, inputs: &[&[f32]], f: &dyn Fn(&[Self::Buf]) -> Result<Self::Buf>) -> Result<Vec<f32>> {
+    fn run_graph(
+        &self,
+        key: &str,
+        inputs: &[&[f32]],
+        f: &dyn Fn(&[Self::Buf]) -> Result<Self::Buf>,
+    ) -> Result<Vec<f32>> {
         if !self.graphs_on {
-            let bufs = inputs.iter().map(|x| self.upload(x)).collect::<Result<Vec<_>>>()?;
+            let bufs = inputs
+                .iter()
+                .map(|x| self.upload(x))
+                .collect::<Result<Vec<_>>>()?;
             return self.download(&f(&bufs)?);
         }
-        let mut graphs = self.graphs.lock().map_err(|_| anyhow::anyhow!("graph cache poisoned"))?;
+        let mut graphs = self
+            .graphs
+            .lock()
+            .map_err(|_| anyhow::anyhow!("graph cache poisoned"))?;
         if !graphs.contains_key(key) {
-            let graph = self.capture(inputs, f).with_context(|| format!("capturing the forward {key} into a CUDA graph"))?;
+            let graph = self
+                .capture(inputs, f)
+                .with_context(|| format!("capturing the forward {key} into a CUDA graph"))?;
             graphs.insert(key.to_string(), graph);
         }
         let g = graphs.get(key).context("a graph just captured")?;
-        ensure!(g.inputs.len() == inputs.len(), "graph {key}: {} inputs for {}", inputs.len(), g.inputs.len());
+        ensure!(
+            g.inputs.len() == inputs.len(),
+            "graph {key}: {} inputs for {}",
+            inputs.len(),
+            g.inputs.len()
+        );
         for (buf, x) in g.inputs.iter().zip(inputs) {
-            ensure!(buf.len() == x.len(), "graph {key}: an input of {} values where it was captured with {}", x.len(), buf.len());
+            ensure!(
+                buf.len() == x.len(),
+                "graph {key}: an input of {} values where it was captured with {}",
+                x.len(),
+                buf.len()
+            );
             self.copy_to_device(buf, bytemuck::cast_slice(x))?;
         }
-        g.graph.launch().with_context(|| format!("launching the CUDA graph of {key}"))?;
+        g.graph
+            .launch()
+            .with_context(|| format!("launching the CUDA graph of {key}"))?;
         self.counters.graph_launches.fetch_add(1, Ordering::Relaxed);
         self.download(&g.output)
     }
@@ -592,17 +767,37 @@ impl Backend for Cuda {
 }
 
 impl Cuda {
-    fn capture(&self, inputs: &[&[f32]], f: &dyn Fn(&[GpuBuf]) -> Result<GpuBuf>) -> Result<Graph> {
+    fn capture(&self, inputs: &[&[f32]], f: &Forward<GpuBuf>) -> Result<Graph> {
         let pool = Pool::new(self.stream.clone());
         let previous = {
-            let mut cur = self.pool.lock().map_err(|_| anyhow::anyhow!("buffer pool poisoned"))?;
+            let mut cur = self
+                .pool
+                .lock()
+                .map_err(|_| anyhow::anyhow!("buffer pool poisoned"))?;
             std::mem::replace(&mut *cur, pool.clone())
         };
-        let _scope = CaptureScope { be: self, previous: Some(previous) };
-        let ins = inputs.iter().map(|x| self.upload(x)).collect::<Result<Vec<_>>>()?;
-        // A run before the capture: the same allocations in the same order fill the pool, and the
-        // plans and operand arrays for these addresses are made, so the capture needs neither.
-        drop(f(&ins)?);
+        let _scope = CaptureScope {
+            be: self,
+            previous: Some(previous),
+        };
+        let ins = inputs
+            .iter()
+            .map(|x| self.upload(x))
+            .collect::<Result<Vec<_>>>()?;
+        // Runs before the capture fill the pool and make the plans and attention's operand
+        // arrays, so the capture needs neither allocations nor copies. The first run allocates;
+        // the next finds every buffer free and leaves the pool as it found it (see `Pool`), so
+        // the capture sees exactly that run's addresses.
+        let mut settled = false;
+        for _ in 0..4 {
+            let before = pool.snapshot();
+            drop(f(&ins)?);
+            if pool.snapshot() == before {
+                settled = true;
+                break;
+            }
+        }
+        ensure!(settled, "the buffer pool did not settle in 4 runs");
         self.sync()?;
         pool.freeze(true);
         self.capturing.store(true, Ordering::Relaxed);
@@ -611,7 +806,17 @@ impl Cuda {
             .context("cuStreamBeginCapture")?;
         let out = f(&ins);
         let graph = self.stream.end_capture(sys::CUgraphInstantiate_flags(0));
-        let (out, graph) = (out?, graph.context("cuStreamEndCapture")?.context("the capture recorded nothing")?);
-        Ok(Graph { graph, inputs: ins, output: out, _pool: pool })
+        let (out, graph) = (
+            out?,
+            graph
+                .context("cuStreamEndCapture")?
+                .context("the capture recorded nothing")?,
+        );
+        Ok(Graph {
+            graph,
+            inputs: ins,
+            output: out,
+            _pool: pool,
+        })
     }
 }

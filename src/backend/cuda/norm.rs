@@ -9,23 +9,44 @@ use super::{Cols, Cuda};
 
 /// One block per row.
 fn rows_grid(rows: usize) -> Result<Dims> {
-    ensure!(rows <= i32::MAX as usize, "{rows} rows exceed the grid (2^31 - 1 blocks)");
-    Ok(Dims { grid: (rows as u32, 1, 1), block: (BLOCK, 1, 1), smem: 0 })
+    ensure!(
+        rows <= i32::MAX as usize,
+        "{rows} rows exceed the grid (2^31 - 1 blocks)"
+    );
+    Ok(Dims {
+        grid: (rows as u32, 1, 1),
+        block: (BLOCK, 1, 1),
+        smem: 0,
+    })
 }
 
 fn f32_input(x: &GpuBuf, what: &str) -> Result<()> {
-    ensure!(x.dtype() == Dtype::F32, "{what}: expects f32, got {:?}", x.dtype());
+    ensure!(
+        x.dtype() == Dtype::F32,
+        "{what}: expects f32, got {:?}",
+        x.dtype()
+    );
     Ok(())
 }
 
 pub fn layer_norm(be: &Cuda, x: &GpuBuf, rows: usize, d: usize, eps: f32) -> Result<GpuBuf> {
-    ensure!(x.len() == rows * d, "layer_norm: {} elements for ({rows}, {d})", x.len());
+    ensure!(
+        x.len() == rows * d,
+        "layer_norm: {} elements for ({rows}, {d})",
+        x.len()
+    );
     f32_input(x, "layer_norm")?;
     let y = be.alloc(rows * d, Dtype::F32)?;
     if rows * d == 0 {
         return Ok(y);
     }
-    be.launch(&be.k.layer_norm).buf(x).buf(&y).int(rows, "rows").int(d, "D").float(eps).run(rows_grid(rows)?)?;
+    be.launch(&be.k.layer_norm)
+        .buf(x)
+        .buf(&y)
+        .int(rows, "rows")
+        .int(d, "D")
+        .float(eps)
+        .run(rows_grid(rows)?)?;
     be.done("layer_norm_f32")?;
     Ok(y)
 }
@@ -42,7 +63,11 @@ pub fn layer_norm_modulate(
     d: usize,
     eps: f32,
 ) -> Result<GpuBuf> {
-    ensure!(x.len() == b * t * d, "layer_norm_modulate: {} elements for ({b}, {t}, {d})", x.len());
+    ensure!(
+        x.len() == b * t * d,
+        "layer_norm_modulate: {} elements for ({b}, {t}, {d})",
+        x.len()
+    );
     f32_input(x, "layer_norm_modulate")?;
     shift.check(shift.buf.len(), b, d, "layer_norm_modulate shift")?;
     scale.check(scale.buf.len(), b, d, "layer_norm_modulate scale")?;
@@ -51,7 +76,11 @@ pub fn layer_norm_modulate(
     if b * t * d == 0 {
         return Ok(y);
     }
-    let k = if out == Dtype::F32 { &be.k.layer_norm_modulate } else { &be.k.layer_norm_modulate_bf16 };
+    let k = if out == Dtype::F32 {
+        &be.k.layer_norm_modulate
+    } else {
+        &be.k.layer_norm_modulate_bf16
+    };
     be.launch(k)
         .buf(x)
         .buf(&y)
@@ -95,7 +124,11 @@ pub fn gated_add_layer_norm_modulate(
     if b * t * d == 0 {
         return Ok(out);
     }
-    let k = if out_t == Dtype::F32 { &be.k.gated_add_ln_modulate } else { &be.k.gated_add_ln_modulate_bf16 };
+    let k = if out_t == Dtype::F32 {
+        &be.k.gated_add_ln_modulate
+    } else {
+        &be.k.gated_add_ln_modulate_bf16
+    };
     be.launch(k)
         .buf(x)
         .buf(y)
@@ -126,7 +159,11 @@ pub fn modulate(
     t: usize,
     d: usize,
 ) -> Result<()> {
-    ensure!(x.len() == b * t * d, "modulate: {} elements for ({b}, {t}, {d})", x.len());
+    ensure!(
+        x.len() == b * t * d,
+        "modulate: {} elements for ({b}, {t}, {d})",
+        x.len()
+    );
     f32_input(x, "modulate")?;
     shift.check(shift.buf.len(), b, d, "modulate shift")?;
     scale.check(scale.buf.len(), b, d, "modulate scale")?;
