@@ -1,47 +1,99 @@
 #!/usr/bin/env bash
-# GPU checks on one node, in a few minutes, with the payload of scripts/gpu-payload.sh (no Rust
-# toolchain needed here): CUDA-vs-CPU op parity, the SiT golden cases and the determinism checks
-# through the CLI on the GPU, then the benchmark table next to the PyTorch baseline on the same card.
+# Every GPU check of sitdiv in one run on one node, in a few minutes, from the payload that
+# scripts/gpu-payload.sh builds where Rust is (no toolchain needed here):
+#   1. the device, the driver, the commit;
+#   2. parity: every op against the CPU, the SiT golden forward and the sampler golden cases in
+#      fp32, the tf32/bf16 errors, the forward's design counters;
+#   3. determinism: reruns and shards byte-identical, in fp32 and bf16;
+#   4. compute-sanitizer memcheck and racecheck on a short sampling run;
+#   5. the benchmark: SiT-XL/2 at batch 256 in fp32, tf32 and bf16, next to the PyTorch baseline
+#      run in the same call (torch_baseline.py in the payload).
+# It prints one summary table at the end and exits non-zero if a check failed.
 #   LD_LIBRARY_PATH=/usr/local/cuda/lib64:$LD_LIBRARY_PATH scripts/gpu-check.sh [payload-dir]
+# GPU_CHECK_DRY=1 runs the same steps small enough for the emulated device
+# (scripts/emulated-gpu.sh scripts/gpu-check.sh), which has no sanitizer and no torch.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 payload="${1:-.gpu-payload}"
 bin="$payload/sitdiv"
 export REQUIRE_CUDA="${REQUIRE_CUDA:-1}" SITDIV_BIN="$bin" SITDIV_GOLDEN_DIR="$PWD/tests/golden" RUST_BACKTRACE=1
-fail=0
+dry="${GPU_CHECK_DRY:-0}"
+if [ "$dry" = 1 ]; then model=SiT-S/2 batch=2 iters=1; else model=SiT-XL/2 batch=256 iters=5; fi
+rows=()
+row() { rows+=("| $1 | $2 | $3 |"); }
 step() { echo; echo "== $*"; }
+# Runs a test binary (with filters); records its verdict and keeps the lines worth reading.
+check() {
+    local name="$1" t="$2"; shift 2
+    local log; log="$(mktemp)"
+    if timeout 300 "$payload/tests/$t" "$@" --test-threads=1 --nocapture >"$log" 2>&1; then
+        row "$name" pass "$(grep -oE 'test result: ok\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}') tests"
+    else
+        row "$name" FAIL "see the log above"
+    fi
+    grep -E "^test |rel |worst|^\||ops,|SKIPPED|panicked|identical" "$log" | grep -v "^test result" | head -n 60
+    rm -f "$log"
+}
 
 step "device"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "nvidia-smi unavailable"
 "$bin" --version
+echo "commit $(git rev-parse --short HEAD 2>/dev/null || cat "$payload/COMMIT" 2>/dev/null || echo unknown)"
 
-step "CUDA ops vs CPU (strict fp32, max|a-r|/max|r| <= 1e-5): the op table, then each family"
-"$payload/tests/backend_ops" --test-threads=1 --nocapture 2>&1 | tail -n 40
-"$payload/tests/backend_ops" --test-threads=1 >/dev/null 2>&1 || { echo "FAILED: backend_ops"; fail=1; }
-for t in "$payload"/tests/op_*; do
-    "$t" cuda --test-threads=1 --nocapture 2>&1 | grep -E "^test |SKIPPED|panicked|rel " || true
-    "$t" cuda --test-threads=1 >/dev/null 2>&1 || { echo "FAILED: $t"; fail=1; }
-done
+step "parity: every op against the CPU (strict fp32, max|a-r|/max|r| <= 1e-5)"
+check "op table" backend_ops
+for t in "$payload"/tests/op_*; do check "$(basename "$t")" "$(basename "$t")" cuda; done
 
-step "SiT golden forward on the GPU; jobs refuse ops the backend lacks"
-for t in model_sit pipeline_gpu; do
-    "$payload/tests/$t" cuda --test-threads=1 --nocapture 2>&1 | grep -E "^test |worst|SKIPPED|panicked" || true
-    "$payload/tests/$t" cuda --test-threads=1 >/dev/null 2>&1 || { echo "FAILED: $t"; fail=1; }
-done
+step "parity: SiT golden forward and sampler golden cases, fp32 / tf32 / bf16, design counters"
+check "SiT golden forward (fp32)" model_sit cuda
+check "forward: precisions, counters, jobs" pipeline_gpu
+SITDIV_TEST_DEVICE=cuda check "sampler golden cases (fp32, CLI)" pipeline_sample cli_replays
 
-step "SiT golden cases and determinism through the CLI on the GPU"
-SITDIV_TEST_DEVICE=cuda "$payload/tests/pipeline_sample" --test-threads=1 --nocapture 2>&1 |
-    grep -E "^test |rel err|panicked|SKIPPED" || true
-SITDIV_TEST_DEVICE=cuda "$payload/tests/pipeline_sample" --test-threads=1 >/dev/null 2>&1 || { echo "FAILED: pipeline_sample on cuda"; fail=1; }
+step "determinism: reruns and shards byte-identical"
+SITDIV_TEST_DEVICE=cuda check "determinism fp32" pipeline_sample sharding
+SITDIV_TEST_DEVICE=cuda SITDIV_TEST_PRECISION=bf16 check "determinism bf16" pipeline_sample sharding
 
-step "benchmark: sitdiv (SiT-XL/2, batch 256, 256 px)"
-for p in fp32 tf32; do
-    timeout 300 "$bin" bench sit --model SiT-XL/2 --batch 256 --warmup 1 --iters 3 --device cuda --precision "$p" 2>/dev/null | tail -n 1
-done
-if [ -f "$payload/torch_baseline.py" ]; then
-    step "benchmark: PyTorch on the same card"
-    timeout 600 python3 "$payload/torch_baseline.py" --quick || echo "torch baseline failed"
+step "compute-sanitizer on a short sampling run"
+san="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)"
+short=(sample --synthetic --model SiT-S/2 --num-samples 4 --steps 2 --cfg 2 --latents-out /tmp/gpu-check-san.npy --device cuda)
+if [ -z "$san" ]; then
+    row "compute-sanitizer" skipped "not installed"
+    echo "compute-sanitizer not found"
+else
+    for tool in memcheck racecheck; do
+        # Graphs off: every kernel is launched (and checked) by the host.
+        if timeout 300 "$san" --tool "$tool" --error-exitcode 9 "$bin" "${short[@]}" --no-cuda-graphs >/tmp/gpu-check-$tool.log 2>&1; then
+            row "compute-sanitizer $tool" pass "$(grep -m1 -E 'ERROR SUMMARY|RACECHECK SUMMARY' /tmp/gpu-check-$tool.log)"
+        else
+            row "compute-sanitizer $tool" FAIL "$(grep -m1 -E 'ERROR SUMMARY|RACECHECK SUMMARY' /tmp/gpu-check-$tool.log)"
+            tail -n 30 "/tmp/gpu-check-$tool.log"
+        fi
+    done
 fi
+
+step "benchmark: sitdiv $model, batch $batch, 256 px"
+for p in fp32 tf32 bf16; do
+    if out="$(timeout 300 "$bin" bench sit --model "$model" --batch "$batch" --warmup 1 --iters "$iters" --device cuda --precision "$p" 2>&1)"; then
+        echo "$out" | grep -E "^\|"
+        row "bench $p" ran "$(echo "$out" | grep -E "^\| SiT" | awk -F'|' '{print $8 " img/s, " $11}')"
+    else
+        echo "$out" | tail -n 5
+        row "bench $p" FAIL "see above"
+    fi
+done
+if [ "$dry" != 1 ] && [ -f "$payload/torch_baseline.py" ] && python3 -c 'import torch' 2>/dev/null; then
+    step "benchmark: PyTorch on the same card, same call"
+    timeout 600 python3 "$payload/torch_baseline.py" --quick || row "PyTorch baseline" FAIL "see above"
+else
+    row "PyTorch baseline" skipped "no torch or dry run"
+fi
+
 echo
-[ "$fail" = 0 ] && echo "gpu-check: all checks passed" || echo "gpu-check: FAILURES above"
-exit "$fail"
+echo "| check | verdict | detail |"
+echo "|---|---|---|"
+printf '%s\n' "${rows[@]}"
+if printf '%s\n' "${rows[@]}" | grep -q "| FAIL |"; then
+    echo "gpu-check: FAILURES above"
+    exit 1
+fi
+echo "gpu-check: all checks passed"

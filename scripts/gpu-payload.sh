@@ -9,6 +9,7 @@ out=.gpu-payload
 rm -rf "$out" && mkdir -p "$out/tests"
 cargo build --release --locked --features cuda
 cp target/release/sitdiv "$out/"
+git rev-parse --short HEAD >"$out/COMMIT" 2>/dev/null || true
 # Test executables: cargo prints one JSON line per artifact; keep the test binaries.
 cargo test --release --locked --features cuda --no-run --message-format=json 2>/dev/null |
     python3 -c '
