@@ -656,6 +656,8 @@ fn missing_nvrtc_falls_back_on_auto_and_fails_on_cuda() {
             "libcuda.so.1",
             "libcublas.so",
             "libcublas.so.12",
+            "libcublasLt.so",
+            "libcublasLt.so.12",
         ],
     );
     let sample = |device: &str| {
