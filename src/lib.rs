@@ -3,8 +3,11 @@
 
 pub mod backend;
 pub mod bench;
+pub mod io;
 pub mod metrics;
 pub mod models;
+#[macro_use]
+pub mod names;
 pub mod pipeline;
 pub mod report;
 pub mod sampling;

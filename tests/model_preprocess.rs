@@ -5,8 +5,8 @@
 mod common;
 
 use common::{formula_image, open};
+use sitdiv::io::sha256_hex;
 use sitdiv::models::preprocess::{pil_resize, PilFilter, Pipeline};
-use sitdiv::pipeline::sample::sha256_hex;
 
 const IMAGES: [&str; 6] = ["gradient", "checker", "edges", "noise", "wide", "big"];
 

@@ -8,10 +8,10 @@ use std::path::Path;
 
 use common::{fails, golden_dir, succeeds, tmp};
 use sitdiv::backend::cpu::Cpu;
+use sitdiv::io::{npy, npz};
 use sitdiv::models::dinov2::{Dinov2, Dinov2Config};
 use sitdiv::models::dreamsim::{DreamSim, DreamSimConfig};
 use sitdiv::models::preprocess::Pipeline;
-use sitdiv::pipeline::{npy, npz};
 use sitdiv::sampling::rng;
 use sitdiv::weights::WeightFile;
 
@@ -26,17 +26,17 @@ fn batch(dir: &Path, labels: bool) -> (String, Vec<u8>) {
     let mut m = vec![
         npz::Member {
             key: "arr_0".into(),
-            npy: npz::encode_u8(&[6, SIDE, SIDE, 3], &imgs),
+            npy: npy::encode_u8(&[6, SIDE, SIDE, 3], &imgs).unwrap(),
         },
         npz::Member {
             key: "indices".into(),
-            npy: npy::encode_i64(&[6], &[10, 11, 12, 13, 14, 15]),
+            npy: npy::encode_i64(&[6], &[10, 11, 12, 13, 14, 15]).unwrap(),
         },
     ];
     if labels {
         m.push(npz::Member {
             key: "arr_1".into(),
-            npy: npy::encode_i64(&[6], &[3, 3, 7, 7, 9, 9]),
+            npy: npy::encode_i64(&[6], &[3, 3, 7, 7, 9, 9]).unwrap(),
         });
     }
     let p = dir.join(format!("batch_{labels}.npz"));
@@ -329,7 +329,7 @@ fn bad_diversity_inputs_fail_clearly() {
         &empty,
         &[npz::Member {
             key: "arr_0".into(),
-            npy: npz::encode_u8(&[2, 0, 4, 3], &[]),
+            npy: npy::encode_u8(&[2, 0, 4, 3], &[]).unwrap(),
         }],
     )
     .unwrap();
@@ -449,7 +449,7 @@ fn fd_dinov2_through_eval_equals_features_then_metrics() {
         &r,
         &[npz::Member {
             key: "arr_0".into(),
-            npy: npz::encode_u8(&[6, SIDE, SIDE, 3], &imgs),
+            npy: npy::encode_u8(&[6, SIDE, SIDE, 3], &imgs).unwrap(),
         }],
     )
     .unwrap();

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use common::{fails, open, succeeds, tmp, Report};
+use sitdiv::io::{npy, npz};
 use sitdiv::models::synthetic;
-use sitdiv::pipeline::{npy, npz};
 use sitdiv::sampling::rng;
 use sitdiv::weights::write_f32_safetensors;
 
@@ -50,12 +50,12 @@ fn images(seed: u64, first: usize, count: usize, side: usize) -> Vec<u8> {
 fn batch(path: &Path, imgs: &[u8], n: usize, side: usize, indices: Option<Vec<i64>>) -> String {
     let mut m = vec![npz::Member {
         key: "arr_0".into(),
-        npy: npz::encode_u8(&[n, side, side, 3], imgs),
+        npy: npy::encode_u8(&[n, side, side, 3], imgs).unwrap(),
     }];
     if let Some(i) = indices {
         m.push(npz::Member {
             key: "indices".into(),
-            npy: npy::encode_i64(&[n], &i),
+            npy: npy::encode_i64(&[n], &i).unwrap(),
         });
     }
     npz::write(path, &m).unwrap();
@@ -109,7 +109,7 @@ fn features_command_matches_the_golden_at_any_batch_size() {
         r.check(key, data, &io.f32(&format!("b2_256.{key}")).unwrap(), 1e-4);
     }
     r.finish();
-    assert!(sitdiv::pipeline::manifest_path(&f1).exists());
+    assert!(sitdiv::io::manifest_path(&f1).exists());
 }
 
 #[test]
@@ -282,11 +282,11 @@ fn bad_eval_inputs_fail_clearly() {
         &[
             npz::Member {
                 key: "mu".into(),
-                npy: npy::encode_f32(&[2048], &[0.0; 2048]),
+                npy: npy::encode_f32(&[2048], &[0.0; 2048]).unwrap(),
             },
             npz::Member {
                 key: "sigma".into(),
-                npy: npy::encode_f32(&[1, 1], &[1.0]),
+                npy: npy::encode_f32(&[1, 1], &[1.0]).unwrap(),
             },
         ],
     )
@@ -315,7 +315,7 @@ fn bad_eval_inputs_fail_clearly() {
         &rgba,
         &[npz::Member {
             key: "arr_0".into(),
-            npy: npz::encode_u8(&[1, 2, 2, 4], &[0; 16]),
+            npy: npy::encode_u8(&[1, 2, 2, 4], &[0; 16]).unwrap(),
         }],
     )
     .unwrap();
@@ -339,7 +339,7 @@ fn bad_eval_inputs_fail_clearly() {
         &floats,
         &[npz::Member {
             key: "arr_0".into(),
-            npy: npy::encode_f32(&[1, 1, 1, 3], &[0.0; 3]),
+            npy: npy::encode_f32(&[1, 1, 1, 3], &[0.0; 3]).unwrap(),
         }],
     )
     .unwrap();

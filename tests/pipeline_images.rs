@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{golden_dir, open, sitdiv, tmp};
-use sitdiv::pipeline::{npy, npz};
+use sitdiv::io::{npy, npz};
 use sitdiv::sampling::rng;
 
 fn g(name: &str) -> String {
@@ -417,7 +417,7 @@ fn compressed_npz_members_are_read() {
     let opts = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated);
     zw.start_file("pool.npy", opts).unwrap();
-    zw.write_all(&npy::encode_f32(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]))
+    zw.write_all(&npy::encode_f32(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap())
         .unwrap();
     zw.finish().unwrap();
     let m = npz::read(&p).unwrap();

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use common::{fails, open, sitdiv, tmp};
-use sitdiv::pipeline::{npy, npz};
+use sitdiv::io::{npy, npz};
 
 /// Writes set `a` or `b` of the golden file as a features .npz, with `edit` applied.
 fn features(dir: &Path, set: &str, edit: impl Fn(&str, &mut Vec<usize>, &mut Vec<f32>)) -> String {
@@ -20,7 +20,7 @@ fn features(dir: &Path, set: &str, edit: impl Fn(&str, &mut Vec<usize>, &mut Vec
             edit(k, &mut shape, &mut data);
             npz::Member {
                 key: k.to_string(),
-                npy: npy::encode_f32(&shape, &data),
+                npy: npy::encode_f32(&shape, &data).unwrap(),
             }
         })
         .collect();
@@ -104,8 +104,7 @@ fn adm_reference_statistics_give_the_same_fid() {
         let cov: Vec<f64> = (0..d * d).map(|k| c[(k / d, k % d)]).collect();
         (s.mean, cov, d)
     };
-    let enc64 =
-        |shape: &[usize], data: &[f64]| npy::encode_raw("<f8", shape, bytemuck::cast_slice(data));
+    let enc64 = |shape: &[usize], data: &[f64]| npy::encode_f64(shape, data).unwrap();
     let (mu, sigma, d) = stats("b.pool");
     let (mu_s, sigma_s, ds) = stats("b.spatial");
     let reference = dir.join("VIRTUAL_ref.npz");
@@ -162,7 +161,7 @@ fn bad_metric_inputs_fail_clearly() {
         &empty,
         &[npz::Member {
             key: "arr_0".into(),
-            npy: npy::encode_f32(&[1, 1], &[0.0]),
+            npy: npy::encode_f32(&[1, 1], &[0.0]).unwrap(),
         }],
     )
     .unwrap();
@@ -258,12 +257,12 @@ fn embedding_file(dir: &Path, labels: bool) -> String {
     let l = f.i64("labels").unwrap();
     let mut members = vec![npz::Member {
         key: "embedding".into(),
-        npy: npy::encode_f32(&[l.len(), x.len() / l.len()], &x),
+        npy: npy::encode_f32(&[l.len(), x.len() / l.len()], &x).unwrap(),
     }];
     if labels {
         members.push(npz::Member {
             key: "labels".into(),
-            npy: npy::encode_i64(&[l.len()], &l),
+            npy: npy::encode_i64(&[l.len()], &l).unwrap(),
         });
     }
     let p = dir.join(format!("emb_{labels}.npz"));

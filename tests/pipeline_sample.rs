@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use common::{golden_dir, open, replay_golden_case, sitdiv, succeeds, tmp};
-use sitdiv::pipeline::npy;
+use sitdiv::io::npy;
 
 fn tiny_weights() -> String {
     golden_dir()

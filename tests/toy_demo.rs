@@ -98,9 +98,9 @@ fn pixel_space_model_samples_images_without_a_vae() {
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "npz"))
         .expect("an image batch");
-    let members = sitdiv::pipeline::npz::read(&npz).unwrap();
+    let members = sitdiv::io::npz::read(&npz).unwrap();
     let arr = members.iter().find(|m| m.key == "arr_0").expect("arr_0");
-    let images = sitdiv::pipeline::npy::decode_u8(&npz, &arr.npy).unwrap();
+    let images = sitdiv::io::npy::decode_u8(&npz, &arr.npy).unwrap();
     assert_eq!(images.shape, [4, 32, 32, 3]);
     let distinct: std::collections::BTreeSet<u8> = images.data.iter().copied().collect();
     assert!(

@@ -41,17 +41,18 @@ impl<B: ?Sized + Backend> Clone for Cols<'_, B> {
 }
 impl<B: ?Sized + Backend> Copy for Cols<'_, B> {}
 
-/// Arithmetic of the matrix products (`--precision`). Strict fp32 is the default and the test mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// IEEE fp32 everywhere.
-    #[default]
-    Fp32,
-    /// TF32 tensor-core products (10-bit mantissa inputs), fp32 accumulation and elementwise ops.
-    Tf32,
-    /// bf16 products, fp32 accumulation and elementwise ops.
-    Bf16,
+crate::named! {
+    /// Arithmetic of the matrix products (`--precision`). Strict fp32 is the default and the test mode.
+    #[derive(Default)]
+    pub enum Precision {
+        /// IEEE fp32 everywhere.
+        #[default]
+        Fp32 = "fp32",
+        /// TF32 tensor-core products (10-bit mantissa inputs), fp32 accumulation and elementwise ops.
+        Tf32 = "tf32",
+        /// bf16 products, fp32 accumulation and elementwise ops.
+        Bf16 = "bf16",
+    }
 }
 
 /// Dimensions of an (N, C, H, W) activation.

@@ -7,14 +7,14 @@ use super::sit::SiT;
 use crate::backend::Backend;
 use crate::sampling::Velocity;
 
-/// What guidance does outside `--cfg-interval`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IntervalMode {
-    /// Kynkäänniemi et al. 2024: the conditional prediction itself.
-    Published,
-    /// The diversity study's fork: the unconditional prediction.
-    Fork,
+crate::named! {
+    /// What guidance does outside `--cfg-interval`.
+    pub enum IntervalMode {
+        /// Kynkäänniemi et al. 2024: the conditional prediction itself.
+        Published = "published",
+        /// The diversity study's fork: the unconditional prediction.
+        Fork = "fork",
+    }
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{ensure, Result};
 use serde::Serialize;
 
-use super::{npy, npz, write_with_manifest};
 use crate::backend::Backend;
+use crate::io::{npy, npz, write_with_manifest};
 use crate::models::vae::{to_uint8_nhwc, AutoencoderKL};
 use crate::weights::WeightFile;
 
@@ -121,7 +121,7 @@ impl<B: Backend> Decoder<B> {
 pub fn load_vae<B: Backend>(be: &B, path: &Path) -> Result<(AutoencoderKL<B>, String)> {
     let file = WeightFile::open(path)?;
     let vae = AutoencoderKL::load(be, &file)?;
-    Ok((vae, super::sample::sha256_hex(file.bytes())))
+    Ok((vae, crate::io::sha256_hex(file.bytes())))
 }
 
 pub fn run_on<B: Backend>(be: &B, job: &DecodeJob) -> Result<()> {
@@ -148,7 +148,7 @@ pub fn run_on<B: Backend>(be: &B, job: &DecodeJob) -> Result<()> {
     });
     let arr = npz::Member {
         key: "arr_0".into(),
-        npy: npz::encode_u8(&[n, oh, ow, vae.config.out_channels], &images),
+        npy: npy::encode_u8(&[n, oh, ow, vae.config.out_channels], &images)?,
     };
     write_with_manifest(&job.out, &manifest, |p| npz::write(p, &[arr]))?;
     log::info!("wrote {} ({n} images, {oh}×{ow})", job.out.display());

@@ -10,8 +10,9 @@ use serde::Serialize;
 
 use super::features::Backbone;
 use super::progress::Progress;
-use super::{npy, npz, Unit};
+use super::Unit;
 use crate::backend::Backend;
+use crate::io::{npy, npz};
 use crate::models::clip::{ClipVision, ClipVisionConfig};
 use crate::models::dinov2::{Dinov2, Dinov2Config, Dinov2Names};
 use crate::models::dreamsim::{DreamSim, DreamSimConfig};
@@ -23,15 +24,12 @@ use crate::sampling::rng;
 use crate::weights::WeightFile;
 
 /// Which rows enter a diversity metric.
-#[derive(Debug, Clone, Default, Serialize, clap::Args)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Subset {
-    /// Keep at most K samples per class (needs labels), drawn from --subset-seed.
-    #[arg(long)]
+    /// Keep at most K samples per class (needs labels), drawn from `subset_seed`.
     pub max_per_class: Option<usize>,
-    /// Keep at most K samples in all (after --max-per-class), drawn from --subset-seed.
-    #[arg(long)]
+    /// Keep at most K samples in all (after `max_per_class`), drawn from `subset_seed`.
     pub max_samples: Option<usize>,
-    #[arg(long, default_value_t = 0)]
     pub subset_seed: u64,
 }
 
@@ -256,7 +254,7 @@ impl<B: Backend> Embedder<B> {
             ),
             Backbone::Inception => bail!("the Inception is not a diversity backbone"),
         };
-        let sha = super::sample::sha256_hex(file.bytes());
+        let sha = crate::io::sha256_hex(file.bytes());
         Ok((
             Embedder {
                 net,
@@ -403,20 +401,20 @@ pub fn embedding_members<B: Backend>(
     let mut members = vec![
         npz::Member {
             key: if lpips { "lpips" } else { "embedding" }.into(),
-            npy: npy::encode_f32(&[n, d], &e),
+            npy: npy::encode_f32(&[n, d], &e)?,
         },
         npz::Member {
             key: "indices".into(),
             npy: npy::encode_i64(
                 &[n],
                 &keep.iter().map(|&r| index.indices[r]).collect::<Vec<_>>(),
-            ),
+            )?,
         },
     ];
     if let Some(l) = &index.labels {
         members.push(npz::Member {
             key: "labels".into(),
-            npy: npy::encode_i64(&[n], &keep.iter().map(|&r| l[r]).collect::<Vec<_>>()),
+            npy: npy::encode_i64(&[n], &keep.iter().map(|&r| l[r]).collect::<Vec<_>>())?,
         });
     }
     Ok((members, n))

@@ -13,41 +13,38 @@ use anyhow::{bail, ensure, Context, Result};
 use faer::Mat;
 use serde::Serialize;
 
-use super::{npy, npz, write_atomic};
+use crate::io::{npy, npz, write_atomic};
 use crate::metrics::{diversity, fid, inception_score, kid, prdc, stats::FeatureStats};
 
-/// What `--metrics` can ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Metric {
-    Fid,
-    Sfid,
-    Is,
-    Pr,
-    Dc,
-    Kid,
-    /// Cosine-distance diversity of `embedding` rows: intra-, inter-class and mixed.
-    Diversity,
-    /// Vendi score of `embedding` rows: over all samples and averaged over classes.
-    Vendi,
-    /// LPIPS between image pairs, from `lpips` feature rows: intra-, inter-class and mixed.
-    Lpips,
-    /// Fréchet distance of `embedding` rows against the reference's (FD-DINOv2 with the
-    /// dinov2-l14 backbone).
-    #[serde(rename = "fd_dinov2")]
-    #[value(name = "fd_dinov2")]
-    FdDinov2,
-    /// Fraction of samples whose `logits` argmax is their own class: how often the classifier
-    /// (the toy study's) recognises the class a sample was drawn for.
-    Accuracy,
+crate::named! {
+    /// What `--metrics` can ask for.
+    pub enum Metric {
+        Fid = "fid",
+        Sfid = "sfid",
+        Is = "is",
+        Pr = "pr",
+        Dc = "dc",
+        Kid = "kid",
+        /// Cosine-distance diversity of `embedding` rows: intra-, inter-class and mixed.
+        Diversity = "diversity",
+        /// Vendi score of `embedding` rows: over all samples and averaged over classes.
+        Vendi = "vendi",
+        /// LPIPS between image pairs, from `lpips` feature rows: intra-, inter-class and mixed.
+        Lpips = "lpips",
+        /// Fréchet distance of `embedding` rows against the reference's (FD-DINOv2 with the
+        /// dinov2-l14 backbone).
+        FdDinov2 = "fd_dinov2",
+        /// Fraction of samples whose `logits` argmax is their own class: how often the classifier
+        /// (the toy study's) recognises the class a sample was drawn for.
+        Accuracy = "accuracy",
+    }
 }
 
 /// Command-line names of metrics, for messages: `fid, sfid`.
 pub fn names(metrics: &[Metric]) -> String {
     metrics
         .iter()
-        .filter_map(|m| serde_json::to_value(m).ok())
-        .filter_map(|v| v.as_str().map(str::to_string))
+        .map(|m| m.name())
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -62,32 +59,35 @@ impl Metric {
     }
 }
 
-/// Which metrics and their parameters; shared by `sitdiv metrics` and `sitdiv eval`.
-#[derive(Debug, Clone, Serialize, clap::Args)]
+/// Which metrics and their parameters; shared by `sitdiv metrics`, `sitdiv eval` and sweeps.
+#[derive(Debug, Clone, Serialize)]
 pub struct MetricSettings {
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "fid,sfid,is,pr"
-    )]
     pub metrics: Vec<Metric>,
-    #[arg(long, default_value_t = 100)]
     pub kid_subsets: usize,
-    #[arg(long, default_value_t = 1000)]
     pub kid_subset_size: usize,
     /// Seed of the KID subsets.
-    #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// IS split size (ADM: 5000, consecutive, no shuffle).
-    #[arg(long, default_value_t = 5000)]
     pub is_split_size: usize,
     /// k of precision/recall (ADM: 3).
-    #[arg(long, default_value_t = 3)]
     pub pr_k: usize,
     /// k of density/coverage (prdc: 5).
-    #[arg(long, default_value_t = 5)]
     pub dc_k: usize,
+}
+
+impl Default for MetricSettings {
+    /// The ADM evaluator's settings for FID, sFID, IS and precision/recall.
+    fn default() -> Self {
+        MetricSettings {
+            metrics: vec![Metric::Fid, Metric::Sfid, Metric::Is, Metric::Pr],
+            kid_subsets: 100,
+            kid_subset_size: 1000,
+            seed: 0,
+            is_split_size: 5000,
+            pr_k: 3,
+            dc_k: 5,
+        }
+    }
 }
 
 impl MetricSettings {
@@ -484,7 +484,7 @@ pub fn write_json(
 /// SHA-256 of a file, for manifests.
 pub fn file_sha256(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(super::sample::sha256_hex(&bytes))
+    Ok(crate::io::sha256_hex(&bytes))
 }
 
 /// `sitdiv metrics`.

@@ -12,50 +12,41 @@ use serde::Serialize;
 use super::embed::{self, embedding_members, Embedder, Subset};
 use super::evaluate::{self, FeatureSet, Metric, MetricSettings};
 use super::progress::Progress;
-use super::{npy, npz, probe_folder, write_with_manifest, Unit};
+use super::Unit;
 use crate::backend::Backend;
+use crate::io::{npy, npz, probe_folder, write_with_manifest};
 use crate::models::inception::{InceptionV3, LOGITS_DIM, POOL_DIM, SPATIAL_DIM};
 use crate::weights::WeightFile;
 
-/// Feature networks of `sitdiv features`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Backbone {
-    /// The FID Inception-v3 with the ADM evaluator's input path: `pool`, `spatial`, `logits`.
-    Inception,
-    /// DINOv2 (HF `facebook/dinov2-base` and its PIL processor): the class token, 768-d.
-    Dinov2B14,
-    /// DINOv2 ViT-L/14 for FD-DINOv2 as dgm-eval and EDM2 run it: the original release
-    /// (`dinov2_vitl14_pretrain.pth`), PIL bicubic to 224 × 224 without a crop, 1024-d.
-    Dinov2L14,
-    /// CLIP ViT-B/32 (HF `openai/clip-vit-base-patch32`, PIL processor): `image_embeds`, 512-d.
-    ClipB32,
-    /// CLIP ViT-L/14 (HF `openai/clip-vit-large-patch14`, PIL processor): `image_embeds`, 768-d.
-    ClipL14,
-    /// MoCo v3 ResNet-50 trunk (torchvision names), MoCo's evaluation preprocessing, 2048-d.
-    Mocov3R50,
-    /// SimCLR v2 ResNet-50 (1×, SK0) trunk (torchvision names), SimCLR's preprocessing, 2048-d.
-    SimclrR50,
-    /// DreamSim's ensemble (DINO, CLIP and OpenCLIP ViT-B/16, LoRA merged) as the `dreamsim`
-    /// package embeds: Resize((224, 224)) bicubic, the towers' features concatenated, centred and
-    /// L2-normalised, 1792-d.
-    Dreamsim,
-    /// LPIPS v0.1 with the AlexNet trunk at the images' own size: `lpips` rows (N, ~640k at
-    /// 256 px), LPIPS(a, b) = ‖row a − row b‖².
-    LpipsAlex,
-    /// LPIPS v0.1 with the VGG16 trunk.
-    LpipsVgg,
-    /// The toy study's classifier (scripts/train_toy.py): its 64-d pooled features.
-    Toy,
-}
-
-impl Backbone {
-    /// The command-line name (`dinov2-b14`, …).
-    pub fn name(self) -> String {
-        serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
+crate::named! {
+    /// Feature networks of `sitdiv features`.
+    pub enum Backbone {
+        /// The FID Inception-v3 with the ADM evaluator's input path: `pool`, `spatial`, `logits`.
+        Inception = "inception",
+        /// DINOv2 (HF `facebook/dinov2-base` and its PIL processor): the class token, 768-d.
+        Dinov2B14 = "dinov2-b14",
+        /// DINOv2 ViT-L/14 for FD-DINOv2 as dgm-eval and EDM2 run it: the original release
+        /// (`dinov2_vitl14_pretrain.pth`), PIL bicubic to 224 × 224 without a crop, 1024-d.
+        Dinov2L14 = "dinov2-l14",
+        /// CLIP ViT-B/32 (HF `openai/clip-vit-base-patch32`, PIL processor): `image_embeds`, 512-d.
+        ClipB32 = "clip-b32",
+        /// CLIP ViT-L/14 (HF `openai/clip-vit-large-patch14`, PIL processor): `image_embeds`, 768-d.
+        ClipL14 = "clip-l14",
+        /// MoCo v3 ResNet-50 trunk (torchvision names), MoCo's evaluation preprocessing, 2048-d.
+        Mocov3R50 = "mocov3-r50",
+        /// SimCLR v2 ResNet-50 (1×, SK0) trunk (torchvision names), SimCLR's preprocessing, 2048-d.
+        SimclrR50 = "simclr-r50",
+        /// DreamSim's ensemble (DINO, CLIP and OpenCLIP ViT-B/16, LoRA merged) as the `dreamsim`
+        /// package embeds: Resize((224, 224)) bicubic, the towers' features concatenated, centred and
+        /// L2-normalised, 1792-d.
+        Dreamsim = "dreamsim",
+        /// LPIPS v0.1 with the AlexNet trunk at the images' own size: `lpips` rows (N, ~640k at
+        /// 256 px), LPIPS(a, b) = ‖row a − row b‖².
+        LpipsAlex = "lpips-alex",
+        /// LPIPS v0.1 with the VGG16 trunk.
+        LpipsVgg = "lpips-vgg",
+        /// The toy study's classifier (scripts/train_toy.py): its 64-d pooled features.
+        Toy = "toy",
     }
 }
 
@@ -214,15 +205,15 @@ pub fn inception_features<B: Backend>(
     let members = vec![
         npz::Member {
             key: "pool".into(),
-            npy: npy::encode_f32(&[total, POOL_DIM], &pool),
+            npy: npy::encode_f32(&[total, POOL_DIM], &pool)?,
         },
         npz::Member {
             key: "spatial".into(),
-            npy: npy::encode_f32(&[total, SPATIAL_DIM], &spatial),
+            npy: npy::encode_f32(&[total, SPATIAL_DIM], &spatial)?,
         },
         npz::Member {
             key: "logits".into(),
-            npy: npy::encode_f32(&[total, LOGITS_DIM], &logits),
+            npy: npy::encode_f32(&[total, LOGITS_DIM], &logits)?,
         },
     ];
     Ok((members, total))
@@ -233,7 +224,7 @@ fn load_inception<B: Backend>(be: &B, path: &Path) -> Result<(InceptionV3<B>, St
     let file = WeightFile::open(path)?;
     let net = InceptionV3::load(be, &file)
         .with_context(|| format!("{}: not the FID Inception weights", path.display()))?;
-    Ok((net, super::sample::sha256_hex(file.bytes())))
+    Ok((net, crate::io::sha256_hex(file.bytes())))
 }
 
 fn output_folder(path: &Path) -> Result<()> {

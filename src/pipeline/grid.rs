@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use image::codecs::png::PngEncoder;
 use image::{ExtendedColorType, ImageEncoder};
 
-use super::write_atomic;
+use crate::io::write_atomic;
 
 /// Images per grid row, and the most a grid shows.
 const COLUMNS: usize = 8;

@@ -3,9 +3,9 @@
 
 use anyhow::{bail, ensure, Context, Result};
 
-use super::npy;
 use super::sample::SampleJob;
 use super::Unit;
+use crate::io::npy;
 use crate::models::sit::SiTConfig;
 use crate::sampling::rng;
 use crate::sampling::sde::NoiseSource;

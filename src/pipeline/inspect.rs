@@ -25,7 +25,7 @@ fn print(path: &Path, out: &mut impl Write) -> Result<()> {
     let f = WeightFile::open(path)?;
     writeln!(out, "file    {}", path.display())?;
     writeln!(out, "bytes   {}", f.bytes().len())?;
-    writeln!(out, "sha256  {}", super::sample::sha256_hex(f.bytes()))?;
+    writeln!(out, "sha256  {}", crate::io::sha256_hex(f.bytes()))?;
     for (k, v) in f.metadata() {
         let short: String = v.chars().take(200).collect();
         let more = if v.chars().count() > 200 { " …" } else { "" };

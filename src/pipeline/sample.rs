@@ -9,10 +9,11 @@ use serde::Serialize;
 use super::decode::Decoder;
 use super::inputs::{read_inputs, Inputs, UnitNoise};
 use super::progress::Progress;
-use super::{npy, npz};
-use super::{shard_units, write_with_manifest, Unit};
+use super::{shard_units, Unit};
 use crate::backend::cpu::Cpu;
 use crate::backend::{Backend, Precision};
+use crate::io::write_with_manifest;
+use crate::io::{npy, npz};
 use crate::models::guidance::{Guidance, IntervalMode, SiTVelocity};
 use crate::models::sit::{SiT, SiTConfig};
 use crate::models::synthetic::{self, TensorSource};
@@ -262,10 +263,7 @@ impl SampleJob {
                     LastStep::Tweedie => "Tweedie",
                     LastStep::Euler => "Euler",
                 };
-                let form = serde_json::to_value(self.diffusion_form)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
+                let form = self.diffusion_form.name();
                 name += &format!(
                     "-SDE-{}-{m:?}-{form}-{last}-{}-{}",
                     self.steps,
@@ -277,18 +275,17 @@ impl SampleJob {
         name += &format!("-seed{}", self.seed);
         if let Some((lo, hi)) = self.cfg_interval {
             name += &format!(
-                "-interval-{}-{}-{:?}",
+                "-interval-{}-{}-{}",
                 py_float(lo),
                 py_float(hi),
                 self.cfg_interval_mode
-            )
-            .to_lowercase();
+            );
         }
         if self.cfg_all_channels {
             name += "-cfgall";
         }
         if self.path != PathType::Linear {
-            name += &format!("-{:?}", self.path).to_lowercase();
+            name += &format!("-{}", self.path);
         }
         if self.num_shards > 1 {
             name += &format!("-shard{}of{}", self.shard_index, self.num_shards);
@@ -334,7 +331,7 @@ pub fn load_model<B: Backend>(be: &B, job: &SampleJob) -> Result<(SiT<B>, String
                 }
                 None => preset?,
             };
-            let sha = sha256_hex(file.bytes());
+            let sha = crate::io::sha256_hex(file.bytes());
             let model = SiT::load(be, &file as &dyn TensorSource, cfg)?;
             Ok((model, sha))
         }
@@ -345,12 +342,6 @@ pub fn load_model<B: Backend>(be: &B, job: &SampleJob) -> Result<(SiT<B>, String
             Ok((SiT::load(be, &src, cfg)?, "synthetic-seed-0".to_string()))
         }
     }
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    let d = Sha256::digest(bytes);
-    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Runs the job on the CPU backend.
@@ -381,11 +372,11 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
     };
     // Output folders are checked before any compute.
     if let Some(dir) = &job.out {
-        super::probe_folder(dir)?;
+        crate::io::probe_folder(dir)?;
     }
     for f in [&job.latents_out, &job.png_grid].into_iter().flatten() {
         if let Some(dir) = f.parent().filter(|d| !d.as_os_str().is_empty()) {
-            super::probe_folder(dir)?;
+            crate::io::probe_folder(dir)?;
         }
     }
     check_guidance(job, &cfg)?;
@@ -450,7 +441,7 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
         "network_forwards": calls,
         "precision": job.precision,
         "device": be.name(),
-        "host": hostname(),
+        "host": crate::io::hostname(),
         "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
     });
     if let Some(path) = &job.latents_out {
@@ -477,15 +468,15 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
         let members = [
             npz::Member {
                 key: "arr_0".into(),
-                npy: npz::encode_u8(&[rows, side, side, ch], &images),
+                npy: npy::encode_u8(&[rows, side, side, ch], &images)?,
             },
             npz::Member {
                 key: "arr_1".into(),
-                npy: npy::encode_i64(&[rows], &labels),
+                npy: npy::encode_i64(&[rows], &labels)?,
             },
             npz::Member {
                 key: "indices".into(),
-                npy: npy::encode_i64(&[rows], &indices),
+                npy: npy::encode_i64(&[rows], &indices)?,
             },
         ];
         write_with_manifest(&path, &manifest, |p| npz::write(p, &members))?;
@@ -610,12 +601,6 @@ impl<B: Backend> UnitSampler<'_, B> {
             network_forwards,
         })
     }
-}
-
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
 }
 
 /// A float as Python prints it (`1.0`, `1.5`, `0.04`), as the reference's folder names do.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 
-use crate::pipeline::{npy, npz, write_atomic};
+use crate::io::{npy, npz, write_atomic};
 
 /// (backbone or "", metric, scope, statistic): one reported number.
 pub type Key = (String, String, String, String);

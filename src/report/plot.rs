@@ -5,10 +5,16 @@ use std::path::Path;
 
 use anyhow::{anyhow, Result};
 use image::ImageEncoder;
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::pipeline::write_atomic;
+use crate::io::write_atomic;
+
+mod distributions;
+mod heatmap;
+mod lines;
+mod pareto;
 
 const FONT: &str = "sans-serif";
 static DEJAVU: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
@@ -84,7 +90,11 @@ fn color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
-type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
+/// What drawing with plotters returns: its errors differ per backend, so they are boxed.
+type DrawResult<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// A chart over numeric x and y, as every cartesian panel draws on.
+type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 /// A padded range that is never empty.
 fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
@@ -132,6 +142,32 @@ pub fn legend_corner(
     }
 }
 
+/// Axis and title texts of a cartesian panel.
+struct Labels<'a> {
+    title: &'a str,
+    x: &'a str,
+    y: &'a str,
+}
+
+/// The cartesian chart of a line or Pareto panel over `x` × `y`, with its caption (no mesh yet).
+fn cartesian<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+) -> DrawResult<Chart<'a, DB>>
+where
+    DB::ErrorType: 'static,
+{
+    Ok(ChartBuilder::on(area)
+        .caption(title, (FONT, 18))
+        .margin(8)
+        .x_label_area_size(38)
+        .y_label_area_size(62)
+        .build_cartesian_2d(x0..x1, y0..y1)?)
+}
+
+/// Draws one panel into its area, by kind.
 fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) -> DrawResult
 where
     DB::ErrorType: 'static,
@@ -146,104 +182,17 @@ where
             x_names,
             baseline,
         } => {
-            let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
-            let (x0, x1) = range(xs);
-            let ys = series.iter().flat_map(|s| {
-                s.points.iter().flat_map(|&(_, y, iv)| {
-                    [Some(y), iv.map(|i| i.0), iv.map(|i| i.1)]
-                        .into_iter()
-                        .flatten()
-                })
-            });
-            let (y0, y1) = range(ys.chain(baseline.iter().map(|b| b.1)));
-            let mut chart = ChartBuilder::on(area)
-                .caption(title, (FONT, 18))
-                .margin(8)
-                .x_label_area_size(38)
-                .y_label_area_size(62)
-                .build_cartesian_2d(x0..x1, y0..y1)?;
-            let names = x_names.clone();
-            let fmt_x = move |v: &f64| match &names {
-                Some(n) if (v - v.round()).abs() < 1e-9 && *v >= 0.0 => {
-                    n.get(v.round() as usize).cloned().unwrap_or_default()
-                }
-                Some(_) => String::new(),
-                None => format!("{v:.3}")
-                    .trim_end_matches('0')
-                    .trim_end_matches('.')
-                    .to_string(),
+            let labels = Labels {
+                title,
+                x: x_label,
+                y: y_label,
             };
-            let mut mesh = chart.configure_mesh();
-            mesh.x_desc(x_label.as_str())
-                .y_desc(y_label.as_str())
-                .label_style((FONT, 12))
-                .x_label_formatter(&fmt_x);
-            if let Some(n) = x_names {
-                mesh.x_labels(n.len() * 2 + 1);
-            }
-            mesh.draw()?;
-            if let Some((name, level)) = baseline {
-                let style = ShapeStyle::from(&BLACK.mix(0.6)).stroke_width(1);
-                chart
-                    .draw_series(DashedLineSeries::new(
-                        vec![(x0, *level), (x1, *level)],
-                        6,
-                        4,
-                        style,
-                    ))?
-                    .label(name.as_str())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
-            }
-            for (i, s) in series.iter().enumerate() {
-                let c = color(i);
-                let mut pts = s.points.clone();
-                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-                let bands: Vec<(f64, f64, f64, f64)> = pts
-                    .iter()
-                    .filter_map(|&(x, y, iv)| iv.map(|(lo, hi)| (x, y, lo, hi)))
-                    .collect();
-                if *band && bands.len() >= 2 {
-                    let mut poly: Vec<(f64, f64)> = bands.iter().map(|b| (b.0, b.3)).collect();
-                    poly.extend(bands.iter().rev().map(|b| (b.0, b.2)));
-                    chart.draw_series(std::iter::once(Polygon::new(poly, c.mix(0.18).filled())))?;
-                } else {
-                    chart.draw_series(bands.iter().map(|&(x, y, lo, hi)| {
-                        ErrorBar::new_vertical(x, lo, y, hi, c.stroke_width(1), 6)
-                    }))?;
-                }
-                chart
-                    .draw_series(LineSeries::new(
-                        pts.iter().map(|p| (p.0, p.1)),
-                        c.stroke_width(2),
-                    ))?
-                    .label(s.name.as_str())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2))
-                    });
-                chart.draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 3, c.filled())))?;
-            }
-            let drawn = series.iter().flat_map(|s| {
-                s.points.iter().flat_map(|&(x, y, iv)| {
-                    let ends = iv.map(|(lo, hi)| [(x, lo), (x, hi)]);
-                    std::iter::once((x, y)).chain(ends.into_iter().flatten())
-                })
-            });
-            // The legend's size at an 11 px font: about 6 px a character plus the line sample,
-            // 16 px a row.
-            let (pw, ph) = chart.plotting_area().dim_in_pixel();
-            let longest = series.iter().map(|s| s.name.chars().count()).max();
-            let rows = series.len() + baseline.is_some() as usize;
-            let share = (
-                (longest.unwrap_or(0) as f64 * 6.0 + 40.0) / pw.max(1) as f64,
-                (rows as f64 * 16.0 + 12.0) / ph.max(1) as f64,
-            );
-            chart
-                .configure_series_labels()
-                .position(legend_corner(drawn, (x0, x1), (y0, y1), share))
-                .label_font((FONT, 11))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.3))
-                .draw()?;
+            let style = lines::Style {
+                band: *band,
+                x_names: x_names.as_deref(),
+                baseline: baseline.as_ref(),
+            };
+            lines::draw(area, &labels, series, &style)
         }
         Panel::Pareto {
             title,
@@ -252,165 +201,24 @@ where
             points,
             front,
         } => {
-            let (x0, x1) = range(points.iter().map(|p| p.1));
-            let (y0, y1) = range(points.iter().map(|p| p.2));
-            let mut chart = ChartBuilder::on(area)
-                .caption(title, (FONT, 18))
-                .margin(8)
-                .x_label_area_size(38)
-                .y_label_area_size(62)
-                .build_cartesian_2d(x0..x1, y0..y1)?;
-            chart
-                .configure_mesh()
-                .x_desc(x_label.as_str())
-                .y_desc(y_label.as_str())
-                .label_style((FONT, 12))
-                .draw()?;
-            let mut f: Vec<(f64, f64)> =
-                front.iter().map(|&i| (points[i].1, points[i].2)).collect();
-            f.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let red = RGBColor(214, 39, 40);
-            chart
-                .draw_series(DashedLineSeries::new(f, 6, 4, red.stroke_width(2)))?
-                .label("Pareto front")
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], red.stroke_width(2))
-                });
-            for (i, (name, x, y)) in points.iter().enumerate() {
-                let on = front.contains(&i);
-                let c = if on { red } else { RGBColor(31, 119, 180) };
-                chart.draw_series(std::iter::once(Circle::new((*x, *y), 4, c.filled())))?;
-                chart.draw_series(std::iter::once(Text::new(
-                    name.clone(),
-                    (*x, *y),
-                    (FONT, 10).into_font().color(&BLACK.mix(0.8)),
-                )))?;
-            }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .label_font((FONT, 11))
-                .background_style(WHITE.mix(0.85))
-                .draw()?;
+            let labels = Labels {
+                title,
+                x: x_label,
+                y: y_label,
+            };
+            pareto::draw(area, &labels, points, front)
         }
         Panel::Heatmap {
             title,
             labels,
             values,
-        } => {
-            let n = labels.len();
-            let (w, h) = area.dim_in_pixel();
-            let title_h = 30i32;
-            let margin = 170i32;
-            area.draw(&Text::new(title.clone(), (10, 6), (FONT, 18).into_font()))?;
-            let cell = (((w as i32 - margin - 10).min(h as i32 - margin - title_h))
-                / n.max(1) as i32)
-                .max(4);
-            let (ox, oy) = (margin, title_h);
-            for (i, row) in values.iter().enumerate() {
-                for (j, v) in row.iter().enumerate() {
-                    let (x, y) = (ox + j as i32 * cell, oy + i as i32 * cell);
-                    let fill = match v {
-                        Some(v) => {
-                            let t = v.clamp(-1.0, 1.0);
-                            // Blue (−1) → white (0) → red (+1).
-                            let (r, g, b) = if t >= 0.0 {
-                                (255.0, 255.0 * (1.0 - t), 255.0 * (1.0 - t))
-                            } else {
-                                (255.0 * (1.0 + t), 255.0 * (1.0 + t), 255.0)
-                            };
-                            RGBColor(r as u8, g as u8, b as u8)
-                        }
-                        None => RGBColor(235, 235, 235),
-                    };
-                    area.draw(&Rectangle::new(
-                        [(x, y), (x + cell, y + cell)],
-                        fill.filled(),
-                    ))?;
-                    if let (Some(v), true) = (v, cell >= 26) {
-                        area.draw(&Text::new(
-                            format!("{v:.2}"),
-                            (x + 3, y + cell / 2 - 5),
-                            (FONT, 10).into_font(),
-                        ))?;
-                    }
-                }
-                area.draw(&Text::new(
-                    labels[i].clone(),
-                    (4, oy + i as i32 * cell + cell / 2 - 5),
-                    (FONT, 10).into_font(),
-                ))?;
-            }
-            for (j, l) in labels.iter().enumerate() {
-                area.draw(&Text::new(
-                    l.clone(),
-                    (
-                        ox + j as i32 * cell + cell / 2 - 4,
-                        oy + n as i32 * cell + 4,
-                    ),
-                    (FONT, 10).into_font().transform(FontTransform::Rotate90),
-                ))?;
-            }
-        }
+        } => heatmap::draw(area, title, labels, values),
         Panel::Distributions {
             title,
             y_label,
             groups,
-        } => {
-            let (y0, y1) = range(groups.iter().flat_map(|g| g.1.iter().copied()));
-            let n = groups.len().max(1);
-            let mut chart = ChartBuilder::on(area)
-                .caption(title, (FONT, 18))
-                .margin(8)
-                .x_label_area_size(120)
-                .y_label_area_size(62)
-                .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), y0..y1)?;
-            let names: Vec<String> = groups.iter().map(|g| g.0.clone()).collect();
-            let fmt = move |v: &f64| {
-                if (v - v.round()).abs() < 1e-9 && *v >= 0.0 {
-                    names.get(v.round() as usize).cloned().unwrap_or_default()
-                } else {
-                    String::new()
-                }
-            };
-            chart
-                .configure_mesh()
-                .y_desc(y_label.as_str())
-                .x_labels(2 * n + 1)
-                .x_label_formatter(&fmt)
-                .x_label_style((FONT, 10).into_font().transform(FontTransform::Rotate90))
-                .label_style((FONT, 12))
-                .disable_x_mesh()
-                .draw()?;
-            for (i, (_, vals)) in groups.iter().enumerate() {
-                if vals.is_empty() {
-                    continue;
-                }
-                let mut v = vals.clone();
-                v.sort_by(f64::total_cmp);
-                let q = |p: f64| crate::metrics::bootstrap::quantile(&v, p);
-                let x = i as f64;
-                let c = color(0);
-                chart.draw_series(std::iter::once(Rectangle::new(
-                    [(x - 0.25, q(0.25)), (x + 0.25, q(0.75))],
-                    c.mix(0.25).filled(),
-                )))?;
-                chart.draw_series(std::iter::once(PathElement::new(
-                    vec![(x - 0.25, q(0.5)), (x + 0.25, q(0.5))],
-                    c.stroke_width(2),
-                )))?;
-                chart.draw_series(std::iter::once(PathElement::new(
-                    vec![(x, v[0]), (x, v[v.len() - 1])],
-                    c.stroke_width(1),
-                )))?;
-                chart.draw_series(
-                    v.iter()
-                        .map(|&y| Circle::new((x, y), 2, BLACK.mix(0.6).filled())),
-                )?;
-            }
-        }
+        } => distributions::draw(area, title, y_label, groups),
     }
-    Ok(())
 }
 
 /// Draws `panels` in a grid of `cols` columns into `<stem>.png` and `<stem>.svg`.

@@ -43,11 +43,11 @@ impl<'a> Counted<'a> {
     }
 }
 
-/// What the network predicts (`--prediction`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Prediction {
-    Velocity,
-    Score,
-    Noise,
+crate::named! {
+    /// What the network predicts (`--prediction`).
+    pub enum Prediction {
+        Velocity = "velocity",
+        Score = "score",
+        Noise = "noise",
+    }
 }

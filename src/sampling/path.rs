@@ -4,39 +4,28 @@
 
 use std::f64::consts::PI;
 
-/// `--path`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PathType {
-    /// ICPlan: α = t, σ = 1 − t.
-    Linear,
-    /// GVPCPlan: α = sin(πt/2), σ = cos(πt/2).
-    Gvp,
-    /// VPCPlan with β_min 0.1, β_max 20.
-    Vp,
+crate::named! {
+    /// `--path`
+    pub enum PathType {
+        /// ICPlan: α = t, σ = 1 − t.
+        Linear = "linear",
+        /// GVPCPlan: α = sin(πt/2), σ = cos(πt/2).
+        Gvp = "gvp",
+        /// VPCPlan with β_min 0.1, β_max 20.
+        Vp = "vp",
+    }
 }
 
-/// `--diffusion-form`: w(t) of the SDE.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-pub enum DiffusionForm {
-    #[value(name = "constant")]
-    #[serde(rename = "constant")]
-    Constant,
-    #[value(name = "SBDM")]
-    #[serde(rename = "SBDM")]
-    Sbdm,
-    #[value(name = "sigma")]
-    #[serde(rename = "sigma")]
-    Sigma,
-    #[value(name = "linear")]
-    #[serde(rename = "linear")]
-    Linear,
-    #[value(name = "decreasing")]
-    #[serde(rename = "decreasing")]
-    Decreasing,
-    #[value(name = "increasing-decreasing")]
-    #[serde(rename = "increasing-decreasing")]
-    IncreasingDecreasing,
+crate::named! {
+    /// `--diffusion-form`: w(t) of the SDE.
+    pub enum DiffusionForm {
+        Constant = "constant",
+        Sbdm = "SBDM",
+        Sigma = "sigma",
+        Linear = "linear",
+        Decreasing = "decreasing",
+        IncreasingDecreasing = "increasing-decreasing",
+    }
 }
 
 const PI_F: f32 = PI as f32;

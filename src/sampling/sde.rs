@@ -19,14 +19,14 @@ pub enum SdeMethod {
     Heun,
 }
 
-/// `--last-step`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LastStep {
-    None,
-    Mean,
-    Tweedie,
-    Euler,
+crate::named! {
+    /// `--last-step`
+    pub enum LastStep {
+        None = "none",
+        Mean = "mean",
+        Tweedie = "tweedie",
+        Euler = "euler",
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

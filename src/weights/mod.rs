@@ -358,5 +358,5 @@ pub fn write_f32_safetensors(
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
         .context("building safetensors views")?;
     let out = safetensors::serialize(views, metadata).context("serialising safetensors")?;
-    crate::pipeline::write_atomic(path, &out)
+    crate::io::write_atomic(path, &out)
 }

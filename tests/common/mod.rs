@@ -56,7 +56,7 @@ pub fn sitdiv(args: &[&str]) -> std::process::Output {
 
 /// Writes a golden tensor as .npy (float32 keeps its shape; int64 likewise).
 pub fn golden_npy(file: &str, tensor: &str, dir: &std::path::Path) -> String {
-    use sitdiv::pipeline::npy;
+    use sitdiv::io::npy;
     let f = open(file);
     let info = f.info(tensor).unwrap().clone();
     let p = dir.join(format!("{tensor}.npy"));
@@ -106,7 +106,7 @@ pub fn replay_golden_case(file: &str, flags: &[&str], device: &[&str]) -> f64 {
         "{file}: {}",
         String::from_utf8_lossy(&r.stderr)
     );
-    let got = sitdiv::pipeline::npy::read_f32(std::path::Path::new(&out))
+    let got = sitdiv::io::npy::read_f32(std::path::Path::new(&out))
         .unwrap()
         .data;
     rel_err(&got, &open(file).f32("sample").unwrap())

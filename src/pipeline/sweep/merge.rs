@@ -14,11 +14,11 @@ use super::spec::{enum_name, BootstrapSettings, Reference, RunConfig};
 use super::units::{Plan, UnitState};
 use super::QualityNet;
 use crate::backend::Backend;
+use crate::io::{npy, npz, write_atomic, write_with_manifest};
 use crate::metrics::bootstrap::{quantile, resample, Interval};
 use crate::pipeline::embed::{embedding_members, Embedder, Subset};
 use crate::pipeline::evaluate::{self, FeatureSet, Metric, MetricSettings};
 use crate::pipeline::features::inception_features;
-use crate::pipeline::{npy, npz, write_atomic, write_with_manifest};
 use crate::toy;
 
 /// The rows of one array across a run config's units: (values, width) or int64 values.
@@ -67,18 +67,18 @@ fn gather(plan: &Plan, config: usize, keys: &[String]) -> Result<Vec<Rows>> {
     Ok(out)
 }
 
-fn f32_member(key: &str, r: &Rows) -> npz::Member {
-    npz::Member {
+fn f32_member(key: &str, r: &Rows) -> Result<npz::Member> {
+    Ok(npz::Member {
         key: key.into(),
-        npy: npy::encode_f32(&[r.count, r.width], &r.f32),
-    }
+        npy: npy::encode_f32(&[r.count, r.width], &r.f32)?,
+    })
 }
 
-fn i64_member(key: &str, v: &[i64]) -> npz::Member {
-    npz::Member {
+fn i64_member(key: &str, v: &[i64]) -> Result<npz::Member> {
+    Ok(npz::Member {
         key: key.into(),
-        npy: npy::encode_i64(&[v.len()], v),
-    }
+        npy: npy::encode_i64(&[v.len()], v)?,
+    })
 }
 
 /// Reference features for the quality metrics: a features file or ADM statistics as they are,
@@ -108,7 +108,7 @@ fn quality_reference<B: Backend>(
             );
             let net = QualityNet::load(be, source)?;
             let mut m = net.members(be, &images, (labels.len(), toy::SIZE, toy::SIZE, 3))?;
-            m.push(i64_member("labels", &labels));
+            m.push(i64_member("labels", &labels)?);
             return toy_reference(reference, m).map(Some);
         }
         Reference::File(r) => r,
@@ -163,7 +163,7 @@ fn embedding_reference<B: Backend>(be: &B, plan: &Plan, backbone: usize) -> Resu
             let rows = emb.embed(be, &images, (labels.len(), toy::SIZE, toy::SIZE, 3))?;
             let m = vec![npz::Member {
                 key: "embedding".into(),
-                npy: npy::encode_f32(&[labels.len(), rows.len() / labels.len().max(1)], &rows),
+                npy: npy::encode_f32(&[labels.len(), rows.len() / labels.len().max(1)], &rows)?,
             }];
             return toy_reference(reference, m);
         }
@@ -237,7 +237,7 @@ struct Group {
 
 impl Group {
     /// The feature set of rows `idx` (all rows when None).
-    fn select(&self, idx: Option<&[usize]>) -> FeatureSet {
+    fn select(&self, idx: Option<&[usize]>) -> Result<FeatureSet> {
         let mut m: Vec<npz::Member> = self
             .arrays
             .iter()
@@ -249,19 +249,19 @@ impl Group {
                         .iter()
                         .flat_map(|&i| r.f32[i * w..(i + 1) * w].iter().copied())
                         .collect();
-                    npz::Member {
+                    Ok(npz::Member {
                         key: k.clone(),
-                        npy: npy::encode_f32(&[idx.len(), w], &data),
-                    }
+                        npy: npy::encode_f32(&[idx.len(), w], &data)?,
+                    })
                 }
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let labels: Vec<i64> = match idx {
             None => self.labels.clone(),
             Some(idx) => idx.iter().map(|&i| self.labels[i]).collect(),
         };
-        m.push(i64_member("labels", &labels));
-        FeatureSet::from_members(&self.source, m)
+        m.push(i64_member("labels", &labels)?);
+        Ok(FeatureSet::from_members(&self.source, m))
     }
 
     /// The metrics of all rows, and each reported number's percentile interval over
@@ -275,7 +275,7 @@ impl Group {
         serde_json::Map<String, serde_json::Value>,
         BTreeMap<Key, Interval>,
     )> {
-        let full = evaluate::compute(settings, &self.select(None), reference)?;
+        let full = evaluate::compute(settings, &self.select(None)?, reference)?;
         let mut intervals = BTreeMap::new();
         if boot.reps < 2 {
             return Ok((full, intervals));
@@ -287,7 +287,7 @@ impl Group {
             .into_par_iter()
             .map(|r| {
                 let idx = resample(n, Some(&self.labels), boot.seed, r);
-                evaluate::compute(settings, &self.select(Some(&idx)), reference)
+                evaluate::compute(settings, &self.select(Some(&idx))?, reference)
             })
             .collect::<Result<_>>()?;
         for v in &reps {
@@ -411,12 +411,7 @@ pub fn merge<B: Backend>(be: &B, sweep_file: &Path, out: Option<&Path>) -> Resul
     }
     let quality = MetricSettings {
         metrics: plan.sweep.quality_metrics.clone(),
-        kid_subsets: 100,
-        kid_subset_size: 1000,
-        seed: 0,
-        is_split_size: 5000,
-        pr_k: 3,
-        dc_k: 5,
+        ..MetricSettings::default()
     };
     let q_ref = if quality.metrics.is_empty() {
         None
@@ -498,8 +493,8 @@ pub fn merge<B: Backend>(be: &B, sweep_file: &Path, out: Option<&Path>) -> Resul
             let (v, iv) = group
                 .evaluate(&settings, fd_refs[bi].as_ref(), boot)
                 .with_context(|| format!("run config {}, backbone {name}", c.id))?;
-            rows_of(&name, &v, &iv, &mut csv, &prefix, &mut intervals_json);
-            per_backbone.insert(name, v.into());
+            rows_of(name, &v, &iv, &mut csv, &prefix, &mut intervals_json);
+            per_backbone.insert(name.to_string(), v.into());
         }
         if !per_backbone.is_empty() {
             doc.insert("backbones".into(), per_backbone.into());
@@ -523,7 +518,7 @@ pub fn merge<B: Backend>(be: &B, sweep_file: &Path, out: Option<&Path>) -> Resul
             "sweep_sha256": plan.sweep.file_sha256,
             "weights_sha256": plan.hashes,
             "device": be.name(),
-            "host": crate::pipeline::sample::hostname(),
+            "host": crate::io::hostname(),
             "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         });
         let text = serde_json::to_string_pretty(&serde_json::Value::Object(doc))? + "\n";

@@ -26,8 +26,8 @@ use super::decode::Decoder;
 use super::embed::Embedder;
 use super::inputs::read_inputs;
 use super::sample::{load_model, UnitSampler};
-use super::{npy, npz};
 use crate::backend::Backend;
+use crate::io::{npy, npz};
 use crate::models::inception::{InceptionV3, LOGITS_DIM, POOL_DIM, SPATIAL_DIM};
 use crate::models::synthetic;
 use crate::models::toy_classifier::ToyClassifier;
@@ -113,17 +113,19 @@ impl<B: Backend> QualityNet<B> {
         dims: (usize, usize, usize, usize),
     ) -> Result<Vec<npz::Member>> {
         let n = dims.0;
-        let member = |key: &str, w: usize, v: &[f32]| npz::Member {
-            key: key.into(),
-            npy: npy::encode_f32(&[n, w], v),
+        let member = |key: &str, w: usize, v: &[f32]| -> Result<npz::Member> {
+            Ok(npz::Member {
+                key: key.into(),
+                npy: npy::encode_f32(&[n, w], v)?,
+            })
         };
         Ok(match self {
             QualityNet::Inception(net) => {
                 let f = net.forward_images(be, images, dims)?;
                 vec![
-                    member("pool", POOL_DIM, &f.pool),
-                    member("spatial", SPATIAL_DIM, &f.spatial),
-                    member("logits", LOGITS_DIM, &f.logits),
+                    member("pool", POOL_DIM, &f.pool)?,
+                    member("spatial", SPATIAL_DIM, &f.spatial)?,
+                    member("logits", LOGITS_DIM, &f.logits)?,
                 ]
             }
             QualityNet::Toy(net) => {
@@ -135,8 +137,8 @@ impl<B: Backend> QualityNet<B> {
                     logits.extend(o.logits);
                 }
                 vec![
-                    member("pool", net.features, &pool),
-                    member("logits", net.num_classes, &logits),
+                    member("pool", net.features, &pool)?,
+                    member("logits", net.num_classes, &logits)?,
                 ]
             }
         })
@@ -211,11 +213,11 @@ fn compute_unit<B: Backend>(
     let mut m = vec![
         npz::Member {
             key: "indices".into(),
-            npy: npy::encode_i64(&[n], &indices),
+            npy: npy::encode_i64(&[n], &indices)?,
         },
         npz::Member {
             key: "labels".into(),
-            npy: npy::encode_i64(&[n], &out.labels),
+            npy: npy::encode_i64(&[n], &out.labels)?,
         },
     ];
     if let Some(net) = &nets.quality {
@@ -248,20 +250,20 @@ fn compute_unit<B: Backend>(
         };
         m.push(npz::Member {
             key: spec.key(),
-            npy: npy::encode_f32(&[keep.len(), width], &rows),
+            npy: npy::encode_f32(&[keep.len(), width], &rows)?,
         });
         if spec.is_lpips() {
             let idx: Vec<i64> = keep.iter().map(|&r| (u.unit.start + r) as i64).collect();
             m.push(npz::Member {
                 key: format!("{}.indices", spec.backbone.name()),
-                npy: npy::encode_i64(&[idx.len()], &idx),
+                npy: npy::encode_i64(&[idx.len()], &idx)?,
             });
         }
     }
     if plan.sweep.keep_images {
         m.push(npz::Member {
             key: "arr_0".into(),
-            npy: npz::encode_u8(&[n, side, side, ch], &images),
+            npy: npy::encode_u8(&[n, side, side, ch], &images)?,
         });
     }
     Ok(m)
@@ -319,7 +321,7 @@ pub fn run<B: Backend>(
             "shard": [shard_index, num_shards],
             "precision": precision,
             "device": be.name(),
-            "host": super::sample::hostname(),
+            "host": crate::io::hostname(),
             "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         });
         write_unit(&plan, u, &bytes, manifest, (&fault, k))?;

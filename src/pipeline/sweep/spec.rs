@@ -10,7 +10,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
-use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
 use crate::models::guidance::IntervalMode;
@@ -261,14 +260,8 @@ pub struct Sweep {
     pub configs: Vec<RunConfig>,
 }
 
-fn parse_enum<T: ValueEnum>(what: &str, s: &str) -> Result<T> {
-    T::from_str(s, true).map_err(|_| {
-        let names: Vec<String> = T::value_variants()
-            .iter()
-            .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
-            .collect();
-        anyhow::anyhow!("{what} {s:?}: expected one of {}", names.join(", "))
-    })
+fn parse_enum<T: std::str::FromStr<Err = String>>(what: &str, s: &str) -> Result<T> {
+    s.parse().map_err(|e| anyhow::anyhow!("{what} {e}"))
 }
 
 /// `Metric` from its command-line name.
@@ -453,7 +446,7 @@ impl Sweep {
         ensure!(!configs.is_empty(), "the sweep expands to no run config");
         Ok(Sweep {
             name: f.name,
-            file_sha256: crate::pipeline::sample::sha256_hex(text.as_bytes()),
+            file_sha256: crate::io::sha256_hex(text.as_bytes()),
             weights: resolve(&f.model.weights),
             vae: f.model.vae.as_deref().map(resolve),
             model: f.model.model,

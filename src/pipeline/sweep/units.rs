@@ -10,10 +10,12 @@ use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
 
 use super::spec::{RunConfig, Sweep};
+use crate::io::sha256_hex;
+use crate::io::{manifest_path, write_atomic};
 use crate::models::guidance::IntervalMode;
 use crate::models::sit::SiTConfig;
-use crate::pipeline::sample::{sha256_hex, Method, SampleJob};
-use crate::pipeline::{manifest_path, write_atomic, Unit};
+use crate::pipeline::sample::{Method, SampleJob};
+use crate::pipeline::Unit;
 use crate::sampling::path::{DiffusionForm, PathType};
 use crate::sampling::sde::LastStep;
 use crate::sampling::Prediction;
@@ -140,7 +142,7 @@ impl Plan {
                 .iter()
                 .map(|b| {
                     Ok((
-                        b.backbone.name(),
+                        b.backbone.name().to_string(),
                         file_sha(&b.weights, &format!("backbone {}", b.backbone.name()))?,
                     ))
                 })
@@ -173,7 +175,7 @@ impl Plan {
 
     /// Writes `plan.json` into the output folder (identical bytes from every task).
     pub fn write(&self) -> Result<()> {
-        crate::pipeline::probe_folder(&self.out)?;
+        crate::io::probe_folder(&self.out)?;
         let text = serde_json::to_string_pretty(&self.summary())? + "\n";
         let path = self.out.join("plan.json");
         if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {

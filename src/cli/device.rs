@@ -19,7 +19,7 @@ pub struct DeviceArgs {
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Arithmetic of the matrix products; the CPU backend is strict fp32.
-    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    #[arg(long, value_parser = super::args::one_of::<Precision>(), default_value = "fp32")]
     pub precision: Precision,
     /// Synchronise after every GPU launch, so an error names the op that caused it.
     #[arg(long)]

@@ -17,11 +17,6 @@ pub struct Member {
     pub npy: Vec<u8>,
 }
 
-/// `.npy` bytes of a uint8 array.
-pub fn encode_u8(shape: &[usize], data: &[u8]) -> Vec<u8> {
-    super::npy::encode_raw("|u1", shape, data)
-}
-
 /// Writes the members atomically as an uncompressed zip (zip64 when large).
 pub fn write(path: &Path, members: &[Member]) -> Result<()> {
     write_atomic(path, &to_bytes(path, members)?)

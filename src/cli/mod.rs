@@ -1,0 +1,581 @@
+//! The command line: every clap struct of sitdiv, and its conversion into the library's jobs.
+//! Nothing below this module knows clap; settings arrive there as domain types.
+
+mod args;
+mod device;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use args::{one_of, parse_classes, parse_interval, ClassList, MetricArgs, SubsetArgs};
+use device::{
+    on_device, BenchRun, DecodeRun, DeviceArgs, EvalRun, FeaturesRun, InceptionBenchRun, SampleRun,
+    SweepRun, SweepStep, VaeBenchRun,
+};
+use sitdiv::bench;
+use sitdiv::models::guidance::IntervalMode;
+use sitdiv::pipeline::evaluate::MetricsJob;
+use sitdiv::pipeline::features::{Backbone, EvalJob, FeaturesJob};
+use sitdiv::pipeline::sample::{Method, SampleJob};
+use sitdiv::sampling::path::{DiffusionForm, PathType};
+use sitdiv::sampling::sde::LastStep;
+use sitdiv::sampling::Prediction;
+
+#[derive(Parser)]
+#[command(
+    name = "sitdiv",
+    version,
+    about = "Sample SiT models and measure quality and diversity"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Sample latents with an ODE or SDE solver.
+    Sample(Box<SampleArgs>),
+    /// Plots, tables, sample grids and an index.html from merged sweeps.
+    Report {
+        /// Sweep output folders (each merged: results/, results.csv, units/).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// The toy study from the repository's own files: a small trained pixel-space SiT swept
+    /// over guidance × ODE/SDE, measured with the toy classifier and reported (CPU, minutes).
+    Demo {
+        #[arg(long, default_value = "sweeps/toy.toml")]
+        sweep: PathBuf,
+        /// Output folder (default: runs/<sweep name>); the report goes to its report/.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// Sweeps: a grid of sampler settings cut into work units, run in shards (SLURM arrays),
+    /// resumed, verified and merged into one JSON per run config and a tidy results.csv.
+    Sweep {
+        #[command(subcommand)]
+        action: SweepAction,
+    },
+    /// Decode sampler latents with the SD-VAE into an ADM-style .npz of uint8 images.
+    Decode {
+        /// SD-VAE weights (diffusers, legacy diffusers or original LDM names).
+        #[arg(long)]
+        vae: PathBuf,
+        /// Latents as the sampler writes them, float32 (N, 4, h, w).
+        #[arg(long)]
+        latents: PathBuf,
+        /// Output .npz (`arr_0`: uint8 (N, H, W, 3)).
+        #[arg(long)]
+        out: PathBuf,
+        /// Latents decoded per call (memory only; results do not depend on it).
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// Metrics from feature files into one JSON: quality from Inception features (pool, spatial,
+    /// logits), diversity and Vendi from an `embedding` with `labels`.
+    Metrics {
+        /// Sample features .npz: float32 `pool` (N, 2048), `spatial` (N, 2023), `logits` (N, 1008).
+        #[arg(long)]
+        features: PathBuf,
+        /// Reference features .npz, or an ADM reference batch with `mu`, `sigma`, `mu_s`, `sigma_s`
+        /// (needed by fid, sfid, pr, dc, kid).
+        #[arg(long)]
+        ref_features: Option<PathBuf>,
+        #[command(flatten)]
+        settings: MetricArgs,
+        #[arg(long)]
+        json: PathBuf,
+    },
+    /// Features of image batches (an ADM-style .npz with `arr_0` uint8 (N, H, W, 3), or a run folder).
+    Features {
+        #[arg(long, value_parser = one_of::<Backbone>(), default_value = "inception")]
+        backbone: Backbone,
+        /// Backbone weights (upstream names, converted by scripts/convert_weights.py).
+        #[arg(long)]
+        weights: PathBuf,
+        #[arg(long)]
+        images: PathBuf,
+        /// Output .npz. Inception: float32 `pool` (N, 2048), `spatial` (N, 2023), `logits`
+        /// (N, 1008). Diversity backbones: `embedding` (N, D), `indices` (N), `labels` (N).
+        #[arg(long)]
+        out: PathBuf,
+        /// Images per forward pass (memory only; features do not depend on it).
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[command(flatten)]
+        subset: SubsetArgs,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// Metrics of sample images: quality against a reference as the ADM evaluator computes it
+    /// (Inception), diversity and Vendi with a diversity backbone.
+    Eval {
+        /// Sample images: an .npz with `arr_0`, or a run folder of such batches.
+        #[arg(long)]
+        samples: PathBuf,
+        /// ADM reference batch (`arr_0`, `mu`, `sigma`, `mu_s`, `sigma_s`) or a features .npz
+        /// (needed by fid, sfid, pr, dc, kid).
+        #[arg(long = "ref")]
+        reference: Option<PathBuf>,
+        /// FID Inception weights (pytorch-fid names; needed by the quality metrics).
+        #[arg(long)]
+        inception: Option<PathBuf>,
+        /// Diversity backbone of the diversity and vendi metrics.
+        #[arg(long, value_parser = one_of::<Backbone>())]
+        backbone: Option<Backbone>,
+        /// Weights of --backbone.
+        #[arg(long)]
+        backbone_weights: Option<PathBuf>,
+        #[command(flatten)]
+        subset: SubsetArgs,
+        #[command(flatten)]
+        settings: MetricArgs,
+        #[arg(long)]
+        json: PathBuf,
+        /// Images per forward pass (memory only).
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Also write the samples' features (.npz for `sitdiv metrics`).
+        #[arg(long)]
+        features_out: Option<PathBuf>,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// Print a weights file's tensors, dtypes, metadata (config) and sha256.
+    Inspect { file: PathBuf },
+    /// Throughput benchmarks, printed as a table.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BenchWhat {
+    /// SiT forward passes on synthetic weights.
+    Sit {
+        #[arg(long, default_value = "SiT-XL/2")]
+        model: String,
+        #[arg(long, default_value_t = 256)]
+        image_size: usize,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// The Fréchet distance of two random full-rank covariances.
+    Fid {
+        #[arg(long, default_value_t = 2048)]
+        dim: usize,
+    },
+    /// The FID Inception (TF1 resize + network) on formula weights and random 256 px images.
+    Inception {
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        #[arg(long, default_value_t = 3)]
+        iters: usize,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// The diversity metrics' distance stage on random labelled embeddings.
+    Diversity {
+        #[arg(long, default_value_t = 2000)]
+        n: usize,
+        #[arg(long, default_value_t = 768)]
+        dim: usize,
+        #[arg(long, default_value_t = 100)]
+        classes: usize,
+        /// Images per backbone for the images/s rows (0 skips them).
+        #[arg(long, default_value_t = 16)]
+        images: usize,
+    },
+    /// The SD-VAE decoder on synthetic weights.
+    Vae {
+        #[arg(long, default_value_t = 256)]
+        image_size: usize,
+        #[arg(long, default_value_t = 2)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        #[arg(long, default_value_t = 3)]
+        iters: usize,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SweepAction {
+    /// Check the sweep file and the weights, write plan.json and list the run configs.
+    Plan {
+        #[command(flatten)]
+        target: SweepTarget,
+        /// Shards the array will have (to print the per-shard load).
+        #[arg(long, default_value_t = 1)]
+        num_shards: usize,
+    },
+    /// Compute the units of one shard that are not done (sample → decode → features).
+    Run {
+        #[command(flatten)]
+        target: SweepTarget,
+        #[arg(long, default_value_t = 0)]
+        shard_index: usize,
+        #[arg(long, default_value_t = 1)]
+        num_shards: usize,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// Done / missing / invalid units, per run config and in all.
+    Status {
+        #[command(flatten)]
+        target: SweepTarget,
+    },
+    /// Verify every unit, compute the metrics, write results/<config>.json and results.csv.
+    Merge {
+        #[command(flatten)]
+        target: SweepTarget,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+}
+
+#[derive(Args)]
+pub struct SweepTarget {
+    /// The sweep file (TOML), e.g. sweeps/cfg.toml.
+    sweep: PathBuf,
+    /// Output folder (default: runs/<sweep name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct SampleArgs {
+    /// SiT weights (safetensors, upstream state_dict keys); a `config` in its metadata wins over --model.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Use seeded random weights for --model instead of a weights file (for trying the tool out).
+    #[arg(long)]
+    synthetic: bool,
+    /// Upstream model name, e.g. SiT-XL/2.
+    #[arg(long, default_value = "SiT-XL/2")]
+    model: String,
+    /// Image size of the preset (256 or 512); latents are a factor 8 smaller.
+    #[arg(long, default_value_t = 256)]
+    image_size: usize,
+    /// Initial noise, float32 (N, C, H, W); default: counter-based draws from --seed.
+    #[arg(long)]
+    init_noise: Option<PathBuf>,
+    /// Class labels, int64 (N,); default: derived from --seed and the sample index.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Recorded SDE draws, float32 (steps−1, B, C, H, W), B = 2N with guidance.
+    #[arg(long)]
+    replay_noise: Option<PathBuf>,
+    /// Output latents, float32 (N, C, H, W) .npy (conditional half only).
+    #[arg(long)]
+    latents_out: Option<PathBuf>,
+    /// SD-VAE weights: decode the samples into an ADM-style image batch (.npz) in --out.
+    #[arg(long)]
+    vae: Option<PathBuf>,
+    /// Folder for the image batch (`arr_0` uint8 images, `arr_1` labels, `indices`) and its manifest.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Also write a PNG grid of the first 64 images.
+    #[arg(long)]
+    png_grid: Option<PathBuf>,
+    #[arg(long, default_value = "ode")]
+    mode: String,
+    /// ode: euler | heun (torchdiffeq heun2) | dopri5; sde: euler (Euler–Maruyama) | heun.
+    #[arg(long, default_value = "euler")]
+    method: String,
+    /// Time-grid points (upstream --num-sampling-steps).
+    #[arg(long, default_value_t = 250)]
+    steps: usize,
+    #[arg(long, default_value_t = 1e-6)]
+    atol: f64,
+    #[arg(long, default_value_t = 1e-3)]
+    rtol: f64,
+    /// Guidance scale; 1 disables guidance.
+    #[arg(long, default_value_t = 1.0)]
+    cfg: f64,
+    /// Guide only for t in [LO, HI] (SiT time: 0 noise, 1 data), e.g. 0.2,1.0.
+    #[arg(long, value_parser = parse_interval)]
+    cfg_interval: Option<(f64, f64)>,
+    #[arg(long, value_parser = one_of::<IntervalMode>(), default_value = "published")]
+    cfg_interval_mode: IntervalMode,
+    /// Guide all latent channels (the standard form) instead of upstream's first three.
+    #[arg(long)]
+    cfg_all_channels: bool,
+    #[arg(long, value_parser = one_of::<PathType>(), default_value = "linear")]
+    path: PathType,
+    #[arg(long, value_parser = one_of::<Prediction>(), default_value = "velocity")]
+    prediction: Prediction,
+    #[arg(long, value_parser = one_of::<DiffusionForm>(), default_value = "sigma")]
+    diffusion_form: DiffusionForm,
+    #[arg(long, default_value_t = 1.0)]
+    diffusion_norm: f64,
+    #[arg(long, value_parser = one_of::<LastStep>(), default_value = "mean")]
+    last_step: LastStep,
+    #[arg(long, default_value_t = 0.04)]
+    last_step_size: f64,
+    /// Overrides the transport's sample eps (needed for SBDM with a velocity model).
+    #[arg(long)]
+    sample_eps: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// Number of samples (default: the rows of --init-noise).
+    #[arg(long)]
+    num_samples: Option<usize>,
+    /// Classes to sample: ranges and lists, e.g. 0-999 or 1,7,88-90 (default: all).
+    #[arg(long, value_parser = parse_classes)]
+    classes: Option<ClassList>,
+    /// K samples of each selected class, in class-major order (N = K · classes).
+    #[arg(long)]
+    samples_per_class: Option<usize>,
+    #[arg(long, default_value_t = 32)]
+    unit_size: usize,
+    #[arg(long, default_value_t = 0)]
+    shard_index: usize,
+    #[arg(long, default_value_t = 1)]
+    num_shards: usize,
+}
+
+/// Runs the command `cli` names.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Sample(a) => {
+            let a = *a;
+            let job = SampleJob {
+                weights: a.weights,
+                synthetic: a.synthetic,
+                model: a.model,
+                image_size: a.image_size,
+                init_noise: a.init_noise,
+                labels: a.labels,
+                replay_noise: a.replay_noise,
+                latents_out: a.latents_out,
+                vae: a.vae,
+                out: a.out,
+                png_grid: a.png_grid,
+                method: Method::parse(&a.mode, &a.method)?,
+                steps: a.steps,
+                atol: a.atol,
+                rtol: a.rtol,
+                cfg: a.cfg,
+                cfg_interval: a.cfg_interval,
+                cfg_interval_mode: a.cfg_interval_mode,
+                cfg_all_channels: a.cfg_all_channels,
+                path: a.path,
+                prediction: a.prediction,
+                diffusion_form: a.diffusion_form,
+                diffusion_norm: a.diffusion_norm,
+                last_step: a.last_step,
+                last_step_size: a.last_step_size,
+                sample_eps: a.sample_eps,
+                seed: a.seed,
+                num_samples: a.num_samples,
+                classes: a.classes.map(|c| c.0),
+                samples_per_class: a.samples_per_class,
+                unit_size: a.unit_size,
+                shard_index: a.shard_index,
+                num_shards: a.num_shards,
+                precision: a.device.precision,
+            };
+            on_device(&a.device, SampleRun(job))
+        }
+        Command::Bench {
+            what:
+                BenchWhat::Sit {
+                    model,
+                    image_size,
+                    batch,
+                    warmup,
+                    iters,
+                    device,
+                },
+        } => on_device(
+            &device,
+            BenchRun(bench::SitBench {
+                model,
+                image_size,
+                batch,
+                warmup,
+                iters,
+                precision: device.precision,
+            }),
+        ),
+        Command::Bench {
+            what: BenchWhat::Fid { dim },
+        } => bench::fid(dim),
+        Command::Bench {
+            what:
+                BenchWhat::Diversity {
+                    n,
+                    dim,
+                    classes,
+                    images,
+                },
+        } => bench::diversity(n, dim, classes, images),
+        Command::Bench {
+            what:
+                BenchWhat::Inception {
+                    batch,
+                    warmup,
+                    iters,
+                    device,
+                },
+        } => on_device(&device, InceptionBenchRun(batch, warmup, iters)),
+        Command::Bench {
+            what:
+                BenchWhat::Vae {
+                    image_size,
+                    batch,
+                    warmup,
+                    iters,
+                    device,
+                },
+        } => on_device(
+            &device,
+            VaeBenchRun(bench::VaeBench {
+                image_size,
+                batch,
+                warmup,
+                iters,
+            }),
+        ),
+        Command::Report { runs, out } => sitdiv::report::run(&runs, &out),
+        Command::Sweep { action } => match action {
+            SweepAction::Plan { target, num_shards } => {
+                sitdiv::pipeline::sweep::plan(&target.sweep, target.out.as_deref(), num_shards)
+            }
+            SweepAction::Status { target } => {
+                sitdiv::pipeline::sweep::status(&target.sweep, target.out.as_deref())
+            }
+            SweepAction::Run {
+                target,
+                shard_index,
+                num_shards,
+                device,
+            } => {
+                let p = device.precision;
+                on_device(
+                    &device,
+                    SweepRun {
+                        sweep: target.sweep,
+                        out: target.out,
+                        step: SweepStep::Run(shard_index, num_shards, p),
+                    },
+                )
+            }
+            SweepAction::Merge { target, device } => on_device(
+                &device,
+                SweepRun {
+                    sweep: target.sweep,
+                    out: target.out,
+                    step: SweepStep::Merge,
+                },
+            ),
+        },
+        Command::Demo { sweep, out, device } => {
+            let p = device.precision;
+            on_device(
+                &device,
+                SweepRun {
+                    sweep,
+                    out,
+                    step: SweepStep::Demo(p),
+                },
+            )
+        }
+        Command::Inspect { file } => sitdiv::pipeline::inspect::run(&file),
+        Command::Metrics {
+            features,
+            ref_features,
+            settings,
+            json,
+        } => sitdiv::pipeline::evaluate::run(&MetricsJob {
+            features,
+            ref_features,
+            settings: settings.into(),
+            json,
+        }),
+        Command::Features {
+            backbone,
+            weights,
+            images,
+            out,
+            batch,
+            subset,
+            device,
+        } => on_device(
+            &device,
+            FeaturesRun(FeaturesJob {
+                backbone,
+                weights,
+                images,
+                out,
+                batch,
+                subset: subset.into(),
+            }),
+        ),
+        Command::Eval {
+            samples,
+            reference,
+            inception,
+            backbone,
+            backbone_weights,
+            subset,
+            settings,
+            json,
+            batch,
+            features_out,
+            device,
+        } => on_device(
+            &device,
+            EvalRun(EvalJob {
+                samples,
+                reference,
+                inception,
+                backbone,
+                backbone_weights,
+                subset: subset.into(),
+                settings: settings.into(),
+                json,
+                batch,
+                features_out,
+            }),
+        ),
+        Command::Decode {
+            vae,
+            latents,
+            out,
+            batch,
+            device,
+        } => on_device(
+            &device,
+            DecodeRun(sitdiv::pipeline::decode::DecodeJob {
+                vae,
+                latents,
+                out,
+                batch,
+            }),
+        ),
+    }
+}

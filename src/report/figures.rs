@@ -1,0 +1,235 @@
+//! The study's figures, one function per question: each draws its PNG and SVG under `plots/`
+//! and returns what index.html shows of it, or nothing when the runs cannot answer it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::data::{label, per_class_diversity, Key, Row};
+use super::plot::{figure, Panel, Series};
+use super::series::panels_against;
+use super::{fid_key, headline_diversity};
+
+/// Size of one metric panel; figures of metric panels lay them out 3 to a row.
+const PANEL: (u32, u32) = (460, 340);
+
+/// A drawn figure: `plots/<stem>.png` (and `.svg`) and its caption.
+pub(super) struct Figure {
+    pub stem: String,
+    pub caption: String,
+}
+
+/// Draws `panels` 3 to a row as `<plots>/<stem>`.
+fn metric_figure(plots: &Path, stem: &str, panels: &[Panel], caption: &str) -> Result<Figure> {
+    figure(&plots.join(stem), panels, 3, PANEL)?;
+    Ok(Figure {
+        stem: stem.into(),
+        caption: caption.into(),
+    })
+}
+
+/// As [`metric_figure`], but nothing is drawn when there is no panel.
+fn metric_figure_if_any(
+    plots: &Path,
+    stem: &str,
+    panels: &[Panel],
+    caption: &str,
+) -> Result<Option<Figure>> {
+    if panels.is_empty() {
+        return Ok(None);
+    }
+    metric_figure(plots, stem, panels, caption).map(Some)
+}
+
+/// The runs without a guidance interval (guidance over the whole trajectory).
+fn plain(rows: &[Row]) -> Vec<&Row> {
+    rows.iter()
+        .filter(|r| r.s("cfg_interval").is_empty())
+        .collect()
+}
+
+/// 1. Each metric against guidance, one line per sampler (no interval).
+pub(super) fn guidance(rows: &[Row], keys: &[Key], plots: &Path) -> Result<Option<Figure>> {
+    let panels = panels_against(&plain(rows), "cfg", "guidance scale", keys, false, 2);
+    metric_figure_if_any(
+        plots,
+        "cfg",
+        &panels,
+        "Each metric against the guidance scale, per sampler (bars: bootstrap intervals)",
+    )
+}
+
+/// 2. SDE diffusion form × norm.
+pub(super) fn sde(rows: &[Row], keys: &[Key], plots: &Path) -> Result<Option<Figure>> {
+    let sde: Vec<&Row> = rows.iter().filter(|r| r.s("mode") == "sde").collect();
+    let panels = panels_against(&sde, "diffusion_norm", "diffusion norm", keys, false, 2);
+    metric_figure_if_any(
+        plots,
+        "sde",
+        &panels,
+        "SDE: each metric against the diffusion norm, per diffusion form",
+    )
+}
+
+/// 3. Guidance intervals: categorical x, one line per (cfg, semantics); cfg 1 as baseline.
+///
+/// Drawn whenever a run has an interval.
+pub(super) fn intervals(rows: &[Row], keys: &[Key], plots: &Path) -> Result<Option<Figure>> {
+    let with_iv: Vec<&Row> = rows
+        .iter()
+        .filter(|r| !r.s("cfg_interval").is_empty())
+        .collect();
+    if with_iv.is_empty() {
+        return Ok(None);
+    }
+    let panels = interval_panels(rows, &with_iv, keys);
+    metric_figure(
+        plots,
+        "interval",
+        &panels,
+        "Guidance intervals (SiT time, 0 noise → 1 data), both semantics; dashed: cfg 1.0",
+    )
+    .map(Some)
+}
+
+/// One panel per metric of the runs `with_iv`: x = the interval (in name order), a line per
+/// guidance scale and semantics, and the unguided ODE run of `rows` as the dashed baseline.
+fn interval_panels(rows: &[Row], with_iv: &[&Row], keys: &[Key]) -> Vec<Panel> {
+    let mut ivs: Vec<String> = with_iv.iter().map(|r| r.s("cfg_interval")).collect();
+    ivs.sort();
+    ivs.dedup();
+    let mut groups: BTreeMap<String, Vec<&Row>> = BTreeMap::new();
+    for r in with_iv {
+        groups
+            .entry(format!("cfg {} {}", r.s("cfg"), r.s("interval_mode")))
+            .or_default()
+            .push(r);
+    }
+    let unguided = rows.iter().find(|r| {
+        r.f("cfg") == Some(1.0) && r.s("mode") == "ode" && r.s("cfg_interval").is_empty()
+    });
+    keys.iter()
+        .map(|m| Panel::Lines {
+            title: label(m),
+            x_label: "guidance interval".into(),
+            y_label: m.1.clone(),
+            band: false,
+            x_names: Some(ivs.clone()),
+            baseline: unguided
+                .and_then(|r| r.get(m))
+                .map(|b| ("cfg 1.0".to_string(), b)),
+            series: groups
+                .iter()
+                .map(|(name, g)| Series {
+                    name: name.clone(),
+                    points: g
+                        .iter()
+                        .filter_map(|r| {
+                            let x = ivs.iter().position(|v| *v == r.s("cfg_interval"))? as f64;
+                            Some((x, r.get(m)?, r.interval(m)))
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// 4. Sample count, with bootstrap bands.
+pub(super) fn sample_count(rows: &[Row], keys: &[Key], plots: &Path) -> Result<Option<Figure>> {
+    let panels = panels_against(&plain(rows), "num_samples", "samples", keys, true, 2);
+    metric_figure_if_any(
+        plots,
+        "samples",
+        &panels,
+        "Each metric against the number of samples (bands: bootstrap intervals)",
+    )
+}
+
+/// 5. Quality–diversity Pareto front: the headline diversity mean against FID.
+///
+/// Drawn given two runs with both.
+pub(super) fn pareto(rows: &[Row], keys: &[Key], plots: &Path) -> Result<Option<Figure>> {
+    let Some(div) = headline_diversity(keys) else {
+        return Ok(None);
+    };
+    let fid = fid_key();
+    let pts: Vec<(String, f64, f64)> = rows
+        .iter()
+        .filter_map(|r| Some((r.id.clone(), r.get(div)?, r.get(&fid)?)))
+        .collect();
+    if pts.len() < 2 {
+        return Ok(None);
+    }
+    let front = pareto_front(&pts);
+    let panel = Panel::Pareto {
+        title: format!("Quality–diversity: {} vs FID", label(div)),
+        x_label: label(div),
+        y_label: "FID (lower is better)".into(),
+        points: pts,
+        front,
+    };
+    figure(&plots.join("pareto"), &[panel], 1, (900, 600))?;
+    Ok(Some(Figure {
+        stem: "pareto".into(),
+        caption: "Quality–diversity Pareto front (red: not dominated)".into(),
+    }))
+}
+
+/// Non-dominated points: maximise x, minimise y.
+fn pareto_front(points: &[(String, f64, f64)]) -> Vec<usize> {
+    (0..points.len())
+        .filter(|&i| {
+            !points.iter().enumerate().any(|(j, q)| {
+                j != i
+                    && q.1 >= points[i].1
+                    && q.2 <= points[i].2
+                    && (q.1 > points[i].1 || q.2 < points[i].2)
+            })
+        })
+        .collect()
+}
+
+/// 7. Per-class diversity distributions, one figure per backbone with a diversity metric.
+pub(super) fn per_class(rows: &[Row], keys: &[Key], plots: &Path) -> Result<Vec<Figure>> {
+    let mut backbones: Vec<String> = keys
+        .iter()
+        .filter(|k| k.1 == "diversity")
+        .map(|k| k.0.clone())
+        .collect();
+    backbones.dedup();
+    let mut figures = Vec::new();
+    for b in &backbones {
+        figures.extend(per_class_of(rows, b, plots)?);
+    }
+    Ok(figures)
+}
+
+/// The intra-class diversity of each class, per run, for `backbone`: nothing when no run kept
+/// the embeddings.
+fn per_class_of(rows: &[Row], backbone: &str, plots: &Path) -> Result<Option<Figure>> {
+    let groups: Vec<(String, Vec<f64>)> = rows
+        .iter()
+        .map(|r| Ok((r.id.clone(), per_class_diversity(&r.run, &r.id, backbone)?)))
+        .collect::<Result<_>>()?;
+    if groups.iter().all(|g| g.1.is_empty()) {
+        return Ok(None);
+    }
+    let stem = format!("per_class_{backbone}");
+    let panel = Panel::Distributions {
+        title: format!("{backbone}: intra-class diversity per class"),
+        y_label: "mean 1 − cos within a class".into(),
+        groups,
+    };
+    figure(
+        &plots.join(&stem),
+        &[panel],
+        1,
+        (60 * rows.len() as u32 + 200, 560),
+    )?;
+    Ok(Some(Figure {
+        stem,
+        caption: format!("{backbone}: distribution over classes of the intra-class diversity"),
+    }))
+}
