@@ -7,7 +7,7 @@ use anyhow::Result;
 use crate::backend::Backend;
 use crate::models::sit::{SiT, SiTConfig};
 use crate::models::synthetic;
-use crate::sampling::rng;
+use crate::rng;
 
 pub struct SitBench {
     pub model: String,
@@ -137,14 +137,8 @@ pub struct VaeBench {
 pub fn vae<B: Backend>(be: &B, b: &VaeBench) -> Result<()> {
     use crate::models::vae::{AutoencoderKL, VaeConfig};
     let cfg = VaeConfig::sd();
-    let path = std::env::temp_dir().join(format!(
-        "sitdiv-bench-vae-{}.safetensors",
-        std::process::id()
-    ));
-    crate::weights::write_f32_safetensors(&path, &synthetic::vae(&cfg, 0), None)?;
-    let loaded = crate::weights::WeightFile::open(&path).and_then(|f| AutoencoderKL::load(be, &f));
-    let _ = std::fs::remove_file(&path);
-    let vae = loaded?;
+    let weights: crate::weights::source::Synthetic = synthetic::vae(&cfg, 0).into_iter().collect();
+    let vae = AutoencoderKL::load(be, &weights)?;
     let l = b.image_size / 8;
     let z = rng::gaussian(2, 0, 0, 0, b.batch * 4 * l * l);
     for _ in 0..b.warmup {

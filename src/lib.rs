@@ -10,6 +10,7 @@ pub mod models;
 pub mod names;
 pub mod pipeline;
 pub mod report;
+pub mod rng;
 pub mod sampling;
 pub mod toy;
 pub mod weights;

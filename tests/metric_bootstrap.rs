@@ -2,7 +2,7 @@
 //! covers the true mean about 90 % of the time; stratified resamples keep every class's size.
 
 use sitdiv::metrics::bootstrap::{bootstrap, resample};
-use sitdiv::sampling::rng;
+use sitdiv::rng;
 
 fn mean(x: &[f64], idx: &[usize]) -> anyhow::Result<f64> {
     Ok(idx.iter().map(|&i| x[i]).sum::<f64>() / idx.len() as f64)

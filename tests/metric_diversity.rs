@@ -5,7 +5,7 @@ mod common;
 
 use common::open;
 use sitdiv::metrics::diversity::{cosine_diversity, vendi, vendi_by_class, Diversity};
-use sitdiv::sampling::rng;
+use sitdiv::rng;
 
 /// The study's definitions by a direct double loop in f64.
 fn double_loop(x: &[f32], d: usize, labels: &[i64]) -> [f64; 6] {

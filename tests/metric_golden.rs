@@ -96,7 +96,7 @@ fn too_few_samples_for_k_is_refused() {
 /// scripts/dump_metric_golden.py, reference numbers from scipy, prdc and the ADM formulas.
 #[test]
 fn large_feature_sets_match_the_reference_tools() {
-    use sitdiv::sampling::rng;
+    use sitdiv::rng;
     let f = open("metrics_large.safetensors");
     let cfg: serde_json::Value = serde_json::from_str(&f.metadata()["config"]).unwrap();
     let (n, d) = (

@@ -8,8 +8,9 @@ use common::{open, Report};
 use sitdiv::backend::cpu::Cpu;
 use sitdiv::models::inception::{InceptionV3, INPUT_SIZE, LOGITS_DIM, POOL_DIM, SPATIAL_DIM};
 use sitdiv::models::preprocess::tf1_bilinear_nchw;
-use sitdiv::models::synthetic::{self, TensorSource};
-use sitdiv::sampling::rng;
+use sitdiv::models::synthetic;
+use sitdiv::rng;
+use sitdiv::weights::source::TensorSource;
 
 const WEIGHT_SEED: u64 = 2015;
 

@@ -9,7 +9,7 @@ use sitdiv::backend::cpu::Cpu;
 use sitdiv::metrics::diversity::squared_l2_diversity;
 use sitdiv::models::lpips::{Lpips, LpipsNet};
 use sitdiv::models::synthetic;
-use sitdiv::sampling::rng;
+use sitdiv::rng;
 use sitdiv::weights::Expected;
 
 const SIDE: usize = 64;
@@ -30,7 +30,7 @@ fn images() -> Vec<u8> {
     [crop("gradient"), crop("checker"), noise(0), noise(1)].concat()
 }
 
-fn weights(net: LpipsNet, tag: &str, seed: u64) -> synthetic::Synthetic {
+fn weights(net: LpipsNet, tag: &str, seed: u64) -> sitdiv::weights::source::Synthetic {
     let g = open("lpips_formula.io.safetensors");
     let trunk: Vec<Expected> = net
         .expected_tensors()

@@ -8,7 +8,8 @@ use common::{formula_image, open, Report};
 use sitdiv::backend::cpu::Cpu;
 use sitdiv::models::preprocess::{Pipeline, PIPELINE_SIZE};
 use sitdiv::models::resnet::{ResNet50, EMBED_DIM};
-use sitdiv::models::synthetic::{self, TensorSource};
+use sitdiv::models::synthetic;
+use sitdiv::weights::source::TensorSource;
 
 #[test]
 fn resnet50_matches_torchvision() {

@@ -5,8 +5,9 @@ mod common;
 use common::{open, Report};
 use sitdiv::backend::cpu::Cpu;
 use sitdiv::backend::Backend;
-use sitdiv::models::guidance::{Guidance, IntervalMode};
-use sitdiv::models::sit::{SiT, SiTConfig, Taps};
+use sitdiv::models::layers::Taps;
+use sitdiv::models::sit::{SiT, SiTConfig};
+use sitdiv::sampling::guidance::{Guidance, IntervalMode};
 
 #[cfg(any(feature = "cuda", feature = "cuda12"))]
 #[path = "common/cuda.rs"]

@@ -4,7 +4,7 @@ mod common;
 
 use common::{golden_dir, open, Report};
 use sitdiv::backend::cpu::Cpu;
-use sitdiv::models::sit::Taps;
+use sitdiv::models::layers::Taps;
 use sitdiv::models::vae::{to_uint8_nhwc, AutoencoderKL};
 use sitdiv::weights::WeightFile;
 

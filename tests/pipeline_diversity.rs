@@ -12,7 +12,7 @@ use sitdiv::io::{npy, npz};
 use sitdiv::models::dinov2::{Dinov2, Dinov2Config};
 use sitdiv::models::dreamsim::{DreamSim, DreamSimConfig};
 use sitdiv::models::preprocess::Pipeline;
-use sitdiv::sampling::rng;
+use sitdiv::rng;
 use sitdiv::weights::WeightFile;
 
 const SIDE: usize = 40;

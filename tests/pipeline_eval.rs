@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use common::{fails, open, succeeds, tmp, Report};
 use sitdiv::io::{npy, npz};
 use sitdiv::models::synthetic;
-use sitdiv::sampling::rng;
+use sitdiv::rng;
 use sitdiv::weights::write_f32_safetensors;
 
 /// The formula Inception weights as a file (92 MB), written once under Cargo's test scratch

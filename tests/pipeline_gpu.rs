@@ -17,7 +17,7 @@ mod on_cuda {
     use sitdiv::models::sit::{SiT, SiTConfig};
     use sitdiv::models::synthetic;
     use sitdiv::models::vae::AutoencoderKL;
-    use sitdiv::sampling::rng;
+    use sitdiv::rng;
 
     fn golden(name: &str) -> String {
         golden_dir().join(name).display().to_string()

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use common::{golden_dir, open, sitdiv, tmp};
 use sitdiv::io::{npy, npz};
-use sitdiv::sampling::rng;
+use sitdiv::rng;
 
 fn g(name: &str) -> String {
     golden_dir().join(name).display().to_string()

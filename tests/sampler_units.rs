@@ -1,9 +1,9 @@
 //! Host-side sampler pieces: Philox known answers, noise layout, time grids, work units.
 
 use sitdiv::pipeline::{shard_units, units};
+use sitdiv::rng;
 use sitdiv::sampling::grid::linspace_f32;
 use sitdiv::sampling::ode::torch_row_sum;
-use sitdiv::sampling::rng;
 
 #[test]
 fn philox_known_answers() {
@@ -164,7 +164,7 @@ fn dopri5_stops_at_once_on_non_finite_model_output() {
 
 #[test]
 fn guidance_interval_ends_at_t_1() {
-    use sitdiv::models::guidance::{Guidance, IntervalMode};
+    use sitdiv::sampling::guidance::{Guidance, IntervalMode};
     // (2n = 2, C = 1, 1 value): cond 2, uncond 1.
     let g = Guidance {
         scale: 3.0,

@@ -15,10 +15,11 @@ use device::{
     SweepRun, SweepStep, VaeBenchRun,
 };
 use sitdiv::bench;
-use sitdiv::models::guidance::IntervalMode;
+use sitdiv::pipeline::backbone::Backbone;
 use sitdiv::pipeline::evaluate::MetricsJob;
-use sitdiv::pipeline::features::{Backbone, EvalJob, FeaturesJob};
+use sitdiv::pipeline::features::{EvalJob, FeaturesJob};
 use sitdiv::pipeline::sample::{Method, SampleJob};
+use sitdiv::sampling::guidance::IntervalMode;
 use sitdiv::sampling::path::{DiffusionForm, PathType};
 use sitdiv::sampling::sde::LastStep;
 use sitdiv::sampling::Prediction;

@@ -6,7 +6,7 @@
 use anyhow::{ensure, Result};
 use serde::Serialize;
 
-use crate::sampling::rng;
+use crate::rng;
 
 /// An estimate with its bootstrap interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

@@ -3,7 +3,7 @@
 
 use anyhow::{ensure, Result};
 
-use crate::sampling::rng;
+use crate::rng;
 
 fn kernel_sums(a: &[&[f32]], b: &[&[f32]], d: usize, same: bool) -> f64 {
     let mut s = 0.0;

@@ -13,11 +13,11 @@ use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
 
 use super::layers::{LayerNorm, Linear};
-use super::synthetic::TensorSource;
 use super::vit::{
     bicubic_resize, cls_rows, prepend_cls, Activation, LayerDims, LayerNames, VitLayer,
 };
 use crate::backend::{Backend, Op};
+use crate::weights::source::TensorSource;
 use crate::weights::{Expected, WeightFile};
 
 const LN_EPS: f32 = 1e-6;

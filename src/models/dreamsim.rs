@@ -18,9 +18,9 @@ use serde::Serialize;
 
 use super::layers::{LayerNorm, Linear};
 use super::preprocess::{CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, PIPELINE_SIZE};
-use super::synthetic::TensorSource;
 use super::vit::{cls_rows, prepend_cls, Activation, LayerDims, LayerNames, VitLayer};
 use crate::backend::{Backend, Op};
+use crate::weights::source::TensorSource;
 use crate::weights::{Expected, WeightFile};
 
 /// The block whose output the DINO tower's feature hook reads (`PerceptualModel`'s layer 11).

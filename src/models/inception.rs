@@ -15,9 +15,9 @@ use anyhow::{ensure, Result};
 
 use super::layers::ConvBn;
 use super::preprocess::tf1_bilinear_nchw;
-use super::synthetic::TensorSource;
 use crate::backend::cpu::Cpu;
 use crate::backend::{Backend, Nchw, Op, Pool, Window};
+use crate::weights::source::TensorSource;
 use crate::weights::Expected;
 
 pub const INPUT_SIZE: usize = 299;

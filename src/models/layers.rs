@@ -1,11 +1,16 @@
 //! Layers shared by the networks: `nn.Linear`, `nn.LayerNorm`, and a convolution with its
 //! BatchNorm folded in.
 
+use std::collections::BTreeMap;
+
 use anyhow::{ensure, Result};
 
-use super::synthetic::TensorSource;
 use crate::backend::{Backend, Nchw, Window};
+use crate::weights::source::TensorSource;
 use crate::weights::Expected;
+
+/// Intermediate tensors by upstream module name (the golden files' `tap.*`), when asked for.
+pub type Taps = BTreeMap<String, Vec<f32>>;
 
 /// `nn.Linear` weights: w (out, in), b (out) when the layer has a bias.
 pub struct Linear<B: Backend> {

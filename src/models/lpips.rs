@@ -12,8 +12,8 @@
 use anyhow::{ensure, Result};
 use serde::Serialize;
 
-use super::synthetic::TensorSource;
 use crate::backend::{Backend, Nchw, Op, Pool, Window};
+use crate::weights::source::TensorSource;
 use crate::weights::Expected;
 
 /// The trunk.

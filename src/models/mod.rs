@@ -3,7 +3,6 @@
 pub mod clip;
 pub mod dinov2;
 pub mod dreamsim;
-pub mod guidance;
 pub mod inception;
 pub mod layers;
 pub mod lpips;

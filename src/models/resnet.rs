@@ -7,9 +7,9 @@
 use anyhow::{ensure, Result};
 
 use super::layers::ConvBn;
-use super::synthetic::TensorSource;
 use crate::backend::cpu::Cpu;
 use crate::backend::{Backend, Nchw, Op, Pool, Window};
+use crate::weights::source::TensorSource;
 use crate::weights::Expected;
 
 const BN_EPS: f64 = 1e-5;

@@ -1,14 +1,12 @@
 //! Scalable Interpolant Transformer (willisma/SiT `models.py`), eval mode.
 //! One struct per upstream module, loaded by its state_dict prefix, generic over the backend.
 
-use std::collections::BTreeMap;
-
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::layers::Linear;
-use super::synthetic::TensorSource;
+use super::layers::{Linear, Taps};
 use crate::backend::{Backend, Cols, Op};
+use crate::weights::source::TensorSource;
 use crate::weights::{Expected, WeightFile};
 
 /// Constructor arguments of upstream `SiT(...)`, with its defaults.
@@ -306,9 +304,6 @@ pub struct FinalLayer<B: Backend> {
     ada: Linear<B>,
     linear: Linear<B>,
 }
-
-/// Intermediate tensors by upstream module name (the golden files' `tap.*`), when asked for.
-pub type Taps = BTreeMap<String, Vec<f32>>;
 
 pub struct SiT<B: Backend> {
     pub config: SiTConfig,

@@ -6,47 +6,9 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Result};
 
 use super::sit::SiTConfig;
-use crate::sampling::rng;
-use crate::weights::{Expected, WeightFile};
-
-/// Where a model gets its tensors: a weights file, or synthetic ones in memory.
-pub trait TensorSource {
-    /// Checks names, shapes and dtypes against `expected`, all problems at once.
-    fn check(&self, expected: &[Expected]) -> Result<()>;
-    fn f32(&self, name: &str) -> Result<Vec<f32>>;
-}
-
-impl TensorSource for WeightFile {
-    fn check(&self, expected: &[Expected]) -> Result<()> {
-        WeightFile::check(self, expected, &[])
-    }
-    fn f32(&self, name: &str) -> Result<Vec<f32>> {
-        WeightFile::f32(self, name)
-    }
-}
-
-/// Tensors held in memory.
-pub struct Synthetic {
-    pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
-}
-
-impl TensorSource for Synthetic {
-    fn check(&self, expected: &[Expected]) -> Result<()> {
-        for e in expected {
-            match self.tensors.get(&e.name) {
-                Some((shape, _)) if *shape == e.shape => {}
-                _ => bail!("synthetic weights lack {} {:?}", e.name, e.shape),
-            }
-        }
-        Ok(())
-    }
-    fn f32(&self, name: &str) -> Result<Vec<f32>> {
-        match self.tensors.get(name) {
-            Some((_, d)) => Ok(d.clone()),
-            None => bail!("synthetic weights lack {name}"),
-        }
-    }
-}
+use crate::rng;
+use crate::weights::source::Synthetic;
+use crate::weights::Expected;
 
 /// MAE's fixed 2-D sin-cos embedding (G², D), computed in f64 and rounded: per token (i, j),
 /// `[sin(j·ω), cos(j·ω), sin(i·ω), cos(i·ω)]` with ω_k = 10000^(−k/(D/4)).

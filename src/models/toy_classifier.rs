@@ -10,7 +10,8 @@ use anyhow::{ensure, Context, Result};
 use super::layers::Linear;
 use super::preprocess::{to_chw, Normalize};
 use crate::backend::{Backend, Nchw, Op, Pool, Window};
-use crate::weights::{Expected, WeightFile};
+use crate::weights::source::TensorSource;
+use crate::weights::Expected;
 
 /// `nn.Conv2d(ci, co, 3, padding=1)` followed by ReLU.
 struct ConvRelu<B: Backend> {
@@ -43,13 +44,13 @@ impl<B: Backend> ToyClassifier<B> {
     /// The backend ops its forward calls (tests/model_ops.rs checks the list).
     pub const OPS: &'static [Op] = &[Op::Conv2d, Op::Pool2d, Op::Linear];
 
-    pub fn load(be: &B, file: &WeightFile) -> Result<Self> {
+    pub fn load(be: &B, file: &dyn TensorSource) -> Result<Self> {
         crate::backend::require(be, "the toy classifier", Self::OPS)?;
         let shape = |name: &str| {
-            file.shape(name).with_context(|| {
+            file.tensor_shape(name).with_context(|| {
                 format!(
-                    "{}: not a toy classifier (scripts/train_toy.py writes toy_classifier.safetensors)",
-                    file.path().display()
+                    "{}: no tensor {name}: not a toy classifier (scripts/train_toy.py writes toy_classifier.safetensors)",
+                    file.origin()
                 )
             })
         };
@@ -75,7 +76,7 @@ impl<B: Backend> ToyClassifier<B> {
             Expected::new("fc.bias", &[num_classes]),
         ])
         .collect::<Vec<_>>();
-        file.check(&expected, &[])?;
+        file.check(&expected)?;
         let conv = |k: &str, co: usize| -> Result<ConvRelu<B>> {
             Ok(ConvRelu {
                 w: be.upload(&file.f32(&format!("{k}.weight"))?)?,

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::sit::Taps;
+use super::layers::Taps;
 use crate::backend::{Backend, Nchw, Op, Window};
-use crate::weights::WeightFile;
+use crate::weights::source::TensorSource;
 
 const GN_EPS: f32 = 1e-6;
 
@@ -67,16 +67,16 @@ enum Style {
 
 /// Maps diffusers names to the names a file uses.
 struct Names<'a> {
-    file: &'a WeightFile,
+    file: &'a dyn TensorSource,
     prefix: &'static str,
     style: Style,
     up_blocks: usize,
 }
 
 impl Names<'_> {
-    fn detect(file: &WeightFile) -> Result<Names<'_>> {
+    fn detect(file: &dyn TensorSource) -> Result<Names<'_>> {
         for prefix in ["", "first_stage_model."] {
-            let has = |n: &str| file.info(&format!("{prefix}{n}")).is_some();
+            let has = |n: &str| file.tensor_shape(&format!("{prefix}{n}")).is_some();
             if !has("decoder.conv_in.weight") {
                 continue;
             }
@@ -94,7 +94,8 @@ impl Names<'_> {
                 "decoder.up_blocks."
             };
             let up_blocks = file
-                .names()
+                .tensor_names()
+                .into_iter()
                 .filter_map(|n| {
                     n.strip_prefix(prefix)?
                         .strip_prefix(block)?
@@ -112,10 +113,10 @@ impl Names<'_> {
                 up_blocks,
             });
         }
-        let sample: Vec<&str> = file.names().take(4).collect();
+        let sample: Vec<&str> = file.tensor_names().into_iter().take(4).collect();
         bail!(
             "{} is not an SD-VAE decoder: no decoder.conv_in.weight (with or without the first_stage_model. prefix); its tensors start {:?}",
-            file.path().display(),
+            file.origin(),
             sample
         )
     }
@@ -136,20 +137,19 @@ impl Names<'_> {
 
     fn get(&self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let name = self.map(key);
-        let info = self.file.info(&name).with_context(|| {
+        let found = self.file.tensor_shape(&name).with_context(|| {
             format!(
                 "{}: missing tensor {name} (expected shape {shape:?})",
-                self.file.path().display()
+                self.file.origin()
             )
         })?;
         // LDM attention projections are 1×1 convs: (C, C, 1, 1) has the bytes of (C, C).
-        let squeezed: Vec<usize> = info.shape.iter().copied().filter(|&d| d != 1).collect();
+        let squeezed: Vec<usize> = found.iter().copied().filter(|&d| d != 1).collect();
         let want: Vec<usize> = shape.iter().copied().filter(|&d| d != 1).collect();
         ensure!(
-            info.shape == shape || (self.style == Style::Ldm && squeezed == want),
-            "{}: tensor {name}: wrong shape, expected {shape:?}, found {:?}",
-            self.file.path().display(),
-            info.shape
+            found == shape || (self.style == Style::Ldm && squeezed == want),
+            "{}: tensor {name}: wrong shape, expected {shape:?}, found {found:?}",
+            self.file.origin(),
         );
         self.file.f32(&name)
     }
@@ -384,14 +384,14 @@ impl<B: Backend> AutoencoderKL<B> {
     ];
 
     /// Loads the decoder from `file`; the config comes from its metadata, else from the shapes.
-    pub fn load(be: &B, file: &WeightFile) -> Result<Self> {
+    pub fn load(be: &B, file: &dyn TensorSource) -> Result<Self> {
         crate::backend::require(be, "the SD-VAE decoder", Self::OPS)?;
         let names = Names::detect(file)?;
-        let config = match file.metadata().get("config") {
+        let config = match file.metadata_entry("config") {
             Some(json) => serde_json::from_str::<VaeConfig>(json).with_context(|| {
                 format!(
                     "{}: __metadata__ config is not an AutoencoderKL config",
-                    file.path().display()
+                    file.origin()
                 )
             })?,
             None => infer_config(&names)?,
@@ -404,7 +404,7 @@ impl<B: Backend> AutoencoderKL<B> {
         ensure!(
             names.up_blocks == cfg.block_out_channels.len(),
             "{}: {} up blocks in the file, but the config has {} block_out_channels",
-            file.path().display(),
+            file.origin(),
             names.up_blocks,
             cfg.block_out_channels.len()
         );
@@ -416,7 +416,8 @@ impl<B: Backend> AutoencoderKL<B> {
             .map(|k| names.map(k))
             .collect();
         let extra: Vec<&str> = file
-            .names()
+            .tensor_names()
+            .into_iter()
             .filter(|n| {
                 let bare = n.strip_prefix(names.prefix).unwrap_or(n);
                 (bare.starts_with("decoder.") || bare.starts_with("post_quant_conv."))
@@ -426,7 +427,7 @@ impl<B: Backend> AutoencoderKL<B> {
         ensure!(
             extra.is_empty(),
             "{}: {} decoder tensor(s) that the config ({:?} channels, {} layers per block, attention {}) does not use, e.g. {}",
-            file.path().display(),
+            file.origin(),
             extra.len(),
             cfg.block_out_channels,
             cfg.layers_per_block,
@@ -567,7 +568,7 @@ impl<B: Backend> AutoencoderKL<B> {
 
 /// The architecture from tensor shapes, for files without a config (GroupNorm groups: 32).
 fn infer_config(names: &Names) -> Result<VaeConfig> {
-    let shape = |key: &str| names.file.info(&names.map(key)).map(|i| i.shape.clone());
+    let shape = |key: &str| names.file.tensor_shape(&names.map(key));
     let lc = shape("post_quant_conv.weight").context("VAE: no post_quant_conv.weight")?[0];
     let mut rev = Vec::new();
     for i in 0..names.up_blocks {

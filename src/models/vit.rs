@@ -5,8 +5,8 @@
 use anyhow::{ensure, Result};
 
 use super::layers::{LayerNorm, Linear};
-use super::synthetic::TensorSource;
 use crate::backend::Backend;
+use crate::weights::source::TensorSource;
 
 /// The MLP's activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
 
-use super::features::Backbone;
+use super::backbone::Backbone;
 use super::progress::Progress;
 use super::Unit;
 use crate::backend::Backend;
@@ -20,7 +20,7 @@ use crate::models::lpips::{Lpips, LpipsNet};
 use crate::models::preprocess::{Pipeline, PIPELINE_SIZE};
 use crate::models::resnet::ResNet50;
 use crate::models::toy_classifier::ToyClassifier;
-use crate::sampling::rng;
+use crate::rng;
 use crate::weights::WeightFile;
 
 /// Which rows enter a diversity metric.

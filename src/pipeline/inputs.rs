@@ -7,7 +7,7 @@ use super::sample::SampleJob;
 use super::Unit;
 use crate::io::npy;
 use crate::models::sit::SiTConfig;
-use crate::sampling::rng;
+use crate::rng;
 use crate::sampling::sde::NoiseSource;
 
 /// Initial noise and labels of the whole run: given arrays, or derived from the seed.

@@ -1,5 +1,6 @@
 //! Work units, sharding and atomic output files. The only module that writes outputs.
 
+pub mod backbone;
 pub mod decode;
 pub mod embed;
 pub mod evaluate;
@@ -10,6 +11,7 @@ pub mod inspect;
 pub mod progress;
 pub mod sample;
 pub mod sweep;
+pub mod velocity;
 
 use anyhow::{bail, Result};
 

@@ -14,13 +14,16 @@ use crate::backend::cpu::Cpu;
 use crate::backend::{Backend, Precision};
 use crate::io::write_with_manifest;
 use crate::io::{npy, npz};
-use crate::models::guidance::{Guidance, IntervalMode, SiTVelocity};
 use crate::models::sit::{SiT, SiTConfig};
-use crate::models::synthetic::{self, TensorSource};
+use crate::models::synthetic;
+use crate::pipeline::velocity::SiTVelocity;
+use crate::rng;
+use crate::sampling::guidance::{Guidance, IntervalMode};
 use crate::sampling::ode::{self, OdeMethod, OdeSettings, Tolerances};
 use crate::sampling::path::{self, DiffusionForm, PathType};
 use crate::sampling::sde::{self, LastStep, SdeMethod, SdeSettings};
-use crate::sampling::{grid, rng, Prediction};
+use crate::sampling::{grid, Prediction};
+use crate::weights::source::TensorSource;
 use crate::weights::WeightFile;
 
 /// The sampler, as chosen by `--mode` and `--method`.

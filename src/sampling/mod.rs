@@ -4,9 +4,9 @@
 //! feeds the same bits into the network.
 
 pub mod grid;
+pub mod guidance;
 pub mod ode;
 pub mod path;
-pub mod rng;
 pub mod sde;
 
 use anyhow::Result;

@@ -13,6 +13,8 @@ use memmap2::Mmap;
 use safetensors::Dtype;
 use serde::Deserialize;
 
+pub mod source;
+
 /// Where one tensor lives inside the file.
 #[derive(Debug, Clone)]
 pub struct TensorInfo {

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use sitdiv::backend::cpu::Cpu;
-use sitdiv::models::guidance::{Guidance, IntervalMode, SiTVelocity};
 use sitdiv::models::sit::{SiT, SiTConfig};
+use sitdiv::pipeline::velocity::SiTVelocity;
+use sitdiv::sampling::guidance::{Guidance, IntervalMode};
 use sitdiv::sampling::ode::{self, OdeMethod, OdeResult, OdeSettings, Tolerances};
 use sitdiv::sampling::path::{DiffusionForm, PathType};
 use sitdiv::sampling::sde::{self, LastStep, NoiseSource, SdeMethod, SdeResult, SdeSettings};
@@ -349,7 +350,7 @@ pub fn run_case(file: &str) -> (WeightFile, CaseResult, Vec<f32>) {
 pub fn formula_image(name: &str) -> (Vec<u8>, usize, usize) {
     if name == "noise" || name == "big" {
         let (side, seed) = if name == "noise" { (256, 9) } else { (512, 10) };
-        let px = sitdiv::sampling::rng::uniform(seed, 0, 0, 0, side * side * 3)
+        let px = sitdiv::rng::uniform(seed, 0, 0, 0, side * side * 3)
             .iter()
             .map(|u| (256.0 * u).floor() as u8)
             .collect();

@@ -1,7 +1,7 @@
 //! Deterministic test inputs and naive references for the op tests.
 #![allow(dead_code)]
 
-use sitdiv::sampling::rng;
+use sitdiv::rng;
 
 /// Standard normal values, a pure function of `seed`.
 pub fn randn(seed: u64, n: usize) -> Vec<f32> {

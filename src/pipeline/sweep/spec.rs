@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::models::guidance::IntervalMode;
+use crate::pipeline::backbone::Backbone;
 use crate::pipeline::evaluate::Metric;
-use crate::pipeline::features::Backbone;
 use crate::pipeline::sample::Method;
+use crate::sampling::guidance::IntervalMode;
 use crate::sampling::path::DiffusionForm;
 use crate::sampling::sde::LastStep;
 
