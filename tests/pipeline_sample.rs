@@ -343,7 +343,7 @@ fn bad_input_fails_clearly_without_output() {
     run(
         "noise prediction at t = 0",
         a,
-        &["--prediction Noise", "needs t0 > 0"],
+        &["--prediction noise", "needs t0 > 0"],
     );
 
     let mut a = base(&w);

@@ -261,7 +261,18 @@ fn bad_sweep_files_fail_clearly() {
         ),
         (
             ("cfg = [1.0, 2.0]", "cfg = [0.5]"),
-            "guidance scale must be ≥ 1",
+            "cfg = 0.5: the guidance scale must be ≥ 1",
+        ),
+        (
+            ("steps = [4]", "steps = [1]"),
+            "steps = 1: the time grid needs at least 2 points",
+        ),
+        (
+            (
+                "sampler = [\"ode-euler\"]",
+                "sampler = [\"sde-euler\"]\nlast_step_size = [1.5]",
+            ),
+            "last_step_size = 1.5: expected a value in [0, 1)",
         ),
     ] {
         let p = dir.join("bad.toml");
@@ -276,7 +287,98 @@ fn bad_sweep_files_fail_clearly() {
             edit.1
         );
         assert!(!out.join("units").exists(), "{}: units written", edit.1);
+        // Settings from a sweep file are named by their keys, never by command-line flags.
+        assert!(!err.contains("--"), "{}: names a flag: {err}", edit.1);
     }
+}
+
+/// `sitdiv sample` and `sweep run` share one unit route: a sweep's unit file is, byte for byte,
+/// the image batch `sample` writes with the same settings.
+#[test]
+fn a_sweep_unit_is_the_image_batch_of_sample() {
+    let dir = tmp("sweep-unit-vs-sample");
+    let g = |f: &str| golden_dir().join(f).display().to_string();
+    let (w, v) = (
+        g("sit_tiny.weights.safetensors"),
+        g("vae_tiny.weights.safetensors"),
+    );
+    let sweep = dir.join("one.toml");
+    std::fs::write(
+        &sweep,
+        format!(
+            r#"name = "one"
+[model]
+weights = "{w}"
+vae = "{v}"
+[evaluation]
+[run]
+unit_size = 3
+keep_images = true
+[defaults]
+steps = [6]
+classes = [4]
+samples_per_class = [3]
+seed = [7]
+[[grid]]
+cfg = [2.0]
+sampler = ["sde-euler"]
+cfg_interval = [[0.2, 0.8]]
+interval_mode = ["fork"]
+"#
+        ),
+    )
+    .unwrap();
+    let out = dir.join("sweep");
+    succeeds(&["sweep", "run", s(&sweep), "--out", s(&out)]);
+    let unit = out
+        .join("units/sde-euler-6-sigma-norm1-mean0.04-cfg2-int0.2-0.8-fork-k3-seed7")
+        .join("c4-00000000-00000003.npz");
+    let batch = dir.join("sample");
+    succeeds(&[
+        "sample",
+        "--weights",
+        &w,
+        "--vae",
+        &v,
+        "--out",
+        s(&batch),
+        "--classes",
+        "4",
+        "--samples-per-class",
+        "3",
+        "--unit-size",
+        "3",
+        "--steps",
+        "6",
+        "--seed",
+        "7",
+        "--mode",
+        "sde",
+        "--method",
+        "euler",
+        "--cfg",
+        "2",
+        "--cfg-interval",
+        "0.2,0.8",
+        "--cfg-interval-mode",
+        "fork",
+    ]);
+    let npz: Vec<PathBuf> = std::fs::read_dir(&batch)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "npz"))
+        .collect();
+    assert_eq!(npz.len(), 1, "{npz:?}");
+    let (a, b) = (
+        std::fs::read(&unit).unwrap(),
+        std::fs::read(&npz[0]).unwrap(),
+    );
+    println!(
+        "unit file {} bytes, sample batch {} bytes",
+        a.len(),
+        b.len()
+    );
+    assert!(a == b, "{} and {} differ", unit.display(), npz[0].display());
 }
 
 #[test]
@@ -302,7 +404,7 @@ fn shipped_sweeps_expand_to_the_study_grids() {
     let t = Sweep::load(&repo().join("sweeps/tiny.toml")).unwrap();
     let has =
         |f: &dyn Fn(&sitdiv::pipeline::sweep::spec::RunConfig) -> bool| t.configs.iter().any(f);
-    assert!(has(&|c| c.mode == "ode") && has(&|c| c.mode == "sde"));
+    assert!(has(&|c| c.method.mode() == "ode") && has(&|c| c.method.mode() == "sde"));
     assert!(has(&|c| c.cfg == 4.0) && has(&|c| c.cfg == 1.0));
     assert!(
         has(&|c| c.diffusion_norm == Some(2.0))

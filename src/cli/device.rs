@@ -10,10 +10,11 @@ use sitdiv::backend::cpu::Cpu;
 use sitdiv::backend::{Backend, Precision};
 use sitdiv::bench;
 use sitdiv::pipeline::features::{self, EvalJob, FeaturesJob};
-use sitdiv::pipeline::sample::{self, SampleJob};
+use sitdiv::pipeline::sample;
+use sitdiv::pipeline::settings::SampleJob;
 
 /// Where networks run.
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct DeviceArgs {
     /// cpu, cuda, cuda:N, or auto (the first GPU if one works, else the CPU).
     #[arg(long, default_value = "cpu")]

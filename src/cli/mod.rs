@@ -3,26 +3,24 @@
 
 mod args;
 mod device;
+mod sample;
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
-use args::{one_of, parse_classes, parse_interval, ClassList, MetricArgs, SubsetArgs};
+use args::{one_of, MetricArgs, SubsetArgs};
 use device::{
     on_device, BenchRun, DecodeRun, DeviceArgs, EvalRun, FeaturesRun, InceptionBenchRun, SampleRun,
     SweepRun, SweepStep, VaeBenchRun,
 };
+use sample::SampleArgs;
 use sitdiv::bench;
 use sitdiv::pipeline::backbone::Backbone;
 use sitdiv::pipeline::evaluate::MetricsJob;
 use sitdiv::pipeline::features::{EvalJob, FeaturesJob};
-use sitdiv::pipeline::sample::{Method, SampleJob};
-use sitdiv::sampling::guidance::IntervalMode;
-use sitdiv::sampling::path::{DiffusionForm, PathType};
-use sitdiv::sampling::sde::LastStep;
-use sitdiv::sampling::Prediction;
+use sitdiv::pipeline::settings::SampleJob;
 
 #[derive(Parser)]
 #[command(
@@ -264,142 +262,12 @@ pub struct SweepTarget {
     out: Option<PathBuf>,
 }
 
-#[derive(Args)]
-pub struct SampleArgs {
-    /// SiT weights (safetensors, upstream state_dict keys); a `config` in its metadata wins over --model.
-    #[arg(long)]
-    weights: Option<PathBuf>,
-    /// Use seeded random weights for --model instead of a weights file (for trying the tool out).
-    #[arg(long)]
-    synthetic: bool,
-    /// Upstream model name, e.g. SiT-XL/2.
-    #[arg(long, default_value = "SiT-XL/2")]
-    model: String,
-    /// Image size of the preset (256 or 512); latents are a factor 8 smaller.
-    #[arg(long, default_value_t = 256)]
-    image_size: usize,
-    /// Initial noise, float32 (N, C, H, W); default: counter-based draws from --seed.
-    #[arg(long)]
-    init_noise: Option<PathBuf>,
-    /// Class labels, int64 (N,); default: derived from --seed and the sample index.
-    #[arg(long)]
-    labels: Option<PathBuf>,
-    /// Recorded SDE draws, float32 (steps−1, B, C, H, W), B = 2N with guidance.
-    #[arg(long)]
-    replay_noise: Option<PathBuf>,
-    /// Output latents, float32 (N, C, H, W) .npy (conditional half only).
-    #[arg(long)]
-    latents_out: Option<PathBuf>,
-    /// SD-VAE weights: decode the samples into an ADM-style image batch (.npz) in --out.
-    #[arg(long)]
-    vae: Option<PathBuf>,
-    /// Folder for the image batch (`arr_0` uint8 images, `arr_1` labels, `indices`) and its manifest.
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Also write a PNG grid of the first 64 images.
-    #[arg(long)]
-    png_grid: Option<PathBuf>,
-    #[arg(long, default_value = "ode")]
-    mode: String,
-    /// ode: euler | heun (torchdiffeq heun2) | dopri5; sde: euler (Euler–Maruyama) | heun.
-    #[arg(long, default_value = "euler")]
-    method: String,
-    /// Time-grid points (upstream --num-sampling-steps).
-    #[arg(long, default_value_t = 250)]
-    steps: usize,
-    #[arg(long, default_value_t = 1e-6)]
-    atol: f64,
-    #[arg(long, default_value_t = 1e-3)]
-    rtol: f64,
-    /// Guidance scale; 1 disables guidance.
-    #[arg(long, default_value_t = 1.0)]
-    cfg: f64,
-    /// Guide only for t in [LO, HI] (SiT time: 0 noise, 1 data), e.g. 0.2,1.0.
-    #[arg(long, value_parser = parse_interval)]
-    cfg_interval: Option<(f64, f64)>,
-    #[arg(long, value_parser = one_of::<IntervalMode>(), default_value = "published")]
-    cfg_interval_mode: IntervalMode,
-    /// Guide all latent channels (the standard form) instead of upstream's first three.
-    #[arg(long)]
-    cfg_all_channels: bool,
-    #[arg(long, value_parser = one_of::<PathType>(), default_value = "linear")]
-    path: PathType,
-    #[arg(long, value_parser = one_of::<Prediction>(), default_value = "velocity")]
-    prediction: Prediction,
-    #[arg(long, value_parser = one_of::<DiffusionForm>(), default_value = "sigma")]
-    diffusion_form: DiffusionForm,
-    #[arg(long, default_value_t = 1.0)]
-    diffusion_norm: f64,
-    #[arg(long, value_parser = one_of::<LastStep>(), default_value = "mean")]
-    last_step: LastStep,
-    #[arg(long, default_value_t = 0.04)]
-    last_step_size: f64,
-    /// Overrides the transport's sample eps (needed for SBDM with a velocity model).
-    #[arg(long)]
-    sample_eps: Option<f64>,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    #[command(flatten)]
-    device: DeviceArgs,
-    /// Number of samples (default: the rows of --init-noise).
-    #[arg(long)]
-    num_samples: Option<usize>,
-    /// Classes to sample: ranges and lists, e.g. 0-999 or 1,7,88-90 (default: all).
-    #[arg(long, value_parser = parse_classes)]
-    classes: Option<ClassList>,
-    /// K samples of each selected class, in class-major order (N = K · classes).
-    #[arg(long)]
-    samples_per_class: Option<usize>,
-    #[arg(long, default_value_t = 32)]
-    unit_size: usize,
-    #[arg(long, default_value_t = 0)]
-    shard_index: usize,
-    #[arg(long, default_value_t = 1)]
-    num_shards: usize,
-}
-
 /// Runs the command `cli` names.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Sample(a) => {
-            let a = *a;
-            let job = SampleJob {
-                weights: a.weights,
-                synthetic: a.synthetic,
-                model: a.model,
-                image_size: a.image_size,
-                init_noise: a.init_noise,
-                labels: a.labels,
-                replay_noise: a.replay_noise,
-                latents_out: a.latents_out,
-                vae: a.vae,
-                out: a.out,
-                png_grid: a.png_grid,
-                method: Method::parse(&a.mode, &a.method)?,
-                steps: a.steps,
-                atol: a.atol,
-                rtol: a.rtol,
-                cfg: a.cfg,
-                cfg_interval: a.cfg_interval,
-                cfg_interval_mode: a.cfg_interval_mode,
-                cfg_all_channels: a.cfg_all_channels,
-                path: a.path,
-                prediction: a.prediction,
-                diffusion_form: a.diffusion_form,
-                diffusion_norm: a.diffusion_norm,
-                last_step: a.last_step,
-                last_step_size: a.last_step_size,
-                sample_eps: a.sample_eps,
-                seed: a.seed,
-                num_samples: a.num_samples,
-                classes: a.classes.map(|c| c.0),
-                samples_per_class: a.samples_per_class,
-                unit_size: a.unit_size,
-                shard_index: a.shard_index,
-                num_shards: a.num_shards,
-                precision: a.device.precision,
-            };
-            on_device(&a.device, SampleRun(job))
+            let device = a.device.clone();
+            on_device(&device, SampleRun(SampleJob::try_from(*a)?))
         }
         Command::Bench {
             what:

@@ -90,3 +90,23 @@ pub fn hostname() -> String {
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
 }
+
+/// A manifest: what every one records (the tool and its version, the device, the host and the
+/// time) and the writer's own `fields`, one JSON object.
+pub fn manifest(tool: &str, device: &str, fields: serde_json::Value) -> serde_json::Value {
+    let unix_time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut m = serde_json::json!({
+        "tool": tool,
+        "version": env!("CARGO_PKG_VERSION"),
+        "device": device,
+        "host": hostname(),
+        "unix_time": unix_time,
+    });
+    if let (Some(m), serde_json::Value::Object(f)) = (m.as_object_mut(), fields) {
+        m.extend(f);
+    }
+    m
+}

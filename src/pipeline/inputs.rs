@@ -3,7 +3,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 
-use super::sample::SampleJob;
+use super::settings::{Method, SampleJob};
 use super::Unit;
 use crate::io::npy;
 use crate::models::sit::SiTConfig;
@@ -18,10 +18,12 @@ pub struct Inputs {
     pub num_samples: usize,
 }
 
+/// Reads and checks the job's input files against the model, and sets the sample count.
 pub fn read_inputs(job: &SampleJob, cfg: &SiTConfig, guided: bool) -> Result<Inputs> {
+    let (s, o) = (&job.inputs, job.origin);
     let len = cfg.sample_len();
     let want = [cfg.in_channels, cfg.input_size, cfg.input_size];
-    let z = match &job.init_noise {
+    let z = match &s.init_noise {
         Some(p) => {
             let a = npy::read_f32(p)?;
             ensure!(
@@ -38,40 +40,43 @@ pub fn read_inputs(job: &SampleJob, cfg: &SiTConfig, guided: bool) -> Result<Inp
         None => None,
     };
     let n_from_z = z.as_ref().map(|a| a.shape[0]);
-    if let Some(c) = &job.classes {
-        ensure!(!c.is_empty(), "--classes selects no class");
+    if let Some(c) = &s.classes {
+        let key = o.key("classes");
+        ensure!(!c.is_empty(), "{key} selects no class");
         if let Some(bad) = c.iter().find(|&&l| l < 0 || l as usize >= cfg.num_classes) {
             bail!(
-                "--classes: class {bad} is outside 0..{} (the model's classes)",
+                "{key}: class {bad} is outside 0..{} (the model's classes)",
                 cfg.num_classes
             );
         }
         ensure!(
-            job.labels.is_none(),
+            s.labels.is_none(),
             "--classes and --labels exclude each other"
         );
     }
-    let n_from_classes = match job.samples_per_class {
+    let n_from_classes = match s.samples_per_class {
         Some(k) => Some(
-            k.checked_mul(job.classes.as_ref().map_or(cfg.num_classes, Vec::len))
-                .with_context(|| format!("--samples-per-class {k}: too many samples"))?,
+            k.checked_mul(s.classes.as_ref().map_or(cfg.num_classes, Vec::len))
+                .with_context(|| {
+                    format!("{}: too many samples", o.setting("samples-per-class", k))
+                })?,
         ),
         None => None,
     };
-    let num_samples = match (job.num_samples.or(n_from_classes), n_from_z) {
+    let num_samples = match (s.num_samples.or(n_from_classes), n_from_z) {
         (Some(n), Some(m)) if n != m => bail!("{n} samples requested but the init noise has {m} rows"),
         (Some(n), _) => n,
         (None, Some(m)) => m,
         (None, None) => bail!("give --num-samples N or --samples-per-class K (or --init-noise z.npy, whose rows set N)"),
     };
-    if let (Some(n), Some(k)) = (job.num_samples, n_from_classes) {
+    if let (Some(n), Some(k)) = (s.num_samples, n_from_classes) {
         ensure!(
             n == k,
             "--num-samples {n} disagrees with --samples-per-class ({k} samples)"
         );
     }
     ensure!(num_samples > 0, "--num-samples must be at least 1");
-    let y = match &job.labels {
+    let y = match &s.labels {
         Some(p) => {
             let a = npy::read_i64(p)?;
             ensure!(
@@ -95,11 +100,14 @@ pub fn read_inputs(job: &SampleJob, cfg: &SiTConfig, guided: bool) -> Result<Inp
         }
         None => None,
     };
-    let replay = match &job.replay_noise {
+    let replay = match &s.replay_noise {
+        Some(_) if matches!(job.sampler.method, Method::Ode(_)) => {
+            bail!("--replay-noise replays SDE noise; the ODE draws none")
+        }
         Some(p) => {
             let a = npy::read_f32(p)?;
             let b = if guided { 2 * num_samples } else { num_samples };
-            let d = job.steps - 1;
+            let d = job.sampler.steps - 1;
             ensure!(
                 a.shape.len() == 5 && a.shape[0] == d && a.shape[1] == b && a.shape[2..] == want,
                 "{}: replay noise has shape {:?}, expected ({d}, {b}, {}, {}, {}): one draw per SDE step, the full solver batch",

@@ -2,6 +2,7 @@
 
 pub mod backbone;
 pub mod decode;
+pub mod decoder;
 pub mod embed;
 pub mod evaluate;
 pub mod features;
@@ -10,7 +11,9 @@ pub mod inputs;
 pub mod inspect;
 pub mod progress;
 pub mod sample;
+pub mod settings;
 pub mod sweep;
+pub mod unit;
 pub mod velocity;
 
 use anyhow::{bail, Result};

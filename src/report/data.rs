@@ -136,9 +136,9 @@ pub fn per_class_diversity(run: &Path, id: &str, backbone: &str) -> Result<Vec<f
     let key = format!("{backbone}.embedding");
     let mut by_class: BTreeMap<i64, Vec<Vec<f64>>> = BTreeMap::new();
     for f in files {
-        let m = npz::read_only(&f, &[key.as_str(), "labels"])?;
+        let m = npz::read_only(&f, &[key.as_str(), "arr_1"])?;
         let get = |k: &str| m.iter().find(|x| x.key == k).map(|x| &x.npy);
-        let (Some(e), Some(l)) = (get(&key), get("labels")) else {
+        let (Some(e), Some(l)) = (get(&key), get("arr_1")) else {
             continue;
         };
         let e = npy::decode_f32(&f, e)?;
@@ -175,9 +175,9 @@ pub fn sample_grid(run: &Path, id: &str, path: &Path) -> Result<bool> {
     let mut by_class: BTreeMap<i64, Vec<Vec<u8>>> = BTreeMap::new();
     let mut dims = (0, 0);
     for f in files {
-        let m = npz::read_only(&f, &["arr_0", "labels"])?;
+        let m = npz::read_only(&f, &["arr_0", "arr_1"])?;
         let get = |k: &str| m.iter().find(|x| x.key == k).map(|x| &x.npy);
-        let (Some(a), Some(l)) = (get("arr_0"), get("labels")) else {
+        let (Some(a), Some(l)) = (get("arr_0"), get("arr_1")) else {
             return Ok(false); // images were not kept
         };
         let a = npy::decode_u8(&f, a)?;

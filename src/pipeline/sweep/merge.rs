@@ -42,7 +42,7 @@ fn gather(plan: &Plan, config: usize, keys: &[String]) -> Result<Vec<Rows>> {
                 .iter()
                 .find(|m| &m.key == k)
                 .with_context(|| format!("{}: no `{k}`", path.display()))?;
-            if k == "indices" || k == "labels" || k.ends_with(".indices") {
+            if k == "indices" || k == "arr_1" || k.ends_with(".indices") {
                 let a = npy::decode_i64(&path, &m.npy)?;
                 rows.count += a.data.len();
                 rows.i64.extend(a.data);
@@ -359,8 +359,8 @@ fn csv_prefix(c: &RunConfig) -> String {
     format!(
         "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
         c.id,
-        c.mode,
-        c.method,
+        c.method.mode(),
+        c.method.name(),
         c.steps,
         c.cfg,
         opt(c.cfg_interval.map(|(a, b)| format!("{a}-{b}"))),
@@ -440,7 +440,7 @@ pub fn merge<B: Backend>(be: &B, sweep_file: &Path, out: Option<&Path>) -> Resul
         if !quality.metrics.is_empty() {
             let mut keys = plan.quality_keys();
             let q = keys.len();
-            keys.push("labels".into());
+            keys.push("arr_1".into());
             let mut rows = gather(&plan, ci, &keys)?;
             let labels = std::mem::take(&mut rows[q].i64);
             let group = Group {
@@ -460,12 +460,12 @@ pub fn merge<B: Backend>(be: &B, sweep_file: &Path, out: Option<&Path>) -> Resul
             let second = if spec.is_lpips() {
                 format!("{name}.indices")
             } else {
-                "labels".into()
+                "arr_1".into()
             };
             let mut rows = gather(&plan, ci, &[spec.key(), second])?;
             // LPIPS rows cover a subset: their labels come from the full label list.
             let labels = if spec.is_lpips() {
-                let all = gather(&plan, ci, &["indices".into(), "labels".into()])?;
+                let all = gather(&plan, ci, &["indices".into(), "arr_1".into()])?;
                 let by_index: std::collections::HashMap<i64, i64> = all[0]
                     .i64
                     .iter()

@@ -20,12 +20,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
 
-use self::spec::{InceptionSource, Sweep};
+use self::spec::{BackboneSpec, InceptionSource, Sweep};
 use self::units::{sample_job, write_unit, FaultHook, Plan, PlannedUnit, UnitState};
-use super::decode::Decoder;
+use super::decoder::Decoder;
 use super::embed::Embedder;
 use super::inputs::read_inputs;
-use super::sample::{load_model, UnitSampler};
+use super::sample::load_model;
+use super::unit::{LatentSource, UnitRoute, UnitSampler};
 use crate::backend::Backend;
 use crate::io::{npy, npz};
 use crate::models::inception::{InceptionV3, LOGITS_DIM, POOL_DIM, SPATIAL_DIM};
@@ -154,7 +155,7 @@ struct Networks<B: Backend> {
 }
 
 fn load_networks<B: Backend>(be: &B, plan: &Plan) -> Result<Networks<B>> {
-    let job = sample_job(&plan.sweep, &plan.configs[0], &plan.classes)?;
+    let job = sample_job(&plan.sweep, &plan.configs[0], &plan.classes);
     let (sit, _) = load_model(be, &job)?;
     let (decoder, _) = Decoder::load(be, plan.sweep.vae.as_deref(), sit.config.in_channels)?;
     let quality = plan
@@ -177,7 +178,8 @@ fn load_networks<B: Backend>(be: &B, plan: &Plan) -> Result<Networks<B>> {
     })
 }
 
-/// Sample → decode → features of one unit, as npz members.
+/// One unit through the unit route (sample → decode → the image batch's members, as `sitdiv
+/// sample` writes them), then its features: the quality network's and each backbone's.
 fn compute_unit<B: Backend>(
     be: &B,
     plan: &Plan,
@@ -185,85 +187,83 @@ fn compute_unit<B: Backend>(
     u: &PlannedUnit,
 ) -> Result<Vec<npz::Member>> {
     let c = &plan.configs[u.config];
-    let job = sample_job(&plan.sweep, c, &plan.classes)?;
+    let job = sample_job(&plan.sweep, c, &plan.classes);
     let schedule = job.schedule()?;
-    let inputs = read_inputs(&job, &nets.sit.config, job.guidance().is_some())?;
-    let sampler = UnitSampler {
+    let inputs = read_inputs(&job, &nets.sit.config, job.guidance.guidance().is_some())?;
+    let route = UnitRoute {
         be,
-        model: &nets.sit,
-        job: &job,
-        inputs: &inputs,
-        schedule: &schedule,
+        latents: LatentSource::Model(UnitSampler {
+            be,
+            model: &nets.sit,
+            job: &job,
+            inputs: &inputs,
+            schedule: &schedule,
+        }),
+        decoder: Some(&nets.decoder),
     };
-    let out = sampler.sample(u.unit)?;
-    let n = u.unit.len();
-    let len = nets.sit.config.sample_len();
-    if let Some(bad) = out.latents.iter().position(|v| !v.is_finite()) {
-        anyhow::bail!(
-            "run config {}: sampling produced a non-finite value (sample {})",
-            c.id,
-            u.unit.start + bad / len
-        );
-    }
-    let s = nets.sit.config.input_size;
-    let images = nets.decoder.images(be, &out.latents, n, s, n)?;
-    let (side, ch) = (nets.decoder.side(s), nets.decoder.out_channels());
-    let dims = (n, side, side, ch);
-    let indices: Vec<i64> = (u.unit.start as i64..u.unit.end as i64).collect();
-    let mut m = vec![
-        npz::Member {
-            key: "indices".into(),
-            npy: npy::encode_i64(&[n], &indices)?,
-        },
-        npz::Member {
-            key: "labels".into(),
-            npy: npy::encode_i64(&[n], &out.labels)?,
-        },
-    ];
+    let out = route
+        .run(u.unit)
+        .with_context(|| format!("run config {}", c.id))?;
+    let mut m = out.batch_members(plan.sweep.keep_images)?;
+    let images = out.images.context("the unit route decoded no images")?;
+    let dims = (u.unit.len(), images.height, images.width, images.channels);
     if let Some(net) = &nets.quality {
-        m.extend(net.members(be, &images, dims)?);
+        m.extend(net.members(be, &images.data, dims)?);
     }
     let class_start =
         plan.classes.iter().position(|&k| k == u.class).unwrap_or(0) * c.samples_per_class;
-    let per_image = side * side * ch;
     for (spec, emb) in plan.sweep.backbones.iter().zip(&nets.embedders) {
-        // LPIPS keeps rows for the first `per_class` samples of each class only.
-        let keep: Vec<usize> = (0..n)
-            .filter(|&r| {
-                spec.per_class
-                    .is_none_or(|k| u.unit.start + r - class_start < k)
-            })
-            .collect();
-        let sel: Vec<u8> = keep
-            .iter()
-            .flat_map(|&r| images[r * per_image..(r + 1) * per_image].iter().copied())
-            .collect();
-        let rows = if keep.is_empty() {
-            Vec::new()
-        } else {
-            emb.embed(be, &sel, (keep.len(), side, side, ch))?
-        };
-        let width = if keep.is_empty() {
-            0
-        } else {
-            rows.len() / keep.len()
-        };
-        m.push(npz::Member {
-            key: spec.key(),
-            npy: npy::encode_f32(&[keep.len(), width], &rows)?,
-        });
-        if spec.is_lpips() {
-            let idx: Vec<i64> = keep.iter().map(|&r| (u.unit.start + r) as i64).collect();
-            m.push(npz::Member {
-                key: format!("{}.indices", spec.backbone.name()),
-                npy: npy::encode_i64(&[idx.len()], &idx)?,
-            });
-        }
+        m.extend(backbone_members(
+            be,
+            spec,
+            emb,
+            &images.data,
+            dims,
+            u,
+            class_start,
+        )?);
     }
-    if plan.sweep.keep_images {
+    Ok(m)
+}
+
+/// A backbone's rows of a unit's images: `<backbone>.embedding`, or for LPIPS the rows of the
+/// first `per_class` samples of each class and their global `.indices`.
+fn backbone_members<B: Backend>(
+    be: &B,
+    spec: &BackboneSpec,
+    emb: &Embedder<B>,
+    images: &[u8],
+    dims: (usize, usize, usize, usize),
+    u: &PlannedUnit,
+    class_start: usize,
+) -> Result<Vec<npz::Member>> {
+    let (n, h, w, ch) = dims;
+    let per_image = h * w * ch;
+    let keep: Vec<usize> = (0..n)
+        .filter(|&r| {
+            spec.per_class
+                .is_none_or(|k| u.unit.start + r - class_start < k)
+        })
+        .collect();
+    let sel: Vec<u8> = keep
+        .iter()
+        .flat_map(|&r| images[r * per_image..(r + 1) * per_image].iter().copied())
+        .collect();
+    let rows = if keep.is_empty() {
+        Vec::new()
+    } else {
+        emb.embed(be, &sel, (keep.len(), h, w, ch))?
+    };
+    let width = rows.len().checked_div(keep.len()).unwrap_or(0);
+    let mut m = vec![npz::Member {
+        key: spec.key(),
+        npy: npy::encode_f32(&[keep.len(), width], &rows)?,
+    }];
+    if spec.is_lpips() {
+        let idx: Vec<i64> = keep.iter().map(|&r| (u.unit.start + r) as i64).collect();
         m.push(npz::Member {
-            key: "arr_0".into(),
-            npy: npy::encode_u8(&[n, side, side, ch], &images)?,
+            key: format!("{}.indices", spec.backbone.name()),
+            npy: npy::encode_i64(&[idx.len()], &idx)?,
         });
     }
     Ok(m)
@@ -312,18 +312,17 @@ pub fn run<B: Backend>(
             .with_context(|| format!("unit {}", plan.unit_file(u).display()))?;
         let data = plan.unit_file(u);
         let bytes = npz::to_bytes(&data, &members)?;
-        let manifest = serde_json::json!({
-            "tool": "sitdiv sweep run",
-            "version": env!("CARGO_PKG_VERSION"),
-            "sweep": plan.sweep.name,
-            "sweep_sha256": plan.sweep.file_sha256,
-            "contents": members.iter().map(|m| m.key.clone()).collect::<Vec<_>>(),
-            "shard": [shard_index, num_shards],
-            "precision": precision,
-            "device": be.name(),
-            "host": crate::io::hostname(),
-            "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-        });
+        let manifest = crate::io::manifest(
+            "sitdiv sweep run",
+            &be.name(),
+            serde_json::json!({
+                "sweep": plan.sweep.name,
+                "sweep_sha256": plan.sweep.file_sha256,
+                "contents": members.iter().map(|m| m.key.clone()).collect::<Vec<_>>(),
+                "shard": [shard_index, num_shards],
+                "precision": precision,
+            }),
+        );
         write_unit(&plan, u, &bytes, manifest, (&fault, k))?;
         progress.unit_done(&u.unit);
     }

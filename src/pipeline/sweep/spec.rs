@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::pipeline::backbone::Backbone;
 use crate::pipeline::evaluate::Metric;
-use crate::pipeline::sample::Method;
+use crate::pipeline::settings::{GuidanceSettings, InputSettings, Method, Origin, SamplerSettings};
 use crate::sampling::guidance::IntervalMode;
 use crate::sampling::path::DiffusionForm;
 use crate::sampling::sde::LastStep;
@@ -159,8 +159,9 @@ struct Axes {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunConfig {
     pub id: String,
-    pub mode: String,
-    pub method: String,
+    /// Serialised as `mode` and `method`.
+    #[serde(flatten)]
+    pub method: Method,
     pub steps: usize,
     pub cfg: f64,
     pub cfg_interval: Option<(f64, f64)>,
@@ -172,12 +173,6 @@ pub struct RunConfig {
     pub seed: u64,
     pub samples_per_class: usize,
     pub num_samples: usize,
-}
-
-impl RunConfig {
-    pub fn method(&self) -> Result<Method> {
-        Method::parse(&self.mode, &self.method)
-    }
 }
 
 /// A diversity backbone of the sweep.
@@ -486,20 +481,38 @@ fn expand(f: &SweepFile) -> Result<Vec<RunConfig>> {
                 .or_else(|| b.clone())
                 .unwrap_or(vec![dflt.to_string()])
         };
-        let cfgs = pick(&g.cfg, &d.cfg, 1.0);
-        let samplers = strings(&g.sampler, &d.sampler, "ode-euler");
-        let steps = g.steps.clone().or(d.steps.clone()).unwrap_or(vec![250]);
+        // Unset axes take the settings' own defaults, as `sitdiv sample` does.
+        let (sd, gd) = (SamplerSettings::default(), GuidanceSettings::default());
+        let cfgs = pick(&g.cfg, &d.cfg, gd.cfg);
+        let samplers = strings(&g.sampler, &d.sampler, &sd.method.to_string());
+        let steps = g
+            .steps
+            .clone()
+            .or(d.steps.clone())
+            .unwrap_or(vec![sd.steps]);
         let intervals = g
             .cfg_interval
             .clone()
             .or(d.cfg_interval.clone())
             .unwrap_or(vec![vec![]]);
-        let modes = strings(&g.interval_mode, &d.interval_mode, "published");
-        let forms = strings(&g.diffusion_form, &d.diffusion_form, "sigma");
-        let norms = pick(&g.diffusion_norm, &d.diffusion_norm, 1.0);
-        let lasts = strings(&g.last_step, &d.last_step, "mean");
-        let last_sizes = pick(&g.last_step_size, &d.last_step_size, 0.04);
-        let seeds = g.seed.clone().or(d.seed.clone()).unwrap_or(vec![0]);
+        let modes = strings(
+            &g.interval_mode,
+            &d.interval_mode,
+            gd.cfg_interval_mode.name(),
+        );
+        let forms = strings(
+            &g.diffusion_form,
+            &d.diffusion_form,
+            sd.diffusion_form.name(),
+        );
+        let norms = pick(&g.diffusion_norm, &d.diffusion_norm, sd.diffusion_norm);
+        let lasts = strings(&g.last_step, &d.last_step, sd.last_step.name());
+        let last_sizes = pick(&g.last_step_size, &d.last_step_size, sd.last_step_size);
+        let seeds = g
+            .seed
+            .clone()
+            .or(d.seed.clone())
+            .unwrap_or(vec![InputSettings::default().seed]);
         let ks = g
             .samples_per_class
             .clone()
@@ -535,8 +548,8 @@ fn expand(f: &SweepFile) -> Result<Vec<RunConfig>> {
                     let (mode, method) = sampler.split_once('-').with_context(|| {
                         format!("sampler {sampler:?}: expected MODE-METHOD, e.g. ode-euler or sde-euler")
                     })?;
-                    Method::parse(mode, method).with_context(|| format!("sampler {sampler:?}"))?;
-                    let sde = mode.eq_ignore_ascii_case("sde");
+                    let method = Method::parse(mode, method, Origin::SweepFile)?;
+                    let sde = matches!(method, Method::Sde(_));
                     for &st in &steps {
                         for &cfg in &cfgs {
                             for iv in &intervals {
@@ -556,8 +569,7 @@ fn expand(f: &SweepFile) -> Result<Vec<RunConfig>> {
                                                     parse_enum("last_step", last_s)?;
                                                 for &ls in &last_sizes {
                                                     let c = normalise(RawPoint {
-                                                        mode: mode.to_ascii_lowercase(),
-                                                        method: method.to_ascii_lowercase(),
+                                                        method,
                                                         steps: st,
                                                         cfg,
                                                         interval,
@@ -589,8 +601,7 @@ fn expand(f: &SweepFile) -> Result<Vec<RunConfig>> {
 }
 
 struct RawPoint {
-    mode: String,
-    method: String,
+    method: Method,
     steps: usize,
     cfg: f64,
     interval: Option<(f64, f64)>,
@@ -614,7 +625,7 @@ fn normalise(p: RawPoint) -> RunConfig {
     } else {
         (None, None, None, None)
     };
-    let mut id = format!("{}-{}-{}", p.mode, p.method, p.steps);
+    let mut id = format!("{}-{}", p.method, p.steps);
     if let (Some(f), Some(n), Some(l)) = (form, norm, last) {
         id += &format!("-{}-norm{}-{}", enum_name(&f), fmt_f(n), enum_name(&l));
         if let Some(s) = last_size {
@@ -628,7 +639,6 @@ fn normalise(p: RawPoint) -> RunConfig {
     id += &format!("-k{}-seed{}", p.k, p.seed);
     RunConfig {
         id,
-        mode: p.mode,
         method: p.method,
         steps: p.steps,
         cfg: p.cfg,

@@ -10,15 +10,15 @@ use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
 
 use super::spec::{RunConfig, Sweep};
+use crate::backend::Precision;
 use crate::io::sha256_hex;
 use crate::io::{manifest_path, write_atomic};
 use crate::models::sit::SiTConfig;
-use crate::pipeline::sample::{Method, SampleJob};
+use crate::pipeline::settings::{
+    GuidanceSettings, InputSettings, ModelChoice, Origin, OutputSettings, SampleJob,
+    SamplerSettings, ShardSettings,
+};
 use crate::pipeline::Unit;
-use crate::sampling::guidance::IntervalMode;
-use crate::sampling::path::{DiffusionForm, PathType};
-use crate::sampling::sde::LastStep;
-use crate::sampling::Prediction;
 use crate::weights::WeightFile;
 
 /// One work unit: a run config × a class × a range of global sample indices.
@@ -91,10 +91,10 @@ impl Plan {
         let mut units = Vec::new();
         for (ci, c) in configs.iter_mut().enumerate() {
             c.num_samples = c.samples_per_class * classes.len();
-            let job = sample_job(&sweep, c, &classes)?;
+            let job = sample_job(&sweep, c, &classes);
             job.schedule()
                 .with_context(|| format!("run config {}", c.id))?;
-            if job.guidance().is_some() {
+            if job.guidance.guidance().is_some() {
                 ensure!(
                     model.label_rows() > model.num_classes,
                     "run config {}: cfg {} needs the null-class embedding, which {} lacks",
@@ -217,16 +217,18 @@ impl Plan {
 
     /// The npz keys every unit must hold under the current evaluation settings.
     pub fn required_keys(&self) -> Vec<String> {
-        let mut k = vec!["indices".to_string(), "labels".to_string()];
+        // The unit's image batch (sitdiv sample's layout), then its features.
+        let mut k = Vec::new();
+        if self.sweep.keep_images {
+            k.push("arr_0".to_string());
+        }
+        k.extend(["arr_1".to_string(), "indices".to_string()]);
         k.extend(self.quality_keys());
         for b in &self.sweep.backbones {
             k.push(b.key());
             if b.is_lpips() {
                 k.push(format!("{}.indices", b.backbone.name()));
             }
-        }
-        if self.sweep.keep_images {
-            k.push("arr_0".into());
         }
         k
     }
@@ -288,46 +290,46 @@ pub enum UnitState {
     /// Present but not usable: a checksum mismatch, other settings, missing arrays.
     Invalid(String),
 }
-
-/// The `sitdiv sample` job of a run config.
-pub fn sample_job(sweep: &Sweep, c: &RunConfig, classes: &[i64]) -> Result<SampleJob> {
-    let method: Method = c.method()?;
-    Ok(SampleJob {
-        weights: Some(sweep.weights.clone()),
-        synthetic: false,
-        model: sweep.model.clone(),
-        image_size: sweep.image_size,
-        init_noise: None,
-        labels: None,
-        replay_noise: None,
-        latents_out: None,
-        vae: None,
-        out: None,
-        png_grid: None,
-        method,
-        steps: c.steps,
-        atol: 1e-6,
-        rtol: 1e-3,
-        cfg: c.cfg,
-        cfg_interval: c.cfg_interval,
-        cfg_interval_mode: c.interval_mode.unwrap_or(IntervalMode::Published),
-        cfg_all_channels: false,
-        path: PathType::Linear,
-        prediction: Prediction::Velocity,
-        diffusion_form: c.diffusion_form.unwrap_or(DiffusionForm::Sigma),
-        diffusion_norm: c.diffusion_norm.unwrap_or(1.0),
-        last_step: c.last_step.unwrap_or(LastStep::Mean),
-        last_step_size: c.last_step_size.unwrap_or(0.04),
-        sample_eps: None,
-        seed: c.seed,
-        num_samples: None,
-        classes: Some(classes.to_vec()),
-        samples_per_class: Some(c.samples_per_class),
-        unit_size: sweep.unit_size,
-        shard_index: 0,
-        num_shards: 1,
-        precision: crate::backend::Precision::Fp32,
-    })
+/// The settings of run config `c`: its sampler and guidance over the settings' defaults, class-major
+/// samples of the sweep's classes. Errors name the sweep's keys.
+pub fn sample_job(sweep: &Sweep, c: &RunConfig, classes: &[i64]) -> SampleJob {
+    let (sd, gd) = (SamplerSettings::default(), GuidanceSettings::default());
+    SampleJob {
+        model: ModelChoice {
+            weights: Some(sweep.weights.clone()),
+            synthetic: false,
+            model: sweep.model.clone(),
+            image_size: sweep.image_size,
+        },
+        sampler: SamplerSettings {
+            method: c.method,
+            steps: c.steps,
+            diffusion_form: c.diffusion_form.unwrap_or(sd.diffusion_form),
+            diffusion_norm: c.diffusion_norm.unwrap_or(sd.diffusion_norm),
+            last_step: c.last_step.unwrap_or(sd.last_step),
+            last_step_size: c.last_step_size.unwrap_or(sd.last_step_size),
+            ..sd
+        },
+        guidance: GuidanceSettings {
+            cfg: c.cfg,
+            cfg_interval: c.cfg_interval,
+            cfg_interval_mode: c.interval_mode.unwrap_or(gd.cfg_interval_mode),
+            ..gd
+        },
+        inputs: InputSettings {
+            seed: c.seed,
+            classes: Some(classes.to_vec()),
+            samples_per_class: Some(c.samples_per_class),
+            ..InputSettings::default()
+        },
+        outputs: OutputSettings::default(),
+        shard: ShardSettings {
+            unit_size: sweep.unit_size,
+            ..ShardSettings::default()
+        },
+        precision: Precision::Fp32,
+        origin: Origin::SweepFile,
+    }
 }
 
 /// For fault tests only: `SITDIV_FAULT_AFTER_UNITS=K` makes the process abort while writing the

@@ -1,0 +1,526 @@
+//! The settings of a sampling run in named parts — the model, the sampler, guidance, inputs,
+//! outputs and the shard — filled from flags by `sitdiv sample` and from a run config by a sweep.
+//! Defaults live here once; validation names each setting the way its user wrote it.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, ensure, Result};
+use serde::Serialize;
+
+use crate::backend::Precision;
+use crate::rng;
+use crate::sampling::guidance::{Guidance, IntervalMode};
+use crate::sampling::ode::OdeMethod;
+use crate::sampling::path::{self, DiffusionForm, PathType};
+use crate::sampling::sde::{LastStep, SdeMethod};
+use crate::sampling::{grid, Prediction};
+
+/// Where settings came from, so that an error names a setting as its user wrote it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// `sitdiv sample` flags: `--cfg-interval-mode`.
+    #[default]
+    CommandLine,
+    /// A sweep file's keys: `interval_mode`.
+    SweepFile,
+}
+
+impl Origin {
+    /// The setting with command-line name `flag`, as this origin spells it.
+    pub fn key(self, flag: &str) -> String {
+        match self {
+            Origin::CommandLine => format!("--{flag}"),
+            Origin::SweepFile => match flag {
+                "mode" | "method" => "sampler".into(),
+                "cfg-interval-mode" => "interval_mode".into(),
+                "unit-size" => "[run] unit_size".into(),
+                "weights" => "[model] weights".into(),
+                "vae" => "[model] vae".into(),
+                f => f.replace('-', "_"),
+            },
+        }
+    }
+
+    /// A setting and its value: `--steps 1` or `steps = 1`.
+    pub fn setting(self, flag: &str, value: impl std::fmt::Display) -> String {
+        match self {
+            Origin::CommandLine => format!("--{flag} {value}"),
+            Origin::SweepFile => format!("{} = {value}", self.key(flag)),
+        }
+    }
+}
+
+/// The sampler: `--mode` and `--method` together, e.g. `ode-euler` in a sweep file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Ode(OdeMethod),
+    Sde(SdeMethod),
+}
+
+impl Method {
+    /// `ode` or `sde`.
+    pub fn mode(self) -> &'static str {
+        match self {
+            Method::Ode(_) => "ode",
+            Method::Sde(_) => "sde",
+        }
+    }
+
+    /// The method's name within its mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Ode(OdeMethod::Euler) | Method::Sde(SdeMethod::Euler) => "euler",
+            Method::Ode(OdeMethod::Heun) | Method::Sde(SdeMethod::Heun) => "heun",
+            Method::Ode(OdeMethod::Dopri5) => "dopri5",
+        }
+    }
+
+    /// `mode` × `method` in any case; ODE `heun2` is torchdiffeq's name for `heun`.
+    pub fn parse(mode: &str, method: &str, origin: Origin) -> Result<Method> {
+        let (mode, method) = (mode.to_ascii_lowercase(), method.to_ascii_lowercase());
+        Ok(match (mode.as_str(), method.as_str()) {
+            ("ode", "euler") => Method::Ode(OdeMethod::Euler),
+            ("ode", "heun" | "heun2") => Method::Ode(OdeMethod::Heun),
+            ("ode", "dopri5") => Method::Ode(OdeMethod::Dopri5),
+            ("sde", "euler") => Method::Sde(SdeMethod::Euler),
+            ("sde", "heun") => Method::Sde(SdeMethod::Heun),
+            _ if origin == Origin::SweepFile => bail!(
+                "sampler {:?}: expected ode-euler, ode-heun, ode-dopri5, sde-euler or sde-heun",
+                format!("{mode}-{method}")
+            ),
+            ("sde", m) => {
+                bail!("--method {m} is not an SDE method; --mode sde takes euler or heun")
+            }
+            ("ode", m) => {
+                bail!("--method {m} is not an ODE method; --mode ode takes euler, heun or dopri5")
+            }
+            (m, _) => bail!("--mode {m}: expected ode or sde"),
+        })
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.mode(), self.name())
+    }
+}
+
+/// Serialised as the two fields `mode` and `method`.
+impl Serialize for Method {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Method", 2)?;
+        st.serialize_field("mode", self.mode())?;
+        st.serialize_field("method", self.name())?;
+        st.end()
+    }
+}
+
+/// Which SiT: a weights file (whose metadata config wins over the preset) or seeded synthetic
+/// weights of a preset.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelChoice {
+    pub weights: Option<PathBuf>,
+    pub synthetic: bool,
+    /// Upstream preset name, e.g. SiT-XL/2.
+    pub model: String,
+    pub image_size: usize,
+}
+
+impl Default for ModelChoice {
+    fn default() -> Self {
+        ModelChoice {
+            weights: None,
+            synthetic: false,
+            model: "SiT-XL/2".into(),
+            image_size: 256,
+        }
+    }
+}
+
+/// How the transport is integrated.
+#[derive(Debug, Clone, Serialize)]
+pub struct SamplerSettings {
+    #[serde(flatten)]
+    pub method: Method,
+    /// Time-grid points (upstream `--num-sampling-steps`).
+    pub steps: usize,
+    /// dopri5's tolerances.
+    pub atol: f64,
+    pub rtol: f64,
+    pub path: PathType,
+    pub prediction: Prediction,
+    pub diffusion_form: DiffusionForm,
+    pub diffusion_norm: f64,
+    pub last_step: LastStep,
+    pub last_step_size: f64,
+    /// Overrides the transport's sample eps.
+    pub sample_eps: Option<f64>,
+}
+
+impl Default for SamplerSettings {
+    fn default() -> Self {
+        SamplerSettings {
+            method: Method::Ode(OdeMethod::Euler),
+            steps: 250,
+            atol: 1e-6,
+            rtol: 1e-3,
+            path: PathType::Linear,
+            prediction: Prediction::Velocity,
+            diffusion_form: DiffusionForm::Sigma,
+            diffusion_norm: 1.0,
+            last_step: LastStep::Mean,
+            last_step_size: 0.04,
+            sample_eps: None,
+        }
+    }
+}
+
+/// The solver's time interval and grid.
+pub struct Schedule {
+    pub t0: f64,
+    pub t1: f64,
+    pub grid: Vec<f32>,
+    /// ℓ actually used (0 with last step `none`, as upstream forces).
+    pub last_step_size: f64,
+    /// The transport's sample eps: the setting, or `create_transport`'s default.
+    pub sample_eps: f64,
+}
+
+impl SamplerSettings {
+    /// Checks the settings (no files touched) and computes the time grid.
+    pub fn schedule(&self, o: Origin) -> Result<Schedule> {
+        ensure!(
+            self.steps >= 2,
+            "{}: the time grid needs at least 2 points",
+            o.setting("steps", self.steps)
+        );
+        let velocity = self.prediction == Prediction::Velocity;
+        let eps = self
+            .sample_eps
+            .unwrap_or_else(|| path::default_sample_eps(self.path, velocity));
+        ensure!(
+            (0.0..0.5).contains(&eps),
+            "{}: expected a value in [0, 0.5)",
+            o.setting("sample-eps", eps)
+        );
+        let (t0, t1, ell) = match self.method {
+            Method::Ode(m) => {
+                if m == OdeMethod::Dopri5 {
+                    ensure!(
+                        self.atol > 0.0 && self.rtol > 0.0,
+                        "{} {}: dopri5 needs positive tolerances",
+                        o.setting("atol", self.atol),
+                        o.setting("rtol", self.rtol)
+                    );
+                }
+                let (t0, t1) = path::sample_interval(self.path, velocity, None, eps);
+                (t0, t1, 0.0)
+            }
+            Method::Sde(m) => self.sde_interval(m, eps, o)?,
+        };
+        ensure!(t0 < t1, "the sampling interval ({t0}, {t1}) is empty");
+        if !velocity && self.path != PathType::Vp {
+            ensure!(
+                t0 > 0.0 && t1 < 1.0,
+                "{} on the {} path needs t0 > 0 and t1 < 1 (its drift divides by t and by σ_t); {} gives ({t0}, {t1})",
+                o.setting("prediction", self.prediction),
+                self.path,
+                o.setting("sample-eps", eps)
+            );
+        }
+        Ok(Schedule {
+            t0,
+            t1,
+            grid: grid::linspace_f32(t0, t1, self.steps),
+            last_step_size: ell,
+            sample_eps: eps,
+        })
+    }
+
+    /// The SDE's (t0, t1, ℓ), refusing settings whose reference run divides by zero.
+    fn sde_interval(&self, m: SdeMethod, eps: f64, o: Origin) -> Result<(f64, f64, f64)> {
+        ensure!(
+            self.diffusion_norm.is_finite() && self.diffusion_norm >= 0.0,
+            "{}: expected a finite value ≥ 0",
+            o.setting("diffusion-norm", self.diffusion_norm)
+        );
+        let ell = if self.last_step == LastStep::None {
+            0.0
+        } else {
+            self.last_step_size
+        };
+        ensure!(
+            (0.0..1.0).contains(&ell),
+            "{}: expected a value in [0, 1)",
+            o.setting("last-step-size", ell)
+        );
+        let velocity = self.prediction == Prediction::Velocity;
+        let (t0, t1) =
+            path::sample_interval(self.path, velocity, Some((self.diffusion_form, ell)), eps);
+        if self.diffusion_form == DiffusionForm::Sbdm && self.path != PathType::Vp {
+            ensure!(
+                t0 > 0.0,
+                "{} starts at t0 = 0 here, where its diffusion (1−t)/t is infinite and the reference returns NaN samples; set {} (or another small positive value)",
+                o.setting("diffusion-form", "SBDM"),
+                o.setting("sample-eps", "1e-3")
+            );
+        }
+        // The Linear path's score divides by 1 − t: nothing may evaluate it at t = 1.
+        if self.path == PathType::Linear && t1 >= 1.0 {
+            if m == SdeMethod::Heun {
+                bail!(
+                    "{} with {} evaluates the score at t = 1, where it divides by zero (NaN in the reference); choose a last step (mean, tweedie or euler)",
+                    o.setting("method", "sde-heun"),
+                    o.setting("last-step", "none")
+                );
+            }
+            if matches!(self.last_step, LastStep::Mean | LastStep::Tweedie) {
+                bail!(
+                    "{} puts the {} last step at t = 1, where the score divides by zero; use a positive size or {}",
+                    o.setting("last-step-size", 0),
+                    self.last_step,
+                    o.setting("last-step", "none")
+                );
+            }
+        }
+        Ok((t0, t1, ell))
+    }
+}
+
+/// Classifier-free guidance as set; [`GuidanceSettings::guidance`] is what the sampler applies.
+#[derive(Debug, Clone, Serialize)]
+pub struct GuidanceSettings {
+    /// Guidance scale; 1 disables guidance.
+    pub cfg: f64,
+    /// Guide only for t in [lo, hi] (SiT time: 0 noise, 1 data).
+    pub cfg_interval: Option<(f64, f64)>,
+    pub cfg_interval_mode: IntervalMode,
+    /// Guide every latent channel instead of upstream's first three.
+    pub cfg_all_channels: bool,
+}
+
+impl Default for GuidanceSettings {
+    fn default() -> Self {
+        GuidanceSettings {
+            cfg: 1.0,
+            cfg_interval: None,
+            cfg_interval_mode: IntervalMode::Published,
+            cfg_all_channels: false,
+        }
+    }
+}
+
+impl GuidanceSettings {
+    pub fn check(&self, o: Origin) -> Result<()> {
+        ensure!(
+            self.cfg >= 1.0 && self.cfg.is_finite(),
+            "{}: the guidance scale must be ≥ 1 (1 disables guidance)",
+            o.setting("cfg", self.cfg)
+        );
+        if let Some((lo, hi)) = self.cfg_interval {
+            let key = o.key("cfg-interval");
+            ensure!(
+                lo <= hi && lo.is_finite() && hi.is_finite(),
+                "{key} {lo},{hi}: LO must not exceed HI"
+            );
+            ensure!(self.cfg > 1.0, "{key} needs {} above 1", o.key("cfg"));
+        }
+        Ok(())
+    }
+
+    /// The guidance the sampler applies; `None` at scale 1.
+    pub fn guidance(&self) -> Option<Guidance> {
+        (self.cfg > 1.0).then(|| Guidance {
+            scale: self.cfg as f32,
+            interval: self.cfg_interval.map(|(lo, hi)| (lo as f32, hi as f32)),
+            mode: self.cfg_interval_mode,
+            all_channels: self.cfg_all_channels,
+        })
+    }
+}
+
+/// What sampling starts from: the seed and class selection, or given arrays.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InputSettings {
+    pub seed: u64,
+    pub num_samples: Option<usize>,
+    /// Classes to sample (default: all); with `samples_per_class`, class-major blocks.
+    pub classes: Option<Vec<i64>>,
+    /// K samples of every class: N = K · |classes|, sample i has class `classes[i / K]`.
+    pub samples_per_class: Option<usize>,
+    /// Initial noise, float32 (N, C, H, W).
+    pub init_noise: Option<PathBuf>,
+    /// Class labels, int64 (N,).
+    pub labels: Option<PathBuf>,
+    /// Recorded SDE draws, float32 (steps − 1, B, C, H, W).
+    pub replay_noise: Option<PathBuf>,
+}
+
+impl InputSettings {
+    /// The class of global sample `i` when no labels file is given: a pure function of
+    /// (seed, i, class selection), so every shard count gives the same set.
+    pub fn label_of(&self, i: usize, num_classes: usize) -> i64 {
+        match (&self.classes, self.samples_per_class) {
+            (Some(c), Some(k)) => c[(i / k) % c.len()],
+            (None, Some(k)) => ((i / k) % num_classes) as i64,
+            (Some(c), None) => c[rng::label(self.seed, i as u64, c.len()) as usize],
+            (None, None) => rng::label(self.seed, i as u64, num_classes),
+        }
+    }
+}
+
+/// What `sitdiv sample` writes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OutputSettings {
+    /// Latents, float32 (N, C, h, w) `.npy` (the conditional half).
+    pub latents_out: Option<PathBuf>,
+    /// SD-VAE weights that decode the samples into the image batch in `out`.
+    pub vae: Option<PathBuf>,
+    /// Folder of the image batch `.npz` (named by [`SampleJob::batch_name`]).
+    pub out: Option<PathBuf>,
+    /// A PNG grid of the first images.
+    pub png_grid: Option<PathBuf>,
+}
+
+/// Which part of the run this process does: units of `unit_size` samples, shard `index` of `count`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardSettings {
+    pub unit_size: usize,
+    pub shard_index: usize,
+    pub num_shards: usize,
+}
+
+impl Default for ShardSettings {
+    fn default() -> Self {
+        ShardSettings {
+            unit_size: 32,
+            shard_index: 0,
+            num_shards: 1,
+        }
+    }
+}
+
+impl ShardSettings {
+    pub fn check(&self, o: Origin) -> Result<()> {
+        ensure!(
+            self.unit_size > 0,
+            "{} must be at least 1",
+            o.key("unit-size")
+        );
+        ensure!(
+            self.num_shards > 0 && self.shard_index < self.num_shards,
+            "--shard-index {} must be below --num-shards {}",
+            self.shard_index,
+            self.num_shards
+        );
+        Ok(())
+    }
+}
+
+/// Everything one sampling run was asked to do.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SampleJob {
+    #[serde(flatten)]
+    pub model: ModelChoice,
+    #[serde(flatten)]
+    pub sampler: SamplerSettings,
+    #[serde(flatten)]
+    pub guidance: GuidanceSettings,
+    #[serde(flatten)]
+    pub inputs: InputSettings,
+    #[serde(flatten)]
+    pub outputs: OutputSettings,
+    #[serde(flatten)]
+    pub shard: ShardSettings,
+    /// Recorded in the manifest; the backend applies it.
+    pub precision: Precision,
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+impl SampleJob {
+    /// Checks the settings that need no file and computes the time grid.
+    pub fn schedule(&self) -> Result<Schedule> {
+        self.guidance.check(self.origin)?;
+        self.shard.check(self.origin)?;
+        self.sampler.schedule(self.origin)
+    }
+
+    /// The image batch's file stem: the reference's name
+    /// (`{model}-{ckpt}-cfg-{cfg}-{batch}-{MODE}-{steps}-{method}`, SDE: `-{form}-{last}-{size}-{norm}`)
+    /// plus what it leaves out: `-seed{K}`, the guidance interval and mode, all-channel guidance,
+    /// a non-Linear path and the shard (`-shard{I}of{S}`).
+    pub fn batch_name(&self) -> String {
+        let (s, g) = (&self.sampler, &self.guidance);
+        let model = self.model.model.replace('/', "-");
+        let ckpt = match &self.model.weights {
+            Some(p) => p
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            None => "synthetic".into(),
+        };
+        let mut name = format!(
+            "{model}-{ckpt}-cfg-{}-{}",
+            py_float(g.cfg),
+            self.shard.unit_size
+        );
+        match s.method {
+            Method::Ode(m) => {
+                let method = match m {
+                    OdeMethod::Euler => "euler",
+                    OdeMethod::Heun => "heun2",
+                    OdeMethod::Dopri5 => "dopri5",
+                };
+                name += &format!("-ODE-{}-{method}", s.steps);
+            }
+            Method::Sde(m) => {
+                let last = match s.last_step {
+                    LastStep::None => "None",
+                    LastStep::Mean => "Mean",
+                    LastStep::Tweedie => "Tweedie",
+                    LastStep::Euler => "Euler",
+                };
+                name += &format!(
+                    "-SDE-{}-{m:?}-{}-{last}-{}-{}",
+                    s.steps,
+                    s.diffusion_form.name(),
+                    py_float(s.last_step_size),
+                    py_float(s.diffusion_norm)
+                );
+            }
+        }
+        name += &format!("-seed{}", self.inputs.seed);
+        if let Some((lo, hi)) = g.cfg_interval {
+            name += &format!(
+                "-interval-{}-{}-{}",
+                py_float(lo),
+                py_float(hi),
+                g.cfg_interval_mode
+            );
+        }
+        if g.cfg_all_channels {
+            name += "-cfgall";
+        }
+        if s.path != PathType::Linear {
+            name += &format!("-{}", s.path);
+        }
+        if self.shard.num_shards > 1 {
+            name += &format!(
+                "-shard{}of{}",
+                self.shard.shard_index, self.shard.num_shards
+            );
+        }
+        name
+    }
+}
+
+/// A float as Python prints it (`1.0`, `1.5`, `0.04`), as the reference's folder names do.
+fn py_float(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e16 {
+        format!("{v:.1}")
+    } else {
+        format!("{v}")
+    }
+}
