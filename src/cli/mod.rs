@@ -21,6 +21,7 @@ use sitdiv::pipeline::backbone::Backbone;
 use sitdiv::pipeline::evaluate::MetricsJob;
 use sitdiv::pipeline::features::{EvalJob, FeaturesJob};
 use sitdiv::pipeline::settings::SampleJob;
+use sitdiv::pipeline::sweep::demo;
 
 #[derive(Parser)]
 #[command(
@@ -48,8 +49,10 @@ pub enum Command {
     /// The toy study from the repository's own files: a small trained pixel-space SiT swept
     /// over guidance × ODE/SDE, measured with the toy classifier and reported (CPU, minutes).
     Demo {
-        #[arg(long, default_value = "sweeps/toy.toml")]
-        sweep: PathBuf,
+        /// A sweep file to run instead of the embedded toy study (sweeps/toy.toml, whose files
+        /// are written to the output folder's inputs/).
+        #[arg(long)]
+        sweep: Option<PathBuf>,
         /// Output folder (default: runs/<sweep name>); the report goes to its report/.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -364,6 +367,13 @@ pub fn run(cli: Cli) -> Result<()> {
         },
         Command::Demo { sweep, out, device } => {
             let p = device.precision;
+            let (sweep, out) = match sweep {
+                Some(s) => (s, out),
+                None => {
+                    let out = out.unwrap_or_else(|| PathBuf::from(demo::DEFAULT_OUT));
+                    (demo::write_toy_study(&out.join("inputs"))?, Some(out))
+                }
+            };
             on_device(
                 &device,
                 SweepRun {

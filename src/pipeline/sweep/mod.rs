@@ -11,6 +11,8 @@
 //! results/<config>.json (+ .manifest.json), results.csv
 //! ```
 
+pub mod demo;
+mod fault;
 pub mod merge;
 pub mod spec;
 pub mod units;
@@ -20,8 +22,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
 
+use self::fault::FaultHook;
 use self::spec::{BackboneSpec, InceptionSource, Sweep};
-use self::units::{sample_job, write_unit, FaultHook, Plan, PlannedUnit, UnitState};
+use self::units::{sample_job, write_unit, Plan, PlannedUnit, UnitState};
 use super::decoder::Decoder;
 use super::embed::Embedder;
 use super::inputs::read_inputs;

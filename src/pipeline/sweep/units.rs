@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
 
+use super::fault::FaultHook;
 use super::spec::{RunConfig, Sweep};
 use crate::backend::Precision;
 use crate::io::sha256_hex;
@@ -332,30 +333,6 @@ pub fn sample_job(sweep: &Sweep, c: &RunConfig, classes: &[i64]) -> SampleJob {
     }
 }
 
-/// For fault tests only: `SITDIV_FAULT_AFTER_UNITS=K` makes the process abort while writing the
-/// unit after its K-th completed one, leaving half a temporary file. `SITDIV_FAULT_SHARD=I`
-/// limits it to shard I; with `SITDIV_FAULT_MARKER=F` it fires only when F does not exist and
-/// creates F, so a requeued task runs clean.
-pub struct FaultHook {
-    after: Option<usize>,
-    marker: Option<PathBuf>,
-}
-
-impl FaultHook {
-    pub fn from_env(shard_index: usize) -> Self {
-        let var = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
-        let on_shard = var("SITDIV_FAULT_SHARD").is_none_or(|s| s == shard_index);
-        FaultHook {
-            after: var("SITDIV_FAULT_AFTER_UNITS").filter(|_| on_shard),
-            marker: std::env::var_os("SITDIV_FAULT_MARKER").map(PathBuf::from),
-        }
-    }
-
-    fn fires(&self, completed: usize) -> bool {
-        self.after == Some(completed) && self.marker.as_ref().is_none_or(|m| !m.exists())
-    }
-}
-
 /// Writes a unit: manifest (with the data's checksum) first, then the data through a temporary
 /// name; appends a line to `completed.log` once the data is in place.
 pub fn write_unit(
@@ -372,18 +349,7 @@ pub fn write_unit(
         &manifest_path(&data),
         serde_json::to_string_pretty(&manifest)?.as_bytes(),
     )?;
-    if fault.0.fires(fault.1) {
-        let tmp = data.with_extension(format!("npz.tmp.{}", std::process::id()));
-        std::fs::write(&tmp, &bytes[..bytes.len() / 2])?;
-        if let Some(m) = &fault.0.marker {
-            std::fs::write(m, b"")?;
-        }
-        log::error!(
-            "SITDIV_FAULT_AFTER_UNITS: aborting while writing {}",
-            data.display()
-        );
-        std::process::abort();
-    }
+    fault.0.before_write(fault.1, &data, bytes)?;
     write_atomic(&data, bytes)?;
     let line = format!(
         "{} {}\n",
