@@ -2,26 +2,26 @@
 //! Nothing below this module knows clap; settings arrive there as domain types.
 
 mod args;
+mod bench;
 mod device;
 mod sample;
+mod sweep;
 
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use args::{one_of, MetricArgs, SubsetArgs};
-use device::{
-    on_device, BenchRun, DecodeRun, DeviceArgs, EvalRun, FeaturesRun, InceptionBenchRun, SampleRun,
-    SweepRun, SweepStep, VaeBenchRun,
-};
+use bench::BenchWhat;
+use device::{on_device, DecodeRun, DeviceArgs, EvalRun, FeaturesRun, SampleRun};
 use sample::SampleArgs;
-use sitdiv::bench;
 use sitdiv::pipeline::backbone::Backbone;
+use sitdiv::pipeline::decode::DecodeJob;
 use sitdiv::pipeline::evaluate::MetricsJob;
 use sitdiv::pipeline::features::{EvalJob, FeaturesJob};
 use sitdiv::pipeline::settings::SampleJob;
-use sitdiv::pipeline::sweep::demo;
+use sweep::SweepAction;
 
 #[derive(Parser)]
 #[command(
@@ -161,110 +161,6 @@ pub enum Command {
     },
 }
 
-#[derive(Subcommand)]
-pub enum BenchWhat {
-    /// SiT forward passes on synthetic weights.
-    Sit {
-        #[arg(long, default_value = "SiT-XL/2")]
-        model: String,
-        #[arg(long, default_value_t = 256)]
-        image_size: usize,
-        #[arg(long, default_value_t = 8)]
-        batch: usize,
-        #[arg(long, default_value_t = 1)]
-        warmup: usize,
-        #[arg(long, default_value_t = 5)]
-        iters: usize,
-        #[command(flatten)]
-        device: DeviceArgs,
-    },
-    /// The Fréchet distance of two random full-rank covariances.
-    Fid {
-        #[arg(long, default_value_t = 2048)]
-        dim: usize,
-    },
-    /// The FID Inception (TF1 resize + network) on formula weights and random 256 px images.
-    Inception {
-        #[arg(long, default_value_t = 4)]
-        batch: usize,
-        #[arg(long, default_value_t = 1)]
-        warmup: usize,
-        #[arg(long, default_value_t = 3)]
-        iters: usize,
-        #[command(flatten)]
-        device: DeviceArgs,
-    },
-    /// The diversity metrics' distance stage on random labelled embeddings.
-    Diversity {
-        #[arg(long, default_value_t = 2000)]
-        n: usize,
-        #[arg(long, default_value_t = 768)]
-        dim: usize,
-        #[arg(long, default_value_t = 100)]
-        classes: usize,
-        /// Images per backbone for the images/s rows (0 skips them).
-        #[arg(long, default_value_t = 16)]
-        images: usize,
-    },
-    /// The SD-VAE decoder on synthetic weights.
-    Vae {
-        #[arg(long, default_value_t = 256)]
-        image_size: usize,
-        #[arg(long, default_value_t = 2)]
-        batch: usize,
-        #[arg(long, default_value_t = 1)]
-        warmup: usize,
-        #[arg(long, default_value_t = 3)]
-        iters: usize,
-        #[command(flatten)]
-        device: DeviceArgs,
-    },
-}
-
-#[derive(Subcommand)]
-pub enum SweepAction {
-    /// Check the sweep file and the weights, write plan.json and list the run configs.
-    Plan {
-        #[command(flatten)]
-        target: SweepTarget,
-        /// Shards the array will have (to print the per-shard load).
-        #[arg(long, default_value_t = 1)]
-        num_shards: usize,
-    },
-    /// Compute the units of one shard that are not done (sample → decode → features).
-    Run {
-        #[command(flatten)]
-        target: SweepTarget,
-        #[arg(long, default_value_t = 0)]
-        shard_index: usize,
-        #[arg(long, default_value_t = 1)]
-        num_shards: usize,
-        #[command(flatten)]
-        device: DeviceArgs,
-    },
-    /// Done / missing / invalid units, per run config and in all.
-    Status {
-        #[command(flatten)]
-        target: SweepTarget,
-    },
-    /// Verify every unit, compute the metrics, write results/<config>.json and results.csv.
-    Merge {
-        #[command(flatten)]
-        target: SweepTarget,
-        #[command(flatten)]
-        device: DeviceArgs,
-    },
-}
-
-#[derive(Args)]
-pub struct SweepTarget {
-    /// The sweep file (TOML), e.g. sweeps/cfg.toml.
-    sweep: PathBuf,
-    /// Output folder (default: runs/<sweep name>).
-    #[arg(long)]
-    out: Option<PathBuf>,
-}
-
 /// Runs the command `cli` names.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -272,117 +168,10 @@ pub fn run(cli: Cli) -> Result<()> {
             let device = a.device.clone();
             on_device(&device, SampleRun(SampleJob::try_from(*a)?))
         }
-        Command::Bench {
-            what:
-                BenchWhat::Sit {
-                    model,
-                    image_size,
-                    batch,
-                    warmup,
-                    iters,
-                    device,
-                },
-        } => on_device(
-            &device,
-            BenchRun(bench::SitBench {
-                model,
-                image_size,
-                batch,
-                warmup,
-                iters,
-                precision: device.precision,
-            }),
-        ),
-        Command::Bench {
-            what: BenchWhat::Fid { dim },
-        } => bench::fid(dim),
-        Command::Bench {
-            what:
-                BenchWhat::Diversity {
-                    n,
-                    dim,
-                    classes,
-                    images,
-                },
-        } => bench::diversity(n, dim, classes, images),
-        Command::Bench {
-            what:
-                BenchWhat::Inception {
-                    batch,
-                    warmup,
-                    iters,
-                    device,
-                },
-        } => on_device(&device, InceptionBenchRun(batch, warmup, iters)),
-        Command::Bench {
-            what:
-                BenchWhat::Vae {
-                    image_size,
-                    batch,
-                    warmup,
-                    iters,
-                    device,
-                },
-        } => on_device(
-            &device,
-            VaeBenchRun(bench::VaeBench {
-                image_size,
-                batch,
-                warmup,
-                iters,
-            }),
-        ),
+        Command::Bench { what } => what.run(),
         Command::Report { runs, out } => sitdiv::report::run(&runs, &out),
-        Command::Sweep { action } => match action {
-            SweepAction::Plan { target, num_shards } => {
-                sitdiv::pipeline::sweep::plan(&target.sweep, target.out.as_deref(), num_shards)
-            }
-            SweepAction::Status { target } => {
-                sitdiv::pipeline::sweep::status(&target.sweep, target.out.as_deref())
-            }
-            SweepAction::Run {
-                target,
-                shard_index,
-                num_shards,
-                device,
-            } => {
-                let p = device.precision;
-                on_device(
-                    &device,
-                    SweepRun {
-                        sweep: target.sweep,
-                        out: target.out,
-                        step: SweepStep::Run(shard_index, num_shards, p),
-                    },
-                )
-            }
-            SweepAction::Merge { target, device } => on_device(
-                &device,
-                SweepRun {
-                    sweep: target.sweep,
-                    out: target.out,
-                    step: SweepStep::Merge,
-                },
-            ),
-        },
-        Command::Demo { sweep, out, device } => {
-            let p = device.precision;
-            let (sweep, out) = match sweep {
-                Some(s) => (s, out),
-                None => {
-                    let out = out.unwrap_or_else(|| PathBuf::from(demo::DEFAULT_OUT));
-                    (demo::write_toy_study(&out.join("inputs"))?, Some(out))
-                }
-            };
-            on_device(
-                &device,
-                SweepRun {
-                    sweep,
-                    out,
-                    step: SweepStep::Demo(p),
-                },
-            )
-        }
+        Command::Sweep { action } => action.run(),
+        Command::Demo { sweep, out, device } => sweep::demo(sweep, out, device),
         Command::Inspect { file } => sitdiv::pipeline::inspect::run(&file),
         Command::Metrics {
             features,
@@ -449,7 +238,7 @@ pub fn run(cli: Cli) -> Result<()> {
             device,
         } => on_device(
             &device,
-            DecodeRun(sitdiv::pipeline::decode::DecodeJob {
+            DecodeRun(DecodeJob {
                 vae,
                 latents,
                 out,

@@ -8,7 +8,7 @@ use super::inputs::read_inputs;
 use super::progress::Progress;
 use super::settings::{OutputSettings, SampleJob};
 use super::shard_units;
-use super::unit::{self, LatentSource, UnitRoute, UnitSampler};
+use super::unit::{self, LatentSource, UnitOutput, UnitRoute, UnitSampler};
 use crate::backend::cpu::Cpu;
 use crate::backend::Backend;
 use crate::io::{npy, npz, write_with_manifest};
@@ -145,7 +145,7 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
             sh.num_shards
         );
     };
-    let mut manifest = crate::io::manifest(
+    let manifest = crate::io::manifest(
         "sitdiv sample",
         &be.name(),
         serde_json::json!({
@@ -160,6 +160,17 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
             "precision": job.precision,
         }),
     );
+    write_outputs(job, &cfg, manifest, &all, decoder.as_ref())
+}
+
+/// Writes the shard's latents and its image batch (with the png grid), each with the manifest.
+fn write_outputs<B: Backend>(
+    job: &SampleJob,
+    cfg: &SiTConfig,
+    mut manifest: serde_json::Value,
+    all: &UnitOutput,
+    decoder: Option<&(Decoder<B>, Option<String>)>,
+) -> Result<()> {
     let rows = all.unit.len();
     if let Some(path) = &job.outputs.latents_out {
         let shape = [rows, cfg.in_channels, cfg.input_size, cfg.input_size];
@@ -167,7 +178,7 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
         log::info!("wrote {} ({rows} samples)", path.display());
     }
     if let (Some((decoder, vae_sha)), Some(dir), Some(im)) =
-        (&decoder, &job.outputs.out, &all.images)
+        (decoder, &job.outputs.out, &all.images)
     {
         let path = dir.join(format!("{}.npz", job.batch_name()));
         manifest["vae_sha256"] = serde_json::json!(vae_sha);

@@ -13,6 +13,7 @@
 
 pub mod demo;
 mod fault;
+mod grid;
 pub mod merge;
 pub mod spec;
 pub mod units;

@@ -1,0 +1,120 @@
+//! `sitdiv bench …`: throughput benchmarks, each printing a table.
+
+use anyhow::Result;
+use clap::Subcommand;
+
+use super::device::{on_device, BenchRun, DeviceArgs, InceptionBenchRun, VaeBenchRun};
+use sitdiv::bench;
+
+#[derive(Subcommand)]
+pub enum BenchWhat {
+    /// SiT forward passes on synthetic weights.
+    Sit {
+        #[arg(long, default_value = "SiT-XL/2")]
+        model: String,
+        #[arg(long, default_value_t = 256)]
+        image_size: usize,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// The Fréchet distance of two random full-rank covariances.
+    Fid {
+        #[arg(long, default_value_t = 2048)]
+        dim: usize,
+    },
+    /// The FID Inception (TF1 resize + network) on formula weights and random 256 px images.
+    Inception {
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        #[arg(long, default_value_t = 3)]
+        iters: usize,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// The diversity metrics' distance stage on random labelled embeddings.
+    Diversity {
+        #[arg(long, default_value_t = 2000)]
+        n: usize,
+        #[arg(long, default_value_t = 768)]
+        dim: usize,
+        #[arg(long, default_value_t = 100)]
+        classes: usize,
+        /// Images per backbone for the images/s rows (0 skips them).
+        #[arg(long, default_value_t = 16)]
+        images: usize,
+    },
+    /// The SD-VAE decoder on synthetic weights.
+    Vae {
+        #[arg(long, default_value_t = 256)]
+        image_size: usize,
+        #[arg(long, default_value_t = 2)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        #[arg(long, default_value_t = 3)]
+        iters: usize,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+}
+
+impl BenchWhat {
+    pub fn run(self) -> Result<()> {
+        match self {
+            BenchWhat::Sit {
+                model,
+                image_size,
+                batch,
+                warmup,
+                iters,
+                device,
+            } => on_device(
+                &device,
+                BenchRun(bench::SitBench {
+                    model,
+                    image_size,
+                    batch,
+                    warmup,
+                    iters,
+                    precision: device.precision,
+                }),
+            ),
+            BenchWhat::Fid { dim } => bench::fid(dim),
+            BenchWhat::Diversity {
+                n,
+                dim,
+                classes,
+                images,
+            } => bench::diversity(n, dim, classes, images),
+            BenchWhat::Inception {
+                batch,
+                warmup,
+                iters,
+                device,
+            } => on_device(&device, InceptionBenchRun(batch, warmup, iters)),
+            BenchWhat::Vae {
+                image_size,
+                batch,
+                warmup,
+                iters,
+                device,
+            } => on_device(
+                &device,
+                VaeBenchRun(bench::VaeBench {
+                    image_size,
+                    batch,
+                    warmup,
+                    iters,
+                }),
+            ),
+        }
+    }
+}
