@@ -242,3 +242,14 @@ fn unit_files(run: &Path, id: &str) -> Result<Vec<PathBuf>> {
     files.sort();
     Ok(files)
 }
+
+/// The quality headline: FID.
+pub fn fid_key() -> Key {
+    key("", "fid", "all", "value")
+}
+
+/// The diversity headline: the first backbone's mean mixed diversity, if any backbone has one.
+pub fn headline_diversity(keys: &[Key]) -> Option<&Key> {
+    keys.iter()
+        .find(|k| k.1 == "diversity" && k.2 == "mixed" && k.3 == "mean")
+}

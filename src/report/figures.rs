@@ -6,10 +6,9 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::data::{label, per_class_diversity, Key, Row};
+use super::data::{fid_key, headline_diversity, label, per_class_diversity, Key, Row};
 use super::plot::{figure, Panel, Series};
 use super::series::panels_against;
-use super::{fid_key, headline_diversity};
 
 /// Size of one metric panel; figures of metric panels lay them out 3 to a row.
 const PANEL: (u32, u32) = (460, 340);

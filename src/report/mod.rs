@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 
-use self::data::{key, load_rows, sample_grid, Key, Row};
+use self::data::{load_rows, sample_grid, Key, Row};
 use self::figures::Figure;
 use crate::io::write_atomic;
 
@@ -31,17 +31,6 @@ fn headline_keys(rows: &[Row]) -> Vec<Key> {
     keys.sort();
     keys.dedup();
     keys
-}
-
-/// The quality headline: FID.
-fn fid_key() -> Key {
-    key("", "fid", "all", "value")
-}
-
-/// The diversity headline: the first backbone's mean mixed diversity, if any backbone has one.
-fn headline_diversity(keys: &[Key]) -> Option<&Key> {
-    keys.iter()
-        .find(|k| k.1 == "diversity" && k.2 == "mixed" && k.3 == "mean")
 }
 
 /// `sitdiv report`.

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use super::data::{label, Key, Row};
-use super::{fid_key, headline_diversity};
+use super::data::{fid_key, headline_diversity, label, Key, Row};
 
 /// A number at a precision that suits its size.
 pub(super) fn fmt_num(v: f64) -> String {

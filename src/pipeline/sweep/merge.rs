@@ -10,9 +10,9 @@ use std::path::Path;
 use anyhow::{bail, ensure, Context, Result};
 use rayon::prelude::*;
 
+use super::quality::QualityNet;
 use super::spec::{enum_name, BootstrapSettings, Reference, RunConfig};
-use super::units::{Plan, UnitState};
-use super::QualityNet;
+use super::units::{load_plan, Plan, UnitState};
 use crate::backend::Backend;
 use crate::io::{npy, npz, write_atomic, write_with_manifest};
 use crate::metrics::bootstrap::{quantile, resample, Interval};
@@ -377,7 +377,7 @@ fn csv_prefix(c: &RunConfig) -> String {
 
 /// `sitdiv sweep merge`.
 pub fn merge<B: Backend>(be: &B, sweep_file: &Path, out: Option<&Path>) -> Result<()> {
-    let plan = super::load_plan(sweep_file, out)?;
+    let plan = load_plan(sweep_file, out)?;
     let mut missing = Vec::new();
     for u in &plan.units {
         match plan.state(u) {

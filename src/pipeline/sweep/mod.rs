@@ -11,10 +11,11 @@
 //! results/<config>.json (+ .manifest.json), results.csv
 //! ```
 
+mod axes;
 pub mod demo;
 mod fault;
-mod grid;
 pub mod merge;
+mod quality;
 pub mod spec;
 pub mod units;
 
@@ -24,8 +25,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{ensure, Context, Result};
 
 use self::fault::FaultHook;
-use self::spec::{BackboneSpec, InceptionSource, Sweep};
-use self::units::{sample_job, write_unit, Plan, PlannedUnit, UnitState};
+use self::quality::QualityNet;
+use self::spec::BackboneSpec;
+use self::units::{load_plan, sample_job, write_unit, Plan, PlannedUnit, UnitState};
+
+pub use self::units::out_dir;
 use super::decoder::Decoder;
 use super::embed::Embedder;
 use super::inputs::read_inputs;
@@ -33,22 +37,6 @@ use super::sample::load_model;
 use super::unit::{LatentSource, UnitRoute, UnitSampler};
 use crate::backend::Backend;
 use crate::io::{npy, npz};
-use crate::models::inception::{InceptionV3, LOGITS_DIM, POOL_DIM, SPATIAL_DIM};
-use crate::models::synthetic;
-use crate::models::toy_classifier::ToyClassifier;
-use crate::weights::WeightFile;
-
-/// The output folder: `--out`, else `runs/<sweep name>`.
-pub fn out_dir(sweep: &Sweep, out: Option<&Path>) -> PathBuf {
-    out.map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("runs").join(&sweep.name))
-}
-
-pub(crate) fn load_plan(sweep_file: &Path, out: Option<&Path>) -> Result<Plan> {
-    let sweep = Sweep::load(sweep_file)?;
-    let dir = out_dir(&sweep, out);
-    Plan::new(sweep, &dir).with_context(|| format!("sweep file {}", sweep_file.display()))
-}
 
 /// `sitdiv sweep plan`: checks the sweep, writes `plan.json` and prints the run configs.
 pub fn plan(sweep_file: &Path, out: Option<&Path>, num_shards: usize) -> Result<()> {
@@ -76,78 +64,6 @@ pub fn plan(sweep_file: &Path, out: Option<&Path>, num_shards: usize) -> Result<
         num_shards - 1
     );
     Ok(())
-}
-
-/// The network of the quality metrics.
-pub(crate) enum QualityNet<B: Backend> {
-    Inception(Box<InceptionV3<B>>),
-    Toy(ToyClassifier<B>),
-}
-
-impl<B: Backend> QualityNet<B> {
-    pub(crate) fn load(be: &B, source: &InceptionSource) -> Result<Self> {
-        Ok(match source {
-            InceptionSource::File(p) => {
-                let f = WeightFile::open(p)?;
-                QualityNet::Inception(Box::new(
-                    InceptionV3::load(be, &f).with_context(|| {
-                        format!("{}: not the FID Inception weights", p.display())
-                    })?,
-                ))
-            }
-            InceptionSource::Formula => QualityNet::Inception(Box::new(InceptionV3::load(
-                be,
-                &synthetic::inception(2015)?,
-            )?)),
-            InceptionSource::ToyClassifier(p) => {
-                let f = WeightFile::open(p)?;
-                QualityNet::Toy(
-                    ToyClassifier::load(be, &f)
-                        .with_context(|| format!("[evaluation] classifier {}", p.display()))?,
-                )
-            }
-        })
-    }
-
-    /// `pool`, `spatial` (Inception only) and `logits` of uint8 images (N, H, W, 3). The toy
-    /// classifier runs one image at a time, so its features do not depend on the batch.
-    pub(crate) fn members(
-        &self,
-        be: &B,
-        images: &[u8],
-        dims: (usize, usize, usize, usize),
-    ) -> Result<Vec<npz::Member>> {
-        let n = dims.0;
-        let member = |key: &str, w: usize, v: &[f32]| -> Result<npz::Member> {
-            Ok(npz::Member {
-                key: key.into(),
-                npy: npy::encode_f32(&[n, w], v)?,
-            })
-        };
-        Ok(match self {
-            QualityNet::Inception(net) => {
-                let f = net.forward_images(be, images, dims)?;
-                vec![
-                    member("pool", POOL_DIM, &f.pool)?,
-                    member("spatial", SPATIAL_DIM, &f.spatial)?,
-                    member("logits", LOGITS_DIM, &f.logits)?,
-                ]
-            }
-            QualityNet::Toy(net) => {
-                let (mut pool, mut logits) = (Vec::new(), Vec::new());
-                let one = dims.1 * dims.2 * dims.3;
-                for img in images.chunks(one.max(1)) {
-                    let o = net.forward(be, img, (1, dims.1, dims.2, dims.3))?;
-                    pool.extend(o.features);
-                    logits.extend(o.logits);
-                }
-                vec![
-                    member("pool", net.features, &pool)?,
-                    member("logits", net.num_classes, &logits)?,
-                ]
-            }
-        })
-    }
 }
 
 /// The networks a shard needs, loaded once.

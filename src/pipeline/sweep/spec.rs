@@ -1,7 +1,7 @@
 //! Sweep files (TOML) and their expansion into run configs and work units.
 //!
 //! A sweep names the model, the evaluation (Inception, reference, backbones, metrics), a
-//! `[defaults]` table of sampler settings and any number of `[[grid]]` tables, which grid.rs
+//! `[defaults]` table of sampler settings and any number of `[[grid]]` tables, which axes.rs
 //! expands into run configs. Relative paths are relative to the sweep file's folder.
 
 use std::path::{Path, PathBuf};
@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::grid::{expand, parse_enum, Axes};
+use super::axes::{expand, parse_enum, Axes};
 use crate::pipeline::backbone::Backbone;
 use crate::pipeline::evaluate::Metric;
 
-pub use super::grid::{enum_name, RunConfig};
+pub use super::axes::{enum_name, RunConfig};
 
 /// The sweep file as written.
 #[derive(Debug, Clone, Deserialize)]

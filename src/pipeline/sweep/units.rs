@@ -364,3 +364,15 @@ pub fn write_unit(
         .and_then(|mut f| f.write_all(line.as_bytes()))
         .with_context(|| format!("cannot append to {}", log.display()))
 }
+
+/// The output folder: `--out`, else `runs/<sweep name>`.
+pub fn out_dir(sweep: &Sweep, out: Option<&Path>) -> PathBuf {
+    out.map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("runs").join(&sweep.name))
+}
+
+pub(crate) fn load_plan(sweep_file: &Path, out: Option<&Path>) -> Result<Plan> {
+    let sweep = Sweep::load(sweep_file)?;
+    let dir = out_dir(&sweep, out);
+    Plan::new(sweep, &dir).with_context(|| format!("sweep file {}", sweep_file.display()))
+}

@@ -4,7 +4,7 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::{color, range, Chart, DrawResult, FONT};
+use super::chart::{color, range, Chart, DrawResult, FONT};
 
 /// Draws each group `(name, values)` at x = 0, 1, …; a group without values leaves its slot empty.
 pub(super) fn draw<DB: DrawingBackend>(

@@ -4,7 +4,7 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::{DrawResult, FONT};
+use super::chart::{DrawResult, FONT};
 
 /// Room for the row labels on the left (and the rotated column labels below).
 const MARGIN: i32 = 170;

@@ -4,7 +4,9 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::{cartesian, color, legend_corner, range, Chart, DrawResult, Labels, Series, FONT};
+use super::chart::{
+    cartesian, color, legend_corner, range, Chart, DrawResult, Labels, Series, FONT,
+};
 
 /// How a line panel shows its data beyond the series themselves.
 pub(super) struct Style<'a> {
@@ -138,7 +140,7 @@ where
 /// have one (a band needs two ends), else an error bar at each.
 fn draw_intervals<DB: DrawingBackend>(
     chart: &mut Chart<DB>,
-    pts: &[super::Point],
+    pts: &[super::chart::Point],
     c: RGBColor,
     band: bool,
 ) -> DrawResult

@@ -4,7 +4,7 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::{cartesian, range, Chart, DrawResult, Labels, FONT};
+use super::chart::{cartesian, range, Chart, DrawResult, Labels, FONT};
 
 const RED: RGBColor = RGBColor(214, 39, 40);
 const BLUE: RGBColor = RGBColor(31, 119, 180);
