@@ -57,12 +57,10 @@ pub(super) fn parse_enum<T: std::str::FromStr<Err = String>>(what: &str, s: &str
     s.parse().map_err(|e| anyhow::anyhow!("{what} {e}"))
 }
 
-/// An enum's serialised name, lower case.
-pub fn enum_name<T: Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_lowercase))
-        .unwrap_or_default()
+/// A setting's name in config ids and results.csv: its one spelling in lower case (`SBDM` is
+/// `sbdm` there), so ids of existing sweeps stay what they were.
+pub fn enum_name<T: std::fmt::Display>(v: &T) -> String {
+    v.to_string().to_ascii_lowercase()
 }
 
 /// A float in a config id: `1.5`, `2`, `0.04`.
