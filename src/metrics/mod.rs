@@ -7,4 +7,5 @@ pub mod fid;
 pub mod inception_score;
 pub mod kid;
 pub mod prdc;
+pub mod results;
 pub mod stats;

@@ -14,6 +14,9 @@ use faer::Mat;
 use serde::Serialize;
 
 use crate::io::{npy, npz, write_atomic};
+use crate::metrics::results::{
+    DensityCoverage, DiversityInfo, Kid, Lpips, Metrics, PairStats, PrecisionRecall, Vendi,
+};
 use crate::metrics::{diversity, fid, inception_score, kid, prdc, stats::FeatureStats};
 
 crate::named! {
@@ -280,18 +283,18 @@ impl FeatureSet {
     }
 }
 
-/// A metric value as JSON; NaN and infinities are refused (serde_json would write them as null).
-fn num(key: &str, v: f64) -> Result<serde_json::Value> {
+/// A metric value, refused when NaN or infinite (serde_json would write those as null).
+fn finite(key: &str, v: f64) -> Result<f64> {
     ensure!(
         v.is_finite(),
         "metric {key} came out non-finite ({v}); nothing was written"
     );
-    Ok(v.into())
+    Ok(v)
 }
 
-/// An optional metric value (null where undefined, e.g. no intra-class pair), finite otherwise.
-fn opt(key: &str, v: Option<f64>) -> Result<serde_json::Value> {
-    v.map_or(Ok(serde_json::Value::Null), |v| num(key, v))
+/// An optional metric value (None where undefined, e.g. no intra-class pair), finite otherwise.
+fn finite_opt(key: &str, v: Option<f64>) -> Result<Option<f64>> {
+    v.map(|v| finite(key, v)).transpose()
 }
 
 fn same_width(a: usize, b: usize, what: &str) -> Result<()> {
@@ -302,155 +305,205 @@ fn same_width(a: usize, b: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// The six intra/inter/mixed values of a pairwise diversity, as a JSON object.
-fn pair_stats(
-    key: &str,
-    d: &diversity::Diversity,
-) -> Result<serde_json::Map<String, serde_json::Value>> {
-    let mut o = serde_json::Map::new();
-    for (name, v) in [
-        ("intra_mean", d.intra_mean),
-        ("intra_std", d.intra_std),
-        ("inter_mean", d.inter_mean),
-        ("inter_std", d.inter_std),
-        ("mixed_mean", d.mixed_mean),
-        ("mixed_std", d.mixed_std),
-    ] {
-        o.insert(name.into(), opt(&format!("{key}.{name}"), v)?);
-    }
-    Ok(o)
+/// The six intra/inter/mixed values of a pairwise diversity, each finite or None.
+fn pair_stats(key: &str, d: &diversity::Diversity) -> Result<PairStats> {
+    let v = |name: &str, x: Option<f64>| finite_opt(&format!("{key}.{name}"), x);
+    Ok(PairStats {
+        intra_mean: v("intra_mean", d.intra_mean)?,
+        intra_std: v("intra_std", d.intra_std)?,
+        inter_mean: v("inter_mean", d.inter_mean)?,
+        inter_std: v("inter_std", d.inter_std)?,
+        mixed_mean: v("mixed_mean", d.mixed_mean)?,
+        mixed_std: v("mixed_std", d.mixed_std)?,
+    })
 }
 
-/// Every selected metric of samples `a` (against reference `b` where the metric needs one), as
-/// JSON numbers (null where a value is undefined); refuses non-finite results.
-pub fn compute(
+/// The reference of the selected metrics: `b`, or the samples themselves when no metric needs
+/// one (then nothing reads it).
+fn reference_for<'a>(
     job: &MetricSettings,
-    a: &FeatureSet,
-    b: Option<&FeatureSet>,
-) -> Result<serde_json::Map<String, serde_json::Value>> {
-    job.validate()?;
-    let needing: Vec<&Metric> = job.metrics.iter().filter(|m| m.needs_reference()).collect();
-    let Some(b) = b.or(if needing.is_empty() { Some(a) } else { None }) else {
-        let needing: Vec<Metric> = needing.into_iter().copied().collect();
-        bail!(
+    a: &'a FeatureSet,
+    b: Option<&'a FeatureSet>,
+) -> Result<&'a FeatureSet> {
+    let needing: Vec<Metric> = job
+        .metrics
+        .iter()
+        .copied()
+        .filter(|m| m.needs_reference())
+        .collect();
+    match b {
+        Some(b) => Ok(b),
+        None if needing.is_empty() => Ok(a),
+        None => bail!(
             "--metrics {} compare with a reference: give --ref-features (or --ref for eval)",
             names(&needing)
-        );
-    };
-    let mut out = serde_json::Map::new();
+        ),
+    }
+}
+
+/// Every selected metric of samples `a` (against reference `b` where the metric needs one);
+/// refuses non-finite results.
+pub fn compute(job: &MetricSettings, a: &FeatureSet, b: Option<&FeatureSet>) -> Result<Metrics> {
+    job.validate()?;
+    let b = reference_for(job, a, b)?;
+    let mut out = Metrics::default();
     for m in &job.metrics {
         match m {
-            Metric::Diversity => {
-                let (x, d) = a.rows("embedding")?;
-                let labels = a.labels(x.len() / d)?;
-                let div = diversity::cosine_diversity(&x, d, Some(&labels))?;
-                out.insert("diversity".into(), pair_stats("diversity", &div)?.into());
-                out.insert(
-                    "diversity_info".into(),
-                    serde_json::json!({
-                        "distance": "1 - cos",
-                        "num_samples": div.num_samples,
-                        "num_pairs": div.num_pairs,
-                        "classes_used": div.classes_used,
-                        "classes_excluded_single_sample": div.classes_excluded,
-                    }),
-                );
+            Metric::Fid => {
+                let g = || b.reference_gaussian("pool", "mu", "sigma");
+                out.fid = Some(frechet(a, "pool", "fid", g)?);
+            }
+            Metric::Sfid => {
+                let g = || b.reference_gaussian("spatial", "mu_s", "sigma_s");
+                out.sfid = Some(frechet(a, "spatial", "sfid", g)?);
             }
             Metric::FdDinov2 => {
-                let (x, d) = a.rows("embedding")?;
-                let g = b.feature_gaussian("embedding").map_err(|e| {
-                    e.context("FD-DINOv2 needs the reference's embedding (or its images)")
-                })?;
-                let (m2, s2) = (&g.0, &g.1);
-                same_width(d, m2.len(), "fd_dinov2")?;
-                let fd = fid::frechet_distance_of_rows(&x, d, m2, s2.as_ref())
-                    .with_context(|| format!("{}: `embedding`", a.source.display()))?;
-                out.insert("fd_dinov2".into(), num("fd_dinov2", fd)?);
-            }
-            Metric::Lpips => {
-                let (x, d) = a.rows("lpips")?;
-                let labels = a.labels(x.len() / d)?;
-                let div = diversity::squared_l2_diversity(&x, d, Some(&labels))?;
-                let mut o = pair_stats("lpips", &div)?;
-                o.insert("num_samples".into(), div.num_samples.into());
-                o.insert("num_pairs".into(), div.num_pairs.into());
-                o.insert(
-                    "classes_excluded_single_sample".into(),
-                    serde_json::json!(div.classes_excluded),
-                );
-                out.insert("lpips".into(), o.into());
-            }
-            Metric::Vendi => {
-                let (x, d) = a.rows("embedding")?;
-                let labels = a.labels(x.len() / d)?;
-                let (mixed, intra) = diversity::vendi_by_class(&x, d, &labels)?;
-                out.insert(
-                    "vendi".into(),
-                    serde_json::json!({
-                        "mixed": num("vendi.mixed", mixed)?,
-                        "intra_mean": opt("vendi.intra_mean", intra)?,
-                    }),
-                );
-            }
-            Metric::Fid | Metric::Sfid => {
-                let (feat, mu, sigma, key) = match m {
-                    Metric::Fid => ("pool", "mu", "sigma", "fid"),
-                    _ => ("spatial", "mu_s", "sigma_s", "sfid"),
+                let g = || {
+                    b.feature_gaussian("embedding").map_err(|e| {
+                        e.context("FD-DINOv2 needs the reference's embedding (or its images)")
+                    })
                 };
-                let (x, d) = a.rows(feat)?;
-                let g = b.reference_gaussian(feat, mu, sigma)?;
-                let (m2, s2) = (&g.0, &g.1);
-                same_width(d, m2.len(), key)?;
-                let fd = fid::frechet_distance_of_rows(&x, d, m2, s2.as_ref())
-                    .with_context(|| format!("{}: `{feat}`", a.source.display()))?;
-                out.insert(key.into(), num(key, fd)?);
+                out.fd_dinov2 = Some(frechet(a, "embedding", "fd_dinov2", g)?);
             }
-            Metric::Accuracy => {
-                let (l, c) = a.rows("logits")?;
-                let labels = a.labels(l.len() / c)?;
-                let hits = l
-                    .chunks(c)
-                    .zip(&labels)
-                    .filter(|(row, &y)| usize::try_from(y).is_ok_and(|y| argmax(row) == y))
-                    .count();
-                let acc = hits as f64 / labels.len().max(1) as f64;
-                out.insert("accuracy".into(), num("accuracy", acc)?);
+            Metric::Is => out.inception_score = Some(inception_score_of(a, job.is_split_size)?),
+            Metric::Accuracy => out.accuracy = Some(accuracy(a)?),
+            Metric::Pr => out.precision_recall = Some(precision_recall(a, b, job.pr_k)?),
+            Metric::Dc => out.density_coverage = Some(density_coverage(a, b, job.dc_k)?),
+            Metric::Kid => out.kid = Some(kid_of(a, b, job)?),
+            Metric::Diversity => {
+                let (stats, info) = cosine_diversity(a)?;
+                out.diversity = Some(stats);
+                out.diversity_info = Some(info);
             }
-            Metric::Is => {
-                let (l, c) = a.rows("logits")?;
-                let is = inception_score::inception_score(&l, c, job.is_split_size)?;
-                out.insert("inception_score".into(), num("inception_score", is)?);
-            }
-            Metric::Pr | Metric::Dc | Metric::Kid => {
-                let (x, dx) = a.rows("pool")?;
-                let (y, dy) = b.rows("pool").map_err(|e| {
-                    e.context(
-                        "precision/recall, density/coverage and KID need the reference's features",
-                    )
-                })?;
-                same_width(dx, dy, "pool features")?;
-                match m {
-                    Metric::Pr => {
-                        let (p, r) = prdc::precision_recall(&y, &x, dx, job.pr_k)?;
-                        out.insert("precision".into(), num("precision", p)?);
-                        out.insert("recall".into(), num("recall", r)?);
-                    }
-                    Metric::Dc => {
-                        let (d, c) = prdc::density_coverage(&y, &x, dx, job.dc_k)?;
-                        out.insert("density".into(), num("density", d)?);
-                        out.insert("coverage".into(), num("coverage", c)?);
-                    }
-                    _ => {
-                        let (mean, std) =
-                            kid::kid(&y, &x, dx, job.kid_subsets, job.kid_subset_size, job.seed)?;
-                        out.insert("kid_mean".into(), num("kid_mean", mean)?);
-                        out.insert("kid_std".into(), num("kid_std", std)?);
-                    }
-                }
-            }
+            Metric::Vendi => out.vendi = Some(vendi(a)?),
+            Metric::Lpips => out.lpips = Some(lpips(a)?),
         }
     }
     Ok(out)
+}
+
+/// Fréchet distance of `a`'s `feat` rows to the reference's Gaussian (asked for after the rows,
+/// so a sample-side problem is the one reported).
+fn frechet(
+    a: &FeatureSet,
+    feat: &str,
+    key: &str,
+    reference: impl FnOnce() -> Result<Arc<Gaussian>>,
+) -> Result<f64> {
+    let (x, d) = a.rows(feat)?;
+    let g = reference()?;
+    let (m2, s2) = (&g.0, &g.1);
+    same_width(d, m2.len(), key)?;
+    let fd = fid::frechet_distance_of_rows(&x, d, m2, s2.as_ref())
+        .with_context(|| format!("{}: `{feat}`", a.source.display()))?;
+    finite(key, fd)
+}
+
+fn inception_score_of(a: &FeatureSet, split_size: usize) -> Result<f64> {
+    let (l, c) = a.rows("logits")?;
+    finite(
+        "inception_score",
+        inception_score::inception_score(&l, c, split_size)?,
+    )
+}
+
+/// Share of rows whose `logits` argmax is their label.
+fn accuracy(a: &FeatureSet) -> Result<f64> {
+    let (l, c) = a.rows("logits")?;
+    let labels = a.labels(l.len() / c)?;
+    let hits = l
+        .chunks(c)
+        .zip(&labels)
+        .filter(|(row, &y)| usize::try_from(y).is_ok_and(|y| argmax(row) == y))
+        .count();
+    finite("accuracy", hits as f64 / labels.len().max(1) as f64)
+}
+
+/// The `pool` rows of samples and reference, which must share their width.
+struct PoolRows {
+    samples: Vec<f32>,
+    reference: Vec<f32>,
+    width: usize,
+}
+
+impl PoolRows {
+    fn of(a: &FeatureSet, b: &FeatureSet) -> Result<Self> {
+        let (x, dx) = a.rows("pool")?;
+        let (y, dy) = b.rows("pool").map_err(|e| {
+            e.context("precision/recall, density/coverage and KID need the reference's features")
+        })?;
+        same_width(dx, dy, "pool features")?;
+        Ok(PoolRows {
+            samples: x,
+            reference: y,
+            width: dx,
+        })
+    }
+}
+
+fn precision_recall(a: &FeatureSet, b: &FeatureSet, k: usize) -> Result<PrecisionRecall> {
+    let p = PoolRows::of(a, b)?;
+    let (precision, recall) = prdc::precision_recall(&p.reference, &p.samples, p.width, k)?;
+    Ok(PrecisionRecall {
+        precision: finite("precision", precision)?,
+        recall: finite("recall", recall)?,
+    })
+}
+
+fn density_coverage(a: &FeatureSet, b: &FeatureSet, k: usize) -> Result<DensityCoverage> {
+    let p = PoolRows::of(a, b)?;
+    let (density, coverage) = prdc::density_coverage(&p.reference, &p.samples, p.width, k)?;
+    Ok(DensityCoverage {
+        density: finite("density", density)?,
+        coverage: finite("coverage", coverage)?,
+    })
+}
+
+fn kid_of(a: &FeatureSet, b: &FeatureSet, job: &MetricSettings) -> Result<Kid> {
+    let p = PoolRows::of(a, b)?;
+    let (mean, std) = kid::kid(
+        &p.reference,
+        &p.samples,
+        p.width,
+        job.kid_subsets,
+        job.kid_subset_size,
+        job.seed,
+    )?;
+    Ok(Kid {
+        mean: finite("kid_mean", mean)?,
+        std: finite("kid_std", std)?,
+    })
+}
+
+/// Cosine-distance diversity of the labelled `embedding` rows, and what it covered.
+fn cosine_diversity(a: &FeatureSet) -> Result<(PairStats, DiversityInfo)> {
+    let (x, d) = a.rows("embedding")?;
+    let labels = a.labels(x.len() / d)?;
+    let div = diversity::cosine_diversity(&x, d, Some(&labels))?;
+    Ok((pair_stats("diversity", &div)?, DiversityInfo::of(&div)))
+}
+
+fn vendi(a: &FeatureSet) -> Result<Vendi> {
+    let (x, d) = a.rows("embedding")?;
+    let labels = a.labels(x.len() / d)?;
+    let (mixed, intra) = diversity::vendi_by_class(&x, d, &labels)?;
+    Ok(Vendi {
+        mixed: finite("vendi.mixed", mixed)?,
+        intra_mean: finite_opt("vendi.intra_mean", intra)?,
+    })
+}
+
+/// Squared-L2 distances of the labelled `lpips` feature rows: LPIPS between image pairs.
+fn lpips(a: &FeatureSet) -> Result<Lpips> {
+    let (x, d) = a.rows("lpips")?;
+    let labels = a.labels(x.len() / d)?;
+    let div = diversity::squared_l2_diversity(&x, d, Some(&labels))?;
+    Ok(Lpips {
+        stats: pair_stats("lpips", &div)?,
+        num_samples: div.num_samples,
+        num_pairs: div.num_pairs,
+        classes_excluded_single_sample: div.classes_excluded,
+    })
 }
 
 /// Index of the first largest value (as `torch.argmax`).
@@ -464,19 +517,31 @@ fn argmax(row: &[f32]) -> usize {
     best
 }
 
+/// A metrics JSON: the values at the top level, beside the settings and a manifest.
+#[derive(Serialize)]
+struct MetricsFile<'a, S> {
+    #[serde(flatten)]
+    values: &'a Metrics,
+    settings: &'a S,
+    manifest: &'a serde_json::Value,
+}
+
 /// Writes the metric values with the settings and a manifest next to them, atomically.
 pub fn write_json(
     path: &Path,
-    mut values: serde_json::Map<String, serde_json::Value>,
-    settings: serde_json::Value,
-    manifest: serde_json::Value,
+    values: &Metrics,
+    settings: &impl Serialize,
+    manifest: &serde_json::Value,
 ) -> Result<()> {
-    values.insert("settings".into(), settings);
-    values.insert("manifest".into(), manifest);
-    write_atomic(
-        path,
-        serde_json::to_string_pretty(&serde_json::Value::Object(values))?.as_bytes(),
-    )?;
+    let file = MetricsFile {
+        values,
+        settings,
+        manifest,
+    };
+    // Through a Value, whose map sorts keys (nested ones too): the files have always been
+    // written so.
+    let text = serde_json::to_string_pretty(&serde_json::to_value(&file)?)?;
+    write_atomic(path, text.as_bytes())?;
     log::info!("wrote {}", path.display());
     Ok(())
 }
@@ -503,5 +568,5 @@ pub fn run(job: &MetricsJob) -> Result<()> {
         "features_sha256": file_sha256(&job.features)?,
         "ref_features_sha256": job.ref_features.as_deref().map(file_sha256).transpose()?,
     });
-    write_json(&job.json, values, serde_json::to_value(job)?, manifest)
+    write_json(&job.json, &values, job, &manifest)
 }

@@ -16,6 +16,7 @@ use super::progress::Progress;
 use super::Unit;
 use crate::backend::Backend;
 use crate::io::{npy, npz, probe_folder, write_with_manifest};
+use crate::metrics::results::Metrics;
 use crate::models::inception::{InceptionV3, LOGITS_DIM, POOL_DIM, SPATIAL_DIM};
 use crate::weights::WeightFile;
 
@@ -241,62 +242,98 @@ pub fn run_features<B: Backend>(be: &B, job: &FeaturesJob) -> Result<()> {
     Ok(())
 }
 
-/// `sitdiv eval`.
-pub fn run_eval<B: Backend>(be: &B, job: &EvalJob) -> Result<()> {
-    job.settings.validate()?;
-    let (quality, diversity): (Vec<Metric>, Vec<Metric>) =
-        job.settings.metrics.iter().partition(|m| {
-            !matches!(
-                m,
-                Metric::Diversity | Metric::Vendi | Metric::Lpips | Metric::FdDinov2
-            )
-        });
-    let files = image_batches(&job.samples)?;
-    output_folder(&job.json)?;
-    if let Some(p) = &job.features_out {
-        output_folder(p)?;
+/// What `sitdiv eval` will compute and from what, all checked before any compute.
+struct EvalPlan<'a> {
+    /// The samples' image batches, in order.
+    files: Vec<PathBuf>,
+    /// Metrics of the Inception's features, and its weights (Some when there are any).
+    quality: Vec<Metric>,
+    inception: Option<&'a Path>,
+    /// Metrics of the diversity backbone's rows, and the backbone (Some when there are any).
+    diversity: Vec<Metric>,
+    backbone: Option<(Backbone, &'a Path)>,
+    /// The reference, when a selected metric compares with one.
+    reference: Option<&'a Path>,
+}
+
+impl<'a> EvalPlan<'a> {
+    fn new(job: &'a EvalJob) -> Result<Self> {
+        let (quality, diversity): (Vec<Metric>, Vec<Metric>) =
+            job.settings.metrics.iter().partition(|m| {
+                !matches!(
+                    m,
+                    Metric::Diversity | Metric::Vendi | Metric::Lpips | Metric::FdDinov2
+                )
+            });
+        let files = image_batches(&job.samples)?;
+        output_folder(&job.json)?;
+        if let Some(p) = &job.features_out {
+            output_folder(p)?;
+        }
+        let inception = match (&job.inception, quality.is_empty()) {
+            (_, true) => None,
+            (Some(p), false) => Some(p.as_path()),
+            (None, false) => bail!(
+                "--metrics {} need the FID Inception: give --inception FILE",
+                evaluate::names(&quality)
+            ),
+        };
+        let backbone = eval_backbone(job, &diversity, &files)?;
+        let reference = eval_reference(job)?;
+        Ok(EvalPlan {
+            files,
+            quality,
+            inception,
+            diversity,
+            backbone,
+            reference,
+        })
     }
-    // Everything a selected metric needs is checked before any compute.
-    let inception = match (&job.inception, quality.is_empty()) {
-        (Some(p), false) => Some(p),
-        (None, false) => bail!(
-            "--metrics {} need the FID Inception: give --inception FILE",
-            evaluate::names(&quality)
-        ),
-        _ => None,
-    };
-    let backbone = match (job.backbone, &job.backbone_weights, diversity.is_empty()) {
-        (Some(b), Some(w), false) => Some((b, w)),
-        (_, _, false) => bail!(
+}
+
+/// The diversity backbone and its weights, when a diversity metric is selected: one that suits
+/// every such metric, with the class of every sample where the metric needs it.
+fn eval_backbone<'a>(
+    job: &'a EvalJob,
+    diversity: &[Metric],
+    files: &[PathBuf],
+) -> Result<Option<(Backbone, &'a Path)>> {
+    if diversity.is_empty() {
+        return Ok(None);
+    }
+    let (Some(b), Some(w)) = (job.backbone, &job.backbone_weights) else {
+        bail!(
             "--metrics {} need a diversity backbone: give --backbone (dinov2-b14, clip-b32, lpips-alex, …) and --backbone-weights FILE",
-            evaluate::names(&diversity)
-        ),
-        _ => None,
+            evaluate::names(diversity)
+        );
     };
-    if let Some((b, _)) = backbone {
-        let lpips = matches!(b, Backbone::LpipsAlex | Backbone::LpipsVgg);
-        for m in &diversity {
-            let fits = match m {
-                Metric::Lpips => lpips,
-                Metric::FdDinov2 => b == Backbone::Dinov2L14,
-                _ => !lpips,
-            };
-            ensure!(
-                fits,
-                "--metrics {} cannot use --backbone {}: lpips needs lpips-alex or lpips-vgg, fd_dinov2 needs dinov2-l14, diversity and vendi need an embedding backbone",
-                evaluate::names(&[*m]),
-                b.name()
-            );
-        }
-        if diversity.iter().any(|m| *m != Metric::FdDinov2) {
-            ensure!(
-                embed::BatchIndex::read(&files)?.labels.is_some(),
-                "--metrics {} need the class of every sample: the batches have no `arr_1` (sitdiv sample writes it)",
-                evaluate::names(&diversity)
-            );
-        }
+    let lpips = matches!(b, Backbone::LpipsAlex | Backbone::LpipsVgg);
+    for m in diversity {
+        let fits = match m {
+            Metric::Lpips => lpips,
+            Metric::FdDinov2 => b == Backbone::Dinov2L14,
+            _ => !lpips,
+        };
+        ensure!(
+            fits,
+            "--metrics {} cannot use --backbone {}: lpips needs lpips-alex or lpips-vgg, fd_dinov2 needs dinov2-l14, diversity and vendi need an embedding backbone",
+            evaluate::names(&[*m]),
+            b.name()
+        );
     }
-    // The reference: a features file, or an ADM reference batch (statistics and/or images).
+    if diversity.iter().any(|m| *m != Metric::FdDinov2) {
+        ensure!(
+            embed::BatchIndex::read(files)?.labels.is_some(),
+            "--metrics {} need the class of every sample: the batches have no `arr_1` (sitdiv sample writes it)",
+            evaluate::names(diversity)
+        );
+    }
+    Ok(Some((b, w)))
+}
+
+/// The reference (a features file, or an ADM reference batch: statistics and/or images), when
+/// a selected metric compares with one.
+fn eval_reference(job: &EvalJob) -> Result<Option<&Path>> {
     let needing: Vec<Metric> = job
         .settings
         .metrics
@@ -304,113 +341,159 @@ pub fn run_eval<B: Backend>(be: &B, job: &EvalJob) -> Result<()> {
         .copied()
         .filter(|m| m.needs_reference())
         .collect();
-    let reference_path = match (&job.reference, needing.is_empty()) {
-        (Some(r), false) => {
-            let keys = npz::keys(r)?;
-            let has = |k: &str| keys.iter().any(|x| x == k);
-            if needing.contains(&Metric::FdDinov2) {
-                ensure!(
-                    has("embedding") || has("arr_0"),
-                    "{}: fd_dinov2 needs reference images (`arr_0`) or an `embedding`; it has: {}",
-                    r.display(),
-                    keys.join(", ")
-                );
-            }
-            Some(r)
-        }
-        (None, false) => bail!(
+    if needing.is_empty() {
+        return Ok(None);
+    }
+    let Some(r) = &job.reference else {
+        bail!(
             "--metrics {} compare with a reference: give --ref REF.npz",
             evaluate::names(&needing)
-        ),
-        _ => None,
+        );
     };
+    // Read now even when no check needs the keys: an unreadable reference fails before compute.
+    let keys = npz::keys(r)?;
+    if needing.contains(&Metric::FdDinov2) {
+        let has = |k: &str| keys.iter().any(|x| x == k);
+        ensure!(
+            has("embedding") || has("arr_0"),
+            "{}: fd_dinov2 needs reference images (`arr_0`) or an `embedding`; it has: {}",
+            r.display(),
+            keys.join(", ")
+        );
+    }
+    Ok(Some(r))
+}
+
+/// `sitdiv eval`.
+pub fn run_eval<B: Backend>(be: &B, job: &EvalJob) -> Result<()> {
+    job.settings.validate()?;
+    let plan = EvalPlan::new(job)?;
     let mut m = serde_json::json!({
         "tool": "sitdiv eval",
         "version": env!("CARGO_PKG_VERSION"),
         "job": job,
         "device": be.name(),
-        "samples_files": files,
+        "samples_files": plan.files,
     });
-    let mut values = serde_json::Map::new();
-    if let Some(inc) = inception {
-        let quality_settings = MetricSettings {
-            metrics: quality.clone(),
-            ..job.settings.clone()
-        };
-        let mut reference = None;
-        let mut ref_images = false;
-        if let Some(r) = reference_path {
-            let ref_keys = npz::keys(r)?;
-            let set = if ref_keys.iter().any(|k| k == "pool") {
-                FeatureSet::open(r)?
-            } else {
-                FeatureSet::from_members(r, npz::read_only(r, &["mu", "sigma", "mu_s", "sigma_s"])?)
-            };
-            ref_images = quality_settings.needs_reference_features(&set);
-            ensure!(
-                !ref_images || ref_keys.iter().any(|k| k == "arr_0"),
-                "{}: the selected metrics need reference images (`arr_0`) or features (`pool`…); it has: {}",
-                r.display(),
-                ref_keys.join(", ")
-            );
-            reference = Some(set);
-        }
-        let (net, sha) = load_inception(be, inc)?;
-        m["inception_sha256"] = serde_json::json!(sha);
-        let (members, n) = inception_features(be, &net, &files, job.batch)?;
-        if let Some(p) = &job.features_out {
-            write_with_manifest(p, &m, |p| npz::write(p, &members))?;
-            log::info!("wrote {} ({n} feature rows)", p.display());
-        }
-        let samples = FeatureSet::from_members(&job.samples, members);
-        if let (true, Some(set), Some(r)) = (ref_images, reference.as_mut(), reference_path) {
-            let (ref_members, _) =
-                inception_features(be, &net, std::slice::from_ref(r), job.batch)?;
-            set.extend(ref_members);
-        }
-        values.extend(evaluate::compute(
-            &quality_settings,
-            &samples,
-            reference.as_ref(),
-        )?);
-        m["num_samples"] = serde_json::json!(n);
+    let mut values = Metrics::default();
+    if let Some(inception) = plan.inception {
+        values.extend(eval_quality(be, job, &plan, inception, &mut m)?);
     }
-    if let Some((b, w)) = backbone {
-        let (emb, sha) = Embedder::load(be, b, w)?;
-        m["backbone_sha256"] = serde_json::json!(sha);
-        let (members, n) = embedding_members(be, &emb, &files, &job.subset, job.batch)?;
-        if let Some(p) = &job.features_out {
-            let path = p.with_extension("embedding.npz");
-            write_with_manifest(&path, &m, |p| npz::write(p, &members))?;
-            log::info!("wrote {} ({n} embedding rows)", path.display());
-        }
-        let set = FeatureSet::from_members(&job.samples, members);
-        let div_settings = MetricSettings {
-            metrics: diversity.clone(),
-            ..job.settings.clone()
-        };
-        // FD-DINOv2's reference: its embedding, or its images through the same backbone.
-        let mut reference = None;
-        if let (true, Some(r)) = (diversity.contains(&Metric::FdDinov2), reference_path) {
-            let keys = npz::keys(r)?;
-            reference = Some(if keys.iter().any(|k| k == "embedding") {
-                FeatureSet::open(r)?
-            } else {
-                ensure!(
-                    keys.iter().any(|k| k == "arr_0"),
-                    "{}: FD-DINOv2 needs reference images (`arr_0`) or an `embedding`; it has: {}",
-                    r.display(),
-                    keys.join(", ")
-                );
-                let all = Subset::default();
-                let (m, _) = embedding_members(be, &emb, std::slice::from_ref(r), &all, job.batch)?;
-                FeatureSet::from_members(r, m)
-            });
-        }
-        values.extend(evaluate::compute(&div_settings, &set, reference.as_ref())?);
-        m["diversity_backbone"] = serde_json::json!(b);
-        m["diversity_rows"] = serde_json::json!(n);
-        m["diversity_indices"] = serde_json::json!(set.indices()?);
+    if let Some(backbone) = plan.backbone {
+        values.extend(eval_diversity(be, job, &plan, backbone, &mut m)?);
     }
-    evaluate::write_json(&job.json, values, serde_json::to_value(&job.settings)?, m)
+    evaluate::write_json(&job.json, &values, &job.settings, &m)
+}
+
+/// The quality metrics: Inception features of the samples (kept at --features-out when asked)
+/// and, where the reference lacks features, of its images. Notes the weights and the sample
+/// count in the manifest `m`.
+fn eval_quality<B: Backend>(
+    be: &B,
+    job: &EvalJob,
+    plan: &EvalPlan,
+    inception: &Path,
+    m: &mut serde_json::Value,
+) -> Result<Metrics> {
+    let settings = MetricSettings {
+        metrics: plan.quality.clone(),
+        ..job.settings.clone()
+    };
+    let (mut reference, ref_images) = match plan.reference {
+        Some(r) => {
+            let (set, images) = quality_reference(r, &settings)?;
+            (Some(set), images)
+        }
+        None => (None, false),
+    };
+    let (net, sha) = load_inception(be, inception)?;
+    m["inception_sha256"] = serde_json::json!(sha);
+    let (members, n) = inception_features(be, &net, &plan.files, job.batch)?;
+    if let Some(p) = &job.features_out {
+        write_with_manifest(p, m, |p| npz::write(p, &members))?;
+        log::info!("wrote {} ({n} feature rows)", p.display());
+    }
+    let samples = FeatureSet::from_members(&job.samples, members);
+    if let (true, Some(set), Some(r)) = (ref_images, reference.as_mut(), plan.reference) {
+        let ref_files = [r.to_path_buf()];
+        let (ref_members, _) = inception_features(be, &net, &ref_files, job.batch)?;
+        set.extend(ref_members);
+    }
+    let values = evaluate::compute(&settings, &samples, reference.as_ref())?;
+    m["num_samples"] = serde_json::json!(n);
+    Ok(values)
+}
+
+/// The quality reference as it is (a features file, or only the statistics of an ADM reference
+/// batch), and whether the metrics also need features of its images.
+fn quality_reference(r: &Path, settings: &MetricSettings) -> Result<(FeatureSet, bool)> {
+    let keys = npz::keys(r)?;
+    let set = if keys.iter().any(|k| k == "pool") {
+        FeatureSet::open(r)?
+    } else {
+        FeatureSet::from_members(r, npz::read_only(r, &["mu", "sigma", "mu_s", "sigma_s"])?)
+    };
+    let images = settings.needs_reference_features(&set);
+    ensure!(
+        !images || keys.iter().any(|k| k == "arr_0"),
+        "{}: the selected metrics need reference images (`arr_0`) or features (`pool`…); it has: {}",
+        r.display(),
+        keys.join(", ")
+    );
+    Ok((set, images))
+}
+
+/// The diversity metrics: the backbone's rows of the samples (kept beside --features-out when
+/// asked) and, for FD-DINOv2, of the reference. Notes the backbone and rows in the manifest.
+fn eval_diversity<B: Backend>(
+    be: &B,
+    job: &EvalJob,
+    plan: &EvalPlan,
+    (b, weights): (Backbone, &Path),
+    m: &mut serde_json::Value,
+) -> Result<Metrics> {
+    let (emb, sha) = Embedder::load(be, b, weights)?;
+    m["backbone_sha256"] = serde_json::json!(sha);
+    let (members, n) = embedding_members(be, &emb, &plan.files, &job.subset, job.batch)?;
+    if let Some(p) = &job.features_out {
+        let path = p.with_extension("embedding.npz");
+        write_with_manifest(&path, m, |p| npz::write(p, &members))?;
+        log::info!("wrote {} ({n} embedding rows)", path.display());
+    }
+    let set = FeatureSet::from_members(&job.samples, members);
+    let settings = MetricSettings {
+        metrics: plan.diversity.clone(),
+        ..job.settings.clone()
+    };
+    let reference = match (plan.diversity.contains(&Metric::FdDinov2), plan.reference) {
+        (true, Some(r)) => Some(embedding_reference(be, &emb, r, job.batch)?),
+        _ => None,
+    };
+    let values = evaluate::compute(&settings, &set, reference.as_ref())?;
+    m["diversity_backbone"] = serde_json::json!(b);
+    m["diversity_rows"] = serde_json::json!(n);
+    m["diversity_indices"] = serde_json::json!(set.indices()?);
+    Ok(values)
+}
+
+/// FD-DINOv2's reference: its embedding, or its images through the same backbone.
+fn embedding_reference<B: Backend>(
+    be: &B,
+    emb: &Embedder<B>,
+    r: &Path,
+    batch: usize,
+) -> Result<FeatureSet> {
+    let keys = npz::keys(r)?;
+    if keys.iter().any(|k| k == "embedding") {
+        return FeatureSet::open(r);
+    }
+    ensure!(
+        keys.iter().any(|k| k == "arr_0"),
+        "{}: FD-DINOv2 needs reference images (`arr_0`) or an `embedding`; it has: {}",
+        r.display(),
+        keys.join(", ")
+    );
+    let files = [r.to_path_buf()];
+    let (m, _) = embedding_members(be, emb, &files, &Subset::default(), batch)?;
+    Ok(FeatureSet::from_members(r, m))
 }

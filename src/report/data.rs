@@ -8,6 +8,7 @@ use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 
 use crate::io::{npy, npz, write_atomic};
+use crate::pipeline::sweep::merge::MergedResult;
 
 /// (backbone or "", metric, scope, statistic): one reported number.
 pub type Key = (String, String, String, String);
@@ -81,53 +82,50 @@ pub fn load_rows(runs: &[PathBuf]) -> Result<Vec<Row>> {
         files.sort();
         ensure!(!files.is_empty(), "{}: no result files", dir.display());
         for f in files {
-            let v: Value = serde_json::from_str(
-                &std::fs::read_to_string(&f)
-                    .with_context(|| format!("cannot read {}", f.display()))?,
-            )
-            .with_context(|| format!("{}: not JSON", f.display()))?;
-            let mut values = BTreeMap::new();
-            let mut groups: Vec<(String, &Value)> = Vec::new();
-            if let Some(q) = v.get("quality") {
-                groups.push((String::new(), q));
-            }
-            if let Some(Value::Object(b)) = v.get("backbones") {
-                groups.extend(b.iter().map(|(name, m)| (name.clone(), m)));
-            }
-            for (b, m) in groups {
-                if let Value::Object(map) = m {
-                    for ((metric, scope, stat), x) in crate::pipeline::sweep::merge::tidy(map) {
-                        if let Some(x) = x {
-                            values.insert((b.clone(), metric, scope, stat), x);
-                        }
-                    }
-                }
-            }
-            let mut intervals = BTreeMap::new();
-            if let Some(Value::Array(iv)) = v.pointer("/bootstrap/intervals") {
-                for i in iv {
-                    let s = |k: &str| i[k].as_str().unwrap_or_default().to_string();
-                    if let (Some(lo), Some(hi)) = (i["lo"].as_f64(), i["hi"].as_f64()) {
-                        intervals.insert(
-                            (s("backbone"), s("metric"), s("scope"), s("statistic")),
-                            (lo, hi),
-                        );
-                    }
-                }
-            }
-            let config = v["config"].clone();
-            let id = config["id"].as_str().unwrap_or_default().to_string();
-            ensure!(!id.is_empty(), "{}: no config id", f.display());
-            rows.push(Row {
-                run: run.clone(),
-                config,
-                id,
-                values,
-                intervals,
-            });
+            rows.push(read_result(run, &f)?);
         }
     }
     Ok(rows)
+}
+
+/// One run config's results file: its values (quality metrics under backbone "") and intervals.
+fn read_result(run: &Path, f: &Path) -> Result<Row> {
+    let text =
+        std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+    let r: MergedResult<Value> = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: not a results file of `sitdiv sweep merge`",
+            f.display()
+        )
+    })?;
+    let groups = r.quality.iter().map(|q| ("", q));
+    let groups = groups.chain(r.backbones.iter().map(|(b, m)| (b.as_str(), m)));
+    let mut values = BTreeMap::new();
+    for (b, m) in groups {
+        for ((metric, scope, stat), x) in m.rows() {
+            if let Some(x) = x {
+                values.insert((b.to_string(), metric, scope, stat), x);
+            }
+        }
+    }
+    let intervals = r
+        .bootstrap
+        .iter()
+        .flat_map(|boot| &boot.intervals)
+        .map(|i| {
+            let k = key(&i.backbone, &i.metric, &i.scope, &i.statistic);
+            (k, (i.lo, i.hi))
+        })
+        .collect();
+    let id = r.config["id"].as_str().unwrap_or_default().to_string();
+    ensure!(!id.is_empty(), "{}: no config id", f.display());
+    Ok(Row {
+        run: run.to_path_buf(),
+        config: r.config,
+        id,
+        values,
+        intervals,
+    })
 }
 
 /// Per-class mean cosine distance of a config's embeddings (from its unit files).

@@ -3,23 +3,22 @@
 //! files hold no times or hosts (those go to the `.manifest.json` beside each), so identical work
 //! gives identical bytes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
-use super::quality::QualityNet;
-use super::spec::{enum_name, BootstrapSettings, Reference, RunConfig};
+use super::reference::{embedding_reference, i64_member, quality_reference};
+use super::spec::{enum_name, BackboneSpec, BootstrapSettings, RunConfig};
 use super::units::{load_plan, Plan, UnitState};
 use crate::backend::Backend;
 use crate::io::{npy, npz, write_atomic, write_with_manifest};
 use crate::metrics::bootstrap::{quantile, resample, Interval};
-use crate::pipeline::embed::{embedding_members, Embedder, Subset};
+use crate::metrics::results::{Key, Metrics};
 use crate::pipeline::evaluate::{self, FeatureSet, Metric, MetricSettings};
-use crate::pipeline::features::inception_features;
-use crate::toy;
 
 /// The rows of one array across a run config's units: (values, width) or int64 values.
 #[derive(Default)]
@@ -74,156 +73,45 @@ fn f32_member(key: &str, r: &Rows) -> Result<npz::Member> {
     })
 }
 
-fn i64_member(key: &str, v: &[i64]) -> Result<npz::Member> {
-    Ok(npz::Member {
-        key: key.into(),
-        npy: npy::encode_i64(&[v.len()], v)?,
-    })
+/// One run config's merged results, `results/<id>.json`. `C` is the run config: written from
+/// `RunConfig`, read back by the report as plain JSON.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MergedResult<C> {
+    pub sweep: String,
+    pub config: C,
+    pub num_classes: usize,
+    /// The Inception's (or toy classifier's) metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<Metrics>,
+    /// Each diversity backbone's metrics, by backbone name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub backbones: BTreeMap<String, Metrics>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<BootstrapRecord>,
 }
 
-/// Reference features for the quality metrics: a features file or ADM statistics as they are,
-/// else the quality network run on its images (or on the toy data it names).
-fn quality_reference<B: Backend>(
-    be: &B,
-    plan: &Plan,
-    settings: &MetricSettings,
-) -> Result<Option<FeatureSet>> {
-    let Some(reference) = &plan.sweep.reference else {
-        return Ok(None);
-    };
-    if !settings.metrics.iter().any(|m| m.needs_reference()) {
-        return Ok(None);
-    }
-    let source = plan
-        .sweep
-        .inception
-        .as_ref()
-        .context("the reference's features need the quality network")?;
-    let r = match reference {
-        Reference::ToyData { seed, per_class } => {
-            let (images, labels) = toy::dataset(*seed, *per_class)?;
-            log::info!(
-                "quality features of the reference, {}",
-                reference.describe()
-            );
-            let net = QualityNet::load(be, source)?;
-            let mut m = net.members(be, &images, (labels.len(), toy::SIZE, toy::SIZE, 3))?;
-            m.push(i64_member("labels", &labels)?);
-            return toy_reference(reference, m).map(Some);
-        }
-        Reference::File(r) => r,
-    };
-    let keys = npz::keys(r)?;
-    let mut set = if keys.iter().any(|k| k == "pool") {
-        FeatureSet::open(r)?
-    } else {
-        FeatureSet::from_members(r, npz::read_only(r, &["mu", "sigma", "mu_s", "sigma_s"])?)
-    };
-    if settings.needs_reference_features(&set) {
-        ensure!(
-            keys.iter().any(|k| k == "arr_0"),
-            "{}: the metrics need reference images (`arr_0`) or features (`pool`…); it has: {}",
-            r.display(),
-            keys.join(", ")
-        );
-        let QualityNet::Inception(net) = QualityNet::load(be, source)? else {
-            bail!(
-                "{}: a toy classifier's reference is a features file or {{ toy_data_seed = …, per_class = … }}",
-                r.display()
-            );
-        };
-        log::info!("Inception features of the reference {}", r.display());
-        let (m, _) = inception_features(be, &net, std::slice::from_ref(r), 16)?;
-        set.extend(m);
-    }
-    set.cache_gaussians()?;
-    Ok(Some(set))
+/// The bootstrap's settings and the interval of every reported number.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BootstrapRecord {
+    pub reps: usize,
+    pub seed: u64,
+    pub level: f64,
+    /// How resamples are drawn, in words.
+    pub resampling: String,
+    pub intervals: Vec<IntervalRecord>,
 }
 
-/// A reference computed from the toy data: its feature members, named by the reference's
-/// description, with their Gaussians ready.
-fn toy_reference(reference: &Reference, members: Vec<npz::Member>) -> Result<FeatureSet> {
-    let mut set = FeatureSet::from_members(Path::new(&reference.describe()), members);
-    set.cache_gaussians()?;
-    Ok(set)
-}
-
-/// The FD-DINOv2 reference: its `embedding`, or its images through the backbone.
-fn embedding_reference<B: Backend>(be: &B, plan: &Plan, backbone: usize) -> Result<FeatureSet> {
-    let spec = &plan.sweep.backbones[backbone];
-    let reference = plan
-        .sweep
-        .reference
-        .as_ref()
-        .context("fd_dinov2 needs [evaluation] reference")?;
-    let r = match reference {
-        Reference::ToyData { seed, per_class } => {
-            let (images, labels) = toy::dataset(*seed, *per_class)?;
-            let (emb, _) = Embedder::load(be, spec.backbone, &spec.weights)?;
-            let rows = emb.embed(be, &images, (labels.len(), toy::SIZE, toy::SIZE, 3))?;
-            let m = vec![npz::Member {
-                key: "embedding".into(),
-                npy: npy::encode_f32(&[labels.len(), rows.len() / labels.len().max(1)], &rows)?,
-            }];
-            return toy_reference(reference, m);
-        }
-        Reference::File(r) => r,
-    };
-    let keys = npz::keys(r)?;
-    if keys.iter().any(|k| k == "embedding") {
-        let mut set = FeatureSet::open(r)?;
-        set.cache_gaussians()?;
-        return Ok(set);
-    }
-    ensure!(
-        keys.iter().any(|k| k == "arr_0"),
-        "{}: fd_dinov2 needs reference images (`arr_0`) or an `embedding`; it has: {}",
-        r.display(),
-        keys.join(", ")
-    );
-    let (emb, _) = Embedder::load(be, spec.backbone, &spec.weights)?;
-    let (m, _) = embedding_members(be, &emb, std::slice::from_ref(r), &Subset::default(), 16)?;
-    let mut set = FeatureSet::from_members(r, m);
-    set.cache_gaussians()?;
-    Ok(set)
-}
-
-/// (metric, scope, statistic) of one reported number.
-pub type Key = (String, String, String);
-
-/// One tidy row per value of a metric object: (metric, scope, statistic) and the value (None
-/// where undefined).
-pub fn tidy(metric_values: &serde_json::Map<String, serde_json::Value>) -> Vec<(Key, Option<f64>)> {
-    let mut out = Vec::new();
-    let cell = |v: &serde_json::Value| v.as_f64();
-    for (key, v) in metric_values {
-        match (key.as_str(), v) {
-            ("diversity" | "lpips", serde_json::Value::Object(o)) => {
-                for scope in ["intra", "inter", "mixed"] {
-                    for stat in ["mean", "std"] {
-                        if let Some(x) = o.get(&format!("{scope}_{stat}")) {
-                            out.push(((key.clone(), scope.into(), stat.into()), cell(x)));
-                        }
-                    }
-                }
-            }
-            ("vendi", serde_json::Value::Object(o)) => {
-                if let Some(x) = o.get("mixed") {
-                    out.push(((key.clone(), "mixed".into(), "value".into()), cell(x)));
-                }
-                if let Some(x) = o.get("intra_mean") {
-                    out.push(((key.clone(), "intra".into(), "mean".into()), cell(x)));
-                }
-            }
-            ("kid_mean", x) => out.push((("kid".into(), "all".into(), "mean".into()), cell(x))),
-            ("kid_std", x) => out.push((("kid".into(), "all".into(), "std".into()), cell(x))),
-            (_, serde_json::Value::Number(_)) => {
-                out.push(((key.clone(), "all".into(), "value".into()), cell(v)))
-            }
-            _ => {} // details such as diversity_info
-        }
-    }
-    out
+/// The percentile interval of one reported number ("" backbone: a quality metric).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IntervalRecord {
+    pub backbone: String,
+    pub metric: String,
+    pub scope: String,
+    pub statistic: String,
+    pub estimate: f64,
+    pub lo: f64,
+    pub hi: f64,
+    pub bias: f64,
 }
 
 const CSV_HEADER: &str = "config,mode,method,steps,cfg,cfg_interval,interval_mode,diffusion_form,diffusion_norm,last_step,last_step_size,samples_per_class,num_samples,seed,backbone,metric,scope,statistic,value,ci_lo,ci_hi,bootstrap_bias\n";
@@ -271,68 +159,68 @@ impl Group {
         settings: &MetricSettings,
         reference: Option<&FeatureSet>,
         boot: BootstrapSettings,
-    ) -> Result<(
-        serde_json::Map<String, serde_json::Value>,
-        BTreeMap<Key, Interval>,
-    )> {
+    ) -> Result<(Metrics, BTreeMap<Key, Interval>)> {
         let full = evaluate::compute(settings, &self.select(None)?, reference)?;
-        let mut intervals = BTreeMap::new();
         if boot.reps < 2 {
-            return Ok((full, intervals));
+            return Ok((full, BTreeMap::new()));
         }
         let n = self.labels.len();
-        let mut draws: BTreeMap<Key, Vec<f64>> = BTreeMap::new();
         // Resamples in parallel; each is a pure function of (seed, r), collected in order.
-        let reps: Vec<serde_json::Map<String, serde_json::Value>> = (0..boot.reps)
+        let reps: Vec<Metrics> = (0..boot.reps)
             .into_par_iter()
             .map(|r| {
                 let idx = resample(n, Some(&self.labels), boot.seed, r);
                 evaluate::compute(settings, &self.select(Some(&idx))?, reference)
             })
             .collect::<Result<_>>()?;
-        for v in &reps {
-            for (k, x) in tidy(v) {
-                if let Some(x) = x {
-                    draws.entry(k).or_default().push(x);
-                }
-            }
-        }
-        for (k, est) in tidy(&full) {
-            let (Some(est), Some(d)) = (est, draws.get_mut(&k)) else {
-                continue;
-            };
-            if d.len() < 2 {
-                continue;
-            }
-            d.sort_by(f64::total_cmp);
-            let mean = d.iter().sum::<f64>() / d.len() as f64;
-            intervals.insert(
-                k,
-                Interval {
-                    estimate: est,
-                    lo: quantile(d, (1.0 - boot.level) / 2.0),
-                    hi: quantile(d, (1.0 + boot.level) / 2.0),
-                    bias: mean - est,
-                    level: boot.level,
-                    reps: d.len(),
-                },
-            );
-        }
+        let intervals = intervals(&full, &reps, boot.level);
         Ok((full, intervals))
     }
+}
+
+/// The percentile interval at `level` of every number of `full` that at least two resamples
+/// define.
+fn intervals(full: &Metrics, reps: &[Metrics], level: f64) -> BTreeMap<Key, Interval> {
+    let mut draws: BTreeMap<Key, Vec<f64>> = BTreeMap::new();
+    for (k, x) in reps.iter().flat_map(Metrics::rows) {
+        if let Some(x) = x {
+            draws.entry(k).or_default().push(x);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (k, est) in full.rows() {
+        let (Some(est), Some(d)) = (est, draws.get_mut(&k)) else {
+            continue;
+        };
+        if d.len() < 2 {
+            continue;
+        }
+        d.sort_by(f64::total_cmp);
+        let mean = d.iter().sum::<f64>() / d.len() as f64;
+        let interval = Interval {
+            estimate: est,
+            lo: quantile(d, (1.0 - level) / 2.0),
+            hi: quantile(d, (1.0 + level) / 2.0),
+            bias: mean - est,
+            level,
+            reps: d.len(),
+        };
+        out.insert(k, interval);
+    }
+    out
 }
 
 /// Appends a group's CSV rows (after the config prefix) and its intervals for the JSON.
 fn rows_of(
     backbone: &str,
-    values: &serde_json::Map<String, serde_json::Value>,
+    values: &Metrics,
     intervals: &BTreeMap<Key, Interval>,
     csv: &mut String,
     prefix: &str,
-    json: &mut Vec<serde_json::Value>,
+    json: &mut Vec<IntervalRecord>,
 ) {
     let num = |v: f64| v.to_string();
-    for (k, v) in tidy(values) {
+    for (k, v) in values.rows() {
         let iv = intervals.get(&k);
         let _ = writeln!(
             csv,
@@ -346,10 +234,17 @@ fn rows_of(
             iv.map(|i| num(i.bias)).unwrap_or_default()
         );
         if let Some(i) = iv {
-            json.push(serde_json::json!({
-                "backbone": backbone, "metric": k.0, "scope": k.1, "statistic": k.2,
-                "estimate": i.estimate, "lo": i.lo, "hi": i.hi, "bias": i.bias,
-            }));
+            let (metric, scope, statistic) = k;
+            json.push(IntervalRecord {
+                backbone: backbone.into(),
+                metric,
+                scope,
+                statistic,
+                estimate: i.estimate,
+                lo: i.lo,
+                hi: i.hi,
+                bias: i.bias,
+            });
         }
     }
 }
@@ -375,9 +270,8 @@ fn csv_prefix(c: &RunConfig) -> String {
     )
 }
 
-/// `sitdiv sweep merge`.
-pub fn merge<B: Backend>(be: &B, sweep_file: &Path, out: Option<&Path>) -> Result<()> {
-    let plan = load_plan(sweep_file, out)?;
+/// Refuses to merge unless every unit is done, listing (up to 20 of) those that are not.
+fn ensure_all_done(plan: &Plan) -> Result<()> {
     let mut missing = Vec::new();
     for u in &plan.units {
         match plan.state(u) {
@@ -390,140 +284,186 @@ pub fn merge<B: Backend>(be: &B, sweep_file: &Path, out: Option<&Path>) -> Resul
             }
         }
     }
-    if !missing.is_empty() {
-        let shown: Vec<&String> = missing.iter().take(20).collect();
-        bail!(
-            "sweep {}: {} of {} units are not done; run `sitdiv sweep run` for them first:\n  {}{}",
-            plan.sweep.name,
-            missing.len(),
-            plan.units.len(),
-            shown
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join("\n  "),
-            if missing.len() > shown.len() {
-                format!("\n  … and {} more", missing.len() - shown.len())
-            } else {
-                String::new()
-            }
-        );
+    if missing.is_empty() {
+        return Ok(());
     }
-    let quality = MetricSettings {
-        metrics: plan.sweep.quality_metrics.clone(),
-        ..MetricSettings::default()
-    };
-    let q_ref = if quality.metrics.is_empty() {
-        None
-    } else {
-        quality_reference(be, &plan, &quality)?
-    };
-    let mut fd_refs: Vec<Option<FeatureSet>> = Vec::new();
-    for (i, b) in plan.sweep.backbones.iter().enumerate() {
-        fd_refs.push(if b.metrics.contains(&Metric::FdDinov2) {
-            Some(embedding_reference(be, &plan, i)?)
+    let shown: Vec<&str> = missing.iter().take(20).map(String::as_str).collect();
+    bail!(
+        "sweep {}: {} of {} units are not done; run `sitdiv sweep run` for them first:\n  {}{}",
+        plan.sweep.name,
+        missing.len(),
+        plan.units.len(),
+        shown.join("\n  "),
+        if missing.len() > shown.len() {
+            format!("\n  … and {} more", missing.len() - shown.len())
         } else {
+            String::new()
+        }
+    );
+}
+
+/// What every run config is measured with: the quality metrics' settings and reference, and
+/// each backbone's FD-DINOv2 reference (None where it does not compute it).
+struct Measures {
+    quality: MetricSettings,
+    quality_ref: Option<FeatureSet>,
+    fd_refs: Vec<Option<FeatureSet>>,
+}
+
+impl Measures {
+    fn load<B: Backend>(be: &B, plan: &Plan) -> Result<Self> {
+        let quality = MetricSettings {
+            metrics: plan.sweep.quality_metrics.clone(),
+            ..MetricSettings::default()
+        };
+        let quality_ref = if quality.metrics.is_empty() {
             None
-        });
+        } else {
+            quality_reference(be, plan, &quality)?
+        };
+        let mut fd_refs = Vec::new();
+        for (i, b) in plan.sweep.backbones.iter().enumerate() {
+            fd_refs.push(if b.metrics.contains(&Metric::FdDinov2) {
+                Some(embedding_reference(be, plan, i)?)
+            } else {
+                None
+            });
+        }
+        Ok(Measures {
+            quality,
+            quality_ref,
+            fd_refs,
+        })
     }
-    let results = plan.out.join("results");
+}
+
+/// The quality features of a run config's units, with their labels.
+fn quality_group(plan: &Plan, config: usize) -> Result<Group> {
+    let mut keys = plan.quality_keys();
+    let q = keys.len();
+    keys.push("arr_1".into());
+    let mut rows = gather(plan, config, &keys)?;
+    let labels = std::mem::take(&mut rows[q].i64);
+    Ok(Group {
+        arrays: keys.into_iter().zip(rows).take(q).collect(),
+        labels,
+        source: plan.out.join("units").join(&plan.configs[config].id),
+    })
+}
+
+/// A backbone's rows of a run config's units (`embedding` or `lpips`), with their labels.
+fn backbone_group(plan: &Plan, config: usize, spec: &BackboneSpec) -> Result<Group> {
+    let second = if spec.is_lpips() {
+        format!("{}.indices", spec.backbone.name())
+    } else {
+        "arr_1".into()
+    };
+    let mut rows = gather(plan, config, &[spec.key(), second])?;
+    // LPIPS rows cover a subset: their labels come from the full label list.
+    let labels = if spec.is_lpips() {
+        let all = gather(plan, config, &["indices".into(), "arr_1".into()])?;
+        let by_index: HashMap<i64, i64> = all[0]
+            .i64
+            .iter()
+            .copied()
+            .zip(all[1].i64.iter().copied())
+            .collect();
+        rows[1].i64.iter().map(|i| by_index[i]).collect()
+    } else {
+        std::mem::take(&mut rows[1].i64)
+    };
+    let kind = if spec.is_lpips() {
+        "lpips"
+    } else {
+        "embedding"
+    };
+    Ok(Group {
+        arrays: vec![(kind.to_string(), std::mem::take(&mut rows[0]))],
+        labels,
+        source: plan.out.join("units").join(&plan.configs[config].id),
+    })
+}
+
+/// Measures one run config: its results document, its rows appended to `csv`.
+fn merge_config<'p>(
+    plan: &'p Plan,
+    config: usize,
+    measures: &Measures,
+    csv: &mut String,
+) -> Result<MergedResult<&'p RunConfig>> {
+    let c = &plan.configs[config];
+    let prefix = csv_prefix(c);
+    let boot = plan.sweep.bootstrap;
+    let mut intervals = Vec::new();
+    let mut quality = None;
+    if !measures.quality.metrics.is_empty() {
+        let (v, iv) = quality_group(plan, config)?
+            .evaluate(&measures.quality, measures.quality_ref.as_ref(), boot)
+            .with_context(|| format!("run config {}", c.id))?;
+        rows_of("", &v, &iv, csv, &prefix, &mut intervals);
+        quality = Some(v);
+    }
+    let mut backbones = BTreeMap::new();
+    for (spec, fd_ref) in plan.sweep.backbones.iter().zip(&measures.fd_refs) {
+        let name = spec.backbone.name();
+        let settings = MetricSettings {
+            metrics: spec.metrics.clone(),
+            ..measures.quality.clone()
+        };
+        let (v, iv) = backbone_group(plan, config, spec)?
+            .evaluate(&settings, fd_ref.as_ref(), boot)
+            .with_context(|| format!("run config {}, backbone {name}", c.id))?;
+        rows_of(name, &v, &iv, csv, &prefix, &mut intervals);
+        backbones.insert(name.to_string(), v);
+    }
+    let bootstrap = (boot.reps >= 2).then(|| BootstrapRecord {
+        reps: boot.reps,
+        seed: boot.seed,
+        level: boot.level,
+        resampling: "images with replacement, within each class".into(),
+        intervals,
+    });
+    Ok(MergedResult {
+        sweep: plan.sweep.name.clone(),
+        config: c,
+        num_classes: plan.classes.len(),
+        quality,
+        backbones,
+        bootstrap,
+    })
+}
+
+/// Writes `results/<id>.json`, with its manifest (the only place for times and hosts).
+fn write_result<B: Backend>(be: &B, plan: &Plan, doc: &MergedResult<&RunConfig>) -> Result<()> {
+    let path = plan
+        .out
+        .join("results")
+        .join(format!("{}.json", doc.config.id));
+    let manifest = serde_json::json!({
+        "tool": "sitdiv sweep merge",
+        "version": env!("CARGO_PKG_VERSION"),
+        "sweep_sha256": plan.sweep.file_sha256,
+        "weights_sha256": plan.hashes,
+        "device": be.name(),
+        "host": crate::io::hostname(),
+        "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+    });
+    // Through a Value, whose map sorts keys: the results files have always been written so.
+    let text = serde_json::to_string_pretty(&serde_json::to_value(doc)?)? + "\n";
+    write_with_manifest(&path, &manifest, |p| write_atomic(p, text.as_bytes()))?;
+    log::info!("wrote {}", path.display());
+    Ok(())
+}
+
+/// `sitdiv sweep merge`.
+pub fn merge<B: Backend>(be: &B, sweep_file: &Path, out: Option<&Path>) -> Result<()> {
+    let plan = load_plan(sweep_file, out)?;
+    ensure_all_done(&plan)?;
+    let measures = Measures::load(be, &plan)?;
     let mut csv = String::from(CSV_HEADER);
-    for (ci, c) in plan.configs.iter().enumerate() {
-        let prefix = csv_prefix(c);
-        let boot = plan.sweep.bootstrap;
-        let source = plan.out.join("units").join(&c.id);
-        let mut doc = serde_json::Map::new();
-        doc.insert("sweep".into(), plan.sweep.name.clone().into());
-        doc.insert("config".into(), serde_json::to_value(c)?);
-        doc.insert("num_classes".into(), plan.classes.len().into());
-        let mut intervals_json = Vec::new();
-        if !quality.metrics.is_empty() {
-            let mut keys = plan.quality_keys();
-            let q = keys.len();
-            keys.push("arr_1".into());
-            let mut rows = gather(&plan, ci, &keys)?;
-            let labels = std::mem::take(&mut rows[q].i64);
-            let group = Group {
-                arrays: keys.into_iter().zip(rows).take(q).collect(),
-                labels,
-                source: source.clone(),
-            };
-            let (v, iv) = group
-                .evaluate(&quality, q_ref.as_ref(), boot)
-                .with_context(|| format!("run config {}", c.id))?;
-            rows_of("", &v, &iv, &mut csv, &prefix, &mut intervals_json);
-            doc.insert("quality".into(), v.into());
-        }
-        let mut per_backbone = serde_json::Map::new();
-        for (bi, spec) in plan.sweep.backbones.iter().enumerate() {
-            let name = spec.backbone.name();
-            let second = if spec.is_lpips() {
-                format!("{name}.indices")
-            } else {
-                "arr_1".into()
-            };
-            let mut rows = gather(&plan, ci, &[spec.key(), second])?;
-            // LPIPS rows cover a subset: their labels come from the full label list.
-            let labels = if spec.is_lpips() {
-                let all = gather(&plan, ci, &["indices".into(), "arr_1".into()])?;
-                let by_index: std::collections::HashMap<i64, i64> = all[0]
-                    .i64
-                    .iter()
-                    .copied()
-                    .zip(all[1].i64.iter().copied())
-                    .collect();
-                rows[1].i64.iter().map(|i| by_index[i]).collect()
-            } else {
-                std::mem::take(&mut rows[1].i64)
-            };
-            let kind = if spec.is_lpips() {
-                "lpips"
-            } else {
-                "embedding"
-            };
-            let group = Group {
-                arrays: vec![(kind.to_string(), std::mem::take(&mut rows[0]))],
-                labels,
-                source: source.clone(),
-            };
-            let settings = MetricSettings {
-                metrics: spec.metrics.clone(),
-                ..quality.clone()
-            };
-            let (v, iv) = group
-                .evaluate(&settings, fd_refs[bi].as_ref(), boot)
-                .with_context(|| format!("run config {}, backbone {name}", c.id))?;
-            rows_of(name, &v, &iv, &mut csv, &prefix, &mut intervals_json);
-            per_backbone.insert(name.to_string(), v.into());
-        }
-        if !per_backbone.is_empty() {
-            doc.insert("backbones".into(), per_backbone.into());
-        }
-        if boot.reps >= 2 {
-            doc.insert(
-                "bootstrap".into(),
-                serde_json::json!({
-                    "reps": boot.reps,
-                    "seed": boot.seed,
-                    "level": boot.level,
-                    "resampling": "images with replacement, within each class",
-                    "intervals": intervals_json,
-                }),
-            );
-        }
-        let path = results.join(format!("{}.json", c.id));
-        let manifest = serde_json::json!({
-            "tool": "sitdiv sweep merge",
-            "version": env!("CARGO_PKG_VERSION"),
-            "sweep_sha256": plan.sweep.file_sha256,
-            "weights_sha256": plan.hashes,
-            "device": be.name(),
-            "host": crate::io::hostname(),
-            "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-        });
-        let text = serde_json::to_string_pretty(&serde_json::Value::Object(doc))? + "\n";
-        write_with_manifest(&path, &manifest, |p| write_atomic(p, text.as_bytes()))?;
-        log::info!("wrote {}", path.display());
+    for config in 0..plan.configs.len() {
+        let doc = merge_config(&plan, config, &measures, &mut csv)?;
+        write_result(be, &plan, &doc)?;
     }
     let path = plan.out.join("results.csv");
     write_atomic(&path, csv.as_bytes())?;
@@ -531,7 +471,7 @@ pub fn merge<B: Backend>(be: &B, sweep_file: &Path, out: Option<&Path>) -> Resul
         "merged {} run configs of sweep {} → {} and {}",
         plan.configs.len(),
         plan.sweep.name,
-        results.display(),
+        plan.out.join("results").display(),
         path.display()
     );
     Ok(())

@@ -16,6 +16,7 @@ pub mod demo;
 mod fault;
 pub mod merge;
 mod quality;
+mod reference;
 pub mod spec;
 pub mod units;
 
