@@ -4,7 +4,14 @@ use std::time::Instant;
 
 use anyhow::Result;
 
+use crate::backend::cpu::Cpu;
 use crate::backend::Backend;
+use crate::models::clip::{ClipVision, ClipVisionConfig};
+use crate::models::dinov2::{Dinov2, Dinov2Config, Dinov2Names};
+use crate::models::dreamsim::{DreamSim, DreamSimConfig};
+use crate::models::lpips::{Lpips, LpipsNet};
+use crate::models::preprocess::{Pipeline, PIPELINE_SIZE};
+use crate::models::resnet::ResNet50;
 use crate::models::sit::{SiT, SiTConfig};
 use crate::models::synthetic;
 use crate::rng;
@@ -205,15 +212,106 @@ pub fn fid(d: usize) -> Result<()> {
     Ok(())
 }
 
+/// The diversity backbones at full size on formula weights, on the CPU.
+struct Backbones {
+    dino: Dinov2<Cpu>,
+    clip: ClipVision<Cpu>,
+    resnet: ResNet50<Cpu>,
+    dreamsim: DreamSim<Cpu>,
+    lpips: Lpips<Cpu>,
+}
+
+/// One forward of a backbone on a prepared image.
+type Run<'a> = Box<dyn Fn(&[f32]) -> Result<Vec<f32>> + 'a>;
+
+impl Backbones {
+    /// DINOv2-B/14 and CLIP-B/32 at their released sizes, MoCo v3's ResNet-50, DreamSim and
+    /// LPIPS-Alex.
+    fn load() -> Result<Self> {
+        let dcfg = Dinov2Config {
+            hidden_size: 768,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            mlp_hidden: 3072,
+            patch_size: 14,
+            position_grid: 37,
+            prefix: String::new(),
+            names: Dinov2Names::Hub,
+        };
+        let ccfg = ClipVisionConfig {
+            hidden_size: 768,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            intermediate_size: 3072,
+            patch_size: 32,
+            image_size: 224,
+            projection_dim: 512,
+        };
+        let dino = Dinov2::load(
+            &Cpu,
+            &synthetic::formula_weights(dcfg.expected_tensors(), 0)?,
+            dcfg,
+        )?;
+        let clip = ClipVision::load(
+            &Cpu,
+            &synthetic::formula_weights(ccfg.expected_tensors(), 0)?,
+            ccfg,
+        )?;
+        let resnet = ResNet50::load(&Cpu, &synthetic::resnet50(0)?)?;
+        let scfg = DreamSimConfig::released();
+        let dreamsim = DreamSim::load(
+            &Cpu,
+            &synthetic::formula_weights(scfg.expected_tensors(), 0)?,
+            scfg,
+        )?;
+        let mut lw = synthetic::formula_weights(LpipsNet::Alex.expected_tensors(), 0)?;
+        for (name, (_, data)) in lw.tensors.iter_mut() {
+            // The heads must be non-negative (and the scaling layer positive): take magnitudes.
+            if name.starts_with("lin") || name.starts_with("scaling_layer") {
+                data.iter_mut().for_each(|v| *v = v.abs() + 0.01);
+            }
+        }
+        let lpips = Lpips::load(&Cpu, &lw, LpipsNet::Alex)?;
+        Ok(Backbones {
+            dino,
+            clip,
+            resnet,
+            dreamsim,
+            lpips,
+        })
+    }
+
+    /// The embedding backbones: name, preprocessing, one forward of one image.
+    fn rows(&self) -> Vec<(&'static str, Pipeline, Run<'_>)> {
+        let s = PIPELINE_SIZE;
+        vec![
+            (
+                "dinov2-b14 (ViT-B/14)",
+                Pipeline::Dinov2Hf,
+                Box::new(move |x| self.dino.forward(&Cpu, x, 1, (s, s))),
+            ),
+            (
+                "clip-b32 (ViT-B/32)",
+                Pipeline::ClipHf,
+                Box::new(move |x| self.clip.forward(&Cpu, x, 1)),
+            ),
+            (
+                "dreamsim (3 × ViT-B/16)",
+                Pipeline::DreamSim,
+                Box::new(move |x| self.dreamsim.embed(&Cpu, x, 1)),
+            ),
+            (
+                "mocov3-r50 (ResNet-50)",
+                Pipeline::Mocov3,
+                Box::new(move |x| self.resnet.forward(&Cpu, x, 1, (s, s))),
+            ),
+        ]
+    }
+}
+
 /// The diversity backbones at full size on formula weights: `images` random 256 × 256 images,
 /// preprocessing included, one image per forward (as `sitdiv features` runs them), on the CPU.
 fn diversity_backbones(images: usize) -> Result<()> {
-    use crate::backend::cpu::Cpu;
-    use crate::models::clip::{ClipVision, ClipVisionConfig};
-    use crate::models::dinov2::{Dinov2, Dinov2Config, Dinov2Names};
-    use crate::models::dreamsim::{DreamSim, DreamSimConfig};
-    use crate::models::preprocess::{Pipeline, PIPELINE_SIZE};
-    use crate::models::resnet::ResNet50;
     let side = 256;
     let imgs: Vec<Vec<u8>> = (0..images)
         .map(|i| {
@@ -223,80 +321,12 @@ fn diversity_backbones(images: usize) -> Result<()> {
                 .collect()
         })
         .collect();
-    let s = PIPELINE_SIZE;
-    let dcfg = Dinov2Config {
-        hidden_size: 768,
-        num_hidden_layers: 12,
-        num_attention_heads: 12,
-        mlp_hidden: 3072,
-        patch_size: 14,
-        position_grid: 37,
-        prefix: String::new(),
-        names: Dinov2Names::Hub,
-    };
-    let ccfg = ClipVisionConfig {
-        hidden_size: 768,
-        num_hidden_layers: 12,
-        num_attention_heads: 12,
-        intermediate_size: 3072,
-        patch_size: 32,
-        image_size: 224,
-        projection_dim: 512,
-    };
-    let dino = Dinov2::load(
-        &Cpu,
-        &synthetic::formula_weights(dcfg.expected_tensors(), 0)?,
-        dcfg,
-    )?;
-    let clip = ClipVision::load(
-        &Cpu,
-        &synthetic::formula_weights(ccfg.expected_tensors(), 0)?,
-        ccfg,
-    )?;
-    let resnet = ResNet50::load(&Cpu, &synthetic::resnet50(0)?)?;
-    let scfg = DreamSimConfig::released();
-    let dreamsim = DreamSim::load(
-        &Cpu,
-        &synthetic::formula_weights(scfg.expected_tensors(), 0)?,
-        scfg,
-    )?;
-    use crate::models::lpips::{Lpips, LpipsNet};
-    let mut lw = synthetic::formula_weights(LpipsNet::Alex.expected_tensors(), 0)?;
-    for (name, (_, data)) in lw.tensors.iter_mut() {
-        // The heads must be non-negative (and the scaling layer positive): take magnitudes.
-        if name.starts_with("lin") || name.starts_with("scaling_layer") {
-            data.iter_mut().for_each(|v| *v = v.abs() + 0.01);
-        }
-    }
-    let lpips = Lpips::load(&Cpu, &lw, LpipsNet::Alex)?;
-    type Run<'a> = Box<dyn Fn(&[f32]) -> Result<Vec<f32>> + 'a>;
-    let rows: Vec<(&str, Pipeline, Run)> = vec![
-        (
-            "dinov2-b14 (ViT-B/14)",
-            Pipeline::Dinov2Hf,
-            Box::new(|x| dino.forward(&Cpu, x, 1, (s, s))),
-        ),
-        (
-            "clip-b32 (ViT-B/32)",
-            Pipeline::ClipHf,
-            Box::new(|x| clip.forward(&Cpu, x, 1)),
-        ),
-        (
-            "dreamsim (3 × ViT-B/16)",
-            Pipeline::DreamSim,
-            Box::new(|x| dreamsim.embed(&Cpu, x, 1)),
-        ),
-        (
-            "mocov3-r50 (ResNet-50)",
-            Pipeline::Mocov3,
-            Box::new(|x| resnet.forward(&Cpu, x, 1, (s, s))),
-        ),
-    ];
+    let nets = Backbones::load()?;
     println!("| backbone | px | images | threads | seconds | img/s |");
     println!("|---|---|---|---|---|---|");
     let t = Instant::now();
     for img in &imgs {
-        lpips.features(&Cpu, img, (1, side, side, 3))?;
+        nets.lpips.features(&Cpu, img, (1, side, side, 3))?;
     }
     let secs = t.elapsed().as_secs_f64();
     println!(
@@ -304,7 +334,7 @@ fn diversity_backbones(images: usize) -> Result<()> {
         rayon::current_num_threads(),
         images as f64 / secs
     );
-    for (name, pipeline, run) in rows {
+    for (name, pipeline, run) in nets.rows() {
         run(&pipeline.prepare(&imgs[0], (side, side)))?; // warm-up
         let t = Instant::now();
         for img in &imgs {

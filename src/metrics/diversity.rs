@@ -163,20 +163,8 @@ pub fn squared_l2_diversity(x: &[f32], d: usize, labels: Option<&[i64]>) -> Resu
     })
 }
 
-/// Intra-, inter-class and mixed statistics of a pair distance given in row blocks:
-/// `block(r0, r1)` returns the distances of rows r0..r1 to rows r0..N, row-major. Blocks run in
-/// parallel and are reduced in order.
-fn pair_diversity(
-    n: usize,
-    labels: Option<&[i64]>,
-    block_rows: usize,
-    block: impl Fn(usize, usize) -> Vec<f64> + Sync,
-) -> Result<Diversity> {
-    ensure!(n >= 2, "diversity needs at least 2 samples, got {n}");
-    if let Some(l) = labels {
-        ensure!(l.len() == n, "{} labels for {n} embedding rows", l.len());
-    }
-    // Class index of each row (0 for every row without labels).
+/// The distinct labels, sorted, and the class index of each row (one class 0 without labels).
+fn class_index(labels: Option<&[i64]>, n: usize) -> (Vec<i64>, Vec<usize>) {
     let classes: Vec<i64> = match labels {
         Some(l) => {
             let mut c = l.to_vec();
@@ -191,33 +179,61 @@ fn pair_diversity(
         Some(l) => l.iter().map(|v| index[v]).collect(),
         None => vec![0; n],
     };
+    (classes, cls)
+}
+
+/// Sums over the pairs (i, j > i) of rows r0..r1, from their distances `dist` to rows r0..N
+/// (row-major): over all pairs, and per class over same-class pairs.
+fn block_sums(
+    dist: &[f64],
+    (r0, r1): (usize, usize),
+    cls: &[usize],
+    classes: usize,
+) -> (Sums, Vec<Sums>) {
+    let n = cls.len();
+    let m = n - r0;
+    let mut mixed = Sums::default();
+    let mut per_class = vec![Sums::default(); classes];
+    for i in r0..r1 {
+        let ci = cls[i];
+        let mut s = Sums::default();
+        let mut sc = Sums::default();
+        for j in i + 1..n {
+            let v = dist[(i - r0) * m + j - r0];
+            s.n += 1.0;
+            s.s1 += v;
+            s.s2 += v * v;
+            if cls[j] == ci {
+                sc.n += 1.0;
+                sc.s1 += v;
+                sc.s2 += v * v;
+            }
+        }
+        mixed.add(&s);
+        per_class[ci].add(&sc);
+    }
+    (mixed, per_class)
+}
+
+/// Intra-, inter-class and mixed statistics of a pair distance given in row blocks:
+/// `block(r0, r1)` returns the distances of rows r0..r1 to rows r0..N, row-major. Blocks run in
+/// parallel and are reduced in order.
+fn pair_diversity(
+    n: usize,
+    labels: Option<&[i64]>,
+    block_rows: usize,
+    block: impl Fn(usize, usize) -> Vec<f64> + Sync,
+) -> Result<Diversity> {
+    ensure!(n >= 2, "diversity needs at least 2 samples, got {n}");
+    if let Some(l) = labels {
+        ensure!(l.len() == n, "{} labels for {n} embedding rows", l.len());
+    }
+    let (classes, cls) = class_index(labels, n);
     let blocks: Vec<(Sums, Vec<Sums>)> = (0..n.div_ceil(block_rows))
         .into_par_iter()
         .map(|b| {
             let (r0, r1) = (b * block_rows, ((b + 1) * block_rows).min(n));
-            let m = n - r0;
-            let dist = block(r0, r1);
-            let mut mixed = Sums::default();
-            let mut per_class = vec![Sums::default(); classes.len()];
-            for i in r0..r1 {
-                let ci = cls[i];
-                let mut s = Sums::default();
-                let mut sc = Sums::default();
-                for j in i + 1..n {
-                    let v = dist[(i - r0) * m + j - r0];
-                    s.n += 1.0;
-                    s.s1 += v;
-                    s.s2 += v * v;
-                    if cls[j] == ci {
-                        sc.n += 1.0;
-                        sc.s1 += v;
-                        sc.s2 += v * v;
-                    }
-                }
-                mixed.add(&s);
-                per_class[ci].add(&sc);
-            }
-            (mixed, per_class)
+            block_sums(&block(r0, r1), (r0, r1), &cls, classes.len())
         })
         .collect();
     let mut mixed = Sums::default();
@@ -228,8 +244,19 @@ fn pair_diversity(
             a.add(b);
         }
     }
+    Ok(summarise(n, labels, &classes, mixed, &per_class))
+}
+
+/// The statistics of `n` rows from the pair sums over all pairs (`mixed`) and per class.
+fn summarise(
+    n: usize,
+    labels: Option<&[i64]>,
+    classes: &[i64],
+    mixed: Sums,
+    per_class: &[Sums],
+) -> Diversity {
     let mut same = Sums::default();
-    for s in &per_class {
+    for s in per_class {
         same.add(s);
     }
     let inter = Sums {
@@ -248,11 +275,11 @@ fn pair_diversity(
     }
     let excluded = classes
         .iter()
-        .zip(&per_class)
+        .zip(per_class)
         .filter(|(_, s)| s.n == 0.0)
         .map(|(&c, _)| c)
         .collect();
-    Ok(Diversity {
+    Diversity {
         intra_mean: labels.and(over_classes.mean()),
         intra_std: labels.and(over_classes.std()),
         inter_mean: labels.and(inter.mean()),
@@ -271,7 +298,7 @@ fn pair_diversity(
         },
         num_samples: n,
         num_pairs: mixed.n as u64,
-    })
+    }
 }
 
 /// The Vendi score (q = 1, cosine kernel) of embeddings x (N, d).

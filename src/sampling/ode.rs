@@ -294,23 +294,36 @@ impl Interp {
     }
 }
 
-fn dopri5(
-    f: &mut Drift,
-    y0: Vec<f32>,
-    grid: &[f32],
-    tol: Tolerances,
-    keep: bool,
-    res: &mut OdeResult,
-) -> Result<Vec<f32>> {
-    let Tolerances { atol, rtol } = tol;
-    if !(atol > 0.0 && rtol > 0.0) {
-        bail!("dopri5 needs positive --atol and --rtol (got {atol}, {rtol})");
-    }
-    let n = y0.len();
-    let t_start = grid[0] as f64;
-    let f0 = f.eval(&y0, t_start as f32)?;
+/// The tableau rounded to f32, as the stage arithmetic uses it.
+struct Tableau32 {
+    c: Vec<f32>,
+    a: Vec<Vec<f32>>,
+    e: Vec<f32>,
+}
 
-    // Initial step (Hairer, Nørsett & Wanner II.4), as torchdiffeq's _select_initial_step.
+impl Tableau32 {
+    fn new() -> Self {
+        Tableau32 {
+            c: C.iter().map(|&c| c as f32).collect(),
+            a: A.iter()
+                .map(|row| row.iter().map(|&a| a as f32).collect())
+                .collect(),
+            e: E.iter().map(|&e| e as f32).collect(),
+        }
+    }
+}
+
+/// The first step size (Hairer, Nørsett & Wanner II.4), as torchdiffeq's _select_initial_step;
+/// `f0` is the drift at (t_start, y0). Evaluates the drift once more.
+fn initial_step(
+    f: &mut Drift,
+    y0: &[f32],
+    f0: &[f32],
+    t_start: f64,
+    tol: Tolerances,
+) -> Result<f64> {
+    let Tolerances { atol, rtol } = tol;
+    let n = y0.len();
     let scale: Vec<f64> = y0.iter().map(|&y| atol + (y.abs() as f64) * rtol).collect();
     let d0 = rms(y0.iter().zip(&scale).map(|(&y, &s)| y as f64 / s), n);
     let d1 = rms(f0.iter().zip(&scale).map(|(&v, &s)| v as f64 / s), n);
@@ -322,11 +335,11 @@ fn dopri5(
         0.01 * d0 / d1
     };
     let h0f = h0 as f32;
-    let y1: Vec<f32> = y0.iter().zip(&f0).map(|(&y, &v)| y + h0f * v).collect();
+    let y1: Vec<f32> = y0.iter().zip(f0).map(|(&y, &v)| y + h0f * v).collect();
     let f1 = f.eval(&y1, (t_start + h0) as f32)?;
     let d2 = rms(
         f1.iter()
-            .zip(&f0)
+            .zip(f0)
             .zip(&scale)
             .map(|((&a, &b), &s)| (a - b) as f64 / s),
         n,
@@ -342,15 +355,86 @@ fn dopri5(
     } else {
         100.0 * h0
     };
-    let mut dt = h100.min(h1);
-    res.initial_step = Some(dt);
+    Ok(h100.min(h1))
+}
 
-    let c32: Vec<f32> = C.iter().map(|&c| c as f32).collect();
-    let a32: Vec<Vec<f32>> = A
-        .iter()
-        .map(|row| row.iter().map(|&a| a as f32).collect())
-        .collect();
-    let e32: Vec<f32> = E.iter().map(|&e| e as f32).collect();
+/// The seven stage derivatives of a step from (t0, y) to t1 = t0 + dt (the first is `fy`, the
+/// drift at y), and the 5th-order solution (FSAL: the last stage's input).
+fn stages(
+    f: &mut Drift,
+    tab: &Tableau32,
+    y: &[f32],
+    fy: &[f32],
+    (t0, t1, dt): (f64, f64, f64),
+) -> Result<(Vec<Vec<f32>>, Vec<f32>)> {
+    let (t0f, dtf, t1f) = (t0 as f32, dt as f32, t1 as f32);
+    let mut k: Vec<Vec<f32>> = Vec::with_capacity(7);
+    k.push(fy.to_vec());
+    let mut yi = Vec::new();
+    for i in 0..6 {
+        // Stages at c = 1 are evaluated one f32 ulp below the step end (Perturb.PREV).
+        let ti = if tab.c[i] == 1.0 {
+            next_below(t1f)
+        } else {
+            t0f + tab.c[i] * dtf
+        };
+        let w: Vec<f32> = tab.a[i].iter().map(|&a| a * dtf).collect();
+        yi = stage_sum(y, &k, &w);
+        k.push(f.eval(&yi, ti)?);
+    }
+    Ok((k, yi))
+}
+
+/// RMS of the embedded error estimate over the mixed tolerance of y and y_new.
+fn error_ratio(
+    tab: &Tableau32,
+    k: &[Vec<f32>],
+    y: &[f32],
+    y_new: &[f32],
+    dtf: f32,
+    tol: Tolerances,
+) -> f64 {
+    let Tolerances { atol, rtol } = tol;
+    let n = y.len();
+    let w: Vec<f32> = tab.e.iter().map(|&e| dtf * e).collect();
+    let zeros = vec![0f32; n];
+    let err = stage_sum(&zeros, k, &w);
+    rms(
+        (0..n).map(|i| {
+            let tol_i = atol + rtol * (y[i].abs().max(y_new[i].abs()) as f64);
+            err[i] as f64 / tol_i
+        }),
+        n,
+    )
+}
+
+/// The factor of the next step size after an error ratio (torchdiffeq's _optimal_step_size).
+fn step_factor(ratio: f64) -> f64 {
+    if ratio == 0.0 {
+        IFACTOR
+    } else {
+        let dfactor = if ratio < 1.0 { 1.0 } else { DFACTOR };
+        IFACTOR.min((SAFETY / ratio.powf(1.0 / ORDER)).max(dfactor))
+    }
+}
+
+fn dopri5(
+    f: &mut Drift,
+    y0: Vec<f32>,
+    grid: &[f32],
+    tol: Tolerances,
+    keep: bool,
+    res: &mut OdeResult,
+) -> Result<Vec<f32>> {
+    let Tolerances { atol, rtol } = tol;
+    if !(atol > 0.0 && rtol > 0.0) {
+        bail!("dopri5 needs positive --atol and --rtol (got {atol}, {rtol})");
+    }
+    let t_start = grid[0] as f64;
+    let f0 = f.eval(&y0, t_start as f32)?;
+    let mut dt = initial_step(f, &y0, &f0, t_start, tol)?;
+    res.initial_step = Some(dt);
+    let tab = Tableau32::new();
 
     let (mut y, mut fy) = (y0, f0);
     let (mut t_lo, mut t_hi) = (t_start, t_start);
@@ -365,43 +449,13 @@ fn dopri5(
             if t1 <= t0 || !y.iter().all(|v| v.is_finite()) {
                 bail!("dopri5: step size underflow or non-finite state at t = {t0}");
             }
-            let (t0f, dtf, t1f) = (t0 as f32, dt as f32, t1 as f32);
-            let mut k: Vec<Vec<f32>> = Vec::with_capacity(7);
-            k.push(fy.clone());
-            let mut yi = Vec::new();
-            for i in 0..6 {
-                // Stages at c = 1 are evaluated one f32 ulp below the step end (Perturb.PREV).
-                let ti = if c32[i] == 1.0 {
-                    next_below(t1f)
-                } else {
-                    t0f + c32[i] * dtf
-                };
-                let w: Vec<f32> = a32[i].iter().map(|&a| a * dtf).collect();
-                yi = stage_sum(&y, &k, &w);
-                k.push(f.eval(&yi, ti)?);
-            }
-            let y_new = yi; // FSAL: the last stage input is the 5th-order solution
-            let w: Vec<f32> = e32.iter().map(|&e| dtf * e).collect();
-            let zeros = vec![0f32; n];
-            let err = stage_sum(&zeros, &k, &w);
-            let ratio = rms(
-                (0..n).map(|i| {
-                    let tol_i = atol + rtol * (y[i].abs().max(y_new[i].abs()) as f64);
-                    err[i] as f64 / tol_i
-                }),
-                n,
-            );
+            let (mut k, y_new) = stages(f, &tab, &y, &fy, (t0, t1, dt))?;
+            let ratio = error_ratio(&tab, &k, &y, &y_new, dt as f32, tol);
             if !ratio.is_finite() {
                 bail!("dopri5: the error estimate is not finite in the step from t = {t0} (the model returned NaN or inf)");
             }
             let accepted = ratio <= 1.0;
-            let factor = if ratio == 0.0 {
-                IFACTOR
-            } else {
-                let dfactor = if ratio < 1.0 { 1.0 } else { DFACTOR };
-                IFACTOR.min((SAFETY / ratio.powf(1.0 / ORDER)).max(dfactor))
-            };
-            let next_dt = (dt * factor).max(0.0);
+            let next_dt = (dt * step_factor(ratio)).max(0.0);
             res.steps.push(StepLog {
                 t_start: t0,
                 dt,
@@ -410,7 +464,7 @@ fn dopri5(
                 next_dt,
             });
             if accepted {
-                interp = Some(Interp::fit(&y, &y_new, &k, dtf, t0, t1));
+                interp = Some(Interp::fit(&y, &y_new, &k, dt as f32, t0, t1));
                 y = y_new;
                 fy = k.pop().unwrap_or_default();
                 t_lo = t0;

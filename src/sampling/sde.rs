@@ -99,6 +99,71 @@ impl SdeFns<'_, '_> {
     fn diffusion(&self, t: f32) -> f32 {
         self.s.path.diffusion(self.s.form, self.s.norm as f32, t)
     }
+
+    /// One loop step from t with the noise draw `xi`: Euler–Maruyama, or Heun's drift on the
+    /// noised state.
+    fn step(&mut self, mut x: Vec<f32>, t: f32, dt: f32, xi: &[f32]) -> Result<Vec<f32>> {
+        let sqrt_dt = dt.sqrt();
+        let g = (2.0 * self.diffusion(t)).sqrt();
+        match self.s.method {
+            SdeMethod::Euler => {
+                let drift = self.sde_drift(&x, t)?;
+                for ((x, &d), &z) in x.iter_mut().zip(&drift).zip(xi) {
+                    let mean = *x + d * dt;
+                    *x = mean + g * (z * sqrt_dt);
+                }
+            }
+            SdeMethod::Heun => {
+                let xhat: Vec<f32> = x
+                    .iter()
+                    .zip(xi)
+                    .map(|(&x, &z)| x + g * (z * sqrt_dt))
+                    .collect();
+                let k1 = self.sde_drift(&xhat, t)?;
+                let xp: Vec<f32> = xhat.iter().zip(&k1).map(|(&x, &k)| x + dt * k).collect();
+                let k2 = self.sde_drift(&xp, t + dt)?;
+                let half_dt = 0.5 * dt;
+                x = xhat
+                    .iter()
+                    .zip(k1.iter().zip(&k2))
+                    .map(|(&xh, (&a, &b))| xh + half_dt * (a + b))
+                    .collect();
+            }
+        }
+        Ok(x)
+    }
+
+    /// The step to t1 = 1 after the loop (`--last-step`, of size ℓ).
+    fn last_step(&mut self, x: Vec<f32>, t1: f32) -> Result<Vec<f32>> {
+        let ell = self.s.last_step_size as f32;
+        Ok(match self.s.last_step {
+            LastStep::None => x,
+            LastStep::Mean => {
+                let d = self.sde_drift(&x, t1)?;
+                x.iter().zip(d).map(|(&x, d)| x + d * ell).collect()
+            }
+            LastStep::Euler => {
+                let m = self.model.call(&x, t1)?;
+                self.reference_nfe += 1;
+                x.iter()
+                    .zip(m)
+                    .map(|(&x, m)| x + self.drift_of(m, x, t1) * ell)
+                    .collect()
+            }
+            LastStep::Tweedie => {
+                let m = self.model.call(&x, t1)?;
+                self.reference_nfe += 1;
+                // α and σ of batch element 0, as upstream (`alpha(t)[0][0]`).
+                let path = self.s.path;
+                let (a, sg) = (path.alpha(t1).0, path.sigma(t1).0);
+                let coef = (sg * sg) / a;
+                x.iter()
+                    .zip(m)
+                    .map(|(&x, m)| x / a + coef * self.score_of(m, x, t1))
+                    .collect()
+            }
+        })
+    }
 }
 
 /// Runs the SDE from `x0` on `grid` (= linspace(t0, t1, N)), drawing noise from `noise`.
@@ -123,7 +188,6 @@ pub fn sample(
         reference_nfe: 0,
     };
     let dt = grid[1] - grid[0];
-    let sqrt_dt = dt.sqrt();
     let mut states = Vec::new();
     for (step, &t) in grid[..grid.len() - 1].iter().enumerate() {
         let xi = noise.draw(step)?;
@@ -134,64 +198,13 @@ pub fn sample(
                 x.len()
             );
         }
-        let g = (2.0 * f.diffusion(t)).sqrt();
-        match s.method {
-            SdeMethod::Euler => {
-                let drift = f.sde_drift(&x, t)?;
-                for ((x, &d), &z) in x.iter_mut().zip(&drift).zip(&xi) {
-                    let mean = *x + d * dt;
-                    *x = mean + g * (z * sqrt_dt);
-                }
-            }
-            SdeMethod::Heun => {
-                let xhat: Vec<f32> = x
-                    .iter()
-                    .zip(&xi)
-                    .map(|(&x, &z)| x + g * (z * sqrt_dt))
-                    .collect();
-                let k1 = f.sde_drift(&xhat, t)?;
-                let xp: Vec<f32> = xhat.iter().zip(&k1).map(|(&x, &k)| x + dt * k).collect();
-                let k2 = f.sde_drift(&xp, t + dt)?;
-                let half_dt = 0.5 * dt;
-                x = xhat
-                    .iter()
-                    .zip(k1.iter().zip(&k2))
-                    .map(|(&xh, (&a, &b))| xh + half_dt * (a + b))
-                    .collect();
-            }
-        }
+        x = f.step(x, t, dt, &xi)?;
         if keep_states {
             states.push(x.clone());
         }
     }
     let t1 = *grid.last().unwrap_or(&1.0);
-    let ell = s.last_step_size as f32;
-    let last = match s.last_step {
-        LastStep::None => x,
-        LastStep::Mean => {
-            let d = f.sde_drift(&x, t1)?;
-            x.iter().zip(d).map(|(&x, d)| x + d * ell).collect()
-        }
-        LastStep::Euler => {
-            let m = f.model.call(&x, t1)?;
-            f.reference_nfe += 1;
-            x.iter()
-                .zip(m)
-                .map(|(&x, m)| x + f.drift_of(m, x, t1) * ell)
-                .collect()
-        }
-        LastStep::Tweedie => {
-            let m = f.model.call(&x, t1)?;
-            f.reference_nfe += 1;
-            // α and σ of batch element 0, as upstream (`alpha(t)[0][0]`).
-            let (a, sg) = (s.path.alpha(t1).0, s.path.sigma(t1).0);
-            let coef = (sg * sg) / a;
-            x.iter()
-                .zip(m)
-                .map(|(&x, m)| x / a + coef * f.score_of(m, x, t1))
-                .collect()
-        }
-    };
+    let last = f.last_step(x, t1)?;
     if keep_states {
         states.push(last.clone());
     }

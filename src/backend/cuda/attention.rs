@@ -75,6 +75,91 @@ fn operand_arrays(be: &Cuda, key: ArrayKey) -> Result<u64> {
     Ok(ptr)
 }
 
+/// One chunk of `images` images: where its operand arrays live and the sizes of its products.
+struct Chunk {
+    /// Six arrays of `bh` operand addresses each: K, Q, S, V, P, O (see [`ArrayKey`]).
+    arrays: u64,
+    /// images · heads products of each kind.
+    bh: usize,
+    t: usize,
+    dh: usize,
+    /// heads · head_dim.
+    d: usize,
+    operand: Dtype,
+}
+
+impl Chunk {
+    /// The address of the i-th array of `bh` pointers.
+    fn at(&self, i: usize) -> u64 {
+        self.arrays + (i * self.bh * 8) as u64
+    }
+
+    /// Sᵀ (column-major T × T, i.e. S row-major) = K · Qᵀ · scale: m = n = T, k = Dh.
+    fn scores(&self, be: &Cuda, scale: f32) -> Result<()> {
+        let (t, d) = (self.t, self.d);
+        gemm::batched(
+            be,
+            &Batched {
+                trans: (true, false),
+                mnk: (t, t, self.dh),
+                alpha: scale,
+                a: (self.at(0), 3 * d),
+                b: (self.at(1), 3 * d),
+                c: (self.at(2), t),
+                types: (self.operand, Dtype::F32),
+                batch: self.bh,
+            },
+        )
+    }
+
+    /// P = softmax(S) row by row (bh · T rows of T), into `p` (which may be `s` itself).
+    fn softmax(&self, be: &Cuda, s: &GpuBuf, p: &GpuBuf) -> Result<()> {
+        let rows = self.bh * self.t;
+        let blocks = rows.div_ceil((SOFTMAX_THREADS / 32) as usize);
+        ensure!(
+            blocks <= i32::MAX as usize,
+            "attention: {rows} score rows exceed the grid"
+        );
+        let k = if self.operand == Dtype::F32 {
+            &be.k.softmax_rows
+        } else {
+            &be.k.softmax_rows_bf16
+        };
+        be.launch(k)
+            .buf(s)
+            .buf(p)
+            .long(rows)
+            .int(self.t, "T")
+            .run(Dims {
+                grid: (blocks as u32, 1, 1),
+                block: (SOFTMAX_THREADS, 1, 1),
+                smem: 0,
+            })
+            .context("attention softmax")?;
+        be.done("softmax_rows")
+    }
+
+    /// Oᵀ (column-major Dh × T, ld D) = Vᵀ · Pᵀ: m = Dh, n = T, k = T.
+    fn output(&self, be: &Cuda) -> Result<()> {
+        let (t, d) = (self.t, self.d);
+        gemm::batched(
+            be,
+            &Batched {
+                trans: (false, false),
+                mnk: (self.dh, t, t),
+                alpha: 1.0,
+                a: (self.at(3), 3 * d),
+                b: (self.at(4), t),
+                c: (self.at(5), d),
+                types: (self.operand, self.operand),
+                batch: self.bh,
+            },
+        )
+    }
+}
+
+/// qkv (B, T, 3·H·Dh) → (B, T, H·Dh) in the operand type, in chunks of images whose scores fit
+/// [`SCORES_BYTES`].
 pub fn attention(
     be: &Cuda,
     qkv: &GpuBuf,
@@ -97,7 +182,7 @@ pub fn attention(
         &cast
     };
     let d = heads * dh;
-    let out = be.alloc(b * t * d, operand)?;
+    let out = be.alloc(b * t * d, operand)?; // (B, T, D)
     if out.is_empty() {
         return Ok(out);
     }
@@ -109,7 +194,8 @@ pub fn attention(
     while img0 < b {
         let images = chunk.min(b - img0);
         let bh = images * heads;
-        let s = be.alloc(bh * t * t, Dtype::F32)?;
+        let s = be.alloc(bh * t * t, Dtype::F32)?; // (bh, T, T)
+
         // f32 operands take the softmax in place; bf16 ones get P in bf16 for the second product.
         let p_own = if operand == Dtype::F32 {
             None
@@ -128,60 +214,17 @@ pub fn attention(
             dh,
             es,
         };
-        let arrays = operand_arrays(be, key)?;
-        // The address of the i-th array of `bh` pointers.
-        let at = |i: usize| arrays + (i * bh * 8) as u64;
-        // Sᵀ (column-major T × T, i.e. S row-major) = K · Qᵀ · scale: m = n = T, k = Dh.
-        gemm::batched(
-            be,
-            &Batched {
-                trans: (true, false),
-                mnk: (t, t, dh),
-                alpha: scale,
-                a: (at(0), 3 * d),
-                b: (at(1), 3 * d),
-                c: (at(2), t),
-                types: (operand, Dtype::F32),
-                batch: bh,
-            },
-        )?;
-        let rows = bh * t;
-        let blocks = rows.div_ceil((SOFTMAX_THREADS / 32) as usize);
-        ensure!(
-            blocks <= i32::MAX as usize,
-            "attention: {rows} score rows exceed the grid"
-        );
-        let k = if operand == Dtype::F32 {
-            &be.k.softmax_rows
-        } else {
-            &be.k.softmax_rows_bf16
+        let c = Chunk {
+            arrays: operand_arrays(be, key)?,
+            bh,
+            t,
+            dh,
+            d,
+            operand,
         };
-        be.launch(k)
-            .buf(&s)
-            .buf(p)
-            .long(rows)
-            .int(t, "T")
-            .run(Dims {
-                grid: (blocks as u32, 1, 1),
-                block: (SOFTMAX_THREADS, 1, 1),
-                smem: 0,
-            })
-            .context("attention softmax")?;
-        be.done("softmax_rows")?;
-        // Oᵀ (column-major Dh × T, ld D) = Vᵀ · Pᵀ: m = Dh, n = T, k = T.
-        gemm::batched(
-            be,
-            &Batched {
-                trans: (false, false),
-                mnk: (dh, t, t),
-                alpha: 1.0,
-                a: (at(3), 3 * d),
-                b: (at(4), t),
-                c: (at(5), d),
-                types: (operand, operand),
-                batch: bh,
-            },
-        )?;
+        c.scores(be, scale)?;
+        c.softmax(be, &s, p)?;
+        c.output(be)?;
         img0 += images;
     }
     Ok(out)

@@ -1,0 +1,335 @@
+//! The [`Backend`] trait on the GPU: transfers on the backend's stream, products through
+//! cuBLASLt ([`gemm`]), every other op a kernel family of its own module.
+
+use std::sync::atomic::Ordering;
+
+use anyhow::{bail, ensure, Context, Result};
+use cudarc::driver::result as drv;
+
+use super::buf::{Dtype, GpuBuf};
+use super::gemm::{self, Epilogue};
+use super::{act, attention, elementwise, embed, norm, standin, Cuda};
+use crate::backend::{Backend, Cols, Forward, Op, Precision};
+
+impl Cuda {
+    /// `x` as a product's right operand: a bf16 copy under `--precision bf16` when `x` is f32.
+    fn as_operand_of(&self, x: &GpuBuf, w: &GpuBuf) -> Result<Option<GpuBuf>> {
+        match (x.dtype(), w.dtype()) {
+            (a, b) if a == b => Ok(None),
+            (Dtype::F32, Dtype::Bf16) => Ok(Some(self.cast(x, Dtype::Bf16)?)),
+            (a, b) => bail!("linear: x is {a:?}, the weight {b:?}"),
+        }
+    }
+
+    /// x (M, K) · wᵀ (w: (N, K)) with the optional bias b (N) through the epilogue, written as
+    /// `out`; an empty K is done on the host.
+    fn product(
+        &self,
+        x: &GpuBuf,
+        w: &GpuBuf,
+        b: Option<&GpuBuf>,
+        mkn: (usize, usize, usize),
+        epi: Epilogue,
+        out: Dtype,
+    ) -> Result<GpuBuf> {
+        let (m, k, n) = mkn;
+        ensure!(
+            x.len() == m * k && w.len() == n * k,
+            "linear: x {} / w {} elements for M={m} K={k} N={n}",
+            x.len(),
+            w.len()
+        );
+        ensure!(
+            b.is_none_or(|b| b.len() == n),
+            "linear: bias length differs from N={n}"
+        );
+        if k == 0 {
+            // An empty sum: the bias (or zero), through the epilogue's own arithmetic on the host.
+            let mut y = vec![0f32; m * n];
+            if let Some(b) = b {
+                let b = self.download(b)?;
+                for row in y.chunks_mut(n.max(1)) {
+                    row.copy_from_slice(&b);
+                }
+            }
+            if matches!(epi, Epilogue::GeluBias | Epilogue::Gelu) {
+                crate::backend::cpu::act::gelu_tanh(&mut y);
+            }
+            let up = self.upload(&y)?;
+            return if out == Dtype::F32 {
+                Ok(up)
+            } else {
+                self.cast(&up, out)
+            };
+        }
+        let cast = self.as_operand_of(x, w)?;
+        gemm::matmul(self, cast.as_ref().unwrap_or(x), w, b, mkn, epi, out)
+    }
+}
+
+impl Backend for Cuda {
+    type Buf = GpuBuf;
+
+    fn name(&self) -> String {
+        format!("{} [{:?}]", self.label, self.precision)
+    }
+
+    /// The ops of the metric backbones and the convolutional networks have no kernels yet.
+    fn supports(&self, op: Op) -> bool {
+        !matches!(
+            op,
+            Op::LayerNormAffine
+                | Op::GeluErf
+                | Op::Relu
+                | Op::QuickGelu
+                | Op::Conv2d
+                | Op::Pool2d
+                | Op::ConcatChannels
+                | Op::GroupNorm
+                | Op::UpsampleNearest2x
+                | Op::Transpose
+        )
+    }
+
+    fn upload(&self, data: &[f32]) -> Result<Self::Buf> {
+        let buf = self.alloc(data.len(), Dtype::F32)?;
+        self.copy_to_device(&buf, bytemuck::cast_slice(data))?;
+        Ok(buf)
+    }
+
+    fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>> {
+        ensure!(
+            !self.capturing(),
+            "a copy to the host inside a captured forward"
+        );
+        if buf.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.counters.host_syncs.fetch_add(1, Ordering::Relaxed);
+        // A copy to pageable memory returns only once it is done (CUDA driver API, memcpy
+        // semantics): that is the host's wait for the stream, and the only one a forward needs.
+        match buf.dtype() {
+            Dtype::F32 => {
+                let mut out = vec![0f32; buf.len()];
+                // SAFETY: `out` holds exactly the buffer's bytes.
+                unsafe { drv::memcpy_dtoh_async(&mut out, buf.ptr(), self.stream.cu_stream()) }
+                    .context("copy from the GPU")?;
+                Ok(out)
+            }
+            Dtype::Bf16 => {
+                let mut bits = vec![0u16; buf.len()];
+                // SAFETY: as above.
+                unsafe { drv::memcpy_dtoh_async(&mut bits, buf.ptr(), self.stream.cu_stream()) }
+                    .context("copy from the GPU")?;
+                Ok(bits
+                    .into_iter()
+                    .map(|b| half::bf16::from_bits(b).to_f32())
+                    .collect())
+            }
+        }
+    }
+
+    fn upload_weight(&self, w: &[f32]) -> Result<Self::Buf> {
+        if self.precision != Precision::Bf16 {
+            return self.upload(w);
+        }
+        let bits: Vec<u16> = w
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_bits())
+            .collect();
+        let buf = self.alloc(w.len(), Dtype::Bf16)?;
+        self.copy_to_device(&buf, bytemuck::cast_slice(&bits))?;
+        Ok(buf)
+    }
+
+    fn operand(&self, x: Self::Buf) -> Result<Self::Buf> {
+        let to = self.operand_dtype();
+        if x.dtype() == to {
+            Ok(x)
+        } else {
+            self.cast(&x, to)
+        }
+    }
+
+    fn linear(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: Option<&Self::Buf>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Self::Buf> {
+        self.product(x, w, b, (m, k, n), Epilogue::Bias, Dtype::F32)
+    }
+
+    fn linear_gelu(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: Option<&Self::Buf>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Self::Buf> {
+        self.product(x, w, b, (m, k, n), Epilogue::GeluBias, self.operand_dtype())
+    }
+
+    fn linear_operand(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: Option<&Self::Buf>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Self::Buf> {
+        self.product(x, w, b, (m, k, n), Epilogue::Bias, self.operand_dtype())
+    }
+
+    fn layer_norm(&self, x: &Self::Buf, rows: usize, d: usize, eps: f32) -> Result<Self::Buf> {
+        norm::layer_norm(self, x, rows, d, eps)
+    }
+
+    fn modulate(
+        &self,
+        x: &mut Self::Buf,
+        shift: Cols<Self>,
+        scale: Cols<Self>,
+        b: usize,
+        t: usize,
+        d: usize,
+    ) -> Result<()> {
+        norm::modulate(self, x, shift, scale, b, t, d)
+    }
+
+    fn layer_norm_modulate(
+        &self,
+        x: &Self::Buf,
+        shift: Cols<Self>,
+        scale: Cols<Self>,
+        b: usize,
+        t: usize,
+        d: usize,
+        eps: f32,
+    ) -> Result<Self::Buf> {
+        norm::layer_norm_modulate(self, x, shift, scale, b, t, d, eps)
+    }
+
+    fn gated_add_layer_norm_modulate(
+        &self,
+        x: &mut Self::Buf,
+        y: &Self::Buf,
+        gate: Cols<Self>,
+        shift: Cols<Self>,
+        scale: Cols<Self>,
+        b: usize,
+        t: usize,
+        d: usize,
+        eps: f32,
+    ) -> Result<Self::Buf> {
+        norm::gated_add_layer_norm_modulate(self, x, y, gate, shift, scale, (b, t, d), eps)
+    }
+
+    fn gated_add(
+        &self,
+        x: &mut Self::Buf,
+        y: &Self::Buf,
+        gate: Cols<Self>,
+        b: usize,
+        t: usize,
+        d: usize,
+    ) -> Result<()> {
+        elementwise::gated_add(self, x, y, gate, b, t, d)
+    }
+
+    fn add_row(&self, x: &mut Self::Buf, row: &Self::Buf, b: usize, r: usize) -> Result<()> {
+        elementwise::add_row(self, x, row, b, r)
+    }
+
+    fn add(&self, x: &mut Self::Buf, y: &Self::Buf) -> Result<()> {
+        elementwise::add(self, x, y)
+    }
+
+    fn silu(&self, x: &Self::Buf) -> Result<Self::Buf> {
+        act::silu(self, x)
+    }
+
+    fn gelu_tanh(&self, x: &mut Self::Buf) -> Result<()> {
+        act::gelu_tanh(self, x)
+    }
+
+    fn attention(
+        &self,
+        qkv: &Self::Buf,
+        b: usize,
+        t: usize,
+        heads: usize,
+        head_dim: usize,
+    ) -> Result<Self::Buf> {
+        attention::attention(self, qkv, b, t, heads, head_dim)
+    }
+
+    fn patchify(
+        &self,
+        x: &Self::Buf,
+        b: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        p: usize,
+    ) -> Result<Self::Buf> {
+        embed::patchify(self, x, b, c, h, w, p)
+    }
+
+    fn unpatchify(
+        &self,
+        o: &Self::Buf,
+        b: usize,
+        c_out: usize,
+        c_keep: usize,
+        h: usize,
+        w: usize,
+        p: usize,
+    ) -> Result<Self::Buf> {
+        embed::unpatchify(self, o, b, c_out, c_keep, h, w, p)
+    }
+
+    fn gather_rows(&self, table: &Self::Buf, ids: &[usize], d: usize) -> Result<Self::Buf> {
+        embed::gather_rows(self, table, ids, d)
+    }
+
+    fn gather_rows_idf(&self, table: &Self::Buf, ids: &Self::Buf, d: usize) -> Result<Self::Buf> {
+        embed::gather_rows_idf(self, table, ids, d)
+    }
+
+    /// Captured once per key into a CUDA graph, then replayed (graph.rs).
+    fn run_graph(&self, key: &str, inputs: &[&[f32]], f: &Forward<Self::Buf>) -> Result<Vec<f32>> {
+        self.run_captured(key, inputs, f)
+    }
+
+    fn counters(&self) -> Option<serde_json::Value> {
+        let c = self.counts();
+        Some(serde_json::json!({
+            "launches": c.launches,
+            "graph_launches": c.graph_launches,
+            "gemms": c.gemms,
+            "macs": c.macs,
+            "allocations": c.allocations,
+            "host_syncs": c.host_syncs,
+            "standin": standin::counts(),
+        }))
+    }
+
+    fn range_push(&self, name: &str) {
+        if self.nvtx {
+            cudarc::nvtx::result::range_push(name);
+        }
+    }
+
+    fn range_pop(&self) {
+        if self.nvtx {
+            cudarc::nvtx::result::range_pop();
+        }
+    }
+}
