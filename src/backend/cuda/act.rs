@@ -60,3 +60,10 @@ pub fn cast(be: &Cuda, x: &GpuBuf, to: Dtype) -> Result<GpuBuf> {
         (from, to) => bail!("no cast from {from:?} to {to:?} on the GPU"),
     }
 }
+
+impl Cuda {
+    /// `x` in `to`, as [`cast`].
+    pub(super) fn cast(&self, x: &GpuBuf, to: Dtype) -> Result<GpuBuf> {
+        cast(self, x, to)
+    }
+}

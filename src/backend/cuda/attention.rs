@@ -8,26 +8,10 @@ use anyhow::{ensure, Context, Result};
 use super::buf::{Dtype, GpuBuf};
 use super::gemm::{self, Batched};
 use super::launch::{Dims, SOFTMAX_THREADS};
-use super::Cuda;
+use super::{ArrayKey, Cuda};
 
 /// Scores of one chunk stay under this many bytes (1 GiB): larger batches run in chunks of images.
 const SCORES_BYTES: usize = 1 << 30;
-
-/// The six operand arrays of one chunk, in device memory: (K, Q, S) for the scores, (V, P, O)
-/// for the output. Cached by everything they depend on, so a forward with the same buffers (every
-/// forward after the first, and every replay of a graph) uploads nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ArrayKey {
-    qkv: u64,
-    out: u64,
-    s: u64,
-    p: u64,
-    images: usize,
-    t: usize,
-    heads: usize,
-    dh: usize,
-    es: usize,
-}
 
 fn operand_arrays(be: &Cuda, key: ArrayKey) -> Result<u64> {
     let mut cache = be

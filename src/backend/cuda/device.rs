@@ -12,7 +12,7 @@ use cudarc::driver::{sys, CudaContext};
 
 use super::buf::Pool;
 use super::launch::Kernels;
-use super::{driver_present, gemm, ptx_for, Counters, Cuda, CudaOptions, KERNELS};
+use super::{driver_present, lt, ptx_for, Counters, Cuda, CudaOptions, KERNELS};
 use crate::backend::Precision;
 
 /// The CUDA libraries besides the driver that this build calls, when missing.
@@ -168,7 +168,7 @@ impl Cuda {
         let (k, isa) = load_kernels(&ctx, &dev)?;
         let blas = CudaBlas::new(stream.clone()).context("creating the cuBLAS handle")?;
         let persistent = Pool::new(stream.clone());
-        let lt = gemm::Lt::new(&persistent)?;
+        let lt = lt::Lt::new(&persistent)?;
         let main_pool = Pool::new(stream.clone());
         let label = format!(
             "cuda:{ordinal} {} (sm_{}{}, driver {})",

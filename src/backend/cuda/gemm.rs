@@ -6,209 +6,23 @@
 //! op = transpose: A = W (K × N, ld K, transposed), B = X (K × M, ld K), D = Y (N × M, ld N), and
 //! cuBLASLt's bias runs along D's rows, one value per output feature, as `nn.Linear`'s.
 
-use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::Mutex;
 
 use anyhow::{bail, ensure, Context, Result};
 use cudarc::cublas::sys as blas_sys;
 use cudarc::cublaslt::{result as lt, sys as lt_sys};
 
-use super::buf::{Dtype, GpuBuf, Pool};
+use super::buf::{Dtype, GpuBuf};
+use super::lt::{attr, compute, make_plan, PlanKey, WORKSPACE};
 use super::{Cuda, Precision};
 
-/// What the epilogue adds to the product.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Epilogue {
-    None,
-    Bias,
-    /// tanh-GELU of product + bias (cuBLASLt's GELU is the tanh form, as SiT's MLP).
-    GeluBias,
-    Gelu,
-}
-
-impl Epilogue {
-    fn lt(self) -> lt_sys::cublasLtEpilogue_t {
-        use lt_sys::cublasLtEpilogue_t::*;
-        match self {
-            Epilogue::None => CUBLASLT_EPILOGUE_DEFAULT,
-            Epilogue::Bias => CUBLASLT_EPILOGUE_BIAS,
-            Epilogue::GeluBias => CUBLASLT_EPILOGUE_GELU_BIAS,
-            Epilogue::Gelu => CUBLASLT_EPILOGUE_GELU,
-        }
-    }
-}
-
-fn data_type(d: Dtype) -> lt_sys::cudaDataType {
-    match d {
-        Dtype::F32 => lt_sys::cudaDataType::CUDA_R_32F,
-        Dtype::Bf16 => lt_sys::cudaDataType::CUDA_R_16BF,
-    }
-}
+pub use super::lt::Epilogue;
 
 fn blas_type(d: Dtype) -> blas_sys::cudaDataType {
     match d {
         Dtype::F32 => blas_sys::cudaDataType::CUDA_R_32F,
         Dtype::Bf16 => blas_sys::cudaDataType::CUDA_R_16BF,
     }
-}
-
-/// The compute type of a product of `operands` under `precision`: strict fp32, TF32 tensor cores,
-/// or bf16 tensor cores (bf16 operands) — always with fp32 accumulation.
-pub fn compute(
-    precision: Precision,
-    operands: Dtype,
-) -> (lt_sys::cublasComputeType_t, blas_sys::cublasComputeType_t) {
-    match (precision, operands) {
-        (Precision::Tf32, Dtype::F32) => (
-            lt_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
-            blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
-        ),
-        _ => (
-            lt_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-            blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-        ),
-    }
-}
-
-/// The cuBLASLt workspace: what its heuristics may use.
-const WORKSPACE: usize = 32 << 20;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct PlanKey {
-    m: usize,
-    k: usize,
-    n: usize,
-    w: Dtype,
-    out: Dtype,
-    epilogue: Epilogue,
-    tf32: bool,
-}
-
-/// A matmul description, its layouts and the algorithm the heuristic chose, made once per shape.
-struct Plan {
-    desc: lt_sys::cublasLtMatmulDesc_t,
-    a: lt_sys::cublasLtMatrixLayout_t,
-    b: lt_sys::cublasLtMatrixLayout_t,
-    d: lt_sys::cublasLtMatrixLayout_t,
-    algo: lt_sys::cublasLtMatmulAlgo_t,
-}
-
-/// The cuBLASLt handle, its workspace and the plans made so far.
-pub struct Lt {
-    handle: lt_sys::cublasLtHandle_t,
-    workspace: GpuBuf,
-    plans: Mutex<HashMap<PlanKey, Plan>>,
-}
-
-// SAFETY: the handle and descriptors are used under the plans' mutex or by one stream's calls,
-// which cuBLASLt allows from any thread.
-unsafe impl Send for Lt {}
-unsafe impl Sync for Lt {}
-
-impl Lt {
-    pub fn new(persistent: &std::sync::Arc<Pool>) -> Result<Self> {
-        let handle = lt::create_handle().context("creating the cuBLASLt handle")?;
-        // Raw bytes: a f32 buffer of a quarter of the length.
-        let workspace = persistent.alloc(WORKSPACE / 4, Dtype::F32)?;
-        Ok(Lt {
-            handle,
-            workspace,
-            plans: Mutex::default(),
-        })
-    }
-}
-
-impl Drop for Lt {
-    fn drop(&mut self) {
-        if let Ok(plans) = self.plans.lock() {
-            for p in plans.values() {
-                // SAFETY: made by this handle, used by no call in flight (the stream is idle at drop).
-                unsafe {
-                    let _ = lt::destroy_matrix_layout(p.a);
-                    let _ = lt::destroy_matrix_layout(p.b);
-                    let _ = lt::destroy_matrix_layout(p.d);
-                    let _ = lt::destroy_matmul_desc(p.desc);
-                }
-            }
-        }
-        // SAFETY: as above.
-        let _ = unsafe { lt::destroy_handle(self.handle) };
-    }
-}
-
-fn attr<T>(
-    desc: lt_sys::cublasLtMatmulDesc_t,
-    a: lt_sys::cublasLtMatmulDescAttributes_t,
-    v: &T,
-) -> Result<()> {
-    // SAFETY: `v` is the value type the attribute documents, passed with its size.
-    unsafe {
-        lt::set_matmul_desc_attribute(
-            desc,
-            a,
-            v as *const T as *const c_void,
-            std::mem::size_of::<T>(),
-        )
-    }
-    .with_context(|| format!("cublasLtMatmulDescSetAttribute({a:?})"))
-}
-
-fn make_plan(lt_: &Lt, key: &PlanKey, precision: Precision) -> Result<Plan> {
-    use lt_sys::cublasLtMatmulDescAttributes_t::*;
-    let (compute_type, _) = compute(if key.tf32 { Precision::Tf32 } else { precision }, key.w);
-    let desc = lt::create_matmul_desc(compute_type, lt_sys::cudaDataType::CUDA_R_32F)
-        .context("cublasLtMatmulDescCreate")?;
-    // cublasOperation_t as int32: W transposed, X as it is.
-    attr(
-        desc,
-        CUBLASLT_MATMUL_DESC_TRANSA,
-        &(blas_sys::cublasOperation_t::CUBLAS_OP_T as i32),
-    )?;
-    attr(
-        desc,
-        CUBLASLT_MATMUL_DESC_TRANSB,
-        &(blas_sys::cublasOperation_t::CUBLAS_OP_N as i32),
-    )?;
-    attr(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &key.epilogue.lt())?;
-    if matches!(key.epilogue, Epilogue::Bias | Epilogue::GeluBias) {
-        attr(
-            desc,
-            CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
-            &lt_sys::cudaDataType::CUDA_R_32F,
-        )?;
-    }
-    let (m, k, n) = (key.m as u64, key.k as u64, key.n as u64);
-    let a = lt::create_matrix_layout(data_type(key.w), k, n, k as i64)
-        .context("cublasLtMatrixLayoutCreate (W)")?;
-    let b = lt::create_matrix_layout(data_type(key.w), k, m, k as i64)
-        .context("cublasLtMatrixLayoutCreate (X)")?;
-    let d = lt::create_matrix_layout(data_type(key.out), n, m, n as i64)
-        .context("cublasLtMatrixLayoutCreate (Y)")?;
-    let pref = lt::create_matmul_pref().context("cublasLtMatmulPreferenceCreate")?;
-    let size = WORKSPACE;
-    // SAFETY: a size_t attribute with its size.
-    unsafe {
-        lt::set_matmul_pref_attribute(
-            pref,
-            lt_sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-            &size as *const usize as *const c_void,
-            std::mem::size_of::<usize>(),
-        )
-    }
-    .context("cublasLtMatmulPreferenceSetAttribute")?;
-    // SAFETY: every descriptor was made above; the heuristic only reads them.
-    let heuristic = unsafe { lt::get_matmul_algo_heuristic(lt_.handle, desc, a, b, d, d, pref) };
-    // SAFETY: made above, used no more.
-    unsafe { lt::destroy_matmul_pref(pref) }.ok();
-    let heuristic = heuristic.with_context(|| format!("cuBLASLt has no algorithm for {key:?}"))?;
-    Ok(Plan {
-        desc,
-        a,
-        b,
-        d,
-        algo: heuristic.algo,
-    })
 }
 
 /// y (M, N) = epilogue(x (M, K) · wᵀ + b), in `out`'s type. x and w must share a type.

@@ -22,6 +22,7 @@ mod embed;
 mod gemm;
 mod graph;
 pub mod launch;
+mod lt;
 mod norm;
 mod ops;
 pub mod standin;
@@ -99,10 +100,26 @@ struct Graph {
 unsafe impl Send for Graph {}
 unsafe impl Sync for Graph {}
 
+/// Attention's six operand arrays of one chunk, in device memory: (K, Q, S) for the scores, (V, P, O)
+/// for the output. Cached by everything they depend on, so a forward with the same buffers (every
+/// forward after the first, and every replay of a graph) uploads nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ArrayKey {
+    qkv: u64,
+    out: u64,
+    s: u64,
+    p: u64,
+    images: usize,
+    t: usize,
+    heads: usize,
+    dh: usize,
+    es: usize,
+}
+
 pub struct Cuda {
     stream: Arc<CudaStream>,
     blas: CudaBlas,
-    lt: gemm::Lt,
+    lt: lt::Lt,
     k: Kernels,
     precision: Precision,
     sync_debug: bool,
@@ -116,7 +133,7 @@ pub struct Cuda {
     main_pool: Arc<Pool>,
     /// Buffers kept for good: the cuBLASLt workspace, attention's operand arrays.
     persistent: Arc<Pool>,
-    attn_arrays: Mutex<HashMap<attention::ArrayKey, GpuBuf>>,
+    attn_arrays: Mutex<HashMap<ArrayKey, GpuBuf>>,
     graphs: Mutex<HashMap<String, Graph>>,
     capturing: AtomicBool,
     counters: Counters,
@@ -226,10 +243,6 @@ impl Cuda {
         } else {
             Dtype::F32
         }
-    }
-
-    fn cast(&self, x: &GpuBuf, to: Dtype) -> Result<GpuBuf> {
-        act::cast(self, x, to)
     }
 
     /// Copies host bytes into the start of `buf`.
