@@ -1,4 +1,4 @@
-// Activations. CPU twin: src/backend/cpu/act.rs; test: tests/op_act.rs.
+// Activations. CPU twin: src/backend/cpu/act.rs; test: tests/ops/op_act.rs.
 #include "common.cuh"
 
 extern "C" __global__ void silu_f32(const float* x, float* y, long long n) {

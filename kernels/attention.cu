@@ -1,6 +1,6 @@
 // The softmax of attention, between its two products (cuBLAS batched GEMMs on tensor cores:
 // S = Q·Kᵀ/√Dh, then O = P·V, src/backend/cuda/attention.rs). CPU twin:
-// src/backend/cpu/attention.rs; test: tests/op_attention.rs.
+// src/backend/cpu/attention.rs; test: tests/ops/op_attention.rs.
 //
 // One warp per row: each lane walks its columns in a fixed order, and the warp combines them with
 // a fixed butterfly, so the same input gives the same bits on every run.

@@ -1,4 +1,4 @@
-// Residual adds and bias broadcast. CPU twin: src/backend/cpu/elementwise.rs; test: tests/op_elementwise.rs.
+// Residual adds and bias broadcast. CPU twin: src/backend/cpu/elementwise.rs; test: tests/ops/op_elementwise.rs.
 #include "common.cuh"
 
 extern "C" __global__ void add_f32(float* x, const float* y, long long n) {

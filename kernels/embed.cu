@@ -1,5 +1,5 @@
 // Patch (un)embedding rearrangements and embedding lookup. CPU twin: src/backend/cpu/embed.rs;
-// test: tests/op_embed.rs.
+// test: tests/ops/op_embed.rs.
 #include "common.cuh"
 
 // (B, C, H, W) → (B, (H/p)(W/p), C·p·p), features (c, a, b). One thread per output element.

@@ -1,5 +1,5 @@
 // LayerNorm without affine parameters, fused with the adaLN modulate and the gated residual.
-// CPU twin: src/backend/cpu/norm.rs; test: tests/op_norm.rs.
+// CPU twin: src/backend/cpu/norm.rs; test: tests/ops/op_norm.rs.
 #include "common.cuh"
 
 // Mean and 1/sqrt(var + eps) of one row, by the whole block: two passes (mean, then the centred

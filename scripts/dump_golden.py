@@ -35,7 +35,7 @@ transformers, torchvision.
     wide      (2x + y + 50c) mod 256                      200 × 320
     big       ⌊256 · u(10, 0, (y·W + x)·3 + c)⌋           512 × 512
 
-The formula (tests/model_inception.rs evaluates the same):
+The formula (tests/models/model_inception.rs evaluates the same):
   u(seed, t, e) = (philox4x32_10(ctr=(e // 4, 0, t, 3), key=(seed, 0))[e % 4] + 0.5) · 2⁻³²
   (sitdiv's `rng::uniform(seed, t, 0, STREAM_WEIGHTS, len)`), all arithmetic in f64, then fl32:
   t = the tensor's rank among the float tensors' names sorted as byte strings (seed 2015 for the

@@ -125,7 +125,7 @@ def main():
 
 
 # ---- the large case: 5000 × 2048 features from a counter-based formula, so only the reference
-# numbers are committed. Both this script and tests/metric_golden.rs generate the features:
+# numbers are committed. Both this script and tests/numerics/metric_golden.rs generate the features:
 #   u(seed, i, e) = (philox4x32_10(ctr=(e // 4, 0, i, 0), key=(seed, 0))[e % 4] + 0.5) · 2⁻³²
 #   samples   a[i, e] = fl32(u · (0.8 + 0.2 · u)), u = u(1, i, e)   (i < 5000, e < 2048; f64 ops)
 #   reference b[i, e] = fl32(u(2, i, e))

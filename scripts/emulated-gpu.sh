@@ -2,7 +2,7 @@
 # Runs any command on the emulated GPU: kernels/*.cu compiled for the CPU behind a stand-in CUDA
 # driver, cuBLAS, cuBLASLt and NVTX (kernels/emu/), which cudarc loads instead of the real libraries.
 #   scripts/emulated-gpu.sh target/release/sitdiv sample --device cuda ...
-#   scripts/emulated-gpu.sh cargo test --features cuda --test backend_ops
+#   scripts/emulated-gpu.sh cargo test --features cuda --test ops -- backend_ops::
 #   scripts/emulated-gpu.sh            (only builds the stand-ins)
 # The stand-ins are (re)built into target/emulated-gpu/ when a source is newer, with the host
 # C++ compiler and the headers of the pinned CUDA wheels (scripts/install-nvcc.sh). Settings the
@@ -59,7 +59,7 @@ if [ "$stale" = 1 ]; then
                 libcublasLt.so libcublasLt.so.12 libcublasLt.so.13 libnvToolsExt.so libnvToolsExt.so.1; do
         ln -sf libsitdiv-standin.so "$out/$name"
     done
-    # PTX of the test kernels (deliberately broken ones among them), for tests/gpu_harness.rs.
+    # PTX of the test kernels (deliberately broken ones among them), for tests/gpu/gpu_harness.rs.
     for cu in "$root"/tests/kernels/*.cu; do
         [ -f "$cu" ] || continue
         "$nvcc" --ptx -std=c++17 -O3 -arch=compute_80 -I"$root/kernels" -o "$out/ptx/$(basename "$cu" .cu).ptx" "$cu"

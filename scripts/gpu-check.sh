@@ -22,7 +22,8 @@ if [ "$dry" = 1 ]; then model=SiT-S/2 batch=2 iters=1; else model=SiT-XL/2 batch
 rows=()
 row() { rows+=("| $1 | $2 | $3 |"); }
 step() { echo; echo "== $*"; }
-# Runs a test binary (with filters); records its verdict and keeps the lines worth reading.
+# Runs a test binary (one per layer: tests/<layer>/main.rs) with filters, module paths such as
+# `pipeline_sample::sharding`; records its verdict and keeps the lines worth reading.
 check() {
     local name="$1" t="$2"; shift 2
     local log; log="$(mktemp)"
@@ -41,17 +42,20 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 echo "commit $(git rev-parse --short HEAD 2>/dev/null || cat "$payload/COMMIT" 2>/dev/null || echo unknown)"
 
 step "parity: every op against the CPU (strict fp32, max|a-r|/max|r| <= 1e-5)"
-check "op table" backend_ops
-for t in "$payload"/tests/op_*; do check "$(basename "$t")" "$(basename "$t")" cuda; done
+check "op table" ops backend_ops::
+# One row per op family (tests/ops/op_*.rs): its CUDA tests, named cuda_*.
+for m in $("$payload/tests/ops" --list 2>/dev/null | sed -n 's/^\(op_[a-z0-9_]*\)::.*: test$/\1/p' | sort -u); do
+    check "$m" ops "$m::cuda_"
+done
 
 step "parity: SiT golden forward and sampler golden cases, fp32 / tf32 / bf16, design counters"
-check "SiT golden forward (fp32)" model_sit cuda
-check "forward: precisions, counters, jobs" pipeline_gpu
-SITDIV_TEST_DEVICE=cuda check "sampler golden cases (fp32, CLI)" pipeline_sample cli_replays
+check "SiT golden forward (fp32)" models model_sit::cuda_
+check "forward: precisions, counters, jobs" gpu pipeline_gpu::
+SITDIV_TEST_DEVICE=cuda check "sampler golden cases (fp32, CLI)" pipeline pipeline_sample::cli_replays
 
 step "determinism: reruns and shards byte-identical"
-SITDIV_TEST_DEVICE=cuda check "determinism fp32" pipeline_sample sharding
-SITDIV_TEST_DEVICE=cuda SITDIV_TEST_PRECISION=bf16 check "determinism bf16" pipeline_sample sharding
+SITDIV_TEST_DEVICE=cuda check "determinism fp32" pipeline pipeline_sample::sharding
+SITDIV_TEST_DEVICE=cuda SITDIV_TEST_PRECISION=bf16 check "determinism bf16" pipeline pipeline_sample::sharding
 
 step "compute-sanitizer on a short sampling run"
 san="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)"

@@ -10,7 +10,8 @@ rm -rf "$out" && mkdir -p "$out/tests"
 cargo build --release --locked --features cuda
 cp target/release/sitdiv "$out/"
 git rev-parse --short HEAD >"$out/COMMIT" 2>/dev/null || true
-# Test executables: cargo prints one JSON line per artifact; keep the test binaries.
+# Test executables (one per layer, tests/<layer>/main.rs, named after the layer): cargo prints one
+# JSON line per artifact; keep the test binaries.
 cargo test --release --locked --features cuda --no-run --message-format=json 2>/dev/null |
     python3 -c '
 import json, sys, shutil

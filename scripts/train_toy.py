@@ -4,8 +4,8 @@
     python scripts/train_toy.py fixture tests/golden/toy_data.safetensors
     python scripts/train_toy.py train assets/toy [--steps 6000] [--seed 0]
 
-`fixture` writes a few images of the procedural data set; `cargo test --test toy_data` checks that
-the Rust generator (src/toy.rs) draws the same bytes.
+`fixture` writes a few images of the procedural data set; `cargo test --test pipeline toy_data::`
+checks that the Rust generator (src/toy.rs) draws the same bytes.
 
 `train` trains, on the CPU with PyTorch,
   (a) `toy_classifier.safetensors`: a small CNN whose 64-d pooled features stand in for the FID
@@ -14,7 +14,7 @@ the Rust generator (src/toy.rs) draws the same bytes.
       32×32 images, class-conditional with label dropout for guidance) trained with the SiT objective
       on the Linear path (velocity prediction),
 and writes `toy_*.io.safetensors` next to them: fixed inputs and PyTorch's outputs, which
-`cargo test --test toy_models` compares with sitdiv's forward passes.
+`cargo test --test models toy_models::` compares with sitdiv's forward passes.
 
 The data (the same formula as src/toy.rs; integers only, so every platform draws the same bytes):
 

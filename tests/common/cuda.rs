@@ -1,8 +1,26 @@
-//! The CUDA device for op tests: skipped loudly without one, a failure when REQUIRE_CUDA=1.
+//! The CUDA device for op tests: skipped loudly without one, a failure when REQUIRE_CUDA=1; and
+//! the lock of the tests that read the emulated device's process-wide state.
 #![allow(dead_code)]
+
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use sitdiv::backend::cuda::Cuda;
 use sitdiv::backend::{Backend, Precision};
+
+/// The stand-in driver counts launches, GEMMs, allocations, … for the whole process and keeps
+/// one last error: a test that reads them must have the device to itself, while the tests of the
+/// same binary that only use the device may share it. Held for the test's whole body.
+static DEVICE: RwLock<()> = RwLock::new(());
+
+/// The device shared with the other tests that only use it.
+pub fn shared() -> RwLockReadGuard<'static, ()> {
+    DEVICE.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The device alone: no other test of this process uses it until the guard is dropped.
+pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    DEVICE.write().unwrap_or_else(PoisonError::into_inner)
+}
 
 pub fn device() -> Option<Cuda> {
     match Cuda::new(0, Precision::Fp32, true) {

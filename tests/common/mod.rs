@@ -1,9 +1,18 @@
-//! Shared helpers of the golden tests: file locations, the golden README's error metric, and a
-//! runner that replays any sampler file through the library.
+//! Shared helpers of the integration tests, one copy per test binary (each binary's main.rs
+//! declares `#[path = "../common/mod.rs"] mod common;`): file locations, the golden README's
+//! error metric, a runner that replays any sampler file through the library, and in submodules
+//! the op tests' inputs and references (`ops`), a recording backend (`recording`) and the CUDA
+//! device (`cuda`).
 #![allow(dead_code)]
+
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+pub mod cuda;
+pub mod ops;
+pub mod recording;
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sitdiv::backend::cpu::Cpu;
 use sitdiv::models::sit::{SiT, SiTConfig};
@@ -15,21 +24,34 @@ use sitdiv::sampling::sde::{self, LastStep, NoiseSource, SdeMethod, SdeResult, S
 use sitdiv::sampling::{grid, Prediction, Velocity};
 use sitdiv::weights::WeightFile;
 
+/// The repository's root, where `sweeps/`, `scripts/` and `assets/` are.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
 /// tests/golden, or `SITDIV_GOLDEN_DIR` when test binaries run away from the source tree.
 pub fn golden_dir() -> PathBuf {
     match std::env::var_os("SITDIV_GOLDEN_DIR") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden"),
+        None => repo().join("tests/golden"),
     }
+}
+
+/// A golden file's path, as a command-line argument.
+pub fn golden(name: &str) -> String {
+    golden_dir().join(name).display().to_string()
 }
 
 pub fn open(name: &str) -> WeightFile {
     WeightFile::open(golden_dir().join(name)).expect("golden file")
 }
 
-/// A fresh, empty scratch folder for one test.
+/// A fresh, empty scratch folder for one test. Each call gets its own folder, also when tests of
+/// different modules of one binary (one process) pick the same name.
 pub fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sitdiv-test-{}-{name}", std::process::id()));
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("sitdiv-test-{}-{n}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("scratch folder");
     d
@@ -383,6 +405,15 @@ pub fn formula_image(name: &str) -> (Vec<u8>, usize, usize) {
         }
     }
     (px, h, w)
+}
+
+/// `count` RGB images of `side`², image n of `seed`: pixel (y, x, c) = ⌊256 · u(seed, n,
+/// (y·W + x)·3 + c)⌋.
+pub fn uniform_images(seed: u64, count: usize, side: usize) -> Vec<u8> {
+    (0..count)
+        .flat_map(|n| sitdiv::rng::uniform(seed, n as u64, 0, 0, side * side * 3))
+        .map(|u| (256.0 * u).floor() as u8)
+        .collect()
 }
 
 /// A merged sweep's result files by name: `results.csv` and every `results/*.json` (not the

@@ -8,6 +8,19 @@ pub fn randn(seed: u64, n: usize) -> Vec<f32> {
     rng::gaussian(seed, 0, 0, 0, n)
 }
 
+/// Deterministic values in [-1, 1) from a xorshift generator (independent of the library's RNG).
+pub fn signed_unit(seed: u64, n: usize) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f64 / (1u64 << 23) as f64 - 1.0
+        })
+        .collect()
+}
+
 /// max |a − b| / max(1, max |b|): absolute for small references, relative for large ones.
 pub fn max_err(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());

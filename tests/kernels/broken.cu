@@ -1,6 +1,6 @@
-// Kernels broken on purpose, for tests/gpu_harness.rs: each must be caught by the emulated device
-// (or by the launch table) with a message that names the fault. `reverse_via_smem` is the one
-// correct kernel, launched with bad and good launch configurations.
+// Kernels broken on purpose, for tests/gpu/gpu_harness.rs: each must be caught by the emulated
+// device (or by the launch table) with a message that names the fault. `reverse_via_smem` is the
+// one correct kernel, launched with bad and good launch configurations.
 #include "common.cuh"
 
 // BROKEN: a block sum (blockDim.x = 64, one block) without the __syncthreads() between writing

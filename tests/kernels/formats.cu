@@ -1,5 +1,5 @@
 // Conversions through CUDA's own __nv_bfloat16 and __half: the same header functions on the
-// device and, through kernels/emu/cuda_emu.h, on the emulated device (tests/gpu_harness.rs
+// device and, through kernels/emu/cuda_emu.h, on the emulated device (tests/gpu/gpu_harness.rs
 // compares both with the `half` crate's round-to-nearest-even).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

@@ -1,4 +1,4 @@
-// Warp-level built-ins and atomics, correct, for tests/gpu_harness.rs: the emulated device must
+// Warp-level built-ins and atomics, correct, for tests/gpu/gpu_harness.rs: the emulated device must
 // give what the CUDA programming guide specifies, lane by lane.
 #include "common.cuh"
 

@@ -1,0 +1,379 @@
+//! Jobs on the CUDA backend (the emulated device in CI, a GPU on a GPU node): a job whose
+//! networks need an op the backend lacks fails before its first unit, naming the op and the
+//! network; and the device work of one SiT-S/2 forward, counted by the stand-in driver.
+
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+mod on_cuda {
+    use crate::common::cuda;
+    use crate::common::{golden, golden_dir, tmp};
+    use sitdiv::backend::cuda::{standin, Cuda, CudaOptions};
+    use sitdiv::backend::{Backend, Precision};
+    use sitdiv::models::sit::{SiT, SiTConfig};
+    use sitdiv::models::synthetic;
+    use sitdiv::models::vae::AutoencoderKL;
+    use sitdiv::rng;
+
+    /// The ops of the SD-VAE decoder this backend lacks (none once it has them all).
+    fn vae_missing(gpu: &Cuda) -> Vec<&'static str> {
+        AutoencoderKL::<Cuda>::OPS
+            .iter()
+            .filter(|&&op| !gpu.supports(op))
+            .map(|op| op.name())
+            .collect()
+    }
+
+    /// Runs the binary; on the stand-in, also returns the driver's counters for the process.
+    fn sitdiv(
+        args: &[&str],
+        dir: &std::path::Path,
+    ) -> (std::process::Output, Option<serde_json::Value>) {
+        let counts = dir.join("counts.json");
+        let bin =
+            std::env::var_os("SITDIV_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_sitdiv").into());
+        let out = std::process::Command::new(bin)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .env("SITDIV_STANDIN_COUNTS", &counts)
+            .output()
+            .expect("run sitdiv");
+        let c = std::fs::read_to_string(&counts)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok());
+        let _ = std::fs::remove_file(&counts);
+        (out, c)
+    }
+
+    #[test]
+    fn jobs_needing_ops_the_backend_lacks_fail_before_their_first_unit() {
+        // The device shared with the other tests of this binary that only use it.
+        let _device = cuda::shared();
+        let Some(gpu) = cuda::device() else { return };
+        let missing = vae_missing(&gpu);
+        if missing.is_empty() {
+            println!("the CUDA backend has every op of the SD-VAE decoder: nothing to refuse");
+            return;
+        }
+        drop(gpu);
+        let dir = tmp("gpu-missing-op");
+        let out = dir.join("images");
+        let o = out.display().to_string();
+        let (w, vae) = (
+            golden("sit_tiny.weights.safetensors"),
+            golden("vae_tiny.weights.safetensors"),
+        );
+        let (r, counts) = sitdiv(
+            &[
+                "sample",
+                "--weights",
+                &w,
+                "--vae",
+                &vae,
+                "--out",
+                &o,
+                "--num-samples",
+                "4",
+                "--steps",
+                "2",
+                "--device",
+                "cuda",
+            ],
+            &dir,
+        );
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success(), "sample --vae on cuda must fail: {err}");
+        assert!(
+            err.contains("SD-VAE decoder needs") && err.contains(missing[0]),
+            "{err}"
+        );
+        assert!(!out.exists(), "output written despite the error");
+        // Not one kernel ran: the check comes before any sampling.
+        if let Some(c) = counts {
+            assert_eq!(count(&c, "launches"), 0, "it computed before failing: {c}");
+        }
+        println!("sample: {}", err.trim());
+
+        // A sweep on the SLURM default device: no unit is computed, none is written.
+        let runs = dir.join("runs");
+        // Beside tests/golden, also where test binaries run away from the build tree.
+        let sweep = golden_dir().join("../../sweeps/tiny.toml");
+        let (r, counts) = sitdiv(
+            &[
+                "sweep",
+                "run",
+                &sweep.display().to_string(),
+                "--out",
+                &runs.display().to_string(),
+                "--device",
+                "cuda",
+            ],
+            &dir,
+        );
+        let err = String::from_utf8_lossy(&r.stderr);
+        if let Some(c) = counts {
+            assert_eq!(count(&c, "launches"), 0, "it computed before failing: {c}");
+        }
+        assert!(!r.status.success(), "sweep run on cuda must fail: {err}");
+        assert!(
+            err.contains("SD-VAE decoder needs") && err.contains(missing[0]),
+            "{err}"
+        );
+        let units: Vec<_> = walk(&runs)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "npz"))
+            .collect();
+        assert!(
+            units.is_empty(),
+            "units written before the failure: {units:?}"
+        );
+        println!("sweep run: {}", err.trim());
+    }
+
+    fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let Ok(rd) = std::fs::read_dir(d) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .flat_map(|e| {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p)
+                } else {
+                    vec![p]
+                }
+            })
+            .collect()
+    }
+
+    fn count(c: &serde_json::Value, key: &str) -> u64 {
+        c[key].as_f64().unwrap_or(0.0) as u64
+    }
+
+    /// What one forward after the first asks of the device, as the stand-in driver saw it, and
+    /// as the backend counted it.
+    struct Work {
+        device: serde_json::Value,
+        host: sitdiv::backend::cuda::Counts,
+    }
+
+    fn forward_work(cfg: &SiTConfig, precision: Precision, graphs: bool) -> Work {
+        let gpu = Cuda::with_options(
+            0,
+            CudaOptions {
+                graphs,
+                ..CudaOptions::new(precision)
+            },
+        )
+        .unwrap();
+        let model = SiT::load(&gpu, &synthetic::sit(cfg, 0), cfg.clone()).unwrap();
+        let n = 2;
+        let x = rng::gaussian(1, 0, 0, 0, n * cfg.sample_len());
+        let (t, y) = ([0.25f32, 0.75], [1i64, cfg.num_classes as i64]);
+        model.forward(&gpu, &x, &t, &y).unwrap();
+        standin::reset_counts();
+        let before = gpu.counts();
+        let out = model.forward(&gpu, &x, &t, &y).unwrap();
+        assert!(
+            out.iter().all(|v| v.is_finite()),
+            "{precision:?}: non-finite output"
+        );
+        let after = gpu.counts();
+        let host = sitdiv::backend::cuda::Counts {
+            launches: after.launches - before.launches,
+            graph_launches: after.graph_launches - before.graph_launches,
+            gemms: after
+                .gemms
+                .iter()
+                .map(|(k, v)| (k.clone(), v - before.gemms.get(k).copied().unwrap_or(0)))
+                .collect(),
+            macs: after.macs - before.macs,
+            allocations: after.allocations - before.allocations,
+            host_syncs: after.host_syncs - before.host_syncs,
+        };
+        Work {
+            device: standin::counts().expect("stand-in counters"),
+            host,
+        }
+    }
+
+    /// Kernel launches and products: the device's work items of a forward.
+    fn items(w: &Work) -> u64 {
+        count(&w.device, "launches") + count(&w.device, "gemms")
+    }
+
+    /// The design of the GPU forward, asserted on the emulated device for every precision: at
+    /// most 10 launches per transformer block and 40 outside them; after the first forward no
+    /// allocation and no host synchronisation but the result's copy; every product on tensor
+    /// cores in tf32 and bf16 (attention's two included); with graphs, one graph launch and no
+    /// launch from the host per forward. Per-block counts come from depths 12 and 13.
+    #[test]
+    fn sit_forward_design_counters() {
+        // The stand-in's counters are process-wide: the device alone while they are read.
+        let _device = cuda::exclusive();
+        let Some(_) = cuda::device() else { return };
+        if !standin::active() {
+            println!("SKIPPED: counters come from the emulated device's stand-in driver");
+            return;
+        }
+        // SiT-S/2's widths on 8×8 latents (64 px): counts do not depend on the resolution.
+        let mut cfg = SiTConfig::preset("SiT-S/2", 256).unwrap();
+        cfg.input_size = 8;
+        assert_eq!(cfg.depth, 12);
+        println!("SiT-S/2 forward, batch 2, after the first, on the emulated device:");
+        println!(
+            "| precision | graphs | launches + GEMMs (depth 12) | per block | outside blocks | allocations | host syncs | graph launches | launches from the host | GEMMs by compute type |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        for precision in [Precision::Fp32, Precision::Tf32, Precision::Bf16] {
+            for graphs in [false, true] {
+                cfg.depth = 12;
+                let w12 = forward_work(&cfg, precision, graphs);
+                cfg.depth = 13;
+                let w13 = forward_work(&cfg, precision, graphs);
+                let per_block = items(&w13) - items(&w12);
+                let outside = items(&w12) - 12 * per_block;
+                let gemms = &w12.device["gemms_by_compute"];
+                println!(
+                    "| {precision:?} | {} | {} | {per_block} | {outside} | {} | {} | {} | {} | {gemms} |",
+                    if graphs { "on" } else { "off" },
+                    items(&w12),
+                    count(&w12.device, "allocations"),
+                    count(&w12.device, "host_syncs"),
+                    count(&w12.device, "graph_launches"),
+                    w12.host.launches,
+                );
+                assert!(
+                    per_block <= 10,
+                    "{precision:?}: {per_block} launches per block: {}",
+                    w12.device
+                );
+                assert!(
+                    outside <= 40,
+                    "{precision:?}: {outside} launches outside the blocks: {}",
+                    w12.device
+                );
+                assert_eq!(
+                    count(&w12.device, "allocations"),
+                    0,
+                    "{precision:?}: {}",
+                    w12.device
+                );
+                assert_eq!(w12.host.allocations, 0, "{precision:?}");
+                // The result's copy to the host is the forward's one wait.
+                assert_eq!(
+                    count(&w12.device, "host_syncs"),
+                    1,
+                    "{precision:?}: {}",
+                    w12.device
+                );
+                let tensor_cores = match precision {
+                    Precision::Fp32 => "COMPUTE_32F/32F",
+                    Precision::Tf32 => "COMPUTE_32F_FAST_TF32/32F",
+                    Precision::Bf16 => "COMPUTE_32F/16BF",
+                };
+                assert_eq!(
+                    gemms[tensor_cores].as_u64(),
+                    Some(count(&w12.device, "gemms")),
+                    "{precision:?}: {gemms}"
+                );
+                if graphs {
+                    assert_eq!(
+                        count(&w12.device, "graph_launches"),
+                        1,
+                        "{precision:?}: {}",
+                        w12.device
+                    );
+                    assert_eq!(
+                        w12.host.launches, 0,
+                        "{precision:?}: launches from the host in a replayed forward"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The golden SiT's forward on the GPU in every precision against the CPU's fp32 forward
+    /// (max|a−r|/max|r|), eager and replayed from a graph. fp32 must stay within the golden
+    /// tolerance and a replay must give the eager bits; the tf32 and bf16 errors are measured
+    /// and printed (they come from rounding the products' inputs: see the README).
+    #[test]
+    fn cuda_precisions_against_the_cpu_forward() {
+        // The device shared with the other tests of this binary that only use it.
+        let _device = cuda::shared();
+        let Some(_) = cuda::device() else { return };
+        let w =
+            sitdiv::weights::WeightFile::open(golden_dir().join("sit_tiny.weights.safetensors"))
+                .unwrap();
+        let cfg = SiTConfig::from_metadata(&w).unwrap().unwrap();
+        let io = sitdiv::weights::WeightFile::open(golden_dir().join("sit_tiny.io.safetensors"))
+            .unwrap();
+        let (x, t, y) = (
+            io.f32("x").unwrap(),
+            io.f32("t").unwrap(),
+            io.i64("y").unwrap(),
+        );
+        let cpu = SiT::load(&sitdiv::backend::cpu::Cpu, &w, cfg.clone()).unwrap();
+        let want = cpu.forward(&sitdiv::backend::cpu::Cpu, &x, &t, &y).unwrap();
+        for precision in [Precision::Fp32, Precision::Tf32, Precision::Bf16] {
+            let mut outs = Vec::new();
+            for graphs in [false, true] {
+                let gpu = Cuda::with_options(
+                    0,
+                    CudaOptions {
+                        graphs,
+                        ..CudaOptions::new(precision)
+                    },
+                )
+                .unwrap();
+                let model = SiT::load(&gpu, &w, cfg.clone()).unwrap();
+                // Twice: a graph is captured on the first call and replayed on the second.
+                model.forward(&gpu, &x, &t, &y).unwrap();
+                outs.push(model.forward(&gpu, &x, &t, &y).unwrap());
+            }
+            let e = crate::common::rel_err(&outs[0], &want);
+            println!("sit_tiny forward, {precision:?}: rel {e:.3e} against the CPU's fp32; graph replay bit-identical: {}", outs[0] == outs[1]);
+            assert!(
+                outs.iter().flatten().all(|v| v.is_finite()),
+                "{precision:?}: non-finite output"
+            );
+            assert!(
+                outs[0] == outs[1],
+                "{precision:?}: the graph's replay differs from the eager forward"
+            );
+            if precision == Precision::Fp32 {
+                assert!(e <= 1e-5, "fp32: rel {e:.3e} > 1e-5");
+            }
+        }
+    }
+
+    /// Two sampler golden cases (ODE with guidance, SDE) through the CLI in tf32 and bf16: their
+    /// errors against the golden (fp32) samples, measured and printed.
+    #[test]
+    fn cuda_sampler_golden_cases_in_tf32_and_bf16() {
+        // The device shared with the other tests of this binary that only use it.
+        let _device = cuda::shared();
+        let Some(_) = cuda::device() else { return };
+        let cases: [(&str, &[&str]); 2] = [
+            (
+                "sampler_ode_euler_n10_cfg4.0_interval0.3-0.7_published.io.safetensors",
+                &["--steps", "10", "--cfg", "4.0", "--cfg-interval", "0.3,0.7"],
+            ),
+            (
+                "sampler_sde_euler_sigma_norm1.0_mean_cfg4.0.io.safetensors",
+                &[
+                    "--mode", "sde", "--method", "euler", "--steps", "10", "--cfg", "4.0",
+                ],
+            ),
+        ];
+        for (file, flags) in cases {
+            for precision in ["tf32", "bf16"] {
+                let e = crate::common::replay_golden_case(
+                    file,
+                    flags,
+                    &["--device", "cuda", "--precision", precision],
+                );
+                println!("{file} in {precision}: rel {e:.3e} against the golden fp32 sample");
+                assert!(e.is_finite(), "{file} in {precision}: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Image preprocessing against Pillow, transformers' PIL processors and torchvision
+//! (tests/golden/preprocess.io.safetensors, made by `scripts/dump_golden.py preprocess`): the
+//! 8-bit resizes bit for bit, each backbone's normalised input within 1e-6.
+
+use crate::common::{formula_image, open};
+use sitdiv::io::sha256_hex;
+use sitdiv::models::preprocess::{pil_resize, PilFilter, Pipeline};
+
+const IMAGES: [&str; 6] = ["gradient", "checker", "edges", "noise", "wide", "big"];
+
+#[test]
+fn pil_resize_is_bit_exact() {
+    let g = open("preprocess.io.safetensors");
+    for name in IMAGES {
+        let (img, h, w) = formula_image(name);
+        let head: Vec<i64> = img[..64].iter().map(|&v| v as i64).collect();
+        assert_eq!(
+            head,
+            g.i64(&format!("{name}.head")).unwrap(),
+            "{name}: formula image differs"
+        );
+        for (op, filter, oh, ow) in [
+            ("bicubic_224", PilFilter::Bicubic, 224, 224),
+            ("bilinear_256", PilFilter::Bilinear, 256, 256),
+            ("bicubic_299x180", PilFilter::Bicubic, 299, 180),
+        ] {
+            let got = if (oh, ow) == (h, w) {
+                img.clone()
+            } else {
+                pil_resize(&img, (h, w, 3), (oh, ow), filter)
+            };
+            assert_eq!(got.len(), oh * ow * 3);
+            // The noise image's output is stored whole (to count differing bytes); every
+            // output's SHA-256 is.
+            if let Ok(want) = g.i64(&format!("{name}.{op}")) {
+                let differ = got
+                    .iter()
+                    .zip(&want)
+                    .filter(|(a, b)| **a as i64 != **b)
+                    .count();
+                assert_eq!(
+                    differ,
+                    0,
+                    "{name} {op}: {differ} of {} bytes differ from Pillow",
+                    want.len()
+                );
+            }
+            let sha: String = g
+                .i64(&format!("{name}.{op}.sha256"))
+                .unwrap()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(
+                sha256_hex(&got),
+                sha,
+                "{name} {op}: output differs from Pillow's"
+            );
+        }
+    }
+}
+
+#[test]
+fn backbone_inputs_match_their_processors() {
+    let g = open("preprocess.io.safetensors");
+    let mut worst = 0f64;
+    for name in IMAGES {
+        let (img, h, w) = formula_image(name);
+        for (proc, p) in [
+            ("clip", Pipeline::ClipHf),
+            ("dinov2", Pipeline::Dinov2Hf),
+            ("mocov3", Pipeline::Mocov3),
+            ("simclr", Pipeline::Simclr),
+        ] {
+            let x = p.prepare(&img, (h, w));
+            assert_eq!(x.len(), 3 * 224 * 224);
+            let rows = g.f32(&format!("{name}.{proc}")).unwrap(); // (3, 8, 224)
+            for c in 0..3 {
+                for (i, &r) in rows[c * 8 * 224..(c + 1) * 8 * 224].iter().enumerate() {
+                    let err = (x[c * 224 * 224 + i] - r).abs() as f64;
+                    worst = worst.max(err);
+                    assert!(
+                        err <= 1e-6,
+                        "{name} {proc}: channel {c} value {i}: {} vs {r}",
+                        x[c * 224 * 224 + i]
+                    );
+                }
+            }
+            let sum: f64 = x.iter().map(|&v| v as f64).sum();
+            let want = g.f64(&format!("{name}.{proc}_sum")).unwrap()[0];
+            assert!(
+                (sum - want).abs() <= 1e-6 * x.len() as f64,
+                "{name} {proc}: sum {sum} vs {want}"
+            );
+        }
+    }
+    println!("worst normalised-input difference: {worst:e}");
+}

@@ -1,0 +1,16 @@
+//! The network-free numerics, against the upstream code and the reference tools: the samplers
+//! (`sampler_golden`: every upstream ODE and SDE golden file replayed through the library;
+//! `sampler_units`: Philox, noise layout, time grids, work units) and the metrics (`metric_*`:
+//! FID, IS, KID, PRDC, diversity, correlation, the bootstrap and streamed feature statistics).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod metric_bootstrap;
+mod metric_correlation;
+mod metric_diversity;
+mod metric_fid;
+mod metric_golden;
+mod metric_stats;
+mod sampler_golden;
+mod sampler_units;

@@ -1,0 +1,106 @@
+//! SiLU, tanh-GELU, exact GELU and quick GELU against f64 closed forms.
+
+use sitdiv::backend::cpu::Cpu;
+use sitdiv::backend::Backend;
+
+#[test]
+fn gelu_tanh_matches_closed_form() {
+    let x: Vec<f32> = (-4000..=4000)
+        .map(|i| i as f32 * 0.0025)
+        .chain([-30.0, 30.0, 1e-7, -1e-7])
+        .collect();
+    let mut y = x.clone();
+    Cpu.gelu_tanh(&mut y).unwrap();
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    for (&x, &y) in x.iter().zip(&y) {
+        let x = x as f64;
+        let r = 0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh());
+        // f32 rounding of 1 + tanh(·) alone costs up to 6e-8·|x| where tanh → −1.
+        assert!(
+            (y as f64 - r).abs() <= 3e-7 * x.abs().max(1.0),
+            "gelu({x}) = {y}, expected {r}"
+        );
+    }
+}
+
+#[test]
+fn silu_matches_closed_form() {
+    let x: Vec<f32> = (-2000..=2000).map(|i| i as f32 * 0.01).collect();
+    let y = Cpu.silu(&x).unwrap();
+    for (&x, &y) in x.iter().zip(&y) {
+        let r = x as f64 / (1.0 + (-(x as f64)).exp());
+        assert!(
+            (y as f64 - r).abs() <= 1e-6 * r.abs().max(1.0),
+            "silu({x}) = {y}, expected {r}"
+        );
+    }
+}
+
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+use crate::common::{cuda, ops};
+
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[test]
+fn cuda_activations_match_cpu() {
+    let Some(gpu) = cuda::device() else { return };
+    let x: Vec<f32> = ops::randn(1, 10_007).iter().map(|v| 4.0 * v).collect();
+    let gx = gpu.upload(&x).unwrap();
+    assert!(
+        cuda::rel(&gpu, &gpu.silu(&gx).unwrap(), &Cpu.silu(&x).unwrap()) <= 1e-5,
+        "silu"
+    );
+    let (mut g, mut c) = (gpu.upload(&x).unwrap(), x.clone());
+    gpu.gelu_tanh(&mut g).unwrap();
+    Cpu.gelu_tanh(&mut c).unwrap();
+    assert!(cuda::rel(&gpu, &g, &c) <= 1e-5, "gelu_tanh");
+}
+
+#[test]
+fn gelu_erf_and_quick_gelu_match_closed_forms() {
+    let x: Vec<f32> = (-4000..=4000)
+        .map(|i| i as f32 * 0.0025)
+        .chain([-30.0, 30.0, 1e-7, -1e-7])
+        .collect();
+    let (mut g, mut q) = (x.clone(), x.clone());
+    Cpu.gelu_erf(&mut g).unwrap();
+    Cpu.quick_gelu(&mut q).unwrap();
+    for ((&x, &g), &q) in x.iter().zip(&g).zip(&q) {
+        let xd = x as f64;
+        // erf(z) = 1 − erfc(z); a power series is enough at these arguments for a check.
+        let r = 0.5 * xd * (1.0 + erf_ref(xd / std::f64::consts::SQRT_2));
+        assert!(
+            (g as f64 - r).abs() <= 1e-7 * xd.abs().max(1.0),
+            "gelu({x}) = {g}, expected {r}"
+        );
+        let rq = xd / (1.0 + (-1.702 * xd).exp());
+        assert!(
+            (q as f64 - rq).abs() <= 3e-7 * xd.abs().max(1.0),
+            "quick_gelu({x}) = {q}, expected {rq}"
+        );
+    }
+}
+
+/// erf: Taylor series for |z| ≤ 4, else 1 − erfc from its asymptotic series (both good to
+/// ~1e-11 here).
+fn erf_ref(z: f64) -> f64 {
+    if z.abs() > 4.0 {
+        let z2 = z * z;
+        let erfc = (-z2).exp() / (z.abs() * std::f64::consts::PI.sqrt())
+            * (1.0 - 1.0 / (2.0 * z2) + 3.0 / (4.0 * z2 * z2) - 15.0 / (8.0 * z2 * z2 * z2));
+        return z.signum() * (1.0 - erfc);
+    }
+    let (mut term, mut sum) = (z, z);
+    for n in 1..200 {
+        term *= -z * z / n as f64;
+        sum += term / (2 * n + 1) as f64;
+    }
+    sum * 2.0 / std::f64::consts::PI.sqrt()
+}
+
+#[test]
+fn relu_zeroes_negatives_and_keeps_nan() {
+    let mut x = vec![-2.0, -0.0, 0.0, 3.5, f32::NAN, f32::NEG_INFINITY];
+    Cpu.relu(&mut x).unwrap();
+    assert_eq!(&x[..4], &[0.0, -0.0, 0.0, 3.5]);
+    assert!(x[4].is_nan() && x[5] == 0.0);
+}

@@ -1,0 +1,121 @@
+//! Convolution and nearest upsampling against naive references.
+
+use crate::common::ops;
+
+use ops::{max_err, randn};
+use sitdiv::backend::cpu::Cpu;
+use sitdiv::backend::{Backend, Nchw, Window};
+
+/// Direct convolution in f64, then ReLU when asked.
+fn conv_ref(
+    x: &[f32],
+    d: Nchw,
+    w: &[f32],
+    b: &[f32],
+    co: usize,
+    win: Window,
+    relu: bool,
+) -> Vec<f32> {
+    let (ho, wo) = win.output(d.h, d.w).unwrap();
+    let mut y = vec![0f32; d.n * co * ho * wo];
+    for s in 0..d.n {
+        for o in 0..co {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let mut acc = b[o] as f64;
+                    for c in 0..d.c {
+                        for ky in 0..win.kh {
+                            for kx in 0..win.kw {
+                                let iy = (oy * win.stride + ky) as isize - win.ph as isize;
+                                let ix = (ox * win.stride + kx) as isize - win.pw as isize;
+                                if iy >= 0 && ix >= 0 && (iy as usize) < d.h && (ix as usize) < d.w
+                                {
+                                    acc += w[((o * d.c + c) * win.kh + ky) * win.kw + kx] as f64
+                                        * x[((s * d.c + c) * d.h + iy as usize) * d.w + ix as usize]
+                                            as f64;
+                                }
+                            }
+                        }
+                    }
+                    y[((s * co + o) * ho + oy) * wo + ox] =
+                        if relu { acc.max(0.0) } else { acc } as f32;
+                }
+            }
+        }
+    }
+    y
+}
+
+#[test]
+fn conv2d_matches_naive_reference() {
+    // 3×3 pad 1; 1×1 (the direct GEMM path); a map larger than one im2col tile (2048 pixels);
+    // stride 2 with and without padding; Inception's factorised 1×7 / 7×1 and 1×3 / 3×1 kernels;
+    // a strided 1×1; channel-split jobs.
+    let cases = [
+        ((2, 3, 5, 7), 4, Window::square(3, 1, 1)),
+        ((1, 5, 9, 4), 6, Window::square(1, 1, 0)),
+        ((1, 2, 48, 50), 3, Window::square(3, 1, 1)),
+        ((2, 1, 3, 3), 2, Window::square(3, 1, 0)),
+        ((2, 3, 15, 13), 4, Window::square(3, 2, 0)),
+        ((1, 2, 9, 8), 3, Window::square(3, 2, 1)),
+        ((2, 3, 7, 9), 5, Window::rect(1, 7, 0, 3)),
+        ((2, 3, 9, 7), 5, Window::rect(7, 1, 3, 0)),
+        ((1, 4, 6, 6), 2, Window::rect(1, 3, 0, 1)),
+        ((1, 4, 6, 6), 2, Window::rect(3, 1, 1, 0)),
+        ((1, 3, 7, 7), 2, Window::square(1, 2, 0)),
+        ((1, 2, 64, 70), 3, Window::square(5, 2, 2)),
+        // More than one block of 64 output channels on a small map (channel-split jobs).
+        ((2, 8, 9, 7), 130, Window::square(3, 1, 1)),
+    ];
+    for (i, &((n, c, h, w), co, win)) in cases.iter().enumerate() {
+        let d = Nchw { n, c, h, w };
+        let x = randn(1 + i as u64, d.len());
+        let wt = randn(100 + i as u64, co * c * win.kh * win.kw);
+        let b = randn(200 + i as u64, co);
+        for relu in [false, true] {
+            let got = Cpu.conv2d(&x, d, &wt, &b, co, win, relu).unwrap();
+            let err = max_err(&got, &conv_ref(&x, d, &wt, &b, co, win, relu));
+            assert!(err < 1e-5, "{d:?} co {co} {win:?} relu {relu}: err {err:e}");
+        }
+    }
+}
+
+#[test]
+fn conv2d_refuses_windows_that_do_not_fit() {
+    let d = Nchw {
+        n: 1,
+        c: 1,
+        h: 2,
+        w: 2,
+    };
+    let (x, w, b) = (vec![0f32; 4], vec![0f32; 9], vec![0f32; 1]);
+    let e = Cpu
+        .conv2d(&x, d, &w, &b, 1, Window::square(3, 1, 0), false)
+        .unwrap_err();
+    assert!(e.to_string().contains("does not fit"), "{e}");
+    let e = Cpu
+        .conv2d(
+            &x[..3].to_vec(),
+            d,
+            &w,
+            &b,
+            1,
+            Window::square(3, 1, 1),
+            false,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("elements"), "{e}");
+}
+
+#[test]
+fn upsample_repeats_each_pixel_twice_per_axis() {
+    let x: Vec<f32> = (0..2 * 3 * 4).map(|i| i as f32).collect();
+    let y = Cpu.upsample_nearest2x(&x, 2, 1, 3, 4).unwrap();
+    for nc in 0..2 {
+        for oy in 0..6 {
+            for ox in 0..8 {
+                assert_eq!(y[(nc * 6 + oy) * 8 + ox], x[(nc * 3 + oy / 2) * 4 + ox / 2]);
+            }
+        }
+    }
+}

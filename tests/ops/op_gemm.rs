@@ -1,0 +1,90 @@
+//! CPU GEMM (`F.linear`) against an f64 reference, on odd shapes and both thread splits.
+
+use crate::common::ops;
+
+use ops::{linear_ref, max_err, randn};
+use sitdiv::backend::cpu::gemm::linear;
+
+#[test]
+fn linear_matches_f64_reference_on_odd_shapes() {
+    // (M, K, N): tiny, odd, skinny-M (column split) and tall (row split) products.
+    for &(m, k, n) in &[
+        (1, 1, 1),
+        (3, 5, 7),
+        (17, 33, 9),
+        (4, 300, 1000),
+        (517, 96, 130),
+        (64, 0, 5),
+    ] {
+        let x = randn(1, m * k);
+        let w = randn(2, n * k);
+        let b = randn(3, n);
+        for bias in [None, Some(b.as_slice())] {
+            let got = linear(&x, &w, bias, m, k, n);
+            let err = max_err(&got, &linear_ref(&x, &w, bias, m, k, n));
+            assert!(
+                err < 1e-5 * (k as f64).sqrt().max(1.0),
+                "({m},{k},{n}) bias {}: err {err:e}",
+                bias.is_some()
+            );
+        }
+    }
+}
+
+#[test]
+fn linear_is_independent_of_the_row_split() {
+    // Row i of a product must not depend on which other rows share the call.
+    let (k, n) = (96, 130);
+    let x = randn(4, 600 * k);
+    let w = randn(5, n * k);
+    let full = linear(&x, &w, None, 600, k, n);
+    let part = linear(&x[..7 * k], &w, None, 7, k, n);
+    assert_eq!(&full[..7 * n], &part[..], "row results changed with M");
+}
+
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+use crate::common::cuda;
+
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[test]
+fn cuda_linear_matches_cpu() {
+    use sitdiv::backend::Backend;
+    let Some(gpu) = cuda::device() else { return };
+    for &(m, k, n) in &[(1, 1, 1), (3, 5, 7), (517, 96, 130), (2048, 384, 1152)] {
+        let (x, w, b) = (randn(1, m * k), randn(2, n * k), randn(3, n));
+        let cpu = linear(&x, &w, Some(&b), m, k, n);
+        let (gx, gw, gb) = (
+            gpu.upload(&x).unwrap(),
+            gpu.upload(&w).unwrap(),
+            gpu.upload(&b).unwrap(),
+        );
+        let e = cuda::rel(
+            &gpu,
+            &gpu.linear(&gx, &gw, Some(&gb), m, k, n).unwrap(),
+            &cpu,
+        );
+        assert!(e <= 1e-5, "({m},{k},{n}): rel {e:e}");
+    }
+}
+
+#[test]
+fn linear_bits_do_not_depend_on_the_thread_count() {
+    // SiT-XL/2 shapes of a guided unit: tall (row tiles) and short (column tiles) products.
+    for &(m, k, n) in &[(64, 1152, 2304), (1100, 96, 130), (96, 64, 1000)] {
+        let (x, w, b) = (randn(6, m * k), randn(7, n * k), randn(8, n));
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| linear(&x, &w, Some(&b), m, k, n))
+        };
+        let one = run(1);
+        for threads in [2, 3, 16, 64] {
+            assert!(
+                run(threads) == one,
+                "({m},{k},{n}): {threads} threads changed the bits"
+            );
+        }
+    }
+}
