@@ -149,7 +149,7 @@ pub struct ClipVision<B: Backend> {
 }
 
 impl<B: Backend> ClipVision<B> {
-    /// The backend ops its forward calls (tests/model_ops.rs checks the list).
+    /// The backend ops its forward calls (tests/models/model_ops.rs checks the list).
     pub const OPS: &'static [Op] = &[
         Op::AddRow,
         Op::Patchify,

@@ -290,7 +290,7 @@ pub struct Dinov2<B: Backend> {
 }
 
 impl<B: Backend> Dinov2<B> {
-    /// The backend ops its forward calls (tests/model_ops.rs checks the list).
+    /// The backend ops its forward calls (tests/models/model_ops.rs checks the list).
     pub const OPS: &'static [Op] = &[
         Op::AddRow,
         Op::Patchify,

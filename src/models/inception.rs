@@ -355,7 +355,7 @@ pub struct InceptionV3<B: Backend> {
 }
 
 impl<B: Backend> InceptionV3<B> {
-    /// The backend ops its forward calls (tests/model_ops.rs checks the list).
+    /// The backend ops its forward calls (tests/models/model_ops.rs checks the list).
     pub const OPS: &'static [Op] = &[Op::ConcatChannels, Op::Conv2d, Op::Pool2d];
 
     fn build(be: &B, mk: &mut MakeConv<B>, fc_w: &[f32]) -> Result<Self> {

@@ -150,7 +150,7 @@ pub struct Lpips<B: Backend> {
 }
 
 impl<B: Backend> Lpips<B> {
-    /// The backend ops its forward calls (tests/model_ops.rs checks the list).
+    /// The backend ops its forward calls (tests/models/model_ops.rs checks the list).
     pub const OPS: &'static [Op] = &[Op::Conv2d, Op::Pool2d];
 
     pub fn load(be: &B, src: &dyn TensorSource, net: LpipsNet) -> Result<Self> {

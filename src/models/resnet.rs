@@ -87,7 +87,7 @@ pub struct ResNet50<B: Backend> {
 }
 
 impl<B: Backend> ResNet50<B> {
-    /// The backend ops its forward calls (tests/model_ops.rs checks the list).
+    /// The backend ops its forward calls (tests/models/model_ops.rs checks the list).
     pub const OPS: &'static [Op] = &[Op::Add, Op::Conv2d, Op::Pool2d, Op::Relu];
 
     fn build(mk: &mut MakeConvBn<B>) -> Result<Self> {

@@ -41,7 +41,7 @@ pub struct ToyOutput {
 const CONV: Window = Window::square(3, 1, 1);
 
 impl<B: Backend> ToyClassifier<B> {
-    /// The backend ops its forward calls (tests/model_ops.rs checks the list).
+    /// The backend ops its forward calls (tests/models/model_ops.rs checks the list).
     pub const OPS: &'static [Op] = &[Op::Conv2d, Op::Pool2d, Op::Linear];
 
     pub fn load(be: &B, file: &dyn TensorSource) -> Result<Self> {

@@ -1,6 +1,6 @@
 //! Branch-free f32 `exp` and `tanh` that the compiler can vectorise: softmax and GELU apply them
 //! to tens of millions of elements per forward, where a libm call per element dominates.
-//! Accuracy (checked in tests/op_math.rs): exp within 2 ulp, tanh within 5e-7 absolute.
+//! Accuracy (checked in tests/ops/op_math.rs): exp within 2 ulp, tanh within 5e-7 absolute.
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 // ln 2 split in two (Cody–Waite) so that n·LN2_HI is exact for |n| < 2^9.

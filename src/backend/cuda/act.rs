@@ -1,5 +1,5 @@
 //! Activations and the cast of GEMM operands to bf16. CPU twin: src/backend/cpu/act.rs; test:
-//! tests/op_act.rs.
+//! tests/ops/op_act.rs.
 
 use anyhow::{bail, ensure, Result};
 

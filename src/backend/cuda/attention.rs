@@ -1,7 +1,7 @@
 //! Softmax attention as two batched tensor-core products around a row softmax: per (image, head)
 //! S = Q·Kᵀ/√Dh (T × T), P = softmax(S), O = P·V, read straight from the fused qkv (B, T, 3·H·Dh)
 //! and written straight into (B, T, H·Dh), through arrays of operand addresses. CPU twin:
-//! src/backend/cpu/attention.rs; test: tests/op_attention.rs.
+//! src/backend/cpu/attention.rs; test: tests/ops/op_attention.rs.
 
 use anyhow::{ensure, Context, Result};
 

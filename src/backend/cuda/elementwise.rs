@@ -1,4 +1,4 @@
-//! Residual adds. CPU twin: src/backend/cpu/elementwise.rs; test: tests/op_elementwise.rs.
+//! Residual adds. CPU twin: src/backend/cpu/elementwise.rs; test: tests/ops/op_elementwise.rs.
 
 use anyhow::{ensure, Result};
 

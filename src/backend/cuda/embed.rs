@@ -1,4 +1,4 @@
-//! Patch (un)embedding and embedding lookup. CPU twin: src/backend/cpu/embed.rs; test: tests/op_embed.rs.
+//! Patch (un)embedding and embedding lookup. CPU twin: src/backend/cpu/embed.rs; test: tests/ops/op_embed.rs.
 
 use anyhow::{ensure, Context, Result};
 

@@ -1,6 +1,6 @@
 //! Products through cuBLASLt, with the compute type set explicitly and the epilogue doing the
 //! bias and the GELU; attention's batched products through cuBLAS. CPU twin:
-//! src/backend/cpu/gemm.rs; test: tests/op_gemm.rs.
+//! src/backend/cpu/gemm.rs; test: tests/ops/op_gemm.rs.
 //!
 //! Row-major Y (M, N) = X (M, K) · Wᵀ (W is (N, K)) is, column-major, Yᵀ (N × M) = op(W) · Xᵀ with
 //! op = transpose: A = W (K × N, ld K, transposed), B = X (K × M, ld K), D = Y (N × M, ld N), and

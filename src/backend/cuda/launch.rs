@@ -1,5 +1,5 @@
 //! The launch table: every kernel of `kernels/*.cu` with its parameter list, checked three ways —
-//! against the PTX by the static gate (`tests/kernels_static.rs`), against the loaded module by
+//! against the PTX by the static gate (`tests/gpu/kernels_static.rs`), against the loaded module by
 //! the driver at start-up (`cuFuncGetParamInfo`), and against the arguments of every launch.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,5 +1,5 @@
 //! LayerNorm, the adaLN modulate and the gated residual fused with the next LayerNorm. CPU twin:
-//! src/backend/cpu/norm.rs; test: tests/op_norm.rs.
+//! src/backend/cpu/norm.rs; test: tests/ops/op_norm.rs.
 
 use anyhow::{ensure, Result};
 

@@ -83,7 +83,7 @@ pub struct SiT<B: Backend> {
 }
 
 impl<B: Backend> SiT<B> {
-    /// The backend ops its forward calls (tests/model_ops.rs checks the list).
+    /// The backend ops its forward calls (tests/models/model_ops.rs checks the list).
     pub const OPS: &'static [Op] = &[
         Op::Linear,
         Op::LinearOperand,

@@ -28,7 +28,7 @@ pub struct AutoencoderKL<B: Backend> {
 }
 
 impl<B: Backend> AutoencoderKL<B> {
-    /// The backend ops its forward calls (tests/model_ops.rs checks the list).
+    /// The backend ops its forward calls (tests/models/model_ops.rs checks the list).
     pub const OPS: &'static [Op] = &[
         Op::Add,
         Op::Attention,
