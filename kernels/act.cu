@@ -17,6 +17,28 @@ extern "C" __global__ void gelu_tanh_f32(float* x, long long n) {
     x[i] = 0.5f * v * (1.f + tanhf(inner));
 }
 
+// Exact GELU, 0.5·x·(1 + erf(x/√2)), in double as the CPU twin computes it, rounded once to f32.
+extern "C" __global__ void gelu_erf_f32(float* x, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    double v = (double)x[i];
+    x[i] = (float)(0.5 * v * (1.0 + erf(v * 0.70710678118654752440)));
+}
+
+// CLIP's quick_gelu: x·sigmoid(1.702·x), in f32 as PyTorch evaluates it.
+extern "C" __global__ void quick_gelu_f32(float* x, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float v = x[i];
+    x[i] = v * (1.f / (1.f + expf(-(1.702f * v))));
+}
+
+// ReLU: negatives to 0; NaN is not below 0 and stays NaN, as torch.relu.
+extern "C" __global__ void relu_f32(float* x, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n && x[i] < 0.f) x[i] = 0.f;
+}
+
 // A GEMM operand in bf16 (round to nearest even).
 extern "C" __global__ void cast_bf16(const float* x, bf16* y, long long n) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;

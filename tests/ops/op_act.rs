@@ -53,6 +53,31 @@ fn cuda_activations_match_cpu() {
     gpu.gelu_tanh(&mut g).unwrap();
     Cpu.gelu_tanh(&mut c).unwrap();
     assert!(cuda::rel(&gpu, &g, &c) <= 1e-5, "gelu_tanh");
+    let (mut g, mut c) = (gpu.upload(&x).unwrap(), x.clone());
+    gpu.gelu_erf(&mut g).unwrap();
+    Cpu.gelu_erf(&mut c).unwrap();
+    assert!(cuda::rel(&gpu, &g, &c) <= 1e-6, "gelu_erf");
+    let (mut g, mut c) = (gpu.upload(&x).unwrap(), x.clone());
+    gpu.quick_gelu(&mut g).unwrap();
+    Cpu.quick_gelu(&mut c).unwrap();
+    assert!(cuda::rel(&gpu, &g, &c) <= 1e-5, "quick_gelu");
+}
+
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[test]
+fn cuda_relu_moves_the_cpus_bits() {
+    let Some(gpu) = cuda::device() else { return };
+    let x: Vec<f32> = ops::randn(2, 4099)
+        .into_iter()
+        .chain([f32::NAN, -0.0, 0.0, f32::NEG_INFINITY, f32::INFINITY])
+        .collect();
+    let (mut g, mut c) = (gpu.upload(&x).unwrap(), x.clone());
+    gpu.relu(&mut g).unwrap();
+    Cpu.relu(&mut c).unwrap();
+    let g = gpu.download(&g).unwrap();
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&g), bits(&c), "relu differs from the cpu's bits");
+    assert!(g[4099].is_nan() && g[4100].to_bits() == (-0.0f32).to_bits());
 }
 
 #[test]

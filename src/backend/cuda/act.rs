@@ -4,7 +4,7 @@
 use anyhow::{bail, ensure, Result};
 
 use super::buf::{Dtype, GpuBuf};
-use super::launch::grid_1d;
+use super::launch::{grid_1d, Kernel};
 use super::Cuda;
 
 pub fn silu(be: &Cuda, x: &GpuBuf) -> Result<GpuBuf> {
@@ -28,17 +28,37 @@ pub fn silu(be: &Cuda, x: &GpuBuf) -> Result<GpuBuf> {
 }
 
 pub fn gelu_tanh(be: &Cuda, x: &mut GpuBuf) -> Result<()> {
+    in_place(be, &be.k.gelu_tanh, x, "gelu_tanh")
+}
+
+/// `F.gelu(x)` (exact), in place.
+pub fn gelu_erf(be: &Cuda, x: &mut GpuBuf) -> Result<()> {
+    in_place(be, &be.k.gelu_erf, x, "gelu_erf")
+}
+
+/// CLIP's `quick_gelu`, in place.
+pub fn quick_gelu(be: &Cuda, x: &mut GpuBuf) -> Result<()> {
+    in_place(be, &be.k.quick_gelu, x, "quick_gelu")
+}
+
+/// `F.relu(x)`, in place.
+pub fn relu(be: &Cuda, x: &mut GpuBuf) -> Result<()> {
+    in_place(be, &be.k.relu, x, "relu")
+}
+
+/// An elementwise activation of f32 `x`, in place: kernel `k` over (x, n).
+fn in_place(be: &Cuda, k: &Kernel, x: &mut GpuBuf, what: &str) -> Result<()> {
     ensure!(
         x.dtype() == Dtype::F32,
-        "gelu_tanh: expects f32, got {:?}",
+        "{what}: expects f32, got {:?}",
         x.dtype()
     );
     let n = x.len();
     if n == 0 {
         return Ok(());
     }
-    be.launch(&be.k.gelu_tanh).buf(x).long(n).run(grid_1d(n)?)?;
-    be.done("gelu_tanh_f32")
+    be.launch(k).buf(x).long(n).run(grid_1d(n)?)?;
+    be.done(k.sig.name)
 }
 
 /// `x` in `to`: a copy rounded to bf16 (nearest even), or `x` itself.

@@ -99,6 +99,9 @@ launch_table! {
     gated_add:                    "elementwise" "gated_add_f32"                      [Ptr, Ptr, Ptr, I32, I32, I32, I32, I64] BLOCK;
     silu:                         "act"         "silu_f32"                           [Ptr, Ptr, I64] BLOCK;
     gelu_tanh:                    "act"         "gelu_tanh_f32"                      [Ptr, I64] BLOCK;
+    gelu_erf:                     "act"         "gelu_erf_f32"                       [Ptr, I64] BLOCK;
+    quick_gelu:                   "act"         "quick_gelu_f32"                     [Ptr, I64] BLOCK;
+    relu:                         "act"         "relu_f32"                           [Ptr, I64] BLOCK;
     cast_bf16:                    "act"         "cast_bf16"                          [Ptr, Ptr, I64] BLOCK;
     patchify:                     "embed"       "patchify_f32"                       [Ptr, Ptr, I32, I32, I32, I32, I64] BLOCK;
     unpatchify:                   "embed"       "unpatchify_f32"                     [Ptr, Ptr, I32, I32, I32, I32, I32, I64] BLOCK;

@@ -79,9 +79,6 @@ impl Backend for Cuda {
         !matches!(
             op,
             Op::LayerNormAffine
-                | Op::GeluErf
-                | Op::Relu
-                | Op::QuickGelu
                 | Op::Conv2d
                 | Op::Pool2d
                 | Op::ConcatChannels
@@ -257,6 +254,18 @@ impl Backend for Cuda {
 
     fn gelu_tanh(&self, x: &mut Self::Buf) -> Result<()> {
         act::gelu_tanh(self, x)
+    }
+
+    fn gelu_erf(&self, x: &mut Self::Buf) -> Result<()> {
+        act::gelu_erf(self, x)
+    }
+
+    fn quick_gelu(&self, x: &mut Self::Buf) -> Result<()> {
+        act::quick_gelu(self, x)
+    }
+
+    fn relu(&self, x: &mut Self::Buf) -> Result<()> {
+        act::relu(self, x)
     }
 
     fn attention(
