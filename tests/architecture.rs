@@ -92,16 +92,19 @@ fn sources() -> Vec<Source> {
     out
 }
 
+fn is_ident(ch: char) -> bool {
+    ch.is_alphanumeric() || ch == '_'
+}
+
 /// Replaces comments, strings and char literals by spaces, keeping newlines, so that braces and
 /// paths are only those of code.
 fn blank_literals(text: &str) -> String {
     let c: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
     let blank = |out: &mut String, ch: char| out.push(if ch == '\n' { '\n' } else { ' ' });
-    let ident = |ch: char| ch.is_alphanumeric() || ch == '_';
     let mut i = 0;
     while i < c.len() {
-        let prev_ident = i > 0 && ident(c[i - 1]);
+        let prev_ident = i > 0 && is_ident(c[i - 1]);
         if c[i] == '/' && c.get(i + 1) == Some(&'/') {
             while i < c.len() && c[i] != '\n' {
                 blank(&mut out, c[i]);
@@ -186,11 +189,11 @@ fn blank_literals(text: &str) -> String {
 /// module's `f::g`, and each item of a `{…}` group), as paths from the crate root.
 fn imported_paths(s: &Source, modules: &BTreeMap<Vec<String>, String>) -> Vec<Vec<String>> {
     let code: Vec<char> = s.code.chars().collect();
-    let ident = |ch: char| ch.is_alphanumeric() || ch == '_';
     let mut out = Vec::new();
     let mut i = 0;
     while i < code.len() {
-        let boundary = i == 0 || !(ident(code[i - 1]) || code[i - 1] == '$' || code[i - 1] == ':');
+        let boundary =
+            i == 0 || !(is_ident(code[i - 1]) || code[i - 1] == '$' || code[i - 1] == ':');
         let rest: String = code[i..code.len().min(i + 8)].iter().collect();
         let kw = ["crate::", "super::", "self::", "sitdiv::"]
             .into_iter()
@@ -234,9 +237,8 @@ fn is_child_path(
     module: &[String],
     modules: &BTreeMap<Vec<String>, String>,
 ) -> bool {
-    let ident = |ch: char| ch.is_alphanumeric() || ch == '_';
     let mut j = i;
-    while j < code.len() && ident(code[j]) {
+    while j < code.len() && is_ident(code[j]) {
         j += 1;
     }
     if j == i || code.get(j) != Some(&':') || code.get(j + 1) != Some(&':') {
@@ -250,12 +252,11 @@ fn is_child_path(
 /// The path segments starting at `i` (`a::b::c`), the leading segments of each item of a
 /// following `{…}` group, and where the path ends.
 fn path_at(code: &[char], mut i: usize) -> (Vec<String>, Vec<Vec<String>>, usize) {
-    let ident = |ch: char| ch.is_alphanumeric() || ch == '_';
     let mut segments = Vec::new();
     let mut group = Vec::new();
     loop {
         let start = i;
-        while i < code.len() && ident(code[i]) {
+        while i < code.len() && is_ident(code[i]) {
             i += 1;
         }
         if i > start {

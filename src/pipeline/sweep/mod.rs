@@ -30,7 +30,6 @@ use self::quality::QualityNet;
 use self::spec::BackboneSpec;
 use self::units::{load_plan, sample_job, write_unit, Plan, PlannedUnit, UnitState};
 
-pub use self::units::out_dir;
 use super::decoder::Decoder;
 use super::embed::Embedder;
 use super::inputs::read_inputs;

@@ -366,7 +366,7 @@ pub fn write_unit(
 }
 
 /// The output folder: `--out`, else `runs/<sweep name>`.
-pub fn out_dir(sweep: &Sweep, out: Option<&Path>) -> PathBuf {
+fn out_dir(sweep: &Sweep, out: Option<&Path>) -> PathBuf {
     out.map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("runs").join(&sweep.name))
 }
