@@ -43,3 +43,14 @@ extern "C" __global__ void gather_rows_idf_f32(const float* table, const float* 
     long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (e < n) y[e] = table[(long long)ids[e / d] * d + e % d];
 }
+
+// x.transpose(1, 2): (B, R, C) → (B, C, R). One thread per output element.
+extern "C" __global__ void transpose_f32(const float* x, float* y, int r, int c, long long n) {
+    long long o = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (o >= n) return;
+    long long rc = (long long)r * c;
+    long long b = o / rc;
+    int q = (int)(o % rc);
+    int j = q / r, k = q % r;  // y[b, j, k] = x[b, k, j]
+    y[o] = x[b * rc + (long long)k * c + j];
+}

@@ -23,7 +23,12 @@ pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
 }
 
 pub fn device() -> Option<Cuda> {
-    match Cuda::new(0, Precision::Fp32, true) {
+    device_in(Precision::Fp32)
+}
+
+/// The device with its products in `precision`.
+pub fn device_in(precision: Precision) -> Option<Cuda> {
+    match Cuda::new(0, precision, true) {
         Ok(c) => Some(c),
         Err(e) => {
             if std::env::var("REQUIRE_CUDA").is_ok_and(|v| v == "1") {
@@ -50,4 +55,9 @@ pub fn rel(gpu: &Cuda, a: &<Cuda as Backend>::Buf, r: &[f32]) -> f64 {
         .fold(0.0, f64::max)
         .max(f64::MIN_POSITIVE);
     num / den
+}
+
+/// Whether two results are the same bits.
+pub fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }

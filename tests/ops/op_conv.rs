@@ -46,28 +46,29 @@ fn conv_ref(
     y
 }
 
+/// 3×3 pad 1; 1×1 (the direct GEMM path); a map larger than one im2col tile (2048 pixels);
+/// stride 2 with and without padding; Inception's factorised 1×7 / 7×1 and 1×3 / 3×1 kernels;
+/// a strided 1×1; channel-split jobs.
+const CASES: [((usize, usize, usize, usize), usize, Window); 13] = [
+    ((2, 3, 5, 7), 4, Window::square(3, 1, 1)),
+    ((1, 5, 9, 4), 6, Window::square(1, 1, 0)),
+    ((1, 2, 48, 50), 3, Window::square(3, 1, 1)),
+    ((2, 1, 3, 3), 2, Window::square(3, 1, 0)),
+    ((2, 3, 15, 13), 4, Window::square(3, 2, 0)),
+    ((1, 2, 9, 8), 3, Window::square(3, 2, 1)),
+    ((2, 3, 7, 9), 5, Window::rect(1, 7, 0, 3)),
+    ((2, 3, 9, 7), 5, Window::rect(7, 1, 3, 0)),
+    ((1, 4, 6, 6), 2, Window::rect(1, 3, 0, 1)),
+    ((1, 4, 6, 6), 2, Window::rect(3, 1, 1, 0)),
+    ((1, 3, 7, 7), 2, Window::square(1, 2, 0)),
+    ((1, 2, 64, 70), 3, Window::square(5, 2, 2)),
+    // More than one block of 64 output channels on a small map (channel-split jobs).
+    ((2, 8, 9, 7), 130, Window::square(3, 1, 1)),
+];
+
 #[test]
 fn conv2d_matches_naive_reference() {
-    // 3×3 pad 1; 1×1 (the direct GEMM path); a map larger than one im2col tile (2048 pixels);
-    // stride 2 with and without padding; Inception's factorised 1×7 / 7×1 and 1×3 / 3×1 kernels;
-    // a strided 1×1; channel-split jobs.
-    let cases = [
-        ((2, 3, 5, 7), 4, Window::square(3, 1, 1)),
-        ((1, 5, 9, 4), 6, Window::square(1, 1, 0)),
-        ((1, 2, 48, 50), 3, Window::square(3, 1, 1)),
-        ((2, 1, 3, 3), 2, Window::square(3, 1, 0)),
-        ((2, 3, 15, 13), 4, Window::square(3, 2, 0)),
-        ((1, 2, 9, 8), 3, Window::square(3, 2, 1)),
-        ((2, 3, 7, 9), 5, Window::rect(1, 7, 0, 3)),
-        ((2, 3, 9, 7), 5, Window::rect(7, 1, 3, 0)),
-        ((1, 4, 6, 6), 2, Window::rect(1, 3, 0, 1)),
-        ((1, 4, 6, 6), 2, Window::rect(3, 1, 1, 0)),
-        ((1, 3, 7, 7), 2, Window::square(1, 2, 0)),
-        ((1, 2, 64, 70), 3, Window::square(5, 2, 2)),
-        // More than one block of 64 output channels on a small map (channel-split jobs).
-        ((2, 8, 9, 7), 130, Window::square(3, 1, 1)),
-    ];
-    for (i, &((n, c, h, w), co, win)) in cases.iter().enumerate() {
+    for (i, &((n, c, h, w), co, win)) in CASES.iter().enumerate() {
         let d = Nchw { n, c, h, w };
         let x = randn(1 + i as u64, d.len());
         let wt = randn(100 + i as u64, co * c * win.kh * win.kw);
@@ -118,4 +119,88 @@ fn upsample_repeats_each_pixel_twice_per_axis() {
             }
         }
     }
+}
+
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+use crate::common::cuda;
+
+/// Every case on the GPU in each precision against the CPU, weights uploaded as a convolution's
+/// are (`upload_weight`): fp32 to rounding, tf32 and bf16 within the bounds the backbones state.
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[test]
+fn cuda_conv2d_matches_cpu_in_every_precision() {
+    use sitdiv::backend::Precision;
+    let _g = cuda::shared();
+    for (precision, tol) in [
+        (Precision::Fp32, 1e-5),
+        (Precision::Tf32, 3e-3),
+        (Precision::Bf16, 2e-2),
+    ] {
+        let Some(gpu) = cuda::device_in(precision) else {
+            return;
+        };
+        for (i, &((n, c, h, w), co, win)) in CASES.iter().enumerate() {
+            let d = Nchw { n, c, h, w };
+            let x = randn(1 + i as u64, d.len());
+            let wt = randn(100 + i as u64, co * c * win.kh * win.kw);
+            let b = randn(200 + i as u64, co);
+            let (gx, gw, gb) = (
+                gpu.upload(&x).unwrap(),
+                gpu.upload_weight(&wt).unwrap(),
+                gpu.upload(&b).unwrap(),
+            );
+            for relu in [false, true] {
+                let want = Cpu.conv2d(&x, d, &wt, &b, co, win, relu).unwrap();
+                let got = gpu.conv2d(&gx, d, &gw, &gb, co, win, relu).unwrap();
+                let e = cuda::rel(&gpu, &got, &want);
+                assert!(
+                    e <= tol,
+                    "{precision:?} {d:?} co {co} {win:?} relu {relu}: rel {e:e}"
+                );
+                if relu {
+                    assert!(gpu.download(&got).unwrap().iter().all(|v| *v >= 0.0));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[test]
+fn cuda_conv2d_refuses_what_the_cpu_refuses() {
+    let _g = cuda::shared();
+    let Some(gpu) = cuda::device() else { return };
+    let d = Nchw {
+        n: 1,
+        c: 1,
+        h: 2,
+        w: 2,
+    };
+    let (x, w, b) = (
+        gpu.upload(&[0f32; 4]).unwrap(),
+        gpu.upload(&[0f32; 9]).unwrap(),
+        gpu.upload(&[0f32; 1]).unwrap(),
+    );
+    let e = gpu
+        .conv2d(&x, d, &w, &b, 1, Window::square(3, 1, 0), false)
+        .unwrap_err();
+    assert!(e.to_string().contains("does not fit"), "{e}");
+    let e = gpu
+        .conv2d(&x, d, &w, &b, 2, Window::square(3, 1, 1), false)
+        .unwrap_err();
+    assert!(e.to_string().contains("weight/bias"), "{e}");
+}
+
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[test]
+fn cuda_upsample_moves_the_cpus_bits() {
+    let _g = cuda::shared();
+    let Some(gpu) = cuda::device() else { return };
+    let (n, c, h, w) = (2, 3, 5, 7);
+    let x = randn(7, n * c * h * w);
+    let want = Cpu.upsample_nearest2x(&x, n, c, h, w).unwrap();
+    let got = gpu
+        .upsample_nearest2x(&gpu.upload(&x).unwrap(), n, c, h, w)
+        .unwrap();
+    assert!(cuda::same_bits(&gpu.download(&got).unwrap(), &want));
 }

@@ -114,3 +114,15 @@ fn transpose_swaps_the_last_two_axes() {
         }
     }
 }
+
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[test]
+fn cuda_transpose_moves_the_cpus_bits() {
+    let _g = cuda::shared();
+    let Some(gpu) = cuda::device() else { return };
+    let (b, r, c) = (3, 257, 65);
+    let x = randn(13, b * r * c);
+    let want = Cpu.transpose(&x, b, r, c).unwrap();
+    let got = gpu.transpose(&gpu.upload(&x).unwrap(), b, r, c).unwrap();
+    assert!(cuda::same_bits(&gpu.download(&got).unwrap(), &want));
+}

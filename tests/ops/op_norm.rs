@@ -157,3 +157,51 @@ fn layer_norm_affine_scales_and_shifts_each_column() {
         .layer_norm_affine(&x, &gamma[..d - 1].to_vec(), &beta, rows, d, 1e-5)
         .is_err());
 }
+
+/// GroupNorm (with and without its SiLU) and the affine LayerNorm on the GPU against the CPU,
+/// on groups larger than a block (the VAE's are 4–16 channels of up to 256² pixels).
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[test]
+fn cuda_group_norm_and_affine_layer_norm_match_cpu() {
+    let _g = cuda::shared();
+    let Some(gpu) = cuda::device() else { return };
+    let (n, c, hw, groups) = (2, 12, 301, 3);
+    let x: Vec<f32> = randn(7, n * c * hw).iter().map(|v| 3.0 * v - 1.0).collect();
+    let (gamma, beta) = (randn(8, c), randn(9, c));
+    let (gx, gg, gb) = (
+        gpu.upload(&x).unwrap(),
+        gpu.upload(&gamma).unwrap(),
+        gpu.upload(&beta).unwrap(),
+    );
+    for silu in [false, true] {
+        let want = Cpu
+            .group_norm(&x, &gamma, &beta, n, c, hw, groups, 1e-6, silu)
+            .unwrap();
+        let got = gpu
+            .group_norm(&gx, &gg, &gb, n, c, hw, groups, 1e-6, silu)
+            .unwrap();
+        let e = cuda::rel(&gpu, &got, &want);
+        assert!(e <= 1e-6, "group_norm silu {silu}: rel {e:e}");
+    }
+    assert!(gpu
+        .group_norm(&gx, &gg, &gb, n, c, hw, 5, 1e-6, false)
+        .is_err());
+    let (rows, d) = (37, 385);
+    let x: Vec<f32> = randn(10, rows * d).iter().map(|v| 2.0 * v + 0.5).collect();
+    let (gamma, beta) = (randn(11, d), randn(12, d));
+    let want = Cpu
+        .layer_norm_affine(&x, &gamma, &beta, rows, d, 1e-6)
+        .unwrap();
+    let got = gpu
+        .layer_norm_affine(
+            &gpu.upload(&x).unwrap(),
+            &gpu.upload(&gamma).unwrap(),
+            &gpu.upload(&beta).unwrap(),
+            rows,
+            d,
+            1e-6,
+        )
+        .unwrap();
+    let e = cuda::rel(&gpu, &got, &want);
+    assert!(e <= 1e-5, "layer_norm_affine: rel {e:e}");
+}

@@ -99,3 +99,52 @@ fn concat_stacks_channels_per_sample() {
     assert_eq!(y, want);
     assert!(Cpu.concat_channels(&[(&a, 2)], n, hw).is_err());
 }
+
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+use crate::common::cuda;
+
+/// Pooling visits the window as the CPU does, so the bits agree, NaN included; concatenation
+/// copies.
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[test]
+fn cuda_pooling_and_concat_move_the_cpus_bits() {
+    let _g = cuda::shared();
+    let Some(gpu) = cuda::device() else { return };
+    let cases = [
+        ((2, 3, 35, 35), Window::square(3, 2, 0)),
+        ((1, 4, 17, 17), Window::square(3, 1, 1)),
+        ((2, 5, 8, 8), Window::square(8, 8, 0)),
+        ((1, 2, 9, 6), Window::square(3, 2, 1)),
+        ((1, 1, 5, 7), Window::rect(2, 3, 1, 1)),
+    ];
+    for (i, &((n, c, h, w), win)) in cases.iter().enumerate() {
+        let d = Nchw { n, c, h, w };
+        let mut x = randn(20 + i as u64, d.len());
+        x[3] = f32::NAN;
+        let gx = gpu.upload(&x).unwrap();
+        for pool in [Pool::Max, Pool::Avg] {
+            let want = Cpu.pool2d(&x, d, win, pool).unwrap();
+            let got = gpu
+                .download(&gpu.pool2d(&gx, d, win, pool).unwrap())
+                .unwrap();
+            assert!(cuda::same_bits(&got, &want), "{d:?} {win:?} {pool:?}");
+        }
+    }
+    let bad = Nchw {
+        n: 1,
+        c: 1,
+        h: 2,
+        w: 2,
+    };
+    let gx = gpu.upload(&[0f32; 4]).unwrap();
+    assert!(gpu
+        .pool2d(&gx, bad, Window::square(3, 1, 0), Pool::Max)
+        .is_err());
+    let (n, hw) = (3, 29);
+    let (a, b) = (randn(30, n * 2 * hw), randn(31, n * 5 * hw));
+    let want = Cpu.concat_channels(&[(&a, 2), (&b, 5)], n, hw).unwrap();
+    let (ga, gb) = (gpu.upload(&a).unwrap(), gpu.upload(&b).unwrap());
+    let got = gpu.concat_channels(&[(&ga, 2), (&gb, 5)], n, hw).unwrap();
+    assert!(cuda::same_bits(&gpu.download(&got).unwrap(), &want));
+    assert!(gpu.concat_channels(&[(&ga, 3)], n, hw).is_err());
+}

@@ -133,3 +133,27 @@ pub fn gather_rows_idf(be: &Cuda, table: &GpuBuf, ids: &GpuBuf, d: usize) -> Res
     be.done("gather_rows_idf_f32")?;
     Ok(y)
 }
+
+/// `x.transpose(1, 2)`: (B, R, C) → (B, C, R).
+pub fn transpose(be: &Cuda, x: &GpuBuf, b: usize, r: usize, c: usize) -> Result<GpuBuf> {
+    ensure!(
+        x.len() == b * r * c && x.dtype() == Dtype::F32,
+        "transpose: {} {:?} elements for f32 ({b}, {r}, {c})",
+        x.len(),
+        x.dtype()
+    );
+    let n = x.len();
+    let y = be.alloc(n, Dtype::F32)?;
+    if n == 0 {
+        return Ok(y);
+    }
+    be.launch(&be.k.transpose)
+        .buf(x)
+        .buf(&y)
+        .int(r, "R")
+        .int(c, "C")
+        .long(n)
+        .run(grid_1d(n)?)?;
+    be.done("transpose_f32")?;
+    Ok(y)
+}

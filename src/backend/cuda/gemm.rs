@@ -13,7 +13,7 @@ use cudarc::cublas::sys as blas_sys;
 use cudarc::cublaslt::{result as lt, sys as lt_sys};
 
 use super::buf::{Dtype, GpuBuf};
-use super::lt::{attr, compute, make_plan, PlanKey, WORKSPACE};
+use super::lt::{attr, compute, make_plan, Form, Plan, PlanKey, WORKSPACE};
 use super::{Cuda, Precision};
 
 pub use super::lt::Epilogue;
@@ -65,6 +65,7 @@ pub fn matmul(
         );
     }
     let key = PlanKey {
+        form: Form::Linear,
         m,
         k,
         n,
@@ -73,49 +74,98 @@ pub fn matmul(
         epilogue,
         tf32: be.precision == Precision::Tf32,
     };
+    with_plan(be, &key, |plan| {
+        if let Some(b) = b {
+            attr(
+                plan.desc,
+                lt_sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                &b.ptr(),
+            )?;
+        }
+        // beta = 0: C (= D) is not read.
+        run_plan(be, plan, (w.ptr(), x.ptr(), y.ptr()), 0.0)
+    })
+    .with_context(|| format!("cublasLtMatmul (M={m} K={k} N={n}, {epilogue:?})"))?;
+    be.count_gemm(w.dtype(), (m * k * n) as u64);
+    be.done("gemm")?;
+    Ok(y)
+}
+
+/// The convolution's product over `batch` images, on device addresses: for each image i,
+/// y_i (N, M) = epilogue(W (N, K) · cols_i (K, M) + y_i), where y already holds the bias;
+/// M = output pixels, N = output channels. `cols` has `w`'s type, y is f32.
+pub fn conv_matmul(
+    be: &Cuda,
+    cols: u64,
+    w: &GpuBuf,
+    y: u64,
+    (m, k, n): (usize, usize, usize),
+    batch: usize,
+    relu: bool,
+) -> Result<()> {
+    for (v, what) in [(m, "pixels"), (k, "Ci·kh·kw"), (n, "Co"), (batch, "images")] {
+        ensure!(
+            v <= i32::MAX as usize,
+            "conv2d: {what} = {v} exceeds cuBLAS's 32-bit sizes"
+        );
+    }
+    let epilogue = if relu { Epilogue::Relu } else { Epilogue::None };
+    let key = PlanKey {
+        form: Form::Conv { batch },
+        m,
+        k,
+        n,
+        w: w.dtype(),
+        out: Dtype::F32,
+        epilogue,
+        tf32: be.precision == Precision::Tf32,
+    };
+    // A = cols, B = W; beta = 1 adds the product to the bias already in y.
+    with_plan(be, &key, |plan| run_plan(be, plan, (cols, w.ptr(), y), 1.0)).with_context(|| {
+        format!("cublasLtMatmul (conv: {batch} × M={m} K={k} N={n}, {epilogue:?})")
+    })?;
+    be.count_gemm(w.dtype(), (m * k * n * batch) as u64);
+    be.done("conv gemm")
+}
+
+/// Runs `f` with the plan of `key`, made on first use and cached.
+fn with_plan(be: &Cuda, key: &PlanKey, f: impl FnOnce(&Plan) -> Result<()>) -> Result<()> {
     let mut plans = be
         .lt
         .plans
         .lock()
         .map_err(|_| anyhow::anyhow!("cuBLASLt plans poisoned"))?;
-    if let std::collections::hash_map::Entry::Vacant(slot) = plans.entry(key) {
-        slot.insert(make_plan(&be.lt, &key, be.precision)?);
+    if let std::collections::hash_map::Entry::Vacant(slot) = plans.entry(*key) {
+        slot.insert(make_plan(&be.lt, key, be.precision)?);
     }
-    let plan = plans.get(&key).context("a plan just made")?;
-    if let Some(b) = b {
-        attr(
-            plan.desc,
-            lt_sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-            &b.ptr(),
-        )?;
-    }
-    let (alpha, beta) = (1.0f32, 0.0f32);
-    // SAFETY: the layouts describe the checked buffer sizes; beta = 0, so C (= D) is not read.
+    f(plans.get(key).context("a plan just made")?)
+}
+
+/// cublasLtMatmul of `plan` on operand addresses (A, B, D), alpha 1, C = D.
+fn run_plan(be: &Cuda, plan: &Plan, (a, b, d): (u64, u64, u64), beta: f32) -> Result<()> {
+    let alpha = 1.0f32;
+    // SAFETY: the plan's layouts describe buffers the caller checked; C is D, same layout.
     unsafe {
         lt::matmul(
             be.lt.handle,
             plan.desc,
             &alpha as *const f32 as *const c_void,
             &beta as *const f32 as *const c_void,
-            w.ptr() as *const c_void,
+            a as *const c_void,
             plan.a,
-            x.ptr() as *const c_void,
+            b as *const c_void,
             plan.b,
-            y.ptr() as *const c_void,
+            d as *const c_void,
             plan.d,
-            y.ptr() as *mut c_void,
+            d as *mut c_void,
             plan.d,
             &plan.algo,
             be.lt.workspace.ptr() as *mut c_void,
             WORKSPACE,
             be.stream.cu_stream() as _,
         )
-    }
-    .with_context(|| format!("cublasLtMatmul (M={m} K={k} N={n}, {epilogue:?})"))?;
-    drop(plans);
-    be.count_gemm(w.dtype(), (m * k * n) as u64);
-    be.done("gemm")?;
-    Ok(y)
+    }?;
+    Ok(())
 }
 
 /// One batched product of attention: `batch` GEMMs C_i = alpha · op(A_i) · op(B_i), the

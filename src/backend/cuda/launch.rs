@@ -109,6 +109,15 @@ launch_table! {
     gather_rows_idf:              "embed"       "gather_rows_idf_f32"                [Ptr, Ptr, Ptr, I32, I64] BLOCK;
     softmax_rows:                 "attention"   "softmax_rows_f32"                   [Ptr, Ptr, I64, I32] SOFTMAX_THREADS;
     softmax_rows_bf16:            "attention"   "softmax_rows_bf16"                  [Ptr, Ptr, I64, I32] SOFTMAX_THREADS;
+    layer_norm_affine:            "norm"        "layer_norm_affine_f32"              [Ptr, Ptr, Ptr, Ptr, I32, I32, F32] BLOCK;
+    group_norm:                   "norm"        "group_norm_f32"                     [Ptr, Ptr, Ptr, Ptr, I32, I32, I32, F32, I32] BLOCK;
+    transpose:                    "embed"       "transpose_f32"                      [Ptr, Ptr, I32, I32, I64] BLOCK;
+    im2col:                       "conv"        "im2col_f32"                         [Ptr, Ptr, I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, I64] BLOCK;
+    im2col_bf16:                  "conv"        "im2col_bf16"                        [Ptr, Ptr, I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, I64] BLOCK;
+    fill_bias:                    "conv"        "fill_bias_f32"                      [Ptr, Ptr, I32, I64, I64] BLOCK;
+    upsample_nearest2x:           "conv"        "upsample_nearest2x_f32"             [Ptr, Ptr, I32, I32, I64] BLOCK;
+    pool2d:                       "pool"        "pool2d_f32"                         [Ptr, Ptr, I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, I64] BLOCK;
+    copy_channels:                "pool"        "copy_channels_f32"                  [Ptr, Ptr, I64, I64, I64, I64] BLOCK;
 }
 
 /// The parameter sizes of a loaded kernel, as the driver reports them (`cuFuncGetParamInfo`,
@@ -238,6 +247,11 @@ impl<'a> Launch<'a> {
     /// A buffer, read or written by the kernel.
     pub fn buf(self, b: &impl DeviceArg) -> Self {
         let ptr = b.device_address(self.stream);
+        self.push(Ptr, ptr)
+    }
+
+    /// A raw device address inside a live buffer (a chunk of one).
+    pub fn addr(self, ptr: u64) -> Self {
         self.push(Ptr, ptr)
     }
 

@@ -21,6 +21,8 @@ pub enum Epilogue {
     /// tanh-GELU of product + bias (cuBLASLt's GELU is the tanh form, as SiT's MLP).
     GeluBias,
     Gelu,
+    /// ReLU of product + C (the convolutions, whose C holds the bias).
+    Relu,
 }
 
 impl Epilogue {
@@ -31,6 +33,7 @@ impl Epilogue {
             Epilogue::Bias => CUBLASLT_EPILOGUE_BIAS,
             Epilogue::GeluBias => CUBLASLT_EPILOGUE_GELU_BIAS,
             Epilogue::Gelu => CUBLASLT_EPILOGUE_GELU,
+            Epilogue::Relu => CUBLASLT_EPILOGUE_RELU,
         }
     }
 }
@@ -63,8 +66,19 @@ pub(super) fn compute(
 /// The cuBLASLt workspace: what its heuristics may use.
 pub(super) const WORKSPACE: usize = 32 << 20;
 
+/// How a product's operands lie in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Form {
+    /// `nn.Linear`: row-major Y (M, N) = X (M, K) · Wᵀ, W (N, K).
+    Linear,
+    /// A convolution over `batch` images: row-major Y_i (N, M) = W (N, K) · cols_i (K, M) with
+    /// M = output pixels, N = output channels; one W for every image, C = D (the bias, filled in).
+    Conv { batch: usize },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct PlanKey {
+    pub(super) form: Form,
     pub(super) m: usize,
     pub(super) k: usize,
     pub(super) n: usize,
@@ -148,12 +162,19 @@ pub(super) fn make_plan(lt_: &Lt, key: &PlanKey, precision: Precision) -> Result
     let (compute_type, _) = compute(if key.tf32 { Precision::Tf32 } else { precision }, key.w);
     let desc = lt::create_matmul_desc(compute_type, lt_sys::cudaDataType::CUDA_R_32F)
         .context("cublasLtMatmulDescCreate")?;
-    // cublasOperation_t as int32: W transposed, X as it is.
-    attr(
-        desc,
-        CUBLASLT_MATMUL_DESC_TRANSA,
-        &(blas_sys::cublasOperation_t::CUBLAS_OP_T as i32),
-    )?;
+    let (trans_a, layouts) = match key.form {
+        Form::Linear => (
+            blas_sys::cublasOperation_t::CUBLAS_OP_T,
+            linear_layouts(key)?,
+        ),
+        Form::Conv { batch } => (
+            blas_sys::cublasOperation_t::CUBLAS_OP_N,
+            conv_layouts(key, batch)?,
+        ),
+    };
+    let [a, b, d] = layouts;
+    // cublasOperation_t as int32.
+    attr(desc, CUBLASLT_MATMUL_DESC_TRANSA, &(trans_a as i32))?;
     attr(
         desc,
         CUBLASLT_MATMUL_DESC_TRANSB,
@@ -167,13 +188,6 @@ pub(super) fn make_plan(lt_: &Lt, key: &PlanKey, precision: Precision) -> Result
             &lt_sys::cudaDataType::CUDA_R_32F,
         )?;
     }
-    let (m, k, n) = (key.m as u64, key.k as u64, key.n as u64);
-    let a = lt::create_matrix_layout(data_type(key.w), k, n, k as i64)
-        .context("cublasLtMatrixLayoutCreate (W)")?;
-    let b = lt::create_matrix_layout(data_type(key.w), k, m, k as i64)
-        .context("cublasLtMatrixLayoutCreate (X)")?;
-    let d = lt::create_matrix_layout(data_type(key.out), n, m, n as i64)
-        .context("cublasLtMatrixLayoutCreate (Y)")?;
     let pref = lt::create_matmul_pref().context("cublasLtMatmulPreferenceCreate")?;
     let size = WORKSPACE;
     // SAFETY: a size_t attribute with its size.
@@ -198,4 +212,59 @@ pub(super) fn make_plan(lt_: &Lt, key: &PlanKey, precision: Precision) -> Result
         d,
         algo: heuristic.algo,
     })
+}
+
+/// A (W, K × N, transposed), B (X, K × M) and D (Y, N × M): see gemm.rs.
+fn linear_layouts(key: &PlanKey) -> Result<[lt_sys::cublasLtMatrixLayout_t; 3]> {
+    let (m, k, n) = (key.m as u64, key.k as u64, key.n as u64);
+    Ok([
+        lt::create_matrix_layout(data_type(key.w), k, n, k as i64)
+            .context("cublasLtMatrixLayoutCreate (W)")?,
+        lt::create_matrix_layout(data_type(key.w), k, m, k as i64)
+            .context("cublasLtMatrixLayoutCreate (X)")?,
+        lt::create_matrix_layout(data_type(key.out), n, m, n as i64)
+            .context("cublasLtMatrixLayoutCreate (Y)")?,
+    ])
+}
+
+/// Column-major, per image: A = colsᵀ (M × K, ld M), B = Wᵀ (K × N, ld K, the same for every
+/// image: stride 0), D = Y_iᵀ (M × N, ld M), i.e. row-major (N, M) = NCHW.
+fn conv_layouts(key: &PlanKey, batch: usize) -> Result<[lt_sys::cublasLtMatrixLayout_t; 3]> {
+    let (m, k, n) = (key.m as u64, key.k as u64, key.n as u64);
+    let a = lt::create_matrix_layout(data_type(key.w), m, k, m as i64)
+        .context("cublasLtMatrixLayoutCreate (cols)")?;
+    let b = lt::create_matrix_layout(data_type(key.w), k, n, k as i64)
+        .context("cublasLtMatrixLayoutCreate (W)")?;
+    let d = lt::create_matrix_layout(data_type(key.out), m, n, m as i64)
+        .context("cublasLtMatrixLayoutCreate (Y)")?;
+    for (l, stride) in [(a, m * k), (b, 0), (d, m * n)] {
+        layout_attr(
+            l,
+            lt_sys::cublasLtMatrixLayoutAttribute_t::CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+            &(batch as i32),
+        )?;
+        layout_attr(
+            l,
+            lt_sys::cublasLtMatrixLayoutAttribute_t::CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+            &(stride as i64),
+        )?;
+    }
+    Ok([a, b, d])
+}
+
+fn layout_attr<T>(
+    l: lt_sys::cublasLtMatrixLayout_t,
+    a: lt_sys::cublasLtMatrixLayoutAttribute_t,
+    v: &T,
+) -> Result<()> {
+    // SAFETY: `v` is the value type the attribute documents, passed with its size.
+    unsafe {
+        lt::set_matrix_layout_attribute(
+            l,
+            a,
+            v as *const T as *const c_void,
+            std::mem::size_of::<T>(),
+        )
+    }
+    .with_context(|| format!("cublasLtMatrixLayoutSetAttribute({a:?})"))
 }

@@ -16,6 +16,7 @@
 mod act;
 mod attention;
 pub mod buf;
+mod conv;
 mod device;
 mod elementwise;
 mod embed;
@@ -25,6 +26,7 @@ pub mod launch;
 mod lt;
 mod norm;
 mod ops;
+mod pool;
 pub mod standin;
 
 use std::collections::{BTreeMap, HashMap};

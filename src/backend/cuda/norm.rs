@@ -185,3 +185,81 @@ pub fn modulate(
         .run(grid_1d(n)?)?;
     be.done("modulate_f32")
 }
+
+/// `F.layer_norm(x, (D,), gamma, beta, eps)`: x (R, D) → (R, D).
+pub fn layer_norm_affine(
+    be: &Cuda,
+    x: &GpuBuf,
+    (gamma, beta): (&GpuBuf, &GpuBuf),
+    rows: usize,
+    d: usize,
+    eps: f32,
+) -> Result<GpuBuf> {
+    ensure!(
+        x.len() == rows * d && gamma.len() == d && beta.len() == d,
+        "layer_norm_affine: {} elements, {} weights, {} biases for ({rows}, {d})",
+        x.len(),
+        gamma.len(),
+        beta.len()
+    );
+    for t in [x, gamma, beta] {
+        f32_input(t, "layer_norm_affine")?;
+    }
+    let y = be.alloc(rows * d, Dtype::F32)?;
+    if rows * d == 0 {
+        return Ok(y);
+    }
+    be.launch(&be.k.layer_norm_affine)
+        .buf(x)
+        .buf(&y)
+        .buf(gamma)
+        .buf(beta)
+        .int(rows, "rows")
+        .int(d, "D")
+        .float(eps)
+        .run(rows_grid(rows)?)?;
+    be.done("layer_norm_affine_f32")?;
+    Ok(y)
+}
+
+/// `F.group_norm(x, groups, gamma, beta, eps)` on x (N, C, HW), then SiLU when `silu`; one
+/// block per (image, group).
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm(
+    be: &Cuda,
+    x: &GpuBuf,
+    (gamma, beta): (&GpuBuf, &GpuBuf),
+    (n, c, hw): (usize, usize, usize),
+    groups: usize,
+    eps: f32,
+    silu: bool,
+) -> Result<GpuBuf> {
+    ensure!(
+        x.len() == n * c * hw && gamma.len() == c && beta.len() == c,
+        "group_norm: sizes differ from ({n}, {c}, {hw})"
+    );
+    ensure!(
+        groups > 0 && c.is_multiple_of(groups),
+        "group_norm: {c} channels are not divisible into {groups} groups"
+    );
+    for t in [x, gamma, beta] {
+        f32_input(t, "group_norm")?;
+    }
+    let y = be.alloc(n * c * hw, Dtype::F32)?;
+    if y.is_empty() {
+        return Ok(y);
+    }
+    be.launch(&be.k.group_norm)
+        .buf(x)
+        .buf(&y)
+        .buf(gamma)
+        .buf(beta)
+        .int(c, "C")
+        .int(hw, "HW")
+        .int(groups, "groups")
+        .float(eps)
+        .int(usize::from(silu), "silu")
+        .run(rows_grid(n * groups)?)?;
+    be.done("group_norm_f32")?;
+    Ok(y)
+}

@@ -8,8 +8,8 @@ use cudarc::driver::result as drv;
 
 use super::buf::{Dtype, GpuBuf};
 use super::gemm::{self, Epilogue};
-use super::{act, attention, elementwise, embed, norm, standin, Cuda};
-use crate::backend::{Backend, Cols, Forward, Op, Precision};
+use super::{act, attention, conv, elementwise, embed, norm, pool, standin, Cuda};
+use crate::backend::{Backend, Cols, Forward, Nchw, Pool, Precision, Window};
 
 impl Cuda {
     /// `x` as a product's right operand: a bf16 copy under `--precision bf16` when `x` is f32.
@@ -72,20 +72,6 @@ impl Backend for Cuda {
 
     fn name(&self) -> String {
         format!("{} [{:?}]", self.label, self.precision)
-    }
-
-    /// The ops of the metric backbones and the convolutional networks have no kernels yet.
-    fn supports(&self, op: Op) -> bool {
-        !matches!(
-            op,
-            Op::LayerNormAffine
-                | Op::Conv2d
-                | Op::Pool2d
-                | Op::ConcatChannels
-                | Op::GroupNorm
-                | Op::UpsampleNearest2x
-                | Op::Transpose
-        )
     }
 
     fn upload(&self, data: &[f32]) -> Result<Self::Buf> {
@@ -310,6 +296,74 @@ impl Backend for Cuda {
 
     fn gather_rows_idf(&self, table: &Self::Buf, ids: &Self::Buf, d: usize) -> Result<Self::Buf> {
         embed::gather_rows_idf(self, table, ids, d)
+    }
+
+    fn layer_norm_affine(
+        &self,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        rows: usize,
+        d: usize,
+        eps: f32,
+    ) -> Result<Self::Buf> {
+        norm::layer_norm_affine(self, x, (gamma, beta), rows, d, eps)
+    }
+
+    fn conv2d(
+        &self,
+        x: &Self::Buf,
+        dims: Nchw,
+        w: &Self::Buf,
+        b: &Self::Buf,
+        co: usize,
+        win: Window,
+        relu: bool,
+    ) -> Result<Self::Buf> {
+        conv::conv2d(self, x, dims, w, b, co, win, relu)
+    }
+
+    fn pool2d(&self, x: &Self::Buf, dims: Nchw, win: Window, p: Pool) -> Result<Self::Buf> {
+        pool::pool2d(self, x, dims, win, p)
+    }
+
+    fn concat_channels(
+        &self,
+        parts: &[(&Self::Buf, usize)],
+        n: usize,
+        hw: usize,
+    ) -> Result<Self::Buf> {
+        pool::concat_channels(self, parts, n, hw)
+    }
+
+    fn group_norm(
+        &self,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        n: usize,
+        c: usize,
+        hw: usize,
+        groups: usize,
+        eps: f32,
+        silu: bool,
+    ) -> Result<Self::Buf> {
+        norm::group_norm(self, x, (gamma, beta), (n, c, hw), groups, eps, silu)
+    }
+
+    fn upsample_nearest2x(
+        &self,
+        x: &Self::Buf,
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<Self::Buf> {
+        conv::upsample_nearest2x(self, x, (n, c, h, w))
+    }
+
+    fn transpose(&self, x: &Self::Buf, b: usize, r: usize, c: usize) -> Result<Self::Buf> {
+        embed::transpose(self, x, b, r, c)
     }
 
     /// Captured once per key into a CUDA graph, then replayed (graph.rs).
