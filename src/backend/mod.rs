@@ -372,8 +372,9 @@ pub trait Backend: Send + Sync {
     // ---- fused forms: the CPU runs them as the ops they are made of (so its bits never
     // change); a GPU backend runs each as one pass, in the precision its products want ----------
 
-    /// A weight that is only ever the right operand of `linear` (`nn.Linear.weight`): a backend
-    /// may store it in its GEMM precision (bf16 under `--precision bf16`).
+    /// A weight that is only ever the right operand of `linear` (`nn.Linear.weight`) or the
+    /// kernel of `conv2d`: a backend may store it in its GEMM precision (bf16 under
+    /// `--precision bf16`).
     fn upload_weight(&self, w: &[f32]) -> Result<Self::Buf> {
         self.upload(w)
     }

@@ -380,7 +380,7 @@ impl<B: Backend> InceptionV3<B> {
             mixed_7a: InceptionD::build(mk, "Mixed_7a", 768)?,
             mixed_7b: InceptionE::build(mk, "Mixed_7b", 1280, Pool::Avg)?,
             mixed_7c: InceptionE::build(mk, "Mixed_7c", 2048, Pool::Max)?,
-            fc_w: be.upload(fc_w)?,
+            fc_w: be.upload_weight(fc_w)?,
             fc_zero_bias: be.upload(&[0.0; LOGITS_DIM])?,
         })
     }
@@ -470,10 +470,10 @@ impl<B: Backend> InceptionV3<B> {
         (x, d) = self.mixed_7b.forward(be, &x, d)?; // (N, 2048, 8, 8)
         (x, d) = self.mixed_7c.forward(be, &x, d)?; // (N, 2048, 8, 8)
         let global = Window::square(d.h, d.h, 0);
-        let (pool3, _) = pool(be, &x, d, global, Pool::Avg)?; // (N, 2048)
-                                                              // pool3 · fc.weightᵀ as a 1×1 convolution over (N, 2048, 1, 1): one product per image, so
-                                                              // the logits do not depend on how many images share a batch (a batched GEMM's kernel
-                                                              // choice, and so its summation order, depends on N).
+        // pool3 (N, 2048) · fc.weightᵀ as a 1×1 convolution over (N, 2048, 1, 1): one product per
+        // image, so the logits do not depend on how many images share a batch (a batched GEMM's
+        // kernel choice, and so its summation order, depends on N).
+        let (pool3, _) = pool(be, &x, d, global, Pool::Avg)?;
         let d = Nchw {
             c: POOL_DIM,
             h: 1,

@@ -169,7 +169,7 @@ impl<B: Backend> ConvBn<B> {
             bf.push((beta[o] as f64 - mean[o] as f64 * scale) as f32);
         }
         Ok(ConvBn {
-            w: be.upload(&wf)?,
+            w: be.upload_weight(&wf)?,
             b: be.upload(&bf)?,
             co,
             win,

@@ -168,7 +168,7 @@ impl<B: Backend> Lpips<B> {
                 } => {
                     let k = format!("net.slice{slice}.{index}");
                     Layer::Conv {
-                        w: be.upload(&src.f32(&format!("{k}.weight"))?)?,
+                        w: be.upload_weight(&src.f32(&format!("{k}.weight"))?)?,
                         b: be.upload(&src.f32(&format!("{k}.bias"))?)?,
                         co,
                         win,

@@ -79,7 +79,7 @@ impl<B: Backend> ToyClassifier<B> {
         file.check(&expected)?;
         let conv = |k: &str, co: usize| -> Result<ConvRelu<B>> {
             Ok(ConvRelu {
-                w: be.upload(&file.f32(&format!("{k}.weight"))?)?,
+                w: be.upload_weight(&file.f32(&format!("{k}.weight"))?)?,
                 b: be.upload(&file.f32(&format!("{k}.bias"))?)?,
                 co,
             })

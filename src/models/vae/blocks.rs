@@ -26,7 +26,7 @@ impl<B: Backend> Conv2d<B> {
         k: usize,
     ) -> Result<Self> {
         Ok(Conv2d {
-            w: be.upload(&names.get(&format!("{key}.weight"), &[co, ci, k, k])?)?,
+            w: be.upload_weight(&names.get(&format!("{key}.weight"), &[co, ci, k, k])?)?,
             b: be.upload(&names.get(&format!("{key}.bias"), &[co])?)?,
             ci,
             co,
@@ -175,9 +175,9 @@ impl<B: Backend> Attention<B> {
         }
         Ok(Attention {
             group_norm: GroupNorm::load(be, names, &format!("{key}.group_norm"), c, groups)?,
-            qkv_w: be.upload(&w)?,
+            qkv_w: be.upload_weight(&w)?,
             qkv_b: be.upload(&b)?,
-            out_w: be.upload(&names.get(&format!("{key}.to_out.0.weight"), &[c, c])?)?,
+            out_w: be.upload_weight(&names.get(&format!("{key}.to_out.0.weight"), &[c, c])?)?,
             out_b: be.upload(&names.get(&format!("{key}.to_out.0.bias"), &[c])?)?,
             c,
         })
