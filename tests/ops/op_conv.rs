@@ -49,7 +49,10 @@ fn conv_ref(
 /// 3×3 pad 1; 1×1 (the direct GEMM path); a map larger than one im2col tile (2048 pixels);
 /// stride 2 with and without padding; Inception's factorised 1×7 / 7×1 and 1×3 / 3×1 kernels;
 /// a strided 1×1; channel-split jobs.
-const CASES: [((usize, usize, usize, usize), usize, Window); 13] = [
+/// (input (N, C, H, W), output channels, window).
+type Case = ((usize, usize, usize, usize), usize, Window);
+
+const CASES: [Case; 13] = [
     ((2, 3, 5, 7), 4, Window::square(3, 1, 1)),
     ((1, 5, 9, 4), 6, Window::square(1, 1, 0)),
     ((1, 2, 48, 50), 3, Window::square(3, 1, 1)),

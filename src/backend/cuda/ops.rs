@@ -74,6 +74,17 @@ impl Backend for Cuda {
         format!("{} [{:?}]", self.label, self.precision)
     }
 
+    /// Every op has its kernels. With the test-only `fault-injection` feature,
+    /// `SITDIV_FAULT_UNSUPPORTED=group_norm,…` hides ops, so that the tests see a job that needs
+    /// one refuse before its first unit.
+    fn supports(&self, _op: crate::backend::Op) -> bool {
+        #[cfg(feature = "fault-injection")]
+        if let Ok(hidden) = std::env::var("SITDIV_FAULT_UNSUPPORTED") {
+            return !hidden.split(',').any(|n| n == _op.name());
+        }
+        true
+    }
+
     fn upload(&self, data: &[f32]) -> Result<Self::Buf> {
         let buf = self.alloc(data.len(), Dtype::F32)?;
         self.copy_to_device(&buf, bytemuck::cast_slice(data))?;
