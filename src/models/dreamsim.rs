@@ -391,8 +391,7 @@ impl<B: Backend> DreamSim<B> {
             x.len()
         );
         let width = self.config.embedding_dim();
-        let mut out = vec![0f32; b * width];
-        let mut col = 0;
+        let mut feats = Vec::with_capacity(self.towers.len()); // (B, E) per tower
         for tower in &self.towers {
             let (mean, std) = tower.config.tower.mean_std();
             // transforms.Normalize on the ToTensor output, in f32.
@@ -404,13 +403,11 @@ impl<B: Backend> DreamSim<B> {
                     (v - mean[ch]) / std[ch]
                 })
                 .collect();
-            let f = be.download(&tower.forward(be, &xn, b)?)?; // (B, E)
-            let e = tower.config.feature_dim;
-            for (r, row) in f.chunks(e).enumerate() {
-                out[r * width + col..r * width + col + e].copy_from_slice(row);
-            }
-            col += e;
+            feats.push((tower.forward(be, &xn, b)?, tower.config.feature_dim));
         }
+        // The towers' features side by side, in one copy to the host: (B, width).
+        let parts: Vec<(&B::Buf, usize)> = feats.iter().map(|(f, e)| (f, *e)).collect();
+        let mut out = be.download(&be.concat_channels(&parts, b, 1)?)?;
         for row in out.chunks_mut(width) {
             normalize_embedding(row);
         }

@@ -11,7 +11,7 @@
 //!
 //! Batch norms (eps 1e-3) are folded into their convolutions at load time, in f64.
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 
 use super::layers::ConvBn;
 use super::preprocess::tf1_bilinear_nchw;
@@ -213,9 +213,8 @@ impl<B: Backend> InceptionC<B> {
     }
 
     /// The block's output and, for the sFID tap, its branch1x1 output (N, 192, 17, 17).
-    fn forward(&self, be: &B, x: &B::Buf, d: Nchw) -> Result<(Act<B>, Vec<f32>)> {
+    fn forward(&self, be: &B, x: &B::Buf, d: Nchw) -> Result<(Act<B>, B::Buf)> {
         let b1 = self.branch1x1.forward(be, x, d)?;
-        let tap = be.download(&b1.0)?;
         let b7 = chain(
             be,
             &[&self.branch7x7_1, &self.branch7x7_2, &self.branch7x7_3],
@@ -236,7 +235,10 @@ impl<B: Backend> InceptionC<B> {
         )?;
         let (p, dp) = pool(be, x, d, K3P, Pool::Avg)?;
         let bp = self.branch_pool.forward(be, &p, dp)?;
-        Ok((concat(be, &[b1, b7, b7d, bp])?, tap))
+        let parts = [b1, b7, b7d, bp];
+        let y = concat(be, &parts)?;
+        let [(tap, _), ..] = parts;
+        Ok((y, tap))
     }
 }
 
@@ -458,14 +460,15 @@ impl<B: Backend> InceptionV3<B> {
             (x, d) = block.forward(be, &x, d)?;
         } // (N, 288, 35, 35)
         (x, d) = self.mixed_6a.forward(be, &x, d)?; // (N, 768, 17, 17)
-        let mut tap = Vec::new();
+        let mut tap = None;
         for (i, block) in self.mixed_6.iter().enumerate() {
             let (y, branch1x1) = block.forward(be, &x, d)?;
             if i == 2 {
-                tap = branch1x1; // Mixed_6d.branch1x1: (N, 192, 17, 17)
+                tap = Some(branch1x1); // Mixed_6d.branch1x1: (N, 192, 17, 17)
             }
             (x, d) = y;
         }
+        let tap = tap.context("Inception-v3 has four Mixed_6 blocks")?;
         (x, d) = self.mixed_7a.forward(be, &x, d)?; // (N, 1280, 8, 8)
         (x, d) = self.mixed_7b.forward(be, &x, d)?; // (N, 2048, 8, 8)
         (x, d) = self.mixed_7c.forward(be, &x, d)?; // (N, 2048, 8, 8)
@@ -489,13 +492,30 @@ impl<B: Backend> InceptionV3<B> {
             K1,
             false,
         )?; // (N, 1008)
+            // One copy to the host for the three outputs.
+        let tap_len = TAP_CHANNELS * 17 * 17;
+        let all = be.download(&be.concat_channels(
+            &[(&pool3, POOL_DIM), (&logits, LOGITS_DIM), (&tap, tap_len)],
+            n,
+            1,
+        )?)?; // (N, 2048 + 1008 + 192·17·17)
+        let row = POOL_DIM + LOGITS_DIM + tap_len;
+        let part = |from: usize, len: usize| -> Vec<f32> {
+            all.chunks(row)
+                .flat_map(|r| &r[from..from + len])
+                .copied()
+                .collect()
+        };
         Ok(InceptionFeatures {
-            pool: be.download(&pool3)?,
-            spatial: spatial_features(&tap, n),
-            logits: be.download(&logits)?,
+            pool: part(0, POOL_DIM),
+            spatial: spatial_features(&part(POOL_DIM + LOGITS_DIM, tap_len), n),
+            logits: part(POOL_DIM, LOGITS_DIM),
         })
     }
 }
+
+/// Channels of the sFID tap (Mixed_6d.branch1x1).
+const TAP_CHANNELS: usize = 192;
 
 /// Channels 0..7 of (N, 192, 17, 17), flattened per sample in (h, w, c) order → (N, 2023).
 fn spatial_features(tap: &[f32], n: usize) -> Vec<f32> {

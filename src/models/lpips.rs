@@ -9,7 +9,7 @@
 //! Names are the `lpips.LPIPS` state_dict's: `net.slice{k}.{i}.{weight,bias}`,
 //! `lin{k}.model.1.weight` (1, C, 1, 1), `scaling_layer.{shift,scale}` (1, 3, 1, 1).
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use serde::Serialize;
 
 use crate::backend::{Backend, Nchw, Op, Pool, Window};
@@ -151,7 +151,7 @@ pub struct Lpips<B: Backend> {
 
 impl<B: Backend> Lpips<B> {
     /// The backend ops its forward calls (tests/models/model_ops.rs checks the list).
-    pub const OPS: &'static [Op] = &[Op::Conv2d, Op::Pool2d];
+    pub const OPS: &'static [Op] = &[Op::Conv2d, Op::Pool2d, Op::ConcatChannels];
 
     pub fn load(be: &B, src: &dyn TensorSource, net: LpipsNet) -> Result<Self> {
         crate::backend::require(be, "LPIPS", Self::OPS)?;
@@ -226,9 +226,14 @@ impl<B: Backend> Lpips<B> {
             }
         }
         let mut d = Nchw { n, c: 3, h, w };
-        let mut cur = be.upload(&x)?;
-        let mut taps: Vec<(Vec<f32>, Nchw)> = Vec::new();
+        // The activation: `cur`, or the last tap once it has been taken there.
+        let mut cur = Some(be.upload(&x)?);
+        let mut taps: Vec<(B::Buf, Nchw)> = Vec::new();
         for layer in &self.layers {
+            let input = match &cur {
+                Some(b) => b,
+                None => &taps.last().context("LPIPS: a trunk starts with a layer")?.0,
+            };
             match layer {
                 Layer::Conv {
                     w: weight,
@@ -239,7 +244,7 @@ impl<B: Backend> Lpips<B> {
                     let (oh, ow) = win.output(d.h, d.w).ok_or_else(|| {
                         anyhow::anyhow!("LPIPS: image {h}×{w} too small for the trunk")
                     })?;
-                    cur = be.conv2d(&cur, d, weight, b, *co, *win, true)?;
+                    cur = Some(be.conv2d(input, d, weight, b, *co, *win, true)?);
                     d = Nchw {
                         c: *co,
                         h: oh,
@@ -251,20 +256,27 @@ impl<B: Backend> Lpips<B> {
                     let (oh, ow) = win.output(d.h, d.w).ok_or_else(|| {
                         anyhow::anyhow!("LPIPS: image {h}×{w} too small for the trunk")
                     })?;
-                    cur = be.pool2d(&cur, d, *win, Pool::Max)?;
+                    cur = Some(be.pool2d(input, d, *win, Pool::Max)?);
                     d = Nchw { h: oh, w: ow, ..d };
                 }
-                Layer::Tap => taps.push((be.download(&cur)?, d)),
+                Layer::Tap => {
+                    if let Some(b) = cur.take() {
+                        taps.push((b, d));
+                    }
+                }
             }
         }
         let width: usize = taps.iter().map(|(_, t)| t.c * t.h * t.w).sum();
+        // Every tap in one copy to the host: (N, width).
+        let parts: Vec<(&B::Buf, usize)> = taps.iter().map(|(b, t)| (b, t.c * t.h * t.w)).collect();
+        let all = be.download(&be.concat_channels(&parts, n, 1)?)?;
         let mut out = vec![0f32; n * width];
         let mut at = 0;
-        for ((f, t), lin) in taps.iter().zip(&self.lin_sqrt) {
+        for ((_, t), lin) in taps.iter().zip(&self.lin_sqrt) {
             let hw = t.h * t.w;
             let inv_hw = 1.0 / (hw as f64);
             for s in 0..n {
-                let fs = &f[s * t.c * hw..(s + 1) * t.c * hw];
+                let fs = &all[s * width + at..s * width + at + t.c * hw];
                 let row = &mut out[s * width + at..s * width + at + t.c * hw];
                 for p in 0..hw {
                     // lpips.normalize_tensor in f32: f / (√Σ_c f² + 1e-10).

@@ -42,7 +42,7 @@ const CONV: Window = Window::square(3, 1, 1);
 
 impl<B: Backend> ToyClassifier<B> {
     /// The backend ops its forward calls (tests/models/model_ops.rs checks the list).
-    pub const OPS: &'static [Op] = &[Op::Conv2d, Op::Pool2d, Op::Linear];
+    pub const OPS: &'static [Op] = &[Op::Conv2d, Op::Pool2d, Op::Linear, Op::ConcatChannels];
 
     pub fn load(be: &B, file: &dyn TensorSource) -> Result<Self> {
         crate::backend::require(be, "the toy classifier", Self::OPS)?;
@@ -132,10 +132,14 @@ impl<B: Backend> ToyClassifier<B> {
         }
         let whole = Window::rect(d.h, d.w, 0, 0);
         let f = be.pool2d(&x, d, whole, Pool::Avg)?; // (N, F, 1, 1)
-        let logits = self.fc.forward(be, &f, n)?;
+        let logits = self.fc.forward(be, &f, n)?; // (N, classes)
+                                                  // Both in one copy to the host.
+        let (fd, classes) = (d.c, self.fc.out_f);
+        let all = be.download(&be.concat_channels(&[(&f, fd), (&logits, classes)], n, 1)?)?;
+        let rows = || all.chunks(fd + classes);
         Ok(ToyOutput {
-            features: be.download(&f)?,
-            logits: be.download(&logits)?,
+            features: rows().flat_map(|r| &r[..fd]).copied().collect(),
+            logits: rows().flat_map(|r| &r[fd..]).copied().collect(),
         })
     }
 }
