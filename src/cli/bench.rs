@@ -3,7 +3,9 @@
 use anyhow::Result;
 use clap::Subcommand;
 
-use super::device::{on_device, BenchRun, DeviceArgs, InceptionBenchRun, VaeBenchRun};
+use super::device::{
+    on_device, BackbonesBenchRun, BenchRun, DeviceArgs, InceptionBenchRun, VaeBenchRun,
+};
 use sitdiv::bench;
 
 #[derive(Subcommand)]
@@ -30,14 +32,14 @@ pub enum BenchWhat {
     },
     /// The FID Inception (TF1 resize + network) on formula weights and random 256 px images.
     Inception {
-        #[arg(long, default_value_t = 4)]
-        batch: usize,
-        #[arg(long, default_value_t = 1)]
-        warmup: usize,
-        #[arg(long, default_value_t = 3)]
-        iters: usize,
         #[command(flatten)]
-        device: DeviceArgs,
+        run: NetArgs,
+    },
+    /// The diversity backbones (DINOv2-B/14 and -L/14, CLIP-B/32, DreamSim, ResNet-50, LPIPS
+    /// AlexNet and VGG16) on formula weights, per batch of random inputs.
+    Backbones {
+        #[command(flatten)]
+        run: NetArgs,
     },
     /// The diversity metrics' distance stage on random labelled embeddings.
     Diversity {
@@ -55,15 +57,34 @@ pub enum BenchWhat {
     Vae {
         #[arg(long, default_value_t = 256)]
         image_size: usize,
-        #[arg(long, default_value_t = 2)]
-        batch: usize,
-        #[arg(long, default_value_t = 1)]
-        warmup: usize,
-        #[arg(long, default_value_t = 3)]
-        iters: usize,
         #[command(flatten)]
-        device: DeviceArgs,
+        run: NetArgs,
     },
+}
+
+/// Batches of a network benchmark, and where it runs.
+#[derive(clap::Args)]
+pub struct NetArgs {
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Untimed batches first (at least one).
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    #[arg(long, default_value_t = 3)]
+    iters: usize,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+impl NetArgs {
+    fn split(self) -> (bench::NetBench, DeviceArgs) {
+        let b = bench::NetBench {
+            batch: self.batch,
+            warmup: self.warmup,
+            iters: self.iters,
+        };
+        (b, self.device)
+    }
 }
 
 impl BenchWhat {
@@ -94,27 +115,18 @@ impl BenchWhat {
                 classes,
                 images,
             } => bench::diversity(n, dim, classes, images),
-            BenchWhat::Inception {
-                batch,
-                warmup,
-                iters,
-                device,
-            } => on_device(&device, InceptionBenchRun(batch, warmup, iters)),
-            BenchWhat::Vae {
-                image_size,
-                batch,
-                warmup,
-                iters,
-                device,
-            } => on_device(
-                &device,
-                VaeBenchRun(bench::VaeBench {
-                    image_size,
-                    batch,
-                    warmup,
-                    iters,
-                }),
-            ),
+            BenchWhat::Inception { run } => {
+                let (b, device) = run.split();
+                on_device(&device, InceptionBenchRun(b))
+            }
+            BenchWhat::Backbones { run } => {
+                let (b, device) = run.split();
+                on_device(&device, BackbonesBenchRun(b))
+            }
+            BenchWhat::Vae { image_size, run } => {
+                let (b, device) = run.split();
+                on_device(&device, VaeBenchRun(image_size, b))
+            }
         }
     }
 }

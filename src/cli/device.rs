@@ -141,11 +141,12 @@ impl OnBackend for DecodeRun {
     }
 }
 
-pub struct VaeBenchRun(pub bench::VaeBench);
+/// Image size, batches.
+pub struct VaeBenchRun(pub usize, pub bench::NetBench);
 
 impl OnBackend for VaeBenchRun {
     fn run<B: Backend>(self, be: &B) -> Result<()> {
-        bench::vae(be, &self.0)
+        bench::vae(be, self.0, &self.1)
     }
 }
 
@@ -165,11 +166,19 @@ impl OnBackend for EvalRun {
     }
 }
 
-pub struct InceptionBenchRun(pub usize, pub usize, pub usize);
+pub struct InceptionBenchRun(pub bench::NetBench);
 
 impl OnBackend for InceptionBenchRun {
     fn run<B: Backend>(self, be: &B) -> Result<()> {
-        bench::inception(be, self.0, self.1, self.2)
+        bench::inception(be, &self.0)
+    }
+}
+
+pub struct BackbonesBenchRun(pub bench::NetBench);
+
+impl OnBackend for BackbonesBenchRun {
+    fn run<B: Backend>(self, be: &B) -> Result<()> {
+        bench::backbones(be, &self.0)
     }
 }
 
