@@ -3,11 +3,14 @@
 # scripts/gpu-payload.sh builds where Rust is (no toolchain needed here):
 #   1. the device, the driver, the commit;
 #   2. parity: every op against the CPU, the SiT golden forward and the sampler golden cases in
-#      fp32, the tf32/bf16 errors, the forward's design counters;
+#      fp32, the tf32/bf16 errors, the forward's design counters; every other network of the
+#      study (VAE, Inception, ResNet-50, LPIPS, DINOv2, CLIP, DreamSim, the toy nets) against
+#      the CPU in fp32/tf32/bf16, with its counters per forward;
 #   3. determinism: reruns and shards byte-identical, in fp32 and bf16;
 #   4. compute-sanitizer memcheck and racecheck on a short sampling run;
-#   5. the benchmark: SiT-XL/2 at batch 256 in fp32, tf32 and bf16, next to the PyTorch baseline
-#      run in the same call (torch_baseline.py in the payload).
+#   5. the benchmark: SiT-XL/2 at batch 256 in fp32, tf32 and bf16; the VAE (batch 32), the
+#      Inception and the backbones (batch 256) in tf32; next to the PyTorch baseline run in the
+#      same call (torch_baseline.py in the payload).
 # It prints one summary table at the end and exits non-zero if a check failed.
 #   LD_LIBRARY_PATH=/usr/local/cuda/lib64:$LD_LIBRARY_PATH scripts/gpu-check.sh [payload-dir]
 # GPU_CHECK_DRY=1 runs the same steps small enough for the emulated device
@@ -18,7 +21,8 @@ payload="${1:-.gpu-payload}"
 bin="$payload/sitdiv"
 export REQUIRE_CUDA="${REQUIRE_CUDA:-1}" SITDIV_BIN="$bin" SITDIV_GOLDEN_DIR="$PWD/tests/golden" RUST_BACKTRACE=1
 dry="${GPU_CHECK_DRY:-0}"
-if [ "$dry" = 1 ]; then model=SiT-S/2 batch=2 iters=1; else model=SiT-XL/2 batch=256 iters=5; fi
+if [ "$dry" = 1 ]; then model=SiT-S/2 batch=2 iters=1 nbatch=1 vbatch=1 vpx=32
+else model=SiT-XL/2 batch=256 iters=5 nbatch=256 vbatch=32 vpx=256; fi
 rows=()
 row() { rows+=("| $1 | $2 | $3 |"); }
 step() { echo; echo "== $*"; }
@@ -52,6 +56,7 @@ step "parity: SiT golden forward and sampler golden cases, fp32 / tf32 / bf16, d
 check "SiT golden forward (fp32)" models model_sit::cuda_
 check "forward: precisions, counters, jobs" gpu pipeline_gpu::
 SITDIV_TEST_DEVICE=cuda check "sampler golden cases (fp32, CLI)" pipeline pipeline_sample::cli_replays
+check "every other network: precisions, counters" models model_cuda::
 
 step "determinism: reruns and shards byte-identical"
 SITDIV_TEST_DEVICE=cuda check "determinism fp32" pipeline pipeline_sample::sharding
@@ -83,6 +88,22 @@ for p in fp32 tf32 bf16; do
     else
         echo "$out" | tail -n 5
         row "bench $p" FAIL "see above"
+    fi
+done
+step "benchmark: the VAE (batch $vbatch, $vpx px), the Inception and the backbones (batch $nbatch), tf32"
+for what in vae inception backbones; do
+    args=(--batch "$nbatch")
+    [ "$what" = vae ] && args=(--batch "$vbatch" --image-size "$vpx")
+    if [ "$dry" = 1 ] && [ "$what" = backbones ]; then
+        row "bench backbones tf32" skipped "full-size ViTs are too slow for a dry run"
+        continue
+    fi
+    if out="$(timeout 300 "$bin" bench "$what" "${args[@]}" --warmup 1 --iters "$iters" --device cuda --precision tf32 2>&1)"; then
+        echo "$out" | grep -E "^\|"
+        row "bench $what tf32" ran "$(echo "$out" | grep -E "^\| [a-zA-Z]" | grep -v "^| network" | awk -F'|' '{printf "%s:%s img/s;", $2, $7}')"
+    else
+        echo "$out" | tail -n 5
+        row "bench $what tf32" FAIL "see above"
     fi
 done
 if [ "$dry" != 1 ] && [ -f "$payload/torch_baseline.py" ] && python3 -c 'import torch' 2>/dev/null; then

@@ -438,3 +438,30 @@ pub fn sweep_results(out: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     }
     v
 }
+
+/// LPIPS-Alex weights in `dir`: the AlexNet trunk from the formula, the v0.1 heads from the
+/// golden file.
+pub fn lpips_alex_weights(dir: &std::path::Path) -> PathBuf {
+    let g = WeightFile::open(golden_dir().join("lpips_formula.io.safetensors")).unwrap();
+    let net = sitdiv::models::lpips::LpipsNet::Alex;
+    let (trunk, rest): (Vec<_>, Vec<_>) = net
+        .expected_tensors()
+        .into_iter()
+        .partition(|e| e.name.starts_with("net."));
+    let mut t: Vec<_> = sitdiv::models::synthetic::formula_weights(trunk, 2017)
+        .unwrap()
+        .tensors
+        .into_iter()
+        .map(|(k, (s, d))| (k, s, d))
+        .collect();
+    for e in rest {
+        t.push((
+            e.name.clone(),
+            e.shape.clone(),
+            g.f32(&format!("alex.{}", e.name)).unwrap(),
+        ));
+    }
+    let w = dir.join("lpips-alex.safetensors");
+    sitdiv::weights::write_f32_safetensors(&w, &t, None).unwrap();
+    w
+}

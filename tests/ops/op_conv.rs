@@ -52,7 +52,7 @@ fn conv_ref(
 /// (input (N, C, H, W), output channels, window).
 type Case = ((usize, usize, usize, usize), usize, Window);
 
-const CASES: [Case; 13] = [
+const CASES: [Case; 14] = [
     ((2, 3, 5, 7), 4, Window::square(3, 1, 1)),
     ((1, 5, 9, 4), 6, Window::square(1, 1, 0)),
     ((1, 2, 48, 50), 3, Window::square(3, 1, 1)),
@@ -67,6 +67,9 @@ const CASES: [Case; 13] = [
     ((1, 2, 64, 70), 3, Window::square(5, 2, 2)),
     // More than one block of 64 output channels on a small map (channel-split jobs).
     ((2, 8, 9, 7), 130, Window::square(3, 1, 1)),
+    // A map narrower than the padding: some window columns read padding only (LPIPS on
+    // small images).
+    ((1, 2, 1, 1), 3, Window::square(5, 1, 2)),
 ];
 
 #[test]

@@ -361,29 +361,7 @@ fn bad_diversity_inputs_fail_clearly() {
 fn lpips_through_features_and_eval() {
     let dir = tmp("div-lpips");
     let (b, _) = batch(&dir, true);
-    // AlexNet trunk from the formula, v0.1 heads from the golden file.
-    let g = sitdiv::weights::WeightFile::open(golden_dir().join("lpips_formula.io.safetensors"))
-        .unwrap();
-    let net = sitdiv::models::lpips::LpipsNet::Alex;
-    let (trunk, rest): (Vec<_>, Vec<_>) = net
-        .expected_tensors()
-        .into_iter()
-        .partition(|e| e.name.starts_with("net."));
-    let mut t: Vec<_> = sitdiv::models::synthetic::formula_weights(trunk, 2017)
-        .unwrap()
-        .tensors
-        .into_iter()
-        .map(|(k, (s, d))| (k, s, d))
-        .collect();
-    for e in rest {
-        t.push((
-            e.name.clone(),
-            e.shape.clone(),
-            g.f32(&format!("alex.{}", e.name)).unwrap(),
-        ));
-    }
-    let w = dir.join("lpips-alex.safetensors");
-    sitdiv::weights::write_f32_safetensors(&w, &t, None).unwrap();
+    let w = crate::common::lpips_alex_weights(&dir);
     let w = w.to_str().unwrap();
     let f = dir.join("lpips.npz");
     succeeds(&[

@@ -10,7 +10,13 @@ use sitdiv::pipeline::sweep::spec::Sweep;
 
 /// Two run configs (cfg 1 and 2, ODE Euler 4 steps) × 2 classes × 2 samples, units of 2.
 fn small_sweep(dir: &Path) -> PathBuf {
-    let text = format!(
+    let p = dir.join("small.toml");
+    std::fs::write(&p, small_sweep_text()).unwrap();
+    p
+}
+
+fn small_sweep_text() -> String {
+    format!(
         r#"name = "small"
 [model]
 weights = "{}"
@@ -35,10 +41,7 @@ sampler = ["ode-euler"]
         golden("vae_tiny.weights.safetensors"),
         repo().join("sweeps/tiny-reference.npz").display(),
         golden("dinov2_tiny.weights.safetensors"),
-    );
-    let p = dir.join("small.toml");
-    std::fs::write(&p, text).unwrap();
-    p
+    )
 }
 
 fn s(p: &Path) -> &str {
@@ -371,6 +374,37 @@ interval_mode = ["fork"]
         b.len()
     );
     assert!(a == b, "{} and {} differ", unit.display(), npz[0].display());
+}
+
+/// Units of 4 over 3 classes × 2 samples span classes ([0, 4) holds classes 0 and 1); the
+/// merged results (FID, IS, intra- and inter-class diversity, Vendi) are those of units of 2,
+/// one class each, to the byte.
+#[test]
+fn units_spanning_classes_give_the_per_class_results() {
+    let dir = tmp("sweep-units-span-classes");
+    let mut outs = Vec::new();
+    for unit in [2, 4] {
+        let text = small_sweep_text()
+            .replace("classes = [0, 1]", "classes = [0, 1, 2]")
+            .replace("unit_size = 2", &format!("unit_size = {unit}"));
+        let sweep = dir.join(format!("units{unit}.toml"));
+        std::fs::write(&sweep, text).unwrap();
+        let out = dir.join(format!("units{unit}"));
+        succeeds(&["sweep", "run", s(&sweep), "--out", s(&out)]);
+        succeeds(&["sweep", "merge", s(&sweep), "--out", s(&out)]);
+        let units: Vec<String> = std::fs::read_dir(out.join("units/ode-euler-4-cfg2-k2-seed0"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".npz"))
+            .collect();
+        println!("unit_size {unit}: {units:?}");
+        outs.push((units.len(), std::fs::read(out.join("results.csv")).unwrap()));
+    }
+    assert_eq!((outs[0].0, outs[1].0), (3, 2), "units of 2 and of 4");
+    assert!(
+        outs[0].1 == outs[1].1,
+        "results.csv differs between unit sizes"
+    );
 }
 
 #[test]

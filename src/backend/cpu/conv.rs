@@ -139,8 +139,11 @@ fn im2col(xs: &[f32], d: Nchw, win: Window, wo: usize, p0: usize, p1: usize) -> 
                         // ix = ox + kx − pw must lie in 0..W: one contiguous copy.
                         let lo = win.pw.saturating_sub(ox0 + kx).min(span);
                         let hi = (d.w + win.pw).saturating_sub(ox0 + kx).min(span).max(lo);
-                        let ix0 = ox0 + lo + kx - win.pw;
-                        dst[lo..hi].copy_from_slice(&src_row[ix0..ix0 + (hi - lo)]);
+                        // A span entirely in the padding (narrow maps) copies nothing.
+                        if hi > lo {
+                            let ix0 = ox0 + lo + kx - win.pw;
+                            dst[lo..hi].copy_from_slice(&src_row[ix0..ix0 + (hi - lo)]);
+                        }
                     } else {
                         for (j, v) in dst.iter_mut().enumerate() {
                             let ix = ((ox0 + j) * st + kx) as isize - win.pw as isize;

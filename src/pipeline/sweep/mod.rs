@@ -130,8 +130,6 @@ fn compute_unit<B: Backend>(
     if let Some(net) = &nets.quality {
         m.extend(net.members(be, &images.data, dims)?);
     }
-    let class_start =
-        plan.classes.iter().position(|&k| k == u.class).unwrap_or(0) * c.samples_per_class;
     for (spec, emb) in plan.sweep.backbones.iter().zip(&nets.embedders) {
         m.extend(backbone_members(
             be,
@@ -140,14 +138,15 @@ fn compute_unit<B: Backend>(
             &images.data,
             dims,
             u,
-            class_start,
+            c.samples_per_class,
         )?);
     }
     Ok(m)
 }
 
 /// A backbone's rows of a unit's images: `<backbone>.embedding`, or for LPIPS the rows of the
-/// first `per_class` samples of each class and their global `.indices`.
+/// first `per_class` samples of each class (of `samples_per_class` in class order) and their
+/// global `.indices`.
 fn backbone_members<B: Backend>(
     be: &B,
     spec: &BackboneSpec,
@@ -155,14 +154,14 @@ fn backbone_members<B: Backend>(
     images: &[u8],
     dims: (usize, usize, usize, usize),
     u: &PlannedUnit,
-    class_start: usize,
+    samples_per_class: usize,
 ) -> Result<Vec<npz::Member>> {
     let (n, h, w, ch) = dims;
     let per_image = h * w * ch;
     let keep: Vec<usize> = (0..n)
         .filter(|&r| {
             spec.per_class
-                .is_none_or(|k| u.unit.start + r - class_start < k)
+                .is_none_or(|k| (u.unit.start + r) % samples_per_class < k)
         })
         .collect();
     let sel: Vec<u8> = keep

@@ -104,22 +104,20 @@ impl Plan {
                     sweep.weights.display()
                 );
             }
-            let mut index = 0;
-            for (j, &class) in classes.iter().enumerate() {
-                let first = j * c.samples_per_class;
-                let last = first + c.samples_per_class;
-                for start in (first..last).step_by(sweep.unit_size) {
-                    units.push(PlannedUnit {
-                        config: ci,
-                        class,
-                        unit: Unit {
-                            index,
-                            start,
-                            end: (start + sweep.unit_size).min(last),
-                        },
-                    });
-                    index += 1;
-                }
+            // `unit_size` consecutive samples in class order (sample i has class
+            // classes[i / K]): a unit may span classes, so a GPU gets full batches however few
+            // samples each class has. It is named by the class of its first sample.
+            let n = c.num_samples;
+            for (index, start) in (0..n).step_by(sweep.unit_size).enumerate() {
+                units.push(PlannedUnit {
+                    config: ci,
+                    class: classes[start / c.samples_per_class],
+                    unit: Unit {
+                        index,
+                        start,
+                        end: (start + sweep.unit_size).min(n),
+                    },
+                });
             }
         }
         let hashes = Hashes {
