@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::common::{fails, golden, golden_dir, succeeds, tmp};
+use crate::common::{fails, golden, succeeds, tmp};
 use sitdiv::backend::cpu::Cpu;
 use sitdiv::io::{npy, npz};
 use sitdiv::models::dinov2::{Dinov2, Dinov2Config};

@@ -226,27 +226,47 @@ pub fn run<B: Backend>(
     let fault = FaultHook::from_env(shard_index);
     let samples: usize = todo.iter().map(|u| u.unit.len()).sum();
     let progress = super::progress::Progress::new(samples as u64);
-    for (k, u) in todo.iter().enumerate() {
-        let members = compute_unit(be, &plan, &nets, u)
-            .with_context(|| format!("unit {}", plan.unit_file(u).display()))?;
-        let data = plan.unit_file(u);
-        let bytes = npz::to_bytes(&data, &members)?;
-        let manifest = crate::io::manifest(
-            "sitdiv sweep run",
-            &be.name(),
-            serde_json::json!({
-                "sweep": plan.sweep.name,
-                "sweep_sha256": plan.sweep.file_sha256,
-                "contents": members.iter().map(|m| m.key.clone()).collect::<Vec<_>>(),
-                "shard": [shard_index, num_shards],
-                "precision": precision,
-            }),
-        );
-        write_unit(&plan, u, &bytes, manifest, (&fault, k))?;
-        progress.unit_done(&u.unit);
-    }
-    progress.finish();
-    Ok(())
+    let device = be.name();
+    // The host packs and writes unit k (npz, hashes, manifest, completed.log) on a thread of its
+    // own while the backend computes unit k + 1; units are written in order, one at a time.
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, &PlannedUnit, Vec<npz::Member>)>(1);
+        let (plan, fault, device) = (&plan, &fault, &device);
+        let writer = s.spawn(move || -> Result<()> {
+            for (k, u, members) in rx {
+                let data = plan.unit_file(u);
+                let bytes = npz::to_bytes(&data, &members)?;
+                let manifest = crate::io::manifest(
+                    "sitdiv sweep run",
+                    device,
+                    serde_json::json!({
+                        "sweep": plan.sweep.name,
+                        "sweep_sha256": plan.sweep.file_sha256,
+                        "contents": members.iter().map(|m| m.key.clone()).collect::<Vec<_>>(),
+                        "shard": [shard_index, num_shards],
+                        "precision": precision,
+                    }),
+                );
+                write_unit(plan, u, &bytes, manifest, (fault, k))?;
+                progress.unit_done(&u.unit);
+            }
+            progress.finish();
+            Ok(())
+        });
+        let computed = todo.iter().enumerate().try_for_each(|(k, u)| {
+            let members = compute_unit(be, plan, &nets, u)
+                .with_context(|| format!("unit {}", plan.unit_file(u).display()))?;
+            // A closed channel means the writer failed: its error is the one to report.
+            let _ = tx.send((k, u, members));
+            Ok::<_, anyhow::Error>(())
+        });
+        drop(tx);
+        let written = writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the unit writer panicked"))?;
+        // The units computed before a failure are on disk: a rerun resumes after them.
+        written.and(computed)
+    })
 }
 
 /// Every unit (one shard) then the merge, as `sitdiv demo` runs a sweep; returns the output
