@@ -57,6 +57,7 @@ check "SiT golden forward (fp32)" models model_sit::cuda_
 check "forward: precisions, counters, jobs" gpu pipeline_gpu::
 SITDIV_TEST_DEVICE=cuda check "sampler golden cases (fp32, CLI)" pipeline pipeline_sample::cli_replays
 check "every other network: precisions, counters" models model_cuda::
+check "a sweep against the CPU, rerun byte-identical" gpu sweep_gpu::
 
 step "determinism: reruns and shards byte-identical"
 SITDIV_TEST_DEVICE=cuda check "determinism fp32" pipeline pipeline_sample::sharding

@@ -1,6 +1,7 @@
 //! The CUDA build (`--features cuda` or `cuda12`; without either this binary is empty): the static
 //! gate over every kernel (`kernels_static`), the emulated device's own checks (`gpu_harness`,
-//! `standin_apis`), and jobs and the SiT forward on the CUDA backend (`pipeline_gpu`).
+//! `standin_apis`), jobs and the SiT forward on the CUDA backend (`pipeline_gpu`), and a whole
+//! sweep on it against the CPU (`sweep_gpu`).
 //!
 //! These tests share one process and the stand-in driver's counters and last error are
 //! process-wide: a test that reads them takes `common::cuda::exclusive()`, every other test that
@@ -18,3 +19,5 @@ mod kernels_static;
 mod pipeline_gpu;
 #[cfg(any(feature = "cuda", feature = "cuda12"))]
 mod standin_apis;
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+mod sweep_gpu;
