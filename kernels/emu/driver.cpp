@@ -444,8 +444,20 @@ bool is_pinned(uint64_t p, size_t n) {
     return p + n <= it->first + it->second.size;
 }
 
+// The calling thread's current context. The driver acts on it: a thread that never made one
+// current (cuCtxSetCurrent, which cudarc's bind_to_thread calls) gets CUDA_ERROR_INVALID_CONTEXT
+// from allocations, copies and launches, as on a GPU.
+thread_local CUcontext g_current = nullptr;
+
+CUresult need_context(const char* api) {
+    if (g_current) return CUDA_SUCCESS;
+    return fail(CUDA_ERROR_INVALID_CONTEXT,
+                "%s: no current context on this thread (bind the context to the thread first)", api);
+}
+
 CUresult do_alloc(CUdeviceptr* out, size_t bytes, const char* api) {
     STICKY();
+    if (CUresult r = need_context(api)) return r;
     if (!out) return fail(CUDA_ERROR_INVALID_VALUE, "%s: null result pointer", api);
     if (bytes == 0) return fail(CUDA_ERROR_INVALID_VALUE, "%s(0 bytes): the driver refuses empty allocations", api);
     size_t span = (bytes + kAlign - 1) / kAlign * kAlign;
@@ -548,6 +560,7 @@ CUresult enqueue(CUstream s, const char* what, Work work) { return (CUresult)sub
 // memory it is stream work like any other (recorded while the stream captures); pageable memory
 // cannot be captured, and a copy to it returns only once done: the host waits for the stream.
 CUresult host_copy(uint64_t dst, bool to_device, uint64_t src, size_t bytes, CUstream stream, const char* api) {
+    if (CUresult r = need_context(api)) return r;
     uint64_t host = to_device ? src : dst;
     bool pinned;
     {
@@ -796,7 +809,6 @@ struct Ctx {
     int dummy;
 };
 Ctx g_ctx;
-thread_local CUcontext g_current = nullptr;
 
 }  // namespace
 
@@ -1469,6 +1481,7 @@ CUresult cuGraphInstantiate(CUgraphExec* exec, CUgraph graph, unsigned long long
 }
 CUresult cuGraphLaunch(CUgraphExec exec, CUstream s) {
     STICKY();
+    if (CUresult r = need_context("cuGraphLaunch")) return r;
     if (!exec) return fail(CUDA_ERROR_INVALID_VALUE, "cuGraphLaunch: null graph");
     auto nodes = reinterpret_cast<const Graph*>(exec)->nodes;
     // On a capturing stream the launch becomes a node of the capture (a child graph).
@@ -1566,6 +1579,7 @@ CUresult cuFuncSetAttribute(CUfunction f, CUfunction_attribute a, int v) {
 CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                         unsigned smem, CUstream stream, void** params, void** extra) {
     STICKY();
+    if (CUresult r = need_context("cuLaunchKernel")) return r;
     Function* fn = reinterpret_cast<Function*>(f);
     const char* k = fn->name.c_str();
     if (extra)

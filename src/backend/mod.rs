@@ -256,6 +256,17 @@ pub trait Backend: Send + Sync {
     /// Short description for logs and manifests ("cpu (2 threads)").
     fn name(&self) -> String;
 
+    /// Another handle on the same device, for a stage that runs at the same time as this one's
+    /// work (the sweep decodes and embeds unit k while unit k + 1 samples): on a GPU, its own
+    /// stream, buffers and library handles in the same precision; the CPU shares its cores.
+    /// Backends that cannot say so.
+    fn companion(&self) -> Result<Self>
+    where
+        Self: Sized,
+    {
+        anyhow::bail!("the {} backend cannot run a second stage", self.name())
+    }
+
     /// Whether this backend implements `op` (the ops below with a default body may be missing).
     fn supports(&self, _op: Op) -> bool {
         true

@@ -153,6 +153,8 @@ pub struct UnitOutput {
     /// The decoded images, when the route has a decoder.
     pub images: Option<Images>,
     pub network_forwards: usize,
+    /// (h, w) of the latents.
+    pub latent_hw: (usize, usize),
 }
 
 /// One unit's way from latents to images.
@@ -164,6 +166,7 @@ pub struct UnitRoute<'a, B: Backend> {
 }
 
 impl<B: Backend> UnitRoute<'_, B> {
+    /// The unit's latents, checked, then its images when the route has a decoder.
     pub fn run(&self, unit: Unit) -> Result<UnitOutput> {
         let n = unit.len();
         let (latents, labels, network_forwards, hw) = match &self.latents {
@@ -194,26 +197,35 @@ impl<B: Backend> UnitRoute<'_, B> {
                 unit.start + bad / per.max(1)
             );
         }
-        let images = match self.decoder {
-            Some(d) => Some(Images {
-                data: d.images(self.be, &latents, n, hw)?,
-                height: d.side(hw.0),
-                width: d.side(hw.1),
-                channels: d.out_channels(),
-            }),
-            None => None,
-        };
-        Ok(UnitOutput {
+        let out = UnitOutput {
             unit,
             latents,
             labels,
-            images,
+            images: None,
             network_forwards,
-        })
+            latent_hw: hw,
+        };
+        match self.decoder {
+            Some(d) => out.decoded(self.be, d),
+            None => Ok(out),
+        }
     }
 }
 
 impl UnitOutput {
+    /// The unit with its latents decoded to uint8 images on `be` (which may be another backend
+    /// than the one that sampled them: the sweep decodes on a stage of its own).
+    pub fn decoded<B: Backend>(mut self, be: &B, d: &Decoder<B>) -> Result<Self> {
+        let hw = self.latent_hw;
+        self.images = Some(Images {
+            data: d.images(be, &self.latents, self.unit.len(), hw)?,
+            height: d.side(hw.0),
+            width: d.side(hw.1),
+            channels: d.out_channels(),
+        });
+        Ok(self)
+    }
+
     /// The global indices of its samples.
     pub fn indices(&self) -> Vec<i64> {
         (self.unit.start as i64..self.unit.end as i64).collect()

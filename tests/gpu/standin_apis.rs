@@ -1,6 +1,6 @@
-//! The stand-in's cuBLASLt, batched cuBLAS, stream capture and graphs, page-locked memory and
-//! NVTX (kernels/emu/), each against NVIDIA's documented semantics, called through cudarc as
-//! the backend calls them. GEMMs are compared with an f64 reference on odd, asymmetric shapes:
+//! The stand-in's cuBLASLt, batched cuBLAS, stream capture and graphs, page-locked memory, NVTX
+//! and the calling thread's current context (kernels/emu/), each against NVIDIA's documented
+//! semantics, called through cudarc as the backend calls them. GEMMs are compared with an f64 reference on odd, asymmetric shapes:
 //! fp32 within 1e-6 relative, TF32 and bf16 within the rounding they imply.
 //!
 //! The counters and any capture are process-wide: each test has the device to itself, also
@@ -1999,4 +1999,30 @@ fn nvtx_ranges_are_counted_with_their_depth() {
         c1["nvtx_ranges_by_name"],
         num(&c1, "nvtx_max_depth")
     );
+}
+
+/// The driver acts on the calling thread's current context: on a thread that never made one
+/// current, an allocation fails with CUDA_ERROR_INVALID_CONTEXT, as on a GPU; once the context
+/// is bound there, it succeeds.
+#[test]
+fn a_thread_without_a_current_context_cannot_allocate() {
+    let Some(_device) = on_standin("a_thread_without_a_current_context_cannot_allocate") else {
+        return;
+    };
+    let ctx = CudaContext::new(0).unwrap();
+    let stream = ctx.new_stream().unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: a stream-ordered allocation on a live stream, freed below.
+            let e = unsafe { drv::malloc_async(stream.cu_stream(), 256) }.unwrap_err();
+            assert_eq!(e.0, CUresult::CUDA_ERROR_INVALID_CONTEXT, "{e:?}");
+            ctx.bind_to_thread().unwrap();
+            // SAFETY: as above.
+            let p = unsafe { drv::malloc_async(stream.cu_stream(), 256) }.unwrap();
+            // SAFETY: allocated just above, used by nothing.
+            unsafe { drv::free_async(p, stream.cu_stream()) }.unwrap();
+        })
+        .join()
+        .unwrap();
+    });
 }

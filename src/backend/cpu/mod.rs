@@ -31,6 +31,11 @@ fn check_cols(c: &Cols<Cpu>, b: usize, d: usize, what: &str) -> Result<()> {
 impl Backend for Cpu {
     type Buf = Vec<f32>;
 
+    /// The CPU itself: both stages share its threads.
+    fn companion(&self) -> Result<Self> {
+        Ok(Cpu)
+    }
+
     fn name(&self) -> String {
         format!("cpu ({} threads)", rayon::current_num_threads())
     }

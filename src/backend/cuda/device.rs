@@ -183,6 +183,8 @@ impl Cuda {
             if o.graphs { "on" } else { "off" }
         );
         Ok(Cuda {
+            ordinal,
+            options: o,
             stream,
             blas,
             lt,

@@ -119,6 +119,9 @@ pub struct ArrayKey {
 }
 
 pub struct Cuda {
+    /// How it was opened: a companion opens the same way.
+    ordinal: usize,
+    options: CudaOptions,
     stream: Arc<CudaStream>,
     blas: CudaBlas,
     lt: lt::Lt,
@@ -228,8 +231,18 @@ impl Cuda {
         Launch::new(&self.stream, k).counted(&self.counters.launches)
     }
 
+    /// Makes the backend's context current on the calling thread: the driver's allocations,
+    /// copies and launches act on it, and a sweep's stages call from threads of their own.
+    fn bind(&self) -> Result<()> {
+        self.stream
+            .context()
+            .bind_to_thread()
+            .context("binding the CUDA context to this thread")
+    }
+
     /// A buffer of `len` elements from the current pool; its contents are garbage.
     fn alloc(&self, len: usize, dtype: Dtype) -> Result<GpuBuf> {
+        self.bind()?;
         let pool = self
             .pool
             .lock()
@@ -262,6 +275,7 @@ impl Cuda {
         if bytes.is_empty() {
             return Ok(());
         }
+        self.bind()?;
         // SAFETY: `buf` holds at least `bytes.len()` bytes; the copy is ordered on our stream.
         unsafe { drv::memcpy_htod_async(buf.ptr(), bytes, self.stream.cu_stream()) }
             .context("copy to the GPU")

@@ -85,6 +85,12 @@ impl Backend for Cuda {
         true
     }
 
+    /// The same device opened again: its own stream (graphs are captured per thread, so the
+    /// two stages' work never mixes), pools and cuBLAS/cuBLASLt handles.
+    fn companion(&self) -> Result<Self> {
+        Cuda::with_options(self.ordinal, self.options)
+    }
+
     fn upload(&self, data: &[f32]) -> Result<Self::Buf> {
         let buf = self.alloc(data.len(), Dtype::F32)?;
         self.copy_to_device(&buf, bytemuck::cast_slice(data))?;
@@ -99,6 +105,7 @@ impl Backend for Cuda {
         if buf.is_empty() {
             return Ok(Vec::new());
         }
+        self.bind()?;
         self.counters.host_syncs.fetch_add(1, Ordering::Relaxed);
         // A copy to pageable memory returns only once it is done (CUDA driver API, memcpy
         // semantics): that is the host's wait for the stream, and the only one a forward needs.

@@ -34,7 +34,7 @@ use super::decoder::Decoder;
 use super::embed::Embedder;
 use super::inputs::read_inputs;
 use super::sample::load_model;
-use super::unit::{LatentSource, UnitRoute, UnitSampler};
+use super::unit::{LatentSource, UnitOutput, UnitRoute, UnitSampler};
 use crate::backend::Backend;
 use crate::io::{npy, npz};
 
@@ -66,64 +66,82 @@ pub fn plan(sweep_file: &Path, out: Option<&Path>, num_shards: usize) -> Result<
     Ok(())
 }
 
-/// The networks a shard needs, loaded once.
-struct Networks<B: Backend> {
-    sit: crate::models::sit::SiT<B>,
+/// The networks that turn a unit's latents into its members: on the evaluation stage's backend.
+struct Evaluators<B: Backend> {
     decoder: Decoder<B>,
     quality: Option<QualityNet<B>>,
     embedders: Vec<Embedder<B>>,
 }
 
-fn load_networks<B: Backend>(be: &B, plan: &Plan) -> Result<Networks<B>> {
+/// The SiT on the sampling backend, and the evaluators on `eval`.
+fn load_networks<B: Backend>(
+    be: &B,
+    eval: &B,
+    plan: &Plan,
+) -> Result<(crate::models::sit::SiT<B>, Evaluators<B>)> {
     let job = sample_job(&plan.sweep, &plan.configs[0], &plan.classes);
     let (sit, _) = load_model(be, &job)?;
-    let (decoder, _) = Decoder::load(be, plan.sweep.vae.as_deref(), sit.config.in_channels)?;
+    let (decoder, _) = Decoder::load(eval, plan.sweep.vae.as_deref(), sit.config.in_channels)?;
     let quality = plan
         .sweep
         .inception
         .as_ref()
-        .map(|s| QualityNet::load(be, s))
+        .map(|s| QualityNet::load(eval, s))
         .transpose()?;
     let embedders = plan
         .sweep
         .backbones
         .iter()
-        .map(|b| Embedder::load(be, b.backbone, &b.weights).map(|(e, _)| e))
+        .map(|b| Embedder::load(eval, b.backbone, &b.weights).map(|(e, _)| e))
         .collect::<Result<Vec<_>>>()?;
-    Ok(Networks {
+    Ok((
         sit,
-        decoder,
-        quality,
-        embedders,
-    })
+        Evaluators {
+            decoder,
+            quality,
+            embedders,
+        },
+    ))
 }
 
-/// One unit through the unit route (sample → decode → the image batch's members, as `sitdiv
-/// sample` writes them), then its features: the quality network's and each backbone's.
-fn compute_unit<B: Backend>(
+/// One unit's latents, sampled by the SiT (the first stage of the unit route).
+fn sample_unit<B: Backend>(
     be: &B,
     plan: &Plan,
-    nets: &Networks<B>,
+    sit: &crate::models::sit::SiT<B>,
     u: &PlannedUnit,
-) -> Result<Vec<npz::Member>> {
+) -> Result<UnitOutput> {
     let c = &plan.configs[u.config];
     let job = sample_job(&plan.sweep, c, &plan.classes);
     let schedule = job.schedule()?;
-    let inputs = read_inputs(&job, &nets.sit.config, job.guidance.guidance().is_some())?;
+    let inputs = read_inputs(&job, &sit.config, job.guidance.guidance().is_some())?;
     let route = UnitRoute {
         be,
         latents: LatentSource::Model(UnitSampler {
             be,
-            model: &nets.sit,
+            model: sit,
             job: &job,
             inputs: &inputs,
             schedule: &schedule,
         }),
-        decoder: Some(&nets.decoder),
+        decoder: None,
     };
-    let out = route
+    route
         .run(u.unit)
-        .with_context(|| format!("run config {}", c.id))?;
+        .with_context(|| format!("run config {}", c.id))
+}
+
+/// The rest of the unit route on `be`: decode, then the image batch's members (as `sitdiv
+/// sample` writes them), the quality network's features and each backbone's.
+fn evaluate_unit<B: Backend>(
+    be: &B,
+    plan: &Plan,
+    nets: &Evaluators<B>,
+    u: &PlannedUnit,
+    latents: UnitOutput,
+) -> Result<Vec<npz::Member>> {
+    let c = &plan.configs[u.config];
+    let out = latents.decoded(be, &nets.decoder)?;
     let mut m = out.batch_members(plan.sweep.keep_images)?;
     let images = out.images.context("the unit route decoded no images")?;
     let dims = (u.unit.len(), images.height, images.width, images.channels);
@@ -222,51 +240,99 @@ pub fn run<B: Backend>(
     if todo.is_empty() {
         return Ok(());
     }
-    let nets = load_networks(be, &plan)?;
+    // Three stages, each on a thread of its own, one unit in flight between two: the SiT samples
+    // unit k + 1 on `be` while unit k is decoded and embedded on a companion backend (on a GPU
+    // its own stream) and the host packs and writes unit k − 1. Units are written in order.
+    let eval = be.companion()?;
+    let (sit, evaluators) = load_networks(be, &eval, &plan)?;
     let fault = FaultHook::from_env(shard_index);
     let samples: usize = todo.iter().map(|u| u.unit.len()).sum();
     let progress = super::progress::Progress::new(samples as u64);
     let device = be.name();
-    // The host packs and writes unit k (npz, hashes, manifest, completed.log) on a thread of its
-    // own while the backend computes unit k + 1; units are written in order, one at a time.
+    let unit_err = |u: &PlannedUnit| format!("unit {}", plan.unit_file(u).display());
     std::thread::scope(|s| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, &PlannedUnit, Vec<npz::Member>)>(1);
-        let (plan, fault, device) = (&plan, &fault, &device);
-        let writer = s.spawn(move || -> Result<()> {
-            for (k, u, members) in rx {
-                let data = plan.unit_file(u);
-                let bytes = npz::to_bytes(&data, &members)?;
-                let manifest = crate::io::manifest(
-                    "sitdiv sweep run",
-                    device,
-                    serde_json::json!({
-                        "sweep": plan.sweep.name,
-                        "sweep_sha256": plan.sweep.file_sha256,
-                        "contents": members.iter().map(|m| m.key.clone()).collect::<Vec<_>>(),
-                        "shard": [shard_index, num_shards],
-                        "precision": precision,
-                    }),
-                );
-                write_unit(plan, u, &bytes, manifest, (fault, k))?;
-                progress.unit_done(&u.unit);
+        let (to_eval, sampled) = std::sync::mpsc::sync_channel::<(&PlannedUnit, UnitOutput)>(1);
+        let (to_write, evaluated) =
+            std::sync::mpsc::sync_channel::<(usize, &PlannedUnit, Vec<npz::Member>)>(1);
+        let (plan, fault, device, eval, evaluators) = (&plan, &fault, &device, &eval, &evaluators);
+        let evaluator = s.spawn(move || -> Result<()> {
+            for (k, (u, latents)) in sampled.into_iter().enumerate() {
+                let members = evaluate_unit(eval, plan, evaluators, u, latents)
+                    .with_context(|| unit_err(u))?;
+                // A closed channel means the writer failed: its error is the one to report.
+                if to_write.send((k, u, members)).is_err() {
+                    break;
+                }
             }
-            progress.finish();
             Ok(())
         });
-        let computed = todo.iter().enumerate().try_for_each(|(k, u)| {
-            let members = compute_unit(be, plan, &nets, u)
-                .with_context(|| format!("unit {}", plan.unit_file(u).display()))?;
-            // A closed channel means the writer failed: its error is the one to report.
-            let _ = tx.send((k, u, members));
-            Ok::<_, anyhow::Error>(())
-        });
-        drop(tx);
-        let written = writer
-            .join()
-            .map_err(|_| anyhow::anyhow!("the unit writer panicked"))?;
-        // The units computed before a failure are on disk: a rerun resumes after them.
-        written.and(computed)
+        let stamp = Stamp {
+            device,
+            shard: [shard_index, num_shards],
+            precision,
+        };
+        let writer = s.spawn(move || write_stage(plan, evaluated, fault, stamp, progress));
+        let mut sampled_all = Ok(());
+        for u in &todo {
+            match sample_unit(be, plan, &sit, u).with_context(|| unit_err(u)) {
+                Ok(latents) => {
+                    if to_eval.send((u, latents)).is_err() {
+                        break; // the evaluator failed
+                    }
+                }
+                Err(e) => {
+                    sampled_all = Err(e);
+                    break;
+                }
+            }
+        }
+        drop(to_eval);
+        let join = |h: std::thread::ScopedJoinHandle<'_, Result<()>>, what: &str| {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("the sweep's {what} thread panicked"))?
+        };
+        let (evaluated_all, written_all) = (join(evaluator, "evaluation"), join(writer, "writer"));
+        // The units finished before a failure are on disk: a rerun resumes after them. A
+        // sampling error is reported first, then an evaluation error, then a write error.
+        sampled_all.and(evaluated_all).and(written_all)
     })
+}
+
+/// What every unit's manifest records of the run.
+struct Stamp<'a> {
+    device: &'a str,
+    shard: [usize; 2],
+    precision: crate::backend::Precision,
+}
+
+/// The last stage of `sweep run`: packs each evaluated unit (npz, hashes, manifest) and writes
+/// it, in order.
+fn write_stage(
+    plan: &Plan,
+    evaluated: std::sync::mpsc::Receiver<(usize, &PlannedUnit, Vec<npz::Member>)>,
+    fault: &FaultHook,
+    stamp: Stamp,
+    progress: super::progress::Progress,
+) -> Result<()> {
+    for (k, u, members) in evaluated {
+        let data = plan.unit_file(u);
+        let bytes = npz::to_bytes(&data, &members)?;
+        let manifest = crate::io::manifest(
+            "sitdiv sweep run",
+            stamp.device,
+            serde_json::json!({
+                "sweep": plan.sweep.name,
+                "sweep_sha256": plan.sweep.file_sha256,
+                "contents": members.iter().map(|m| m.key.clone()).collect::<Vec<_>>(),
+                "shard": stamp.shard,
+                "precision": stamp.precision,
+            }),
+        );
+        write_unit(plan, u, &bytes, manifest, (fault, k))?;
+        progress.unit_done(&u.unit);
+    }
+    progress.finish();
+    Ok(())
 }
 
 /// Every unit (one shard) then the merge, as `sitdiv demo` runs a sweep; returns the output
