@@ -1,7 +1,8 @@
 //! The stand-in's cuBLASLt, batched cuBLAS, stream capture and graphs, page-locked memory, NVTX
 //! and the calling thread's current context (kernels/emu/), each against NVIDIA's documented
-//! semantics, called through cudarc as the backend calls them. GEMMs are compared with an f64 reference on odd, asymmetric shapes:
-//! fp32 within 1e-6 relative, TF32 and bf16 within the rounding they imply.
+//! semantics, called through cudarc as the backend calls them. GEMMs are compared with an f64
+//! reference on odd, asymmetric shapes: fp32 within 1e-6 relative, TF32 and bf16 within the
+//! rounding they imply.
 //!
 //! The counters and any capture are process-wide: each test has the device to itself, also
 //! against the other tests of this binary (`common::cuda::exclusive()`).
