@@ -92,6 +92,7 @@ for p in fp32 tf32 bf16; do
     fi
 done
 step "benchmark: the VAE (batch $vbatch, $vpx px), the Inception and the backbones (batch $nbatch), tf32"
+nets_table="$(mktemp)"
 for what in vae inception backbones; do
     args=(--batch "$nbatch")
     [ "$what" = vae ] && args=(--batch "$vbatch" --image-size "$vpx")
@@ -100,7 +101,7 @@ for what in vae inception backbones; do
         continue
     fi
     if out="$(timeout 300 "$bin" bench "$what" "${args[@]}" --warmup 1 --iters "$iters" --device cuda --precision tf32 2>&1)"; then
-        echo "$out" | grep -E "^\|"
+        echo "$out" | grep -E "^\|" | tee -a "$nets_table"
         row "bench $what tf32" ran "$(echo "$out" | grep -E "^\| [a-zA-Z]" | grep -v "^| network" | awk -F'|' '{printf "%s:%s img/s;", $2, $7}')"
     else
         echo "$out" | tail -n 5
@@ -109,7 +110,44 @@ for what in vae inception backbones; do
 done
 if [ "$dry" != 1 ] && [ -f "$payload/torch_baseline.py" ] && python3 -c 'import torch' 2>/dev/null; then
     step "benchmark: PyTorch on the same card, same call"
-    timeout 600 python3 "$payload/torch_baseline.py" --quick || row "PyTorch baseline" FAIL "see above"
+    torch_json="$(mktemp)"
+    timeout 600 python3 "$payload/torch_baseline.py" --quick --json "$torch_json" || row "PyTorch baseline" FAIL "see above"
+    step "targets: each network's img/s over PyTorch's (tf32, same card, same call)"
+    # Each sitdiv row next to its PyTorch twin (torch_baseline.py's keys): backbones >= 1.3x;
+    # DreamSim runs three ViT-B/16 towers, so its twin is a third of vitb16_224; the VAE decode
+    # >= 300 img/s (the H200 target; other cards print the number only).
+    python3 - "$nets_table" "$torch_json" "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n1)" <<'PY' || row "targets" FAIL "see above"
+import json, sys
+rows = {}
+for line in open(sys.argv[1]):
+    f = [c.strip() for c in line.strip().strip("|").split("|")]
+    if len(f) > 6 and f[0] not in ("network", "---"):
+        rows[f[0]] = float(f[5])
+torch = json.load(open(sys.argv[2]))
+card = sys.argv[3]
+twins = {"FID Inception-v3": ("inception_v3_299_tf32", 1), "mocov3-r50 (ResNet-50)": ("resnet50_224_tf32", 1),
+         "lpips-vgg (VGG16 taps)": ("vgg16_features_256_tf32", 1), "lpips-alex (AlexNet taps)": ("alexnet_features_256_tf32", 1),
+         "dinov2-b14 (ViT-B/14)": ("dinov2_vitb14_224_tf32", 1), "clip-b32 (ViT-B/32)": ("clip_vitb32_224_tf32", 1),
+         "dreamsim (3 × ViT-B/16)": ("vitb16_224_tf32", 3), "dinov2-l14 (ViT-L/14)": ("dinov2_vitl14_224_tf32", 1)}
+ok = True
+print("| network | sitdiv img/s | PyTorch img/s | ratio | target | verdict |")
+print("|---|---|---|---|---|---|")
+for name, (key, towers) in twins.items():
+    if name not in rows or key not in torch:
+        print(f"| {name} | {rows.get(name, '-')} | - | - | 1.3x | not measured |")
+        continue
+    ratio = rows[name] / (torch[key] / towers)
+    verdict = "pass" if ratio >= 1.3 else "FAIL"
+    ok &= ratio >= 1.3
+    print(f"| {name} | {rows[name]:.0f} | {torch[key] / towers:.0f} | {ratio:.2f}x | 1.3x | {verdict} |")
+vae = rows.get("SD-VAE decoder")
+if vae is not None:
+    target = "H200" in card
+    verdict = ("pass" if vae >= 300 else "FAIL") if target else "number only (target is for an H200)"
+    ok &= vae >= 300 or not target
+    print(f"| SD-VAE decoder | {vae:.0f} | - | - | 300 img/s | {verdict} |")
+sys.exit(0 if ok else 1)
+PY
 else
     row "PyTorch baseline" skipped "no torch or dry run"
 fi
