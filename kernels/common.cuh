@@ -31,15 +31,17 @@ using smem_ptr = T*;
 #define SITDIV_INF __int_as_float(0x7f800000)
 
 // Deterministic block-wide sum (or max) of one value per thread: a fixed shared-memory tree.
-// `scratch` holds blockDim.x floats; blockDim.x must be a power of two. Every thread gets the result.
-__device__ __forceinline__ float block_sum(float v, smem_ptr<float> scratch) {
+// `scratch` holds blockDim.x values; blockDim.x must be a power of two. Every thread gets the
+// result. The sum comes in f32 and f64 (GroupNorm's statistics).
+template <class T>
+__device__ __forceinline__ T block_sum(T v, smem_ptr<T> scratch) {
     scratch[threadIdx.x] = v;
     __syncthreads();
     for (int s = blockDim.x / 2; s > 0; s >>= 1) {
         if (threadIdx.x < s) scratch[threadIdx.x] += scratch[threadIdx.x + s];
         __syncthreads();
     }
-    float r = scratch[0];
+    T r = scratch[0];
     __syncthreads();
     return r;
 }

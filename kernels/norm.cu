@@ -122,20 +122,6 @@ extern "C" __global__ void layer_norm_affine_f32(const float* x, float* y, const
         y[(size_t)r * d + i] = ((xr[i] - mean) * rstd) * gamma[i] + beta[i];
 }
 
-// block_sum in double: the group statistics, over up to millions of values, as the CPU twin
-// accumulates them.
-__device__ __forceinline__ double block_sum_f64(double v, smem_ptr<double> scratch) {
-    scratch[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) scratch[threadIdx.x] += scratch[threadIdx.x + s];
-        __syncthreads();
-    }
-    double r = scratch[0];
-    __syncthreads();
-    return r;
-}
-
 // F.group_norm over x (N, C, HW), then SiLU when `silu`: one block per (image, group), whose
 // C/G channels are contiguous. Mean and biased variance in double (two passes), the affine and
 // the SiLU in f32.
@@ -150,13 +136,13 @@ extern "C" __global__ void group_norm_f32(const float* x, float* y, const float*
     float* yg = y + ng * len;
     double s = 0.0;
     for (long long i = threadIdx.x; i < len; i += blockDim.x) s += (double)xg[i];
-    double mean = block_sum_f64(s, scratch) / (double)len;
+    double mean = block_sum(s, scratch) / (double)len;
     double q = 0.0;
     for (long long i = threadIdx.x; i < len; i += blockDim.x) {
         double d = (double)xg[i] - mean;
         q += d * d;
     }
-    double rstd = 1.0 / sqrt(block_sum_f64(q, scratch) / (double)len + (double)eps);
+    double rstd = 1.0 / sqrt(block_sum(q, scratch) / (double)len + (double)eps);
     for (long long i = threadIdx.x; i < len; i += blockDim.x) {
         int ch = g * cg + (int)(i / hw);
         float z = (float)(((double)xg[i] - mean) * rstd) * gamma[ch] + beta[ch];

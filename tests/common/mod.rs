@@ -465,3 +465,35 @@ pub fn lpips_alex_weights(dir: &std::path::Path) -> PathBuf {
     sitdiv::weights::write_f32_safetensors(&w, &t, None).unwrap();
     w
 }
+
+/// A small sweep of the tiny goldens: two run configs (cfg 1 and 2, ODE Euler 4 steps) × 2
+/// classes × 2 samples, units of 2; the formula Inception against `reference` for `metrics`,
+/// and DINOv2's diversity and Vendi.
+pub fn small_sweep_toml(name: &str, reference: &std::path::Path, metrics: &str) -> String {
+    format!(
+        r#"name = "{name}"
+[model]
+weights = "{}"
+vae = "{}"
+[evaluation]
+inception = "formula"
+reference = "{}"
+metrics = [{metrics}]
+bootstrap = 10
+backbones = [{{ backbone = "dinov2-b14", weights = "{}", metrics = ["diversity", "vendi"] }}]
+[run]
+unit_size = 2
+[defaults]
+steps = [4]
+classes = [0, 1]
+samples_per_class = [2]
+[[grid]]
+cfg = [1.0, 2.0]
+sampler = ["ode-euler"]
+"#,
+        golden("sit_tiny.weights.safetensors"),
+        golden("vae_tiny.weights.safetensors"),
+        reference.display(),
+        golden("dinov2_tiny.weights.safetensors"),
+    )
+}

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::common::{cuda, golden, repo, sitdiv, sweep_results, tmp};
+use crate::common::{cuda, repo, sitdiv, small_sweep_toml, sweep_results, tmp};
 
 /// The first 8 images of sweeps/tiny-reference.npz (its features are computed by every merge).
 fn small_reference(dir: &Path) -> std::path::PathBuf {
@@ -36,33 +36,12 @@ fn small_reference(dir: &Path) -> std::path::PathBuf {
     p
 }
 
-/// Two run configs (cfg 1 and 2, ODE Euler 4 steps) × 2 classes × 2 samples, units of 2.
+/// The small sweep of tests/common with FID, IS, precision/recall and density/coverage.
 fn small_sweep(dir: &Path) -> std::path::PathBuf {
-    let text = format!(
-        r#"name = "small-gpu"
-[model]
-weights = "{}"
-vae = "{}"
-[evaluation]
-inception = "formula"
-reference = "{}"
-metrics = ["fid", "is", "pr", "dc"]
-bootstrap = 10
-backbones = [{{ backbone = "dinov2-b14", weights = "{}", metrics = ["diversity", "vendi"] }}]
-[run]
-unit_size = 2
-[defaults]
-steps = [4]
-classes = [0, 1]
-samples_per_class = [2]
-[[grid]]
-cfg = [1.0, 2.0]
-sampler = ["ode-euler"]
-"#,
-        golden("sit_tiny.weights.safetensors"),
-        golden("vae_tiny.weights.safetensors"),
-        small_reference(dir).display(),
-        golden("dinov2_tiny.weights.safetensors"),
+    let text = small_sweep_toml(
+        "small-gpu",
+        &small_reference(dir),
+        r#""fid", "is", "pr", "dc""#,
     );
     let p = dir.join("small.toml");
     std::fs::write(&p, text).unwrap();

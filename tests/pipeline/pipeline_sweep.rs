@@ -16,31 +16,10 @@ fn small_sweep(dir: &Path) -> PathBuf {
 }
 
 fn small_sweep_text() -> String {
-    format!(
-        r#"name = "small"
-[model]
-weights = "{}"
-vae = "{}"
-[evaluation]
-inception = "formula"
-reference = "{}"
-metrics = ["fid", "is"]
-bootstrap = 10
-backbones = [{{ backbone = "dinov2-b14", weights = "{}", metrics = ["diversity", "vendi"] }}]
-[run]
-unit_size = 2
-[defaults]
-steps = [4]
-classes = [0, 1]
-samples_per_class = [2]
-[[grid]]
-cfg = [1.0, 2.0]
-sampler = ["ode-euler"]
-"#,
-        golden("sit_tiny.weights.safetensors"),
-        golden("vae_tiny.weights.safetensors"),
-        repo().join("sweeps/tiny-reference.npz").display(),
-        golden("dinov2_tiny.weights.safetensors"),
+    crate::common::small_sweep_toml(
+        "small",
+        &repo().join("sweeps/tiny-reference.npz"),
+        r#""fid", "is""#,
     )
 }
 
