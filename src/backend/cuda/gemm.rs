@@ -49,7 +49,7 @@ pub fn matmul(
     let epilogue = match (epilogue, b) {
         (Epilogue::Bias, None) => Epilogue::None,
         (Epilogue::GeluBias, None) => Epilogue::Gelu,
-        (Epilogue::None | Epilogue::Gelu, Some(_)) => {
+        (Epilogue::None | Epilogue::Gelu | Epilogue::Relu, Some(_)) => {
             bail!("linear: a bias needs a bias epilogue")
         }
         (e, _) => e,
