@@ -5,6 +5,9 @@
 pub mod cpu;
 #[cfg(any(feature = "cuda", feature = "cuda12"))]
 pub mod cuda;
+mod shapes;
+
+pub use shapes::{check_group_norm, conv2d_output, pool2d_output, Nchw, Window};
 
 use anyhow::Result;
 
@@ -52,71 +55,6 @@ crate::named! {
         Tf32 = "tf32",
         /// bf16 products, fp32 accumulation and elementwise ops.
         Bf16 = "bf16",
-    }
-}
-
-/// Dimensions of an (N, C, H, W) activation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Nchw {
-    pub n: usize,
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-}
-
-impl Nchw {
-    pub fn len(&self) -> usize {
-        self.n * self.c * self.h * self.w
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// A convolution kernel or pooling window: size per axis, one stride, zero padding per axis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    pub kh: usize,
-    pub kw: usize,
-    pub stride: usize,
-    pub ph: usize,
-    pub pw: usize,
-}
-
-impl Window {
-    /// k × k, `stride`, padding `pad` on every side.
-    pub const fn square(k: usize, stride: usize, pad: usize) -> Self {
-        Window {
-            kh: k,
-            kw: k,
-            stride,
-            ph: pad,
-            pw: pad,
-        }
-    }
-
-    /// kh × kw at stride 1, padding (ph, pw): the factorised 1×n / n×1 kernels.
-    pub const fn rect(kh: usize, kw: usize, ph: usize, pw: usize) -> Self {
-        Window {
-            kh,
-            kw,
-            stride: 1,
-            ph,
-            pw,
-        }
-    }
-
-    /// Output size over an H × W input (PyTorch's floor rule), or `None` when the window does
-    /// not fit the padded input or the stride is 0.
-    pub fn output(&self, h: usize, w: usize) -> Option<(usize, usize)> {
-        let (hp, wp) = (h + 2 * self.ph, w + 2 * self.pw);
-        if self.stride == 0 || self.kh == 0 || self.kw == 0 || hp < self.kh || wp < self.kw {
-            return None;
-        }
-        Some((
-            (hp - self.kh) / self.stride + 1,
-            (wp - self.kw) / self.stride + 1,
-        ))
     }
 }
 

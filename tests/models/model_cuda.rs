@@ -50,6 +50,14 @@ struct Net {
     run: fn(&dyn Runner) -> Outputs,
 }
 
+const fn net(name: &'static str, fp32_tol: f64, run: fn(&dyn Runner) -> Outputs) -> Net {
+    Net {
+        name,
+        fp32_tol,
+        run,
+    }
+}
+
 /// The forward of every network on one backend.
 trait Runner {
     fn vae(&self) -> Outputs;
@@ -205,56 +213,16 @@ impl<B: Backend> Runner for On<B> {
 }
 
 const NETS: &[Net] = &[
-    Net {
-        name: "SD-VAE decoder (tiny)",
-        fp32_tol: 1e-5,
-        run: |r| r.vae(),
-    },
-    Net {
-        name: "FID Inception-v3",
-        fp32_tol: 1e-4,
-        run: |r| r.inception(),
-    },
-    Net {
-        name: "ResNet-50 (MoCo v3, SimCLR)",
-        fp32_tol: 1e-4,
-        run: |r| r.resnet(),
-    },
-    Net {
-        name: "LPIPS AlexNet",
-        fp32_tol: 1e-4,
-        run: |r| r.lpips(LpipsNet::Alex),
-    },
-    Net {
-        name: "LPIPS VGG16",
-        fp32_tol: 1e-4,
-        run: |r| r.lpips(LpipsNet::Vgg),
-    },
-    Net {
-        name: "DINOv2 (tiny)",
-        fp32_tol: 1e-4,
-        run: |r| r.dinov2(),
-    },
-    Net {
-        name: "CLIP (tiny)",
-        fp32_tol: 1e-4,
-        run: |r| r.clip(),
-    },
-    Net {
-        name: "DreamSim (tiny)",
-        fp32_tol: 1e-4,
-        run: |r| r.dreamsim(),
-    },
-    Net {
-        name: "toy classifier",
-        fp32_tol: 1e-5,
-        run: |r| r.toy_classifier(),
-    },
-    Net {
-        name: "toy SiT",
-        fp32_tol: 1e-5,
-        run: |r| r.toy_sit(),
-    },
+    net("SD-VAE decoder (tiny)", 1e-5, |r| r.vae()),
+    net("FID Inception-v3", 1e-4, |r| r.inception()),
+    net("ResNet-50 (MoCo v3, SimCLR)", 1e-4, |r| r.resnet()),
+    net("LPIPS AlexNet", 1e-4, |r| r.lpips(LpipsNet::Alex)),
+    net("LPIPS VGG16", 1e-4, |r| r.lpips(LpipsNet::Vgg)),
+    net("DINOv2 (tiny)", 1e-4, |r| r.dinov2()),
+    net("CLIP (tiny)", 1e-4, |r| r.clip()),
+    net("DreamSim (tiny)", 1e-4, |r| r.dreamsim()),
+    net("toy classifier", 1e-5, |r| r.toy_classifier()),
+    net("toy SiT", 1e-5, |r| r.toy_sit()),
 ];
 
 #[test]

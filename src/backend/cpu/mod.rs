@@ -258,45 +258,12 @@ impl Backend for Cpu {
         win: Window,
         relu: bool,
     ) -> Result<Vec<f32>> {
-        ensure!(
-            x.len() == d.len(),
-            "conv2d: x has {} elements for {d:?}",
-            x.len()
-        );
-        ensure!(
-            w.len() == co * d.c * win.kh * win.kw && b.len() == co,
-            "conv2d: weight/bias sizes differ from ({co}, {}, {}, {})",
-            d.c,
-            win.kh,
-            win.kw
-        );
-        ensure!(
-            win.output(d.h, d.w).is_some(),
-            "conv2d: window {win:?} does not fit the {}×{} input",
-            d.h,
-            d.w
-        );
+        crate::backend::conv2d_output(d, x.len(), (w.len(), b.len()), co, win)?;
         Ok(conv::conv2d(x, d, w, b, co, win, relu))
     }
 
     fn pool2d(&self, x: &Vec<f32>, d: Nchw, win: Window, p: Pool) -> Result<Vec<f32>> {
-        ensure!(
-            x.len() == d.len(),
-            "pool2d: x has {} elements for {d:?}",
-            x.len()
-        );
-        // Every output must see at least one input (PyTorch requires pad ≤ kernel / 2 and a
-        // non-empty map: over an empty one, padding alone would fill the windows).
-        ensure!(
-            d.h > 0
-                && d.w > 0
-                && win.output(d.h, d.w).is_some()
-                && 2 * win.ph <= win.kh
-                && 2 * win.pw <= win.kw,
-            "pool2d: window {win:?} does not fit the {}×{} input",
-            d.h,
-            d.w
-        );
+        crate::backend::pool2d_output(d, x.len(), win)?;
         Ok(pool::pool2d(x, d, win, p))
     }
 
@@ -329,14 +296,7 @@ impl Backend for Cpu {
         eps: f32,
         silu: bool,
     ) -> Result<Vec<f32>> {
-        ensure!(
-            x.len() == n * c * hw && gamma.len() == c && beta.len() == c,
-            "group_norm: sizes differ from ({n}, {c}, {hw})"
-        );
-        ensure!(
-            groups > 0 && c.is_multiple_of(groups),
-            "group_norm: {c} channels are not divisible into {groups} groups"
-        );
+        crate::backend::check_group_norm((x.len(), gamma.len(), beta.len()), (n, c, hw), groups)?;
         Ok(norm::group_norm(x, gamma, beta, c, hw, groups, eps, silu))
     }
 

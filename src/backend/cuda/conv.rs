@@ -9,7 +9,7 @@ use super::buf::{Dtype, GpuBuf};
 use super::gemm;
 use super::launch::grid_1d;
 use super::Cuda;
-use crate::backend::{Nchw, Window};
+use crate::backend::{conv2d_output, Nchw, Window};
 
 /// The im2col block of one chunk stays under this many bytes (1 GiB): larger batches run in
 /// chunks of images, each one strided-batched product.
@@ -28,27 +28,14 @@ pub fn conv2d(
     win: Window,
     relu: bool,
 ) -> Result<GpuBuf> {
+    let (ho, wo) = conv2d_output(d, x.len(), (w.len(), b.len()), co, win)?;
     ensure!(
-        x.len() == d.len() && x.dtype() == Dtype::F32,
-        "conv2d: x has {} {:?} elements for f32 {d:?}",
-        x.len(),
-        x.dtype()
+        x.dtype() == Dtype::F32 && b.dtype() == Dtype::F32,
+        "conv2d: x is {:?} and the bias {:?}; both must be f32",
+        x.dtype(),
+        b.dtype()
     );
     let k = d.c * win.kh * win.kw;
-    ensure!(
-        w.len() == co * k && b.len() == co && b.dtype() == Dtype::F32,
-        "conv2d: weight/bias sizes differ from ({co}, {}, {}, {})",
-        d.c,
-        win.kh,
-        win.kw
-    );
-    let Some((ho, wo)) = win.output(d.h, d.w) else {
-        anyhow::bail!(
-            "conv2d: window {win:?} does not fit the {}×{} input",
-            d.h,
-            d.w
-        );
-    };
     let hw = ho * wo;
     let y = be.alloc(d.n * co * hw, Dtype::F32)?; // (N, Co, H'·W')
     if y.is_empty() {

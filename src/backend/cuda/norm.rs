@@ -234,14 +234,7 @@ pub fn group_norm(
     eps: f32,
     silu: bool,
 ) -> Result<GpuBuf> {
-    ensure!(
-        x.len() == n * c * hw && gamma.len() == c && beta.len() == c,
-        "group_norm: sizes differ from ({n}, {c}, {hw})"
-    );
-    ensure!(
-        groups > 0 && c.is_multiple_of(groups),
-        "group_norm: {c} channels are not divisible into {groups} groups"
-    );
+    crate::backend::check_group_norm((x.len(), gamma.len(), beta.len()), (n, c, hw), groups)?;
     for t in [x, gamma, beta] {
         f32_input(t, "group_norm")?;
     }

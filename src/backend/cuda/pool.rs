@@ -6,28 +6,17 @@ use anyhow::{ensure, Result};
 use super::buf::{Dtype, GpuBuf};
 use super::launch::grid_1d;
 use super::Cuda;
-use crate::backend::{Nchw, Pool, Window};
+use crate::backend::{pool2d_output, Nchw, Pool, Window};
 
 /// `F.max_pool2d` / `F.avg_pool2d(count_include_pad=False)`: (N, C, H, W) → (N, C, H', W'),
 /// the CPU's bits.
 pub fn pool2d(be: &Cuda, x: &GpuBuf, d: Nchw, win: Window, pool: Pool) -> Result<GpuBuf> {
+    let (ho, wo) = pool2d_output(d, x.len(), win)?;
     ensure!(
-        x.len() == d.len() && x.dtype() == Dtype::F32,
-        "pool2d: x has {} {:?} elements for f32 {d:?}",
-        x.len(),
+        x.dtype() == Dtype::F32,
+        "pool2d: expects f32, got {:?}",
         x.dtype()
     );
-    // As the CPU backend: every output sees at least one input.
-    let out = win
-        .output(d.h, d.w)
-        .filter(|_| d.h > 0 && d.w > 0 && 2 * win.ph <= win.kh && 2 * win.pw <= win.kw);
-    let Some((ho, wo)) = out else {
-        anyhow::bail!(
-            "pool2d: window {win:?} does not fit the {}×{} input",
-            d.h,
-            d.w
-        );
-    };
     let n = d.n * d.c * ho * wo;
     let y = be.alloc(n, Dtype::F32)?;
     if n == 0 {
