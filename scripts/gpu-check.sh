@@ -94,13 +94,14 @@ done
 step "benchmark: the VAE (batch $vbatch, $vpx px), the Inception and the backbones (batch $nbatch), tf32"
 nets_table="$(mktemp)"
 for what in vae inception backbones; do
-    args=(--batch "$nbatch")
-    [ "$what" = vae ] && args=(--batch "$vbatch" --image-size "$vpx")
+    # the VAE is the generator's (--precision), the others are metric backbones (--eval-precision)
+    args=(--batch "$nbatch" --eval-precision tf32)
+    [ "$what" = vae ] && args=(--batch "$vbatch" --image-size "$vpx" --precision tf32)
     if [ "$dry" = 1 ] && [ "$what" = backbones ]; then
         row "bench backbones tf32" skipped "full-size ViTs are too slow for a dry run"
         continue
     fi
-    if out="$(timeout 300 "$bin" bench "$what" "${args[@]}" --warmup 1 --iters "$iters" --device cuda --precision tf32 2>&1)"; then
+    if out="$(timeout 300 "$bin" bench "$what" "${args[@]}" --warmup 1 --iters "$iters" --device cuda 2>&1)"; then
         echo "$out" | grep -E "^\|" | tee -a "$nets_table"
         row "bench $what tf32" ran "$(echo "$out" | grep -E "^\| [a-zA-Z]" | grep -v "^| network" | awk -F'|' '{printf "%s:%s img/s;", $2, $7}')"
     else

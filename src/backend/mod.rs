@@ -58,6 +58,15 @@ crate::named! {
     }
 }
 
+/// The arithmetic of each kind of network in a job: the generator (the SiT and the VAE decoder,
+/// `--precision`) and the metric backbones (the FID Inception, DINOv2, CLIP, …,
+/// `--eval-precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Precisions {
+    pub sampling: Precision,
+    pub eval: Precision,
+}
+
 /// The reduction of [`Backend::pool2d`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pool {
@@ -194,15 +203,20 @@ pub trait Backend: Send + Sync {
     /// Short description for logs and manifests ("cpu (2 threads)").
     fn name(&self) -> String;
 
-    /// Another handle on the same device, for a stage that runs at the same time as this one's
-    /// work (the sweep decodes and embeds unit k while unit k + 1 samples): on a GPU, its own
-    /// stream, buffers and library handles in the same precision; the CPU shares its cores.
-    /// Backends that cannot say so.
-    fn companion(&self) -> Result<Self>
+    /// Another handle on the same device with its products in `precision`, for a stage that runs
+    /// at the same time as this one's work (the sweep decodes and embeds unit k while unit k + 1
+    /// samples) or for networks of another precision (the metric backbones): on a GPU, its own
+    /// stream, buffers and library handles; the CPU shares its cores. Backends that cannot say so.
+    fn companion(&self, _precision: Precision) -> Result<Self>
     where
         Self: Sized,
     {
         anyhow::bail!("the {} backend cannot run a second stage", self.name())
+    }
+
+    /// Whether this backend can run its products in `precision` (the CPU: strict fp32 only).
+    fn runs(&self, precision: Precision) -> bool {
+        precision == Precision::Fp32
     }
 
     /// Whether this backend implements `op` (the ops below with a default body may be missing).

@@ -105,7 +105,7 @@ impl BenchWhat {
                     batch,
                     warmup,
                     iters,
-                    precision: device.precision,
+                    precision: device.precision.unwrap_or_default(),
                 }),
             ),
             BenchWhat::Fid { dim } => bench::fid(dim),

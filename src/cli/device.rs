@@ -7,21 +7,27 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use sitdiv::backend::cpu::Cpu;
-use sitdiv::backend::{Backend, Precision};
+use sitdiv::backend::{Backend, Precision, Precisions};
 use sitdiv::bench;
 use sitdiv::pipeline::features::{self, EvalJob, FeaturesJob};
 use sitdiv::pipeline::sample;
 use sitdiv::pipeline::settings::SampleJob;
 
-/// Where networks run.
+/// Where networks run, and in what arithmetic.
 #[derive(Args, Clone)]
 pub struct DeviceArgs {
     /// cpu, cuda, cuda:N, or auto (the first GPU if one works, else the CPU).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Arithmetic of the matrix products; the CPU backend is strict fp32.
-    #[arg(long, value_parser = super::args::one_of::<Precision>(), default_value = "fp32")]
-    pub precision: Precision,
+    /// Arithmetic of the SiT's and the VAE decoder's products: fp32 (the default and the test
+    /// mode), tf32 or bf16 (GPU only).
+    #[arg(long, value_parser = super::args::one_of::<Precision>())]
+    pub precision: Option<Precision>,
+    /// Arithmetic of the metric backbones' products (FID Inception, DINOv2, CLIP, ResNet-50,
+    /// LPIPS, DreamSim): tf32 on a GPU by default, as PyTorch's convolutions run there; fp32 is
+    /// the test mode and the CPU's only one.
+    #[arg(long, value_parser = super::args::one_of::<Precision>())]
+    pub eval_precision: Option<Precision>,
     /// Synchronise after every GPU launch, so an error names the op that caused it.
     #[arg(long)]
     pub sync_debug: bool,
@@ -33,19 +39,53 @@ pub struct DeviceArgs {
     pub nvtx: bool,
 }
 
+impl DeviceArgs {
+    /// The precisions of `job` on a GPU (`gpu`) or on the CPU, which refuses anything but fp32.
+    fn precisions(&self, gpu: bool, job: &impl OnBackend) -> Result<Precisions> {
+        if let (true, Some(p)) = (job.backbones_only(), self.precision) {
+            bail!(
+                "--precision {p:?} sets the SiT's and the VAE's arithmetic; this command runs \
+                 metric backbones only: use --eval-precision"
+            );
+        }
+        if !gpu {
+            for (flag, p) in [
+                ("--precision", self.precision),
+                ("--eval-precision", self.eval_precision),
+            ] {
+                if let Some(p) = p.filter(|&p| p != Precision::Fp32) {
+                    bail!(
+                        "{flag} {p:?} needs a GPU (--device cuda); the CPU backend is strict fp32"
+                    );
+                }
+            }
+        }
+        let eval_default = if gpu {
+            Precision::Tf32
+        } else {
+            Precision::Fp32
+        };
+        Ok(Precisions {
+            sampling: self.precision.unwrap_or_default(),
+            eval: self.eval_precision.unwrap_or(eval_default),
+        })
+    }
+}
+
 /// Something to run on whichever backend `--device` picks.
 pub trait OnBackend {
-    fn run<B: Backend>(self, be: &B) -> Result<()>;
+    /// Whether the job runs metric backbones only, on a backend in `--eval-precision` (any
+    /// other job's backend is in `--precision`).
+    fn backbones_only(&self) -> bool {
+        false
+    }
+
+    fn run<B: Backend>(self, be: &B, p: Precisions) -> Result<()>;
 }
 
 pub fn run_cpu(d: &DeviceArgs, job: impl OnBackend) -> Result<()> {
-    if d.precision != Precision::Fp32 {
-        bail!(
-            "--precision {:?} needs a GPU (--device cuda); the CPU backend is strict fp32",
-            d.precision
-        );
-    }
-    job.run(&Cpu)
+    let p = d.precisions(false, &job)?;
+    job.run(&Cpu, p)
 }
 
 /// Runs `job` on the backend `--device` names; `auto` falls back to the CPU with a log line.
@@ -63,20 +103,26 @@ pub fn on_device(d: &DeviceArgs, job: impl OnBackend) -> Result<()> {
         },
     };
     #[cfg(any(feature = "cuda", feature = "cuda12"))]
-    let options = sitdiv::backend::cuda::CudaOptions {
-        precision: d.precision,
-        sync_debug: d.sync_debug,
-        graphs: !d.no_cuda_graphs,
-        nvtx: d.nvtx,
-    };
-    #[cfg(any(feature = "cuda", feature = "cuda12"))]
-    match sitdiv::backend::cuda::Cuda::with_options(ordinal, options) {
-        Ok(be) => job.run(&be),
-        Err(e) if auto => {
-            log::info!("--device auto: no usable GPU ({e:#}); running on the CPU");
-            run_cpu(d, job)
+    {
+        let p = d.precisions(true, &job)?;
+        let options = sitdiv::backend::cuda::CudaOptions {
+            precision: if job.backbones_only() {
+                p.eval
+            } else {
+                p.sampling
+            },
+            sync_debug: d.sync_debug,
+            graphs: !d.no_cuda_graphs,
+            nvtx: d.nvtx,
+        };
+        match sitdiv::backend::cuda::Cuda::with_options(ordinal, options) {
+            Ok(be) => job.run(&be, p),
+            Err(e) if auto => {
+                log::info!("--device auto: no usable GPU ({e:#}); running on the CPU");
+                run_cpu(d, job)
+            }
+            Err(e) => Err(e),
         }
-        Err(e) => Err(e),
     }
     #[cfg(not(any(feature = "cuda", feature = "cuda12")))]
     {
@@ -101,20 +147,20 @@ pub struct SweepRun {
 
 pub enum SweepStep {
     /// Shard index, shard count.
-    Run(usize, usize, Precision),
+    Run(usize, usize),
     Merge,
     /// Run, merge and report.
-    Demo(Precision),
+    Demo,
 }
 
 impl OnBackend for SweepRun {
-    fn run<B: Backend>(self, be: &B) -> Result<()> {
+    fn run<B: Backend>(self, be: &B, p: Precisions) -> Result<()> {
         use sitdiv::pipeline::sweep;
         let (file, out) = (&self.sweep, self.out.as_deref());
         match self.step {
-            SweepStep::Run(i, n, p) => sweep::run(be, file, out, i, n, p),
+            SweepStep::Run(i, n) => sweep::run(be, file, out, i, n, p),
             SweepStep::Merge => sweep::merge::merge(be, file, out),
-            SweepStep::Demo(p) => {
+            SweepStep::Demo => {
                 let dir = sweep::run_all(be, file, out, p)?;
                 let report = dir.join("report");
                 sitdiv::report::run(std::slice::from_ref(&dir), &report)?;
@@ -128,7 +174,7 @@ impl OnBackend for SweepRun {
 pub struct SampleRun(pub SampleJob);
 
 impl OnBackend for SampleRun {
-    fn run<B: Backend>(self, be: &B) -> Result<()> {
+    fn run<B: Backend>(self, be: &B, _p: Precisions) -> Result<()> {
         sample::run_on(be, &self.0)
     }
 }
@@ -136,7 +182,7 @@ impl OnBackend for SampleRun {
 pub struct DecodeRun(pub sitdiv::pipeline::decode::DecodeJob);
 
 impl OnBackend for DecodeRun {
-    fn run<B: Backend>(self, be: &B) -> Result<()> {
+    fn run<B: Backend>(self, be: &B, _p: Precisions) -> Result<()> {
         sitdiv::pipeline::decode::run_on(be, &self.0)
     }
 }
@@ -145,7 +191,7 @@ impl OnBackend for DecodeRun {
 pub struct VaeBenchRun(pub usize, pub bench::NetBench);
 
 impl OnBackend for VaeBenchRun {
-    fn run<B: Backend>(self, be: &B) -> Result<()> {
+    fn run<B: Backend>(self, be: &B, _p: Precisions) -> Result<()> {
         bench::vae(be, self.0, &self.1)
     }
 }
@@ -153,7 +199,11 @@ impl OnBackend for VaeBenchRun {
 pub struct FeaturesRun(pub FeaturesJob);
 
 impl OnBackend for FeaturesRun {
-    fn run<B: Backend>(self, be: &B) -> Result<()> {
+    fn backbones_only(&self) -> bool {
+        true
+    }
+
+    fn run<B: Backend>(self, be: &B, _p: Precisions) -> Result<()> {
         features::run_features(be, &self.0)
     }
 }
@@ -161,7 +211,11 @@ impl OnBackend for FeaturesRun {
 pub struct EvalRun(pub EvalJob);
 
 impl OnBackend for EvalRun {
-    fn run<B: Backend>(self, be: &B) -> Result<()> {
+    fn backbones_only(&self) -> bool {
+        true
+    }
+
+    fn run<B: Backend>(self, be: &B, _p: Precisions) -> Result<()> {
         features::run_eval(be, &self.0)
     }
 }
@@ -169,7 +223,11 @@ impl OnBackend for EvalRun {
 pub struct InceptionBenchRun(pub bench::NetBench);
 
 impl OnBackend for InceptionBenchRun {
-    fn run<B: Backend>(self, be: &B) -> Result<()> {
+    fn backbones_only(&self) -> bool {
+        true
+    }
+
+    fn run<B: Backend>(self, be: &B, _p: Precisions) -> Result<()> {
         bench::inception(be, &self.0)
     }
 }
@@ -177,7 +235,11 @@ impl OnBackend for InceptionBenchRun {
 pub struct BackbonesBenchRun(pub bench::NetBench);
 
 impl OnBackend for BackbonesBenchRun {
-    fn run<B: Backend>(self, be: &B) -> Result<()> {
+    fn backbones_only(&self) -> bool {
+        true
+    }
+
+    fn run<B: Backend>(self, be: &B, _p: Precisions) -> Result<()> {
         bench::backbones(be, &self.0)
     }
 }
@@ -185,7 +247,7 @@ impl OnBackend for BackbonesBenchRun {
 pub struct BenchRun(pub bench::SitBench);
 
 impl OnBackend for BenchRun {
-    fn run<B: Backend>(self, be: &B) -> Result<()> {
+    fn run<B: Backend>(self, be: &B, _p: Precisions) -> Result<()> {
         bench::sit(be, &self.0)
     }
 }

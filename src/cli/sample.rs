@@ -199,7 +199,7 @@ impl TryFrom<SampleArgs> for SampleJob {
                 shard_index: a.shard.shard_index,
                 num_shards: a.shard.num_shards,
             },
-            precision: a.device.precision,
+            precision: a.device.precision.unwrap_or_default(),
             origin: Origin::CommandLine,
         })
     }

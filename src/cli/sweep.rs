@@ -65,7 +65,7 @@ impl SweepAction {
                 num_shards,
                 device,
             } => {
-                let step = SweepStep::Run(shard_index, num_shards, device.precision);
+                let step = SweepStep::Run(shard_index, num_shards);
                 on_device(&device, target.with_step(step))
             }
             SweepAction::Merge { target, device } => {
@@ -98,6 +98,6 @@ pub fn demo(sweep: Option<PathBuf>, out: Option<PathBuf>, device: DeviceArgs) ->
             }
         }
     };
-    let step = SweepStep::Demo(device.precision);
+    let step = SweepStep::Demo;
     on_device(&device, target.with_step(step))
 }

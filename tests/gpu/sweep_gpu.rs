@@ -48,9 +48,11 @@ fn small_sweep(dir: &Path) -> std::path::PathBuf {
     p
 }
 
-fn run(sweep: &Path, out: &Path, device: &str) {
+/// `sweep run` and `merge` on `device`, the backbones in `eval_precision` (their GPU default:
+/// tf32).
+fn run(sweep: &Path, out: &Path, device: &str, eval_precision: Option<&str>) {
     for step in ["run", "merge"] {
-        let args = [
+        let mut args = vec![
             "sweep",
             step,
             sweep.to_str().unwrap(),
@@ -59,6 +61,9 @@ fn run(sweep: &Path, out: &Path, device: &str) {
             "--device",
             device,
         ];
+        if let Some(p) = eval_precision {
+            args.extend(["--eval-precision", p]);
+        }
         let o = sitdiv(&args);
         assert!(
             o.status.success(),
@@ -85,6 +90,40 @@ fn values(out: &Path) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// The worst relative difference of `got` from `want`, with its key and values.
+fn worst(want: &[(String, f64)], got: &[(String, f64)]) -> (f64, String) {
+    assert_eq!(want.len(), got.len());
+    let mut worst = (0.0f64, String::new());
+    for ((k, w), (k2, g)) in want.iter().zip(got) {
+        assert_eq!(k, k2);
+        // Relative to the value, or to 1e-6 for values that are zero up to rounding (the
+        // diversity of identical samples).
+        let e = (g - w).abs() / w.abs().max(1e-6);
+        if e > worst.0 || e.is_nan() {
+            worst = (e, format!("{k}: cpu {w}, gpu {g}"));
+        }
+    }
+    worst
+}
+
+/// The `(precision, eval_precision)` every unit manifest of `out` records.
+fn unit_precisions(out: &Path) -> Vec<(String, String)> {
+    let mut seen: Vec<(String, String)> = std::fs::read_dir(out.join("units"))
+        .unwrap()
+        .flat_map(|c| std::fs::read_dir(c.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .filter(|f| f.to_string_lossy().ends_with(".manifest.json"))
+        .map(|m| {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(m).unwrap()).unwrap();
+            let get = |k: &str| v[k].as_str().unwrap_or("absent").to_string();
+            (get("precision"), get("eval_precision"))
+        })
+        .collect();
+    seen.dedup();
+    seen
+}
+
 #[test]
 fn a_sweep_on_cuda_matches_the_cpu_and_reruns_to_the_byte() {
     let _device = cuda::shared();
@@ -94,30 +133,44 @@ fn a_sweep_on_cuda_matches_the_cpu_and_reruns_to_the_byte() {
     let dir = tmp("sweep-on-cuda");
     let sweep = small_sweep(&dir);
     let (cpu, gpu, again) = (dir.join("cpu"), dir.join("gpu"), dir.join("gpu-again"));
-    run(&sweep, &cpu, "cpu");
-    run(&sweep, &gpu, "cuda");
-    run(&sweep, &again, "cuda");
+    run(&sweep, &cpu, "cpu", None);
+    // The test mode: the backbones in fp32 too.
+    run(&sweep, &gpu, "cuda", Some("fp32"));
+    run(&sweep, &again, "cuda", Some("fp32"));
     assert!(
         sweep_results(&gpu) == sweep_results(&again),
         "two runs on the GPU differ"
     );
-    let (want, got) = (values(&cpu), values(&gpu));
-    assert_eq!(want.len(), got.len());
-    let mut worst = (0.0f64, String::new());
-    for ((k, w), (k2, g)) in want.iter().zip(&got) {
-        assert_eq!(k, k2);
-        // Relative to the value, or to 1e-6 for values that are zero up to rounding (the
-        // diversity of identical samples).
-        let e = (g - w).abs() / w.abs().max(1e-6);
-        if e > worst.0 || e.is_nan() {
-            worst = (e, format!("{k}: cpu {w}, gpu {g}"));
+    let want = values(&cpu);
+    let (e, what) = worst(&want, &values(&gpu));
+    println!(
+        "{} metric values; worst relative difference {e:.2e} ({what})",
+        want.len()
+    );
+    assert!(e <= 1e-4, "{what}");
+
+    // The GPU default: backbones in tf32, recorded in every unit; the merge embeds the
+    // reference in the same precision.
+    let tf32 = dir.join("gpu-tf32");
+    run(&sweep, &tf32, "cuda", None);
+    let recorded = unit_precisions(&tf32);
+    assert_eq!(recorded, [("fp32".to_string(), "tf32".to_string())]);
+    let got = values(&tf32);
+    for ((k, w), (_, g)) in want.iter().zip(&got) {
+        if k.contains(" fid ") && k.ends_with(" value") || k.contains(" inception_score ") {
+            println!(
+                "tf32 {k}: cpu {w:.6}, gpu {g:.6} ({:.1e} rel)",
+                (g - w).abs() / w.abs()
+            );
         }
     }
-    println!(
-        "{} metric values; worst relative difference {:.2e} ({})",
-        want.len(),
-        worst.0,
-        worst.1
+    let (e, what) = worst(&want, &got);
+    println!("backbones in tf32: worst relative difference {e:.2e} ({what})");
+    assert!(
+        e > 0.0,
+        "tf32 backbones gave the fp32 metrics to the bit: not in tf32?"
     );
-    assert!(worst.0 <= 1e-4, "{}", worst.1);
+    // Features move by ≤ 3e-3 in tf32 (tests/models/model_cuda.rs); statistics of 4 samples
+    // a class amplify that.
+    assert!(e <= 2e-2, "{what}");
 }

@@ -365,6 +365,29 @@ fn bad_eval_inputs_fail_clearly() {
         "expected uint8 images",
         &f,
     );
+    // The backbones' arithmetic is --eval-precision; the CPU runs fp32 only.
+    for (flags, msg) in [
+        (
+            ["--precision", "tf32"],
+            "this command runs metric backbones only: use --eval-precision",
+        ),
+        (
+            ["--eval-precision", "bf16"],
+            "--eval-precision Bf16 needs a GPU (--device cuda)",
+        ),
+    ] {
+        let mut args = vec![
+            "features",
+            "--weights",
+            weights(),
+            "--images",
+            &samples,
+            "--out",
+            f.to_str().unwrap(),
+        ];
+        args.extend(flags);
+        fails(&args, msg, &f);
+    }
     // Not the Inception weights.
     let sit = common::golden_dir().join("sit_tiny.weights.safetensors");
     fails(

@@ -182,7 +182,7 @@ fn shards_resumes_and_faults_give_the_bytes_of_one_run() {
 }
 
 #[test]
-fn merge_refuses_missing_units_and_names_them() {
+fn merge_refuses_missing_units_and_mixed_precisions() {
     let dir = tmp("sweep-missing");
     let sweep = small_sweep(&dir);
     let out = dir.join("half");
@@ -213,6 +213,57 @@ fn merge_refuses_missing_units_and_names_them() {
         "{err}"
     );
     assert!(!out.join("results.csv").exists() && !out.join("results").exists());
+
+    // Units embedded in different precisions (a shard run with another --eval-precision) are
+    // not merged; units all in tf32 merge on the CPU with an fp32 reference and a warning.
+    succeeds(&[
+        "sweep",
+        "run",
+        s(&sweep),
+        "--out",
+        s(&out),
+        "--shard-index",
+        "1",
+        "--num-shards",
+        "2",
+    ]);
+    let mut manifests: Vec<PathBuf> = std::fs::read_dir(out.join("units"))
+        .unwrap()
+        .flat_map(|c| std::fs::read_dir(c.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .filter(|f| f.to_string_lossy().ends_with(".manifest.json"))
+        .collect();
+    manifests.sort();
+    assert_eq!(manifests.len(), 4, "{manifests:?}");
+    let set_eval_precision = |m: &Path| {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(m).unwrap()).unwrap();
+        assert_eq!(v["eval_precision"], "fp32", "{}", m.display());
+        v["eval_precision"] = "tf32".into();
+        std::fs::write(m, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    };
+    set_eval_precision(&manifests[3]);
+    let r = sitdiv(&["sweep", "merge", s(&sweep), "--out", s(&out)]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    println!("{err}");
+    assert!(!r.status.success());
+    assert!(
+        err.contains("units embedded in different precisions cannot be merged")
+            && err.contains("(fp32)")
+            && err.contains("(tf32)"),
+        "{err}"
+    );
+    assert!(!out.join("results.csv").exists());
+    manifests[..3].iter().for_each(|m| set_eval_precision(m));
+    let r = sitdiv(&["sweep", "merge", s(&sweep), "--out", s(&out)]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    println!("{err}");
+    assert!(r.status.success(), "{err}");
+    assert!(
+        err.contains("the units' features were computed in tf32")
+            && err.contains("computes the reference's in fp32"),
+        "{err}"
+    );
 }
 
 #[test]

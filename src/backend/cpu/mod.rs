@@ -13,7 +13,7 @@ pub mod pool;
 
 use anyhow::{ensure, Result};
 
-use super::{Backend, Cols, Nchw, Pool, Window};
+use super::{Backend, Cols, Nchw, Pool, Precision, Window};
 
 /// The CPU backend. Buffers are plain `Vec<f32>`.
 #[derive(Debug, Default, Clone, Copy)]
@@ -31,8 +31,12 @@ fn check_cols(c: &Cols<Cpu>, b: usize, d: usize, what: &str) -> Result<()> {
 impl Backend for Cpu {
     type Buf = Vec<f32>;
 
-    /// The CPU itself: both stages share its threads.
-    fn companion(&self) -> Result<Self> {
+    /// The CPU itself: both stages share its threads. Strict fp32 only.
+    fn companion(&self, precision: Precision) -> Result<Self> {
+        ensure!(
+            precision == Precision::Fp32,
+            "the CPU backend is strict fp32; {precision:?} needs a GPU"
+        );
         Ok(Cpu)
     }
 

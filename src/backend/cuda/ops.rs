@@ -8,7 +8,7 @@ use cudarc::driver::result as drv;
 
 use super::buf::{Dtype, GpuBuf};
 use super::gemm::{self, Epilogue};
-use super::{act, attention, conv, elementwise, embed, norm, pool, standin, Cuda};
+use super::{act, attention, conv, elementwise, embed, norm, pool, standin, Cuda, CudaOptions};
 use crate::backend::{Backend, Cols, Forward, Nchw, Pool, Precision, Window};
 
 impl Cuda {
@@ -87,8 +87,18 @@ impl Backend for Cuda {
 
     /// The same device opened again: its own stream (graphs are captured per thread, so the
     /// two stages' work never mixes), pools and cuBLAS/cuBLASLt handles.
-    fn companion(&self) -> Result<Self> {
-        Cuda::with_options(self.ordinal, self.options)
+    fn runs(&self, _precision: Precision) -> bool {
+        true
+    }
+
+    fn companion(&self, precision: Precision) -> Result<Self> {
+        Cuda::with_options(
+            self.ordinal,
+            CudaOptions {
+                precision,
+                ..self.options
+            },
+        )
     }
 
     fn upload(&self, data: &[f32]) -> Result<Self::Buf> {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::reference::{embedding_reference, i64_member, quality_reference};
 use super::spec::{enum_name, BackboneSpec, BootstrapSettings, RunConfig};
 use super::units::{load_plan, Plan, UnitState};
-use crate::backend::Backend;
+use crate::backend::{Backend, Precision};
 use crate::io::{npy, npz, write_atomic, write_with_manifest};
 use crate::metrics::bootstrap::{quantile, resample, Interval};
 use crate::metrics::results::{Key, Metrics};
@@ -459,6 +459,17 @@ fn write_result<B: Backend>(be: &B, plan: &Plan, doc: &MergedResult<&RunConfig>)
 pub fn merge<B: Backend>(be: &B, sweep_file: &Path, out: Option<&Path>) -> Result<()> {
     let plan = load_plan(sweep_file, out)?;
     ensure_all_done(&plan)?;
+    // The reference's features in the units' precision, so that both sides of every metric
+    // went through the same arithmetic.
+    let mut precision = plan.eval_precision()?;
+    if !be.runs(precision) {
+        log::warn!(
+            "the units' features were computed in {precision}; {} computes the reference's in fp32",
+            be.name()
+        );
+        precision = Precision::Fp32;
+    }
+    let be = &be.companion(precision)?;
     let measures = Measures::load(be, &plan)?;
     let mut csv = String::from(CSV_HEADER);
     for config in 0..plan.configs.len() {

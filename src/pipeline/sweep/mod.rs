@@ -35,7 +35,7 @@ use super::embed::Embedder;
 use super::inputs::read_inputs;
 use super::sample::load_model;
 use super::unit::{LatentSource, UnitOutput, UnitRoute, UnitSampler};
-use crate::backend::Backend;
+use crate::backend::{Backend, Precisions};
 use crate::io::{npy, npz};
 
 /// `sitdiv sweep plan`: checks the sweep, writes `plan.json` and prints the run configs.
@@ -66,37 +66,48 @@ pub fn plan(sweep_file: &Path, out: Option<&Path>, num_shards: usize) -> Result<
     Ok(())
 }
 
-/// The networks that turn a unit's latents into its members: on the evaluation stage's backend.
+/// The networks that turn a unit's latents into its members, with the evaluation stage's
+/// backends: the VAE's in the sampling precision, the backbones' in the evaluation precision.
 struct Evaluators<B: Backend> {
+    decode_be: B,
+    embed_be: B,
     decoder: Decoder<B>,
     quality: Option<QualityNet<B>>,
     embedders: Vec<Embedder<B>>,
 }
 
-/// The SiT on the sampling backend, and the evaluators on `eval`.
+/// The SiT on the sampling backend `be`, and the evaluators on companions of it.
 fn load_networks<B: Backend>(
     be: &B,
-    eval: &B,
+    precisions: Precisions,
     plan: &Plan,
 ) -> Result<(crate::models::sit::SiT<B>, Evaluators<B>)> {
     let job = sample_job(&plan.sweep, &plan.configs[0], &plan.classes);
     let (sit, _) = load_model(be, &job)?;
-    let (decoder, _) = Decoder::load(eval, plan.sweep.vae.as_deref(), sit.config.in_channels)?;
+    let decode_be = be.companion(precisions.sampling)?;
+    let eval = be.companion(precisions.eval)?;
+    let (decoder, _) = Decoder::load(
+        &decode_be,
+        plan.sweep.vae.as_deref(),
+        sit.config.in_channels,
+    )?;
     let quality = plan
         .sweep
         .inception
         .as_ref()
-        .map(|s| QualityNet::load(eval, s))
+        .map(|s| QualityNet::load(&eval, s))
         .transpose()?;
     let embedders = plan
         .sweep
         .backbones
         .iter()
-        .map(|b| Embedder::load(eval, b.backbone, &b.weights).map(|(e, _)| e))
+        .map(|b| Embedder::load(&eval, b.backbone, &b.weights).map(|(e, _)| e))
         .collect::<Result<Vec<_>>>()?;
     Ok((
         sit,
         Evaluators {
+            decode_be,
+            embed_be: eval,
             decoder,
             quality,
             embedders,
@@ -131,17 +142,17 @@ fn sample_unit<B: Backend>(
         .with_context(|| format!("run config {}", c.id))
 }
 
-/// The rest of the unit route on `be`: decode, then the image batch's members (as `sitdiv
-/// sample` writes them), the quality network's features and each backbone's.
+/// The rest of the unit route: decode, then the image batch's members (as `sitdiv sample`
+/// writes them), the quality network's features and each backbone's.
 fn evaluate_unit<B: Backend>(
-    be: &B,
     plan: &Plan,
     nets: &Evaluators<B>,
     u: &PlannedUnit,
     latents: UnitOutput,
 ) -> Result<Vec<npz::Member>> {
     let c = &plan.configs[u.config];
-    let out = latents.decoded(be, &nets.decoder)?;
+    let out = latents.decoded(&nets.decode_be, &nets.decoder)?;
+    let be = &nets.embed_be;
     let mut m = out.batch_members(plan.sweep.keep_images)?;
     let images = out.images.context("the unit route decoded no images")?;
     let dims = (u.unit.len(), images.height, images.width, images.channels);
@@ -213,7 +224,7 @@ pub fn run<B: Backend>(
     out: Option<&Path>,
     shard_index: usize,
     num_shards: usize,
-    precision: crate::backend::Precision,
+    precisions: Precisions,
 ) -> Result<()> {
     let plan = load_plan(sweep_file, out)?;
     plan.write()?;
@@ -241,10 +252,9 @@ pub fn run<B: Backend>(
         return Ok(());
     }
     // Three stages, each on a thread of its own, one unit in flight between two: the SiT samples
-    // unit k + 1 on `be` while unit k is decoded and embedded on a companion backend (on a GPU
-    // its own stream) and the host packs and writes unit k − 1. Units are written in order.
-    let eval = be.companion()?;
-    let (sit, evaluators) = load_networks(be, &eval, &plan)?;
+    // unit k + 1 on `be` while unit k is decoded and embedded on companion backends (on a GPU
+    // their own streams) and the host packs and writes unit k − 1. Units are written in order.
+    let (sit, evaluators) = load_networks(be, precisions, &plan)?;
     let fault = FaultHook::from_env(shard_index);
     let samples: usize = todo.iter().map(|u| u.unit.len()).sum();
     let progress = super::progress::Progress::new(samples as u64);
@@ -254,11 +264,11 @@ pub fn run<B: Backend>(
         let (to_eval, sampled) = std::sync::mpsc::sync_channel::<(&PlannedUnit, UnitOutput)>(1);
         let (to_write, evaluated) =
             std::sync::mpsc::sync_channel::<(usize, &PlannedUnit, Vec<npz::Member>)>(1);
-        let (plan, fault, device, eval, evaluators) = (&plan, &fault, &device, &eval, &evaluators);
+        let (plan, fault, device, evaluators) = (&plan, &fault, &device, &evaluators);
         let evaluator = s.spawn(move || -> Result<()> {
             for (k, (u, latents)) in sampled.into_iter().enumerate() {
-                let members = evaluate_unit(eval, plan, evaluators, u, latents)
-                    .with_context(|| unit_err(u))?;
+                let members =
+                    evaluate_unit(plan, evaluators, u, latents).with_context(|| unit_err(u))?;
                 // A closed channel means the writer failed: its error is the one to report.
                 if to_write.send((k, u, members)).is_err() {
                     break;
@@ -269,7 +279,7 @@ pub fn run<B: Backend>(
         let stamp = Stamp {
             device,
             shard: [shard_index, num_shards],
-            precision,
+            precisions,
         };
         let writer = s.spawn(move || write_stage(plan, evaluated, fault, stamp, progress));
         let mut sampled_all = Ok(());
@@ -302,7 +312,7 @@ pub fn run<B: Backend>(
 struct Stamp<'a> {
     device: &'a str,
     shard: [usize; 2],
-    precision: crate::backend::Precision,
+    precisions: Precisions,
 }
 
 /// The last stage of `sweep run`: packs each evaluated unit (npz, hashes, manifest) and writes
@@ -325,7 +335,8 @@ fn write_stage(
                 "sweep_sha256": plan.sweep.file_sha256,
                 "contents": members.iter().map(|m| m.key.clone()).collect::<Vec<_>>(),
                 "shard": stamp.shard,
-                "precision": stamp.precision,
+                "precision": stamp.precisions.sampling,
+                "eval_precision": stamp.precisions.eval,
             }),
         );
         write_unit(plan, u, &bytes, manifest, (fault, k))?;
@@ -341,9 +352,9 @@ pub fn run_all<B: Backend>(
     be: &B,
     sweep_file: &Path,
     out: Option<&Path>,
-    precision: crate::backend::Precision,
+    precisions: Precisions,
 ) -> Result<PathBuf> {
-    run(be, sweep_file, out, 0, 1, precision)?;
+    run(be, sweep_file, out, 0, 1, precisions)?;
     merge::merge(be, sweep_file, out)?;
     Ok(load_plan(sweep_file, out)?.out)
 }

@@ -282,6 +282,42 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// The precision every unit's backbones ran in (`eval_precision` of their manifests; units
+    /// of older versions ran every network in `precision`). Units that disagree are an error:
+    /// their features would not be comparable.
+    pub fn eval_precision(&self) -> Result<Precision> {
+        let mut seen: Option<(Precision, PathBuf)> = None;
+        for u in &self.units {
+            let mpath = manifest_path(&self.unit_file(u));
+            let m: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(&mpath)
+                    .with_context(|| format!("cannot read {}", mpath.display()))?,
+            )
+            .with_context(|| format!("{}: not JSON", mpath.display()))?;
+            let field = Some(&m["eval_precision"])
+                .filter(|v| !v.is_null())
+                .unwrap_or(&m["precision"]);
+            let p = match field {
+                serde_json::Value::Null => Precision::Fp32,
+                v => serde_json::from_value(v.clone())
+                    .with_context(|| format!("{}: eval_precision {v}", mpath.display()))?,
+            };
+            match &seen {
+                None => seen = Some((p, mpath)),
+                Some((q, first)) => ensure!(
+                    *q == p,
+                    "units embedded in different precisions cannot be merged: {} ({q}) and {} \
+                     ({p}); run `sitdiv sweep run` for one set again with the other's --eval-precision",
+                    first.display(),
+                    mpath.display()
+                ),
+            }
+        }
+        Ok(seen.map_or(Precision::Fp32, |(p, _)| p))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum UnitState {
     Done,
