@@ -273,7 +273,16 @@ fn bad_sweep_files_fail_clearly() {
     for (edit, needle) in [
         (
             ("unit_size = 2", "unit_sise = 2"),
-            "unknown field `unit_sise`",
+            "run.unit_sise (line 12, column 1): unknown field `unit_sise`",
+        ),
+        // A value of the wrong type: its key path, line and column.
+        (
+            ("cfg = [1.0, 2.0]", "cfg = [1.0, \"2\"]"),
+            "grid[0].cfg[1] (line 18, column 13): invalid type: string \"2\", expected f64",
+        ),
+        (
+            ("unit_size = 2", "unit_size = \"2\""),
+            "run.unit_size (line 12, column 13): invalid type: string \"2\"",
         ),
         (("\"ode-euler\"", "\"ode-rk4\""), "sampler \"ode-rk4\""),
         (

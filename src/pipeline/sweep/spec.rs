@@ -224,12 +224,31 @@ fn resolve(dir: &Path, p: &Path) -> PathBuf {
     }
 }
 
+/// The settings of a sweep file's text; a value of the wrong type or an unknown key is named by
+/// its key path (`model.weights`, `grid[1].cfg`), line and column.
+fn parse(text: &str) -> Result<SweepFile> {
+    // A syntax error: toml's own message shows the line.
+    let de = toml::Deserializer::parse(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let e = e.into_inner();
+        match e.span() {
+            Some(span) => {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                anyhow::anyhow!("{key} (line {line}, column {column}): {}", e.message())
+            }
+            None => anyhow::anyhow!("{key}: {}", e.message()),
+        }
+    })
+}
+
 impl Sweep {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read sweep file {}", path.display()))?;
-        let file: SweepFile =
-            toml::from_str(&text).with_context(|| format!("sweep file {}", path.display()))?;
+        let file = parse(&text).with_context(|| format!("sweep file {}", path.display()))?;
         let dir = path.parent().unwrap_or(Path::new(""));
         Self::from_file(file, dir, &text).with_context(|| format!("sweep file {}", path.display()))
     }
