@@ -54,7 +54,10 @@ dropped.
 
 lpips: the source is the trunk name (alex or vgg): lpips.LPIPS(net=..., version='0.1') with its
 packaged linear heads and torchvision's ImageNet trunk (downloaded by torchvision), saved under the
-lpips state_dict names (net.slice*, lin*.model.1.weight, scaling_layer.*). Needs the lpips package.
+lpips state_dict names (net.slice*, lin*.model.1.weight, scaling_layer.*; the package's second
+names of its heads, lins.N.*, are dropped). Needs the lpips package. sitdiv also reads a
+safetensors file of the package's state_dict as it is (second names and BatchNorm counters are
+ignored with a log line), as it does pytorch-fid's Inception state_dict.
 
 dreamsim: the cache folder of `dreamsim.dreamsim(cache_dir=...)` after its first run (the ensemble:
 ensemble_lora/, clip_vitb16_pretrain.pth.tar, open_clip_vitb16_pretrain.pth.tar, and the torch.hub
@@ -253,7 +256,10 @@ def convert_lpips(args):
     if args.source not in ("alex", "vgg"):
         raise SystemExit(f"lpips: the source is the trunk name, alex or vgg, not {args.source!r}")
     m = lpips.LPIPS(net=args.source, version="0.1", pretrained=True, pnet_rand=False, verbose=False)
-    tensors = {k: v.detach().float().contiguous() for k, v in m.state_dict().items()}
+    # The package registers each head twice (lin0 and lins.0, one tensor): save_file refuses
+    # tensors that share memory, and sitdiv reads the linN names.
+    tensors = {k: v.detach().float().contiguous().clone() for k, v in m.state_dict().items()
+               if not k.startswith("lins.")}
     return tensors, {"model": f"lpips v0.1 {args.source}"}
 
 

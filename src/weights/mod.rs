@@ -199,8 +199,11 @@ impl WeightFile {
     }
 
     /// Checks every expected tensor (present, shape, float dtype, bytes inside the file) and that no
-    /// other tensor is present (names in `ignored_prefixes` are allowed extras). Reports all
-    /// problems at once.
+    /// other tensor is present (names in `ignored_prefixes` are allowed extras). Two kinds of
+    /// extras that upstream state_dicts hold are accepted with a log line: BatchNorm's
+    /// `num_batches_tracked` counters, and aliases that name an expected tensor a second time
+    /// with equal bytes (the `lpips` package registers each head as `linN` and `lins.N`).
+    /// Reports all problems at once.
     pub fn check(&self, expected: &[Expected], ignored_prefixes: &[&str]) -> Result<()> {
         let mut problems = Vec::new();
         for e in expected {
@@ -235,10 +238,17 @@ impl WeightFile {
         }
         let known: std::collections::HashSet<&str> =
             expected.iter().map(|e| e.name.as_str()).collect();
+        let (mut counters, mut aliases) = (0, Vec::new());
         for name in self.tensors.keys() {
-            if !known.contains(name.as_str())
-                && !ignored_prefixes.iter().any(|p| name.starts_with(p))
+            if known.contains(name.as_str()) || ignored_prefixes.iter().any(|p| name.starts_with(p))
             {
+                continue;
+            }
+            if name.ends_with(".num_batches_tracked") && self.tensors[name].numel() == 1 {
+                counters += 1;
+            } else if let Some(of) = self.alias_of(name, expected) {
+                aliases.push(format!("{name} = {of}"));
+            } else {
                 problems.push(format!(
                     "unexpected tensor {name} (shape {:?})",
                     self.tensors[name].shape
@@ -246,6 +256,20 @@ impl WeightFile {
             }
         }
         if problems.is_empty() {
+            if counters > 0 {
+                log::info!(
+                    "{}: ignoring {counters} BatchNorm num_batches_tracked counter(s)",
+                    self.path.display()
+                );
+            }
+            if !aliases.is_empty() {
+                log::info!(
+                    "{}: ignoring {} second name(s) of equal tensors: {}",
+                    self.path.display(),
+                    aliases.len(),
+                    aliases.join(", ")
+                );
+            }
             return Ok(());
         }
         let mut msg = format!(
@@ -257,6 +281,19 @@ impl WeightFile {
             let _ = write!(msg, "\n  - {p}");
         }
         bail!(msg)
+    }
+
+    /// The expected tensor that `name` repeats: same dtype, shape and bytes.
+    fn alias_of<'e>(&self, name: &str, expected: &'e [Expected]) -> Option<&'e str> {
+        let info = &self.tensors[name];
+        let bytes = self.mmap.get(info.start..info.end)?;
+        expected.iter().map(|e| e.name.as_str()).find(|e| {
+            self.tensors.get(*e).is_some_and(|o| {
+                o.dtype == info.dtype
+                    && o.shape == info.shape
+                    && self.mmap.get(o.start..o.end) == Some(bytes)
+            })
+        })
     }
 
     fn get(&self, name: &str) -> Result<&TensorInfo> {

@@ -464,3 +464,130 @@ fn bad_eval_inputs_fail_clearly() {
         &f,
     );
 }
+
+/// `src` rewritten as its package's state_dict holds it: every tensor, plus `extra(name)`'s
+/// second names of equal tensors, plus an int64 `num_batches_tracked` counter beside each
+/// BatchNorm (`counters`).
+fn package_form(src: &Path, dst: &Path, alias: impl Fn(&str) -> Option<String>, counters: bool) {
+    use safetensors::tensor::TensorView;
+    use safetensors::Dtype;
+    let f = sitdiv::weights::WeightFile::open(src).unwrap();
+    let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for name in f.names() {
+        let shape = f.shape(name).unwrap();
+        let bytes: Vec<u8> = bytemuck::cast_slice(&f.f32(name).unwrap()).to_vec();
+        if let Some(second) = alias(name) {
+            owned.push((second, Dtype::F32, shape.clone(), bytes.clone()));
+        }
+        if counters {
+            if let Some(bn) = name.strip_suffix(".running_var") {
+                let n = format!("{bn}.num_batches_tracked");
+                owned.push((n, Dtype::I64, vec![], 123_i64.to_le_bytes().to_vec()));
+            }
+        }
+        owned.push((name.to_string(), Dtype::F32, shape, bytes));
+    }
+    let views: Vec<_> = owned
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    std::fs::write(dst, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+/// The FID Inception and LPIPS as their packages' state_dicts name them (pytorch-fid's BatchNorm
+/// counters; the lpips package's `lins.N` second names of its heads) load without conversion,
+/// and give the converted file's features to the bit.
+#[test]
+fn package_named_weights_load_as_the_converted_files() {
+    let dir = tmp("package-named");
+    let imgs = batch(&dir.join("b.npz"), &uniform_images(64, 2, 64), 2, 64, None);
+    let lpips = common::lpips_alex_weights(&dir);
+    let cases = [
+        (
+            "inception",
+            PathBuf::from(weights()),
+            "inception-package.safetensors",
+        ),
+        ("lpips-alex", lpips, "lpips-package.safetensors"),
+    ];
+    for (backbone, converted, package) in cases {
+        let package = dir.join(package);
+        let lins = |n: &str| {
+            let i = n
+                .strip_prefix("lin")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()?;
+            Some(format!("lins.{i}.{}", n.split_once('.')?.1))
+        };
+        package_form(&converted, &package, lins, backbone == "inception");
+        let features = |w: &Path, out: &str| {
+            let out = dir.join(out);
+            let o = common::sitdiv(&[
+                "features",
+                "--backbone",
+                backbone,
+                "--weights",
+                w.to_str().unwrap(),
+                "--images",
+                &imgs,
+                "--out",
+                out.to_str().unwrap(),
+            ]);
+            let log = String::from_utf8_lossy(&o.stderr).to_string();
+            assert!(o.status.success(), "{backbone} {}: {log}", w.display());
+            let members: Vec<(String, Vec<u8>)> = npz::read(&out)
+                .unwrap()
+                .into_iter()
+                .map(|m| (m.key, m.npy))
+                .collect();
+            (members, log)
+        };
+        let (want, _) = features(&converted, &format!("{backbone}-converted.npz"));
+        let (got, log) = features(&package, &format!("{backbone}-package.npz"));
+        assert!(!want.is_empty());
+        assert_eq!(
+            got, want,
+            "{backbone}: the package-named file gives other features"
+        );
+        println!(
+            "{backbone}: {} feature arrays equal to the byte {}",
+            want.len(),
+            log.trim()
+        );
+    }
+    // A second name whose bytes differ is no alias: refused, named.
+    let lpips = dir.join("lpips-alex.safetensors");
+    let bad = dir.join("lpips-bad.safetensors");
+    let f = sitdiv::weights::WeightFile::open(&lpips).unwrap();
+    let mut t: Vec<_> = f
+        .names()
+        .map(|n| (n.to_string(), f.shape(n).unwrap(), f.f32(n).unwrap()))
+        .collect();
+    let mut other = t
+        .iter()
+        .find(|(n, ..)| n == "lin0.model.1.weight")
+        .unwrap()
+        .clone();
+    other.0 = "lins.0.model.1.weight".into();
+    other.2[0] += 1.0;
+    t.push(other);
+    write_f32_safetensors(&bad, &t, None).unwrap();
+    let out = dir.join("bad.npz");
+    fails(
+        &[
+            "features",
+            "--backbone",
+            "lpips-alex",
+            "--weights",
+            bad.to_str().unwrap(),
+            "--images",
+            &imgs,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "unexpected tensor lins.0.model.1.weight",
+        &out,
+    );
+}
