@@ -14,8 +14,65 @@ pub struct Array<T> {
     pub data: Vec<T>,
 }
 
-/// The header of `bytes` (from `source`), checked for C order.
+/// The preamble and header dictionary of an `.npy` stream (magic, version, length, text),
+/// read ahead of npyz, whose parser multiplies the declared shape without checking for overflow.
+/// Returns the bytes read and the number of values the shape declares.
+fn preamble(source: &Path, r: &mut impl Read) -> Result<(Vec<u8>, u64)> {
+    let bad =
+        |why: &str| anyhow::anyhow!("{} is not a readable .npy file: {why}", source.display());
+    let mut head = vec![0u8; 10];
+    r.read_exact(&mut head)
+        .map_err(|_| bad("shorter than its preamble"))?;
+    if &head[..6] != b"\x93NUMPY" {
+        return Err(bad("no \\x93NUMPY magic"));
+    }
+    let len = match head[6] {
+        1 => u16::from_le_bytes([head[8], head[9]]) as usize,
+        2 | 3 => {
+            let mut more = [0u8; 2];
+            r.read_exact(&mut more)
+                .map_err(|_| bad("shorter than its preamble"))?;
+            head.extend_from_slice(&more);
+            u32::from_le_bytes([head[8], head[9], more[0], more[1]]) as usize
+        }
+        v => return Err(bad(&format!("format version {v}"))),
+    };
+    if len > 1 << 20 {
+        return Err(bad(&format!("a header of {len} bytes")));
+    }
+    let start = head.len();
+    head.resize(start + len, 0);
+    r.read_exact(&mut head[start..])
+        .map_err(|_| bad("truncated header"))?;
+    let text = String::from_utf8_lossy(&head[start..]);
+    let shape = text
+        .split_once("'shape'")
+        .and_then(|(_, rest)| rest.split_once('(')?.1.split_once(')'))
+        .map(|(dims, _)| dims)
+        .ok_or_else(|| bad("no 'shape' tuple in the header"))?;
+    let mut values = 1u64;
+    for d in shape.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let d: u64 = d
+            .trim_end_matches('L')
+            .parse()
+            .map_err(|_| bad(&format!("shape entry {d:?}")))?;
+        values = values
+            .checked_mul(d)
+            .ok_or_else(|| bad(&format!("shape ({shape}) overflows")))?;
+    }
+    Ok((head, values))
+}
+
+/// The header of `bytes` (from `source`), checked for C order and for a shape its bytes can hold.
 fn open<'a>(source: &Path, bytes: &'a [u8]) -> Result<NpyFile<&'a [u8]>> {
+    let (head, values) = preamble(source, &mut &bytes[..])?;
+    let data = (bytes.len() - head.len()) as u64;
+    if values > data {
+        bail!(
+            "{}: the header declares {values} values but only {data} data bytes follow",
+            source.display()
+        );
+    }
     let f = NpyFile::new(bytes)
         .map_err(|e| anyhow::anyhow!("{} is not a readable .npy file: {e}", source.display()))?;
     if f.order() == Order::Fortran {
@@ -124,7 +181,8 @@ pub fn decode_f32(source: &Path, bytes: &[u8]) -> Result<Array<f32>> {
 
 /// Reads just the header of a `.npy` stream, leaving `r` at the first data byte: (descr, shape).
 pub fn read_header(source: &Path, r: &mut impl Read) -> Result<(String, Vec<usize>)> {
-    let h = npyz::NpyHeader::from_reader(r)
+    let (head, _) = preamble(source, r)?;
+    let h = npyz::NpyHeader::from_reader(&mut &head[..])
         .map_err(|e| anyhow::anyhow!("{}: cannot read the .npy header: {e}", source.display()))?;
     if h.order() == Order::Fortran {
         bail!(

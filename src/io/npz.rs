@@ -57,12 +57,18 @@ pub fn read(path: &Path) -> Result<Vec<Member>> {
         let Some(key) = name.strip_suffix(".npy").map(str::to_string) else {
             bail!("{}: member {name} is not an .npy array", path.display());
         };
-        let mut npy = Vec::with_capacity(e.size() as usize);
+        let mut npy = Vec::with_capacity(capacity(&e));
         e.read_to_end(&mut npy)
             .with_context(|| format!("{}: reading {key}", path.display()))?;
         out.push(Member { key, npy });
     }
     Ok(out)
+}
+
+/// The bytes to reserve for a member: its declared size, unless that is more than its
+/// compressed bytes can hold (a forged size field).
+fn capacity<R: Read>(e: &zip::read::ZipFile<'_, R>) -> usize {
+    e.size().min(e.compressed_size().saturating_mul(1032)) as usize
 }
 
 fn open_archive(path: &Path) -> Result<ZipArchive<std::fs::File>> {
@@ -95,7 +101,7 @@ pub fn read_only(path: &Path, wanted: &[&str]) -> Result<Vec<Member>> {
         let Ok(mut e) = z.by_name(&format!("{key}.npy")) else {
             continue;
         };
-        let mut npy = Vec::with_capacity(e.size() as usize);
+        let mut npy = Vec::with_capacity(capacity(&e));
         e.read_to_end(&mut npy)
             .with_context(|| format!("{}: reading {key}", path.display()))?;
         out.push(Member {
@@ -156,8 +162,27 @@ pub fn stream_images(
             path.display()
         );
     }
-    let per = dims.1 * dims.2 * dims.3;
-    let mut buf = vec![0u8; rows.max(1) * per];
+    // The member's own size bounds what its header may declare (a deflated member holds at
+    // most ~1032 bytes per compressed byte), so a forged shape cannot ask for a huge buffer.
+    let held = e.size().min(e.compressed_size().saturating_mul(1032)) as usize;
+    let per = dims
+        .1
+        .checked_mul(dims.2)
+        .and_then(|p| p.checked_mul(dims.3));
+    let total = per.and_then(|p| p.checked_mul(dims.0));
+    let (Some(per), Some(total)) = (per, total) else {
+        bail!(
+            "{}: `{key}` has shape {shape:?}, too large to address",
+            path.display()
+        );
+    };
+    if total > held {
+        bail!(
+            "{}: `{key}` declares shape {shape:?} ({total} bytes) but its member holds {held} bytes",
+            path.display()
+        );
+    }
+    let mut buf = vec![0u8; rows.max(1).min(dims.0.max(1)) * per];
     let mut start = 0;
     while start < dims.0 {
         let m = rows.max(1).min(dims.0 - start);

@@ -195,6 +195,12 @@ impl SamplerSettings {
             "{}: the time grid needs at least 2 points",
             o.setting("steps", self.steps)
         );
+        // Far above any sampler's use (the study's finest grid is 1 000 steps).
+        ensure!(
+            self.steps <= 1_000_000,
+            "{}: at most 1000000 steps",
+            o.setting("steps", self.steps)
+        );
         let velocity = self.prediction == Prediction::Velocity;
         let eps = self
             .sample_eps

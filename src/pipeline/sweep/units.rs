@@ -58,6 +58,11 @@ fn file_sha(path: &Path, what: &str) -> Result<String> {
     Ok(sha256_hex(f.bytes()))
 }
 
+/// Bounds on a sweep's size, far above any study (50 000 samples × a few hundred configs), so a
+/// mistyped number fails at once instead of exhausting memory.
+const MAX_SAMPLES: usize = 1 << 32;
+const MAX_UNITS: usize = 100_000_000;
+
 impl Plan {
     /// Expands the sweep, checks every config's sampler settings and the weights files, and
     /// hashes the weights.
@@ -90,8 +95,25 @@ impl Plan {
         };
         let mut configs = sweep.configs.clone();
         let mut units = Vec::new();
+        let mut num_units = 0usize;
         for (ci, c) in configs.iter_mut().enumerate() {
-            c.num_samples = c.samples_per_class * classes.len();
+            c.num_samples = c
+                .samples_per_class
+                .checked_mul(classes.len())
+                .filter(|&n| n <= MAX_SAMPLES)
+                .with_context(|| {
+                    format!(
+                        "run config {}: samples_per_class {} × {} classes is more than {MAX_SAMPLES} samples",
+                        c.id,
+                        c.samples_per_class,
+                        classes.len()
+                    )
+                })?;
+            num_units += c.num_samples.div_ceil(sweep.unit_size);
+            ensure!(
+                num_units <= MAX_UNITS,
+                "the sweep expands to more than {MAX_UNITS} work units: raise [run] unit_size"
+            );
             let job = sample_job(&sweep, c, &classes);
             job.schedule()
                 .with_context(|| format!("run config {}", c.id))?;
@@ -120,33 +142,7 @@ impl Plan {
                 });
             }
         }
-        let hashes = Hashes {
-            sit: sha256_hex(file.bytes()),
-            vae: match &sweep.vae {
-                Some(p) => Some(file_sha(p, "[model] vae")?),
-                None => None,
-            },
-            inception: match &sweep.inception {
-                Some(super::spec::InceptionSource::File(p)) => {
-                    Some(file_sha(p, "[evaluation] inception")?)
-                }
-                Some(super::spec::InceptionSource::ToyClassifier(p)) => {
-                    Some(file_sha(p, "[evaluation] classifier")?)
-                }
-                Some(super::spec::InceptionSource::Formula) => Some("formula-seed-2015".into()),
-                None => None,
-            },
-            backbones: sweep
-                .backbones
-                .iter()
-                .map(|b| {
-                    Ok((
-                        b.backbone.name().to_string(),
-                        file_sha(&b.weights, &format!("backbone {}", b.backbone.name()))?,
-                    ))
-                })
-                .collect::<Result<_>>()?,
-        };
+        let hashes = Hashes::of(&sweep, &file)?;
         Ok(Plan {
             sweep,
             out: out.to_path_buf(),
@@ -315,6 +311,39 @@ impl Plan {
             }
         }
         Ok(seen.map_or(Precision::Fp32, |(p, _)| p))
+    }
+}
+
+impl Hashes {
+    /// SHA-256 of every input file of `sweep` (`file`: its SiT weights, already open).
+    fn of(sweep: &Sweep, file: &WeightFile) -> Result<Self> {
+        Ok(Hashes {
+            sit: sha256_hex(file.bytes()),
+            vae: match &sweep.vae {
+                Some(p) => Some(file_sha(p, "[model] vae")?),
+                None => None,
+            },
+            inception: match &sweep.inception {
+                Some(super::spec::InceptionSource::File(p)) => {
+                    Some(file_sha(p, "[evaluation] inception")?)
+                }
+                Some(super::spec::InceptionSource::ToyClassifier(p)) => {
+                    Some(file_sha(p, "[evaluation] classifier")?)
+                }
+                Some(super::spec::InceptionSource::Formula) => Some("formula-seed-2015".into()),
+                None => None,
+            },
+            backbones: sweep
+                .backbones
+                .iter()
+                .map(|b| {
+                    Ok((
+                        b.backbone.name().to_string(),
+                        file_sha(&b.weights, &format!("backbone {}", b.backbone.name()))?,
+                    ))
+                })
+                .collect::<Result<_>>()?,
+        })
     }
 }
 
