@@ -131,19 +131,19 @@ fn npz_file(path: &Path, _: &[u8]) -> Result<()> {
     npz::read(path).map(|_| ())
 }
 
-/// The small test sweep, its files named by absolute paths.
+/// The small test sweep, its files under `@REPO@` (the checkout, substituted when run), so
+/// that kept inputs work in any clone.
 fn sweep_text() -> String {
-    format!(
-        r#"name = "fuzz"
+    r#"name = "fuzz"
 [model]
-weights = "{}"
-vae = "{}"
+weights = "@REPO@/tests/golden/sit_tiny.weights.safetensors"
+vae = "@REPO@/tests/golden/vae_tiny.weights.safetensors"
 [evaluation]
 inception = "formula"
-reference = "{}"
+reference = "@REPO@/sweeps/tiny-reference.npz"
 metrics = ["fid", "is"]
 bootstrap = 10
-backbones = [{{ backbone = "dinov2-b14", weights = "{}", metrics = ["diversity", "vendi"], per_class = 2 }}]
+backbones = [{ backbone = "dinov2-b14", weights = "@REPO@/tests/golden/dinov2_tiny.weights.safetensors", metrics = ["diversity", "vendi"], per_class = 2 }]
 [run]
 unit_size = 2
 [defaults]
@@ -154,16 +154,20 @@ samples_per_class = [2]
 cfg = [1.0, 2.0]
 sampler = ["ode-euler", "sde-euler"]
 diffusion_form = ["sigma"]
-"#,
-        golden("sit_tiny.weights.safetensors").display(),
-        golden("vae_tiny.weights.safetensors").display(),
-        repo().join("sweeps/tiny-reference.npz").display(),
-        golden("dinov2_tiny.weights.safetensors").display(),
-    )
+"#
+    .to_string()
+}
+
+/// `text` with `@REPO@` replaced by the checkout.
+fn in_repo(text: &[u8]) -> Vec<u8> {
+    String::from_utf8_lossy(text)
+        .replace("@REPO@", &repo().display().to_string())
+        .into_bytes()
 }
 
 /// A sweep file through its parser and the plan it expands to.
-fn sweep_file(path: &Path, _: &[u8]) -> Result<()> {
+fn sweep_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, in_repo(bytes))?;
     let sweep = Sweep::load(path)?;
     let out = path.with_extension("out");
     Plan::new(sweep, &out).map(|_| ())
@@ -174,7 +178,7 @@ static PLAN: OnceLock<Plan> = OnceLock::new();
 /// The first unit's manifest of the small sweep, whose data file exists.
 fn manifest_seed(scratch: &Path) -> Vec<u8> {
     let p = scratch.join("plan.toml");
-    std::fs::write(&p, sweep_text()).unwrap();
+    std::fs::write(&p, in_repo(sweep_text().as_bytes())).unwrap();
     let plan =
         PLAN.get_or_init(|| Plan::new(Sweep::load(&p).unwrap(), &scratch.join("plan")).unwrap());
     let u = &plan.units[0];
