@@ -284,30 +284,30 @@ fn bad_sweep_files_fail_clearly() {
             ("unit_size = 2", "unit_size = \"2\""),
             "run.unit_size (line 12, column 13): invalid type: string \"2\"",
         ),
-        (("\"ode-euler\"", "\"ode-rk4\""), "sampler \"ode-rk4\""),
+        (("\"ode-euler\"", "\"ode-rk4\""), "(line 19): grid 1: sampler \"ode-rk4\""),
         (
             ("[\"fid\", \"is\"]", "[\"fid\", \"diversity\"]"),
-            "belongs to a backbone",
+            "(line 8): [evaluation] metrics: diversity belongs to a backbone",
         ),
-        (("sit_tiny.weights", "sit_tiny.missing"), "sit_tiny.missing"),
+        (("sit_tiny.weights", "sit_tiny.missing"), "(line 3): [model] weights: cannot open weights file"),
         (
             ("classes = [0, 1]", "classes = [0, 11]"),
-            "class 11 is outside 0..10",
+            "(line 15): [defaults] classes: class 11 is outside 0..10",
         ),
         (
             ("cfg = [1.0, 2.0]", "cfg = [0.5]"),
-            "cfg = 0.5: the guidance scale must be ≥ 1",
+            "(line 18): run config ode-euler-4-cfg0.5-k2-seed0: cfg = 0.5: the guidance scale must be ≥ 1",
         ),
         (
             ("steps = [4]", "steps = [1]"),
-            "steps = 1: the time grid needs at least 2 points",
+            "(line 14): run config ode-euler-1-cfg1-k2-seed0: steps = 1: the time grid needs at least 2 points",
         ),
         (
             (
                 "sampler = [\"ode-euler\"]",
                 "sampler = [\"sde-euler\"]\nlast_step_size = [1.5]",
             ),
-            "last_step_size = 1.5: expected a value in [0, 1)",
+            "(line 20): run config sde-euler-4-sigma-norm1-mean1.5-cfg1-k2-seed0: last_step_size = 1.5: expected a value in [0, 1)",
         ),
     ] {
         let p = dir.join("bad.toml");
@@ -315,6 +315,7 @@ fn bad_sweep_files_fail_clearly() {
         let out = dir.join("bad-out");
         let r = sitdiv(&["sweep", "run", s(&p), "--out", s(&out)]);
         let err = String::from_utf8_lossy(&r.stderr);
+        println!("{}: {}", edit.1, err.trim());
         assert!(!r.status.success(), "{} accepted", edit.1);
         assert!(
             err.contains(needle) && (err.contains("bad.toml") || err.contains("missing")),

@@ -14,6 +14,7 @@
 mod axes;
 pub mod demo;
 mod fault;
+mod locate;
 pub mod merge;
 mod quality;
 mod reference;

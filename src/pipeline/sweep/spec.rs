@@ -250,7 +250,7 @@ impl Sweep {
             .with_context(|| format!("cannot read sweep file {}", path.display()))?;
         let file = parse(&text).with_context(|| format!("sweep file {}", path.display()))?;
         let dir = path.parent().unwrap_or(Path::new(""));
-        Self::from_file(file, dir, &text).with_context(|| format!("sweep file {}", path.display()))
+        Self::from_file(file, dir, &text).map_err(|e| super::locate::in_file(path, &text, e))
     }
 
     fn from_file(f: SweepFile, dir: &Path, text: &str) -> Result<Self> {

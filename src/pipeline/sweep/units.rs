@@ -437,5 +437,8 @@ fn out_dir(sweep: &Sweep, out: Option<&Path>) -> PathBuf {
 pub(crate) fn load_plan(sweep_file: &Path, out: Option<&Path>) -> Result<Plan> {
     let sweep = Sweep::load(sweep_file)?;
     let dir = out_dir(&sweep, out);
-    Plan::new(sweep, &dir).with_context(|| format!("sweep file {}", sweep_file.display()))
+    Plan::new(sweep, &dir).map_err(|e| {
+        let text = std::fs::read_to_string(sweep_file).unwrap_or_default();
+        super::locate::in_file(sweep_file, &text, e)
+    })
 }
