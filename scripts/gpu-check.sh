@@ -9,8 +9,9 @@
 #   3. determinism: reruns and shards byte-identical, in fp32 and bf16;
 #   4. compute-sanitizer memcheck and racecheck on a short sampling run;
 #   5. the benchmark: SiT-XL/2 at batch 256 in fp32, tf32 and bf16; the VAE (batch 32), the
-#      Inception and the backbones (batch 256) in tf32; next to the PyTorch baseline run in the
-#      same call (torch_baseline.py in the payload).
+#      Inception and the backbones (batch 256) in tf32; a 1000-sample study point against its
+#      sampling alone; next to the PyTorch baseline run in the same call (torch_baseline.py in
+#      the payload).
 # It prints one summary table at the end and exits non-zero if a check failed.
 #   LD_LIBRARY_PATH=/usr/local/cuda/lib64:$LD_LIBRARY_PATH scripts/gpu-check.sh [payload-dir]
 # GPU_CHECK_DRY=1 runs the same steps small enough for the emulated device
@@ -109,6 +110,67 @@ for what in vae inception backbones; do
         row "bench $what tf32" FAIL "see above"
     fi
 done
+step "study point: sample, decode, Inception + DINOv2 features, against sampling alone"
+# A 1000-sample study point (10 classes x 100, cfg 1.5, units of 128) of SiT-XL/2 on seeded
+# random weights: `sweep run` overlaps decoding and embedding with sampling, so its samples/s
+# must stay within 1.15x of `sample` alone with the same settings. Both rates come from the
+# last progress line (model loading and hashing excluded).
+sdir="$(mktemp -d)"
+rate() { grep -oE '[0-9.]+ samples/s' "$1" | tail -n 1 | awk '{print $1}'; }
+weights() {
+    if [ "$dry" = 1 ]; then # the tiny goldens: the step's mechanics only
+        for n in sit vae dinov2; do cp "tests/golden/${n}_tiny.weights.safetensors" "$sdir/$n.safetensors" || return 1; done
+    else
+        "$bin" synth-weights --net SiT-XL/2 --out "$sdir/sit.safetensors" 2>/dev/null &&
+            "$bin" synth-weights --net sd-vae --out "$sdir/vae.safetensors" 2>/dev/null &&
+            "$bin" synth-weights --net dinov2-b14 --out "$sdir/dinov2.safetensors" 2>/dev/null
+    fi
+}
+# 25 steps, not the study's 250 (12 minutes of sampling): decoding and embedding weigh 10x more
+# against sampling here than in the study, so a pass bounds the study's overhead.
+if [ "$dry" = 1 ]; then sper=2 sunit=4 ssteps=2; else sper=100 sunit=128 ssteps=25; fi
+if weights; then
+    cat >"$sdir/study.toml" <<TOML
+name = "study-point"
+[model]
+weights = "sit.safetensors"
+vae = "vae.safetensors"
+[evaluation]
+inception = "formula"
+metrics = ["is"]
+backbones = [{ backbone = "dinov2-b14", weights = "dinov2.safetensors", metrics = ["diversity"] }]
+[run]
+unit_size = $sunit
+[defaults]
+steps = [$ssteps]
+classes = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+samples_per_class = [$sper]
+cfg = [1.5]
+sampler = ["ode-euler"]
+TOML
+    RUST_LOG=info timeout 600 "$bin" sweep run "$sdir/study.toml" --out "$sdir/out" --device cuda --precision tf32 >"$sdir/sweep.log" 2>&1
+    RUST_LOG=info timeout 600 "$bin" sample --weights "$sdir/sit.safetensors" --num-samples $((10 * sper)) --unit-size "$sunit" \
+        --steps "$ssteps" --cfg 1.5 --latents-out "$sdir/z.npy" --device cuda --precision tf32 >"$sdir/sample.log" 2>&1
+    study="$(rate "$sdir/sweep.log")" alone="$(rate "$sdir/sample.log")"
+    if [ -n "$study" ] && [ -n "$alone" ]; then
+        ratio="$(awk -v a="$alone" -v s="$study" 'BEGIN {printf "%.3f", a / s}')"
+        echo "study point: $study samples/s; sampling alone: $alone samples/s; time ratio $ratio (target <= 1.15)"
+        if [ "$dry" = 1 ]; then
+            row "study point / sampling alone" ran "$ratio x ($study vs $alone samples/s; dry run, no target)"
+        elif awk -v r="$ratio" 'BEGIN {exit !(r <= 1.15)}'; then
+            row "study point / sampling alone" pass "$ratio x <= 1.15 ($study vs $alone samples/s)"
+        else
+            row "study point / sampling alone" FAIL "$ratio x > 1.15 ($study vs $alone samples/s)"
+        fi
+    else
+        tail -n 5 "$sdir/sweep.log" "$sdir/sample.log"
+        row "study point" FAIL "a run failed (see above)"
+    fi
+else
+    row "study point" FAIL "synth-weights failed"
+fi
+rm -rf "$sdir"
+
 if [ "$dry" != 1 ] && [ -f "$payload/torch_baseline.py" ] && python3 -c 'import torch' 2>/dev/null; then
     step "benchmark: PyTorch on the same card, same call"
     torch_json="$(mktemp)"

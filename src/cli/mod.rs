@@ -154,6 +154,21 @@ pub enum Command {
     },
     /// Print a weights file's tensors, dtypes, metadata (config) and sha256.
     Inspect { file: PathBuf },
+    /// Write seeded random weights of a released architecture (SiT-XL/2, the SD-VAE decoder, the
+    /// FID Inception, DINOv2-B/14, CLIP-B/32, ResNet-50) under upstream names: for trying
+    /// commands and sweeps on a node without downloads, never for results.
+    SynthWeights {
+        /// SiT-XL/2 (any SiT preset), sd-vae, inception, dinov2-b14, clip-b32 or resnet50.
+        #[arg(long)]
+        net: String,
+        /// Image size of a SiT.
+        #[arg(long, default_value_t = 256)]
+        image_size: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Throughput benchmarks, printed as a table.
     Bench {
         #[command(subcommand)]
@@ -173,6 +188,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sweep { action } => action.run(),
         Command::Demo { sweep, out, device } => sweep::demo(sweep, out, device),
         Command::Inspect { file } => sitdiv::pipeline::inspect::run(&file),
+        Command::SynthWeights {
+            net,
+            image_size,
+            seed,
+            out,
+        } => sitdiv::pipeline::synth::write(&net, image_size, seed, &out),
         Command::Metrics {
             features,
             ref_features,

@@ -13,6 +13,7 @@ pub mod progress;
 pub mod sample;
 pub mod settings;
 pub mod sweep;
+pub mod synth;
 pub mod unit;
 pub mod velocity;
 

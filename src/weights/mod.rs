@@ -397,5 +397,23 @@ pub fn write_f32_safetensors(
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
         .context("building safetensors views")?;
     let out = safetensors::serialize(views, metadata).context("serialising safetensors")?;
-    crate::io::write_atomic(path, &out)
+    crate::io::write_atomic(path, &sorted_header(&out)?)
+}
+
+/// `file` with its JSON header's keys sorted (the `__metadata__` map's too), padded with spaces
+/// to a multiple of 8 bytes as safetensors writes it: the serializer keeps a hash map's order,
+/// and equal tensors must give equal bytes.
+fn sorted_header(file: &[u8]) -> Result<Vec<u8>> {
+    let n = u64::from_le_bytes(file[..8].try_into()?) as usize;
+    // serde_json's maps are sorted by key.
+    let header: serde_json::Value = serde_json::from_slice(&file[8..8 + n])?;
+    let mut text = serde_json::to_string(&header)?;
+    while !text.len().is_multiple_of(8) {
+        text.push(' ');
+    }
+    let mut out = Vec::with_capacity(file.len() + 8);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&file[8 + n..]);
+    Ok(out)
 }
