@@ -10,6 +10,7 @@ outputs are committed.
     python scripts/dump_golden.py lpips [--out tests/golden/lpips_formula.io.safetensors]
     DINOV2_SRC=path/to/facebookresearch-dinov2 python scripts/dump_golden.py dinov2-release [--out-dir tests/golden]
     python scripts/dump_golden.py dreamsim [--out-dir tests/golden]
+    python scripts/dump_golden.py vae-encoder [--out tests/golden/vae_encoder.io.safetensors]
     SIMCLR_SRC=path/to/Separius-SimCLRv2-Pytorch python scripts/dump_golden.py simclr [--out tests/golden/simclr_formula.io.safetensors]
 
 inception: pytorch-fid's FID Inception-v3 (`fid_inception_v3()`, torchvision's Inception3 with the
@@ -636,6 +637,82 @@ def simclr(out_path):
     save_file({"pool": pool}, out_path, metadata=meta)
 
 
+def ldm_vae_name(key):
+    """The original LDM checkpoint's name of a diffusers AutoencoderKL encoder key."""
+    k = key.replace("encoder.conv_norm_out", "encoder.norm_out")
+    k = k.replace("mid_block.resnets.0", "mid.block_1").replace("mid_block.resnets.1", "mid.block_2")
+    k = k.replace("mid_block.attentions.0.group_norm", "mid.attn_1.norm")
+    for a, b in (("to_q", "q"), ("to_k", "k"), ("to_v", "v"), ("to_out.0", "proj_out")):
+        k = k.replace(f"mid_block.attentions.0.{a}.", f"mid.attn_1.{b}.")
+    k = k.replace("conv_shortcut", "nin_shortcut").replace("down_blocks.", "down.")
+    k = k.replace(".resnets.", ".block.").replace(".downsamplers.0.", ".downsample.")
+    return k
+
+
+def vae_encoder(out_path):
+    """diffusers' AutoencoderKL encode path (Encoder, quant_conv, DiagonalGaussianDistribution) of
+    a small config on formula weights (seed 2018; the ranks t over the encoder.* and quant_conv.*
+    names only), on formula images scaled to [-1, 1] (x / 127.5 - 1): the moments, the posterior
+    mean, logvar (clamped to [-30, 20]) and std, and the sample mean + std * noise for a given noise.
+    The metadata's ldm_key_map names every tensor as the original LDM checkpoint does (checked here
+    against diffusers' own convert_ldm_vae_checkpoint)."""
+    import diffusers
+    import torch
+    from diffusers import AutoencoderKL
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+    from safetensors.numpy import save_file
+
+    torch.set_num_threads(4)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.use_deterministic_algorithms(True)
+    cfg = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2,
+               up_block_types=["UpDecoderBlock2D"] * 2, block_out_channels=[32, 64], layers_per_block=1,
+               latent_channels=4, norm_num_groups=8, sample_size=32)
+    vae = AutoencoderKL(**cfg).eval()
+    sd = vae.state_dict()
+    names = sorted(k for k in sd if k.startswith(("encoder.", "quant_conv.")))
+    for t, k in enumerate(names):
+        sd[k] = torch.from_numpy(formula_tensor(k, tuple(sd[k].shape), t, seed=2018))
+    vae.load_state_dict(sd)
+    ldm = {k: ldm_vae_name(k) for k in names}
+    attn = (".to_q.weight", ".to_k.weight", ".to_v.weight", ".to_out.0.weight")
+    ldm_sd = {ldm[k]: sd[k][:, :, None, None] if k.endswith(attn) else sd[k] for k in names}
+    back = convert_ldm_vae_checkpoint(ldm_sd, cfg)
+    assert sorted(back) == names and all(torch.equal(back[k], sd[k]) for k in names), "LDM map"
+    taps = {}
+    for i, blk in enumerate(vae.encoder.down_blocks):
+        blk.register_forward_hook(lambda m, a, o, i=i: taps.__setitem__(f"tap.encoder.down_blocks.{i}.out", o))
+    vae.encoder.mid_block.register_forward_hook(lambda m, a, o: taps.__setitem__("tap.encoder.mid_block.out", o))
+    tensors = {}
+    for case, (seed, count, h, w) in {"b2_32": (40, 2, 32, 32), "b1_24x40": (41, 1, 24, 40)}.items():
+        imgs = np.stack([np.floor(256 * uniform(seed, n, 0, h * w * 3)).astype(np.uint8).reshape(h, w, 3)
+                         for n in range(count)])
+        x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
+        with torch.no_grad():
+            moments = vae.quant_conv(vae.encoder(x))
+            dist = vae.encode(x).latent_dist
+        noise = torch.from_numpy((2 * uniform(seed + 100, 0, 0, dist.mean.numel()) - 1)
+                                 .astype(np.float32).reshape(dist.mean.shape))
+        sample = dist.mean + dist.std * noise  # DiagonalGaussianDistribution.sample with this noise
+        out = {"images": imgs, "x": x, "moments": moments, "mean": dist.mean, "logvar": dist.logvar,
+               "std": dist.std, "noise": noise, "sample": sample, **taps}
+        for k, v in out.items():
+            tensors[f"{case}.{k}"] = np.ascontiguousarray(v.numpy() if torch.is_tensor(v) else v)
+        print(case, "mean max", float(dist.mean.abs().max()), "std range",
+              float(dist.std.min()), float(dist.std.max()), file=sys.stderr)
+    meta = {
+        "format": "sitdiv-golden",
+        "version": "1",
+        "producer": f"scripts/dump_golden.py vae-encoder, diffusers {diffusers.__version__}, torch {torch.__version__}, "
+                    "CPU float32, TF32 off, deterministic algorithms",
+        "config": json.dumps(cfg),
+        "ldm_key_map": json.dumps(ldm),
+        "note": "formula weights seed 2018 over the sorted encoder.* and quant_conv.* names; x = images / 127.5 - 1",
+    }
+    save_file(tensors, out_path, metadata=meta)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -653,11 +730,13 @@ def main():
     p.add_argument("--out", default="tests/golden/simclr_formula.io.safetensors")
     p = sub.add_parser("dreamsim")
     p.add_argument("--out-dir", dest="out", default="tests/golden")
+    p = sub.add_parser("vae-encoder")
+    p.add_argument("--out", default="tests/golden/vae_encoder.io.safetensors")
     p = sub.add_parser("vit")
     p.add_argument("--out-dir", dest="out", default="tests/golden")
     args = ap.parse_args()
     {"inception": inception, "preprocess": preprocess, "resnet": resnet, "vit": vit, "lpips": lpips_case, "dinov2-release": dinov2_release,
-     "dreamsim": dreamsim_case, "simclr": simclr}[args.what](args.out)
+     "dreamsim": dreamsim_case, "simclr": simclr, "vae-encoder": vae_encoder}[args.what](args.out)
 
 
 if __name__ == "__main__":

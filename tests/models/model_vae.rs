@@ -125,7 +125,7 @@ fn a_sit_file_is_not_a_vae() {
         .err()
         .expect("loaded a SiT as a VAE")
         .to_string();
-    assert!(err.contains("is not an SD-VAE decoder"), "{err}");
+    assert!(err.contains("has no SD-VAE decoder: no decoder.conv_in.weight"), "{err}");
 }
 
 #[test]
@@ -138,4 +138,100 @@ fn expected_tensors_list_the_golden_files_tensors() {
         .map(|n| (n.to_string(), f.info(n).unwrap().shape.clone()))
         .collect();
     assert_eq!(cfg.expected_tensors(), want);
+}
+
+/// The encoder's formula weights (tests/golden/vae_encoder.io.safetensors: seed 2018 over the
+/// sorted encoder.* and quant_conv.* names) and its config.
+fn encoder_weights() -> (
+    sitdiv::weights::source::Synthetic,
+    sitdiv::models::vae::VaeConfig,
+) {
+    let io = open("vae_encoder.io.safetensors");
+    let cfg: sitdiv::models::vae::VaeConfig =
+        serde_json::from_str(&io.metadata()["config"]).unwrap();
+    let expected = cfg
+        .expected_encoder_tensors()
+        .into_iter()
+        .map(|(k, s)| sitdiv::weights::Expected::new(k, &s))
+        .collect();
+    let w = sitdiv::models::synthetic::formula_weights(expected, 2018).unwrap();
+    (w, cfg)
+}
+
+/// The encoder against diffusers' `AutoencoderKL.encode` on square and rectangular images: the
+/// moments, the posterior's mean, log-variance and std, and a sample with the golden's noise.
+#[test]
+fn encoder_matches_diffusers() {
+    use sitdiv::models::vae::{Encoder, Posterior};
+    let (w, cfg) = encoder_weights();
+    let enc = Encoder::load(&Cpu, &w, Some(cfg.clone())).unwrap();
+    let io = open("vae_encoder.io.safetensors");
+    let mut r = Report::new("vae encoder");
+    for (case, n, h, w) in [("b2_32", 2, 32, 32), ("b1_24x40", 1, 24, 40)] {
+        let g = |k: &str| io.f32(&format!("{case}.{k}")).unwrap();
+        // The input as the golden computed it from its uint8 images.
+        let images = io.i64(&format!("{case}.images")).unwrap();
+        let mut x = vec![0f32; n * 3 * h * w];
+        for (i, &v) in images.iter().enumerate() {
+            let (s, p, c) = (i / (h * w * 3), (i / 3) % (h * w), i % 3);
+            x[(s * 3 + c) * h * w + p] = v as f32 / 127.5 - 1.0;
+        }
+        r.check(&format!("{case} x"), &x, &g("x"), 0.0);
+        let mut taps = Taps::new();
+        let m = enc.moments(&Cpu, &x, n, (h, w), Some(&mut taps)).unwrap();
+        for t in [
+            "tap.encoder.down_blocks.0.out",
+            "tap.encoder.down_blocks.1.out",
+            "tap.encoder.mid_block.out",
+        ] {
+            r.check(&format!("{case} {t}"), &taps[t], &g(t), 1e-5);
+        }
+        r.check(&format!("{case} moments"), &m, &g("moments"), 1e-5);
+        let p = Posterior::new(&m, n, cfg.latent_channels).unwrap();
+        r.check(&format!("{case} mean"), &p.mean, &g("mean"), 1e-5);
+        r.check(&format!("{case} logvar"), &p.logvar, &g("logvar"), 1e-5);
+        r.check(&format!("{case} std"), &p.std, &g("std"), 1e-5);
+        let sample = p.sample(&g("noise")).unwrap();
+        r.check(&format!("{case} sample"), &sample, &g("sample"), 1e-5);
+    }
+    r.finish();
+}
+
+/// The same encoder read from the original LDM names (the golden's ldm_key_map, attention
+/// projections as 1×1 convolutions, under `first_stage_model.`) gives the same bits.
+#[test]
+fn encoder_reads_ldm_names_to_the_bit() {
+    use sitdiv::models::vae::Encoder;
+    let (w, cfg) = encoder_weights();
+    let io = open("vae_encoder.io.safetensors");
+    let map: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&io.metadata()["ldm_key_map"]).unwrap();
+    let ldm: sitdiv::weights::source::Synthetic = w
+        .tensors
+        .iter()
+        .map(|(k, (s, d))| {
+            let mut s = s.clone();
+            if k.contains("attentions.0.to_") && k.ends_with(".weight") {
+                s.extend([1, 1]);
+            }
+            (format!("first_stage_model.{}", map[k]), s, d.clone())
+        })
+        .collect();
+    assert_eq!(map.len(), w.tensors.len());
+    let x = io.f32("b2_32.x").unwrap();
+    let a = Encoder::load(&Cpu, &w, Some(cfg.clone())).unwrap();
+    let b = Encoder::load(&Cpu, &ldm, Some(cfg)).unwrap();
+    let (ma, mb) = (
+        a.moments(&Cpu, &x, 2, (32, 32), None).unwrap(),
+        b.moments(&Cpu, &x, 2, (32, 32), None).unwrap(),
+    );
+    assert!(ma.iter().zip(&mb).all(|(p, q)| p.to_bits() == q.to_bits()));
+    // Without a config: read from the shapes (GroupNorm groups cannot be, so 32 is assumed;
+    // this config has 8: the architecture must still be found, and refuse nothing).
+    let inferred = Encoder::load(&Cpu, &ldm, None).unwrap().config;
+    assert_eq!(inferred.block_out_channels, [32, 64]);
+    assert_eq!(
+        (inferred.layers_per_block, inferred.latent_channels),
+        (1, 4)
+    );
 }

@@ -183,7 +183,7 @@ fn bad_vae_inputs_fail_without_output() {
     fails(
         "SiT file as VAE",
         &["decode", "--vae", &sit, "--latents", &zs, "--out", &out],
-        "is not an SD-VAE decoder",
+        "has no SD-VAE decoder",
         &dir,
     );
     fails(
@@ -207,7 +207,7 @@ fn bad_vae_inputs_fail_without_output() {
             "--steps",
             "2",
         ],
-        "is not an SD-VAE decoder",
+        "has no SD-VAE decoder",
         &dir,
     );
     // An output folder that cannot be created: a path below a regular file.

@@ -453,9 +453,18 @@ fn synthetic_weights_files_run_through_the_commands() {
         "--out",
         &p("f.npz"),
     ]);
-    let o = sitdiv(&["synth-weights", "--net", "bogus", "--out", &p("bogus.safetensors")]);
+    let o = sitdiv(&[
+        "synth-weights",
+        "--net",
+        "bogus",
+        "--out",
+        &p("bogus.safetensors"),
+    ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "--net bogus accepted");
-    assert!(err.contains("--net bogus: expected one of SiT-{XL,L,B,S}/{2,4,8}"), "{err}");
+    assert!(
+        err.contains("--net bogus: expected one of SiT-{XL,L,B,S}/{2,4,8}"),
+        "{err}"
+    );
     assert!(!dir.join("bogus.safetensors").exists());
 }

@@ -1,4 +1,4 @@
-//! The decoder's building blocks, one struct per diffusers module, loaded through [`Names`].
+//! The autoencoder's building blocks, one struct per diffusers module, loaded through [`Names`].
 
 use anyhow::Result;
 
@@ -7,13 +7,13 @@ use crate::backend::{Backend, Nchw, Window};
 
 const GN_EPS: f32 = 1e-6;
 
-/// `nn.Conv2d` with bias, stride 1, padding k / 2.
+/// `nn.Conv2d` with bias: stride 1 and padding k / 2, or the encoder's downsampler.
 pub struct Conv2d<B: Backend> {
     w: B::Buf,
     b: B::Buf,
     ci: usize,
     co: usize,
-    k: usize,
+    win: Window,
 }
 
 impl<B: Backend> Conv2d<B> {
@@ -30,11 +30,32 @@ impl<B: Backend> Conv2d<B> {
             b: be.upload(&names.get(&format!("{key}.bias"), &[co])?)?,
             ci,
             co,
-            k,
+            win: Window::square(k, 1, k / 2),
         })
     }
 
-    /// (N, Ci, H, W) → (N, Co, H, W)
+    /// `Downsample2D` of the encoder: `F.pad(x, (0, 1, 0, 1))` then a 3×3 stride-2 convolution.
+    /// Padding one side only is the same sum as a 4×4 kernel, its first row and column zero,
+    /// with padding 1 on every side: output i reads inputs 2i..2i+2 either way.
+    pub(super) fn load_downsample(be: &B, names: &Names, key: &str, c: usize) -> Result<Self> {
+        let w3 = names.get(&format!("{key}.weight"), &[c, c, 3, 3])?;
+        let mut w4 = vec![0.0f32; c * c * 16];
+        for (k, tap) in w3.chunks_exact(9).enumerate() {
+            for (r, row) in tap.chunks_exact(3).enumerate() {
+                let at = k * 16 + (r + 1) * 4 + 1;
+                w4[at..at + 3].copy_from_slice(row);
+            }
+        }
+        Ok(Conv2d {
+            w: be.upload_weight(&w4)?,
+            b: be.upload(&names.get(&format!("{key}.bias"), &[c])?)?,
+            ci: c,
+            co: c,
+            win: Window::square(4, 2, 1),
+        })
+    }
+
+    /// (N, Ci, H, W) → (N, Co, H, W), or (N, Co, H/2, W/2) for a downsampler
     pub(super) fn forward(
         &self,
         be: &B,
@@ -49,8 +70,7 @@ impl<B: Backend> Conv2d<B> {
             h,
             w,
         };
-        let win = Window::square(self.k, 1, self.k / 2);
-        be.conv2d(x, dims, &self.w, &self.b, self.co, win, false)
+        be.conv2d(x, dims, &self.w, &self.b, self.co, self.win, false)
     }
 }
 
@@ -264,5 +284,58 @@ impl<B: Backend> UpDecoderBlock2D<B> {
         let (h, w) = (2 * h, 2 * w);
         let x = up.forward(be, &x, n, h, w)?;
         Ok((x, (h, w)))
+    }
+}
+
+/// `DownEncoderBlock2D`: resnets, then a downsampler (all but the last block).
+pub struct DownEncoderBlock2D<B: Backend> {
+    resnets: Vec<ResnetBlock2D<B>>,
+    downsampler: Option<Conv2d<B>>,
+}
+
+impl<B: Backend> DownEncoderBlock2D<B> {
+    /// Down block `i`: `layers` resnets Ci → Co, then a downsampler when `downsample`.
+    pub(super) fn load(
+        be: &B,
+        names: &Names,
+        i: usize,
+        (ci, co): (usize, usize),
+        downsample: bool,
+        layers: usize,
+        groups: usize,
+    ) -> Result<Self> {
+        let resnets = (0..layers)
+            .map(|j| {
+                let key = format!("encoder.down_blocks.{i}.resnets.{j}");
+                ResnetBlock2D::load(be, names, &key, if j == 0 { ci } else { co }, co, groups)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let key = format!("encoder.down_blocks.{i}.downsamplers.0.conv");
+        let downsampler = if downsample {
+            Some(Conv2d::load_downsample(be, names, &key, co)?)
+        } else {
+            None
+        };
+        Ok(DownEncoderBlock2D {
+            resnets,
+            downsampler,
+        })
+    }
+
+    /// (N, Ci, H, W) → (N, Co, H, W), or (N, Co, H/2, W/2) with a downsampler; returns the side.
+    pub(super) fn forward(
+        &self,
+        be: &B,
+        mut x: B::Buf,
+        n: usize,
+        (h, w): (usize, usize),
+    ) -> Result<(B::Buf, (usize, usize))> {
+        for r in &self.resnets {
+            x = r.forward(be, &x, n, h, w)?;
+        }
+        match &self.downsampler {
+            Some(d) => Ok((d.forward(be, &x, n, h, w)?, (h / 2, w / 2))),
+            None => Ok((x, (h, w))),
+        }
     }
 }

@@ -1,9 +1,11 @@
-//! The SD-VAE decoder (diffusers `AutoencoderKL`: `post_quant_conv` + `Decoder`), eval mode.
-//! Reads diffusers key names (current and legacy attention names) and the original LDM names,
-//! with or without the `first_stage_model.` prefix ([`names`]).
+//! The SD-VAE (diffusers `AutoencoderKL`), eval mode: the decoder (`post_quant_conv` +
+//! `Decoder`) here, the encoder in [`encoder`]. Reads diffusers key names (current and legacy
+//! attention names) and the original LDM names, with or without the `first_stage_model.` prefix
+//! ([`names`]).
 
 mod blocks;
 mod config;
+pub mod encoder;
 mod names;
 
 use anyhow::{ensure, Context, Result};
@@ -11,9 +13,12 @@ use anyhow::{ensure, Context, Result};
 use super::layers::Taps;
 use crate::backend::{Backend, Op};
 use crate::weights::source::TensorSource;
-pub use blocks::{Attention, Conv2d, GroupNorm, ResnetBlock2D, UpDecoderBlock2D};
+pub use blocks::{
+    Attention, Conv2d, DownEncoderBlock2D, GroupNorm, ResnetBlock2D, UpDecoderBlock2D,
+};
 pub use config::VaeConfig;
-use names::{infer_config, Names};
+pub use encoder::{Encoder, Posterior};
+use names::{infer_config, Half, Names};
 
 /// diffusers `AutoencoderKL` decode path.
 pub struct AutoencoderKL<B: Backend> {
@@ -43,7 +48,7 @@ impl<B: Backend> AutoencoderKL<B> {
     /// Loads the decoder from `file`; the config comes from its metadata, else from the shapes.
     pub fn load(be: &B, file: &dyn TensorSource) -> Result<Self> {
         crate::backend::require(be, "the SD-VAE decoder", Self::OPS)?;
-        let names = Names::detect(file)?;
+        let names = Names::detect(file, Half::Decoder)?;
         let config = match file.metadata_entry("config") {
             Some(json) => serde_json::from_str::<VaeConfig>(json).with_context(|| {
                 format!(

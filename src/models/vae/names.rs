@@ -1,6 +1,6 @@
-//! How a file spells the decoder's tensors: diffusers names (current and legacy attention
-//! names) or the original LDM ones, with or without the `first_stage_model.` prefix; and the
-//! architecture read from the shapes when a file has no config.
+//! How a file spells the encoder's and the decoder's tensors: diffusers names (current and
+//! legacy attention names) or the original LDM ones, with or without the `first_stage_model.`
+//! prefix; and the architecture read from the shapes when a file has no config.
 
 use std::collections::HashSet;
 
@@ -20,37 +20,55 @@ enum Style {
     Ldm,
 }
 
+/// The half of the autoencoder a model reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Half {
+    Encoder,
+    Decoder,
+}
+
+impl Half {
+    fn name(self) -> &'static str {
+        match self {
+            Half::Encoder => "encoder",
+            Half::Decoder => "decoder",
+        }
+    }
+}
+
 /// Maps diffusers names to the names a file uses.
 pub(super) struct Names<'a> {
     file: &'a dyn TensorSource,
     prefix: &'static str,
     style: Style,
-    /// Up blocks in the file.
-    up_blocks: usize,
+    half: Half,
+    /// Down blocks (encoder) or up blocks (decoder) in the file.
+    blocks: usize,
 }
 
 impl Names<'_> {
-    /// Finds the prefix and the naming style of `file`, and counts its up blocks.
-    pub(super) fn detect(file: &dyn TensorSource) -> Result<Names<'_>> {
+    /// Finds the prefix and the naming style of `file`'s `half`, and counts its blocks.
+    pub(super) fn detect(file: &dyn TensorSource, half: Half) -> Result<Names<'_>> {
+        let part = half.name();
         for prefix in ["", "first_stage_model."] {
-            let has = |n: &str| file.tensor_shape(&format!("{prefix}{n}")).is_some();
-            if !has("decoder.conv_in.weight") {
+            let has = |n: &str| file.tensor_shape(&format!("{prefix}{part}.{n}")).is_some();
+            if !has("conv_in.weight") {
                 continue;
             }
-            let style =
-                if has("decoder.mid.attn_1.q.weight") || has("decoder.mid.block_1.conv1.weight") {
-                    Style::Ldm
-                } else if has("decoder.mid_block.attentions.0.query.weight") {
-                    Style::Legacy
-                } else {
-                    Style::Diffusers
-                };
-            let block = if style == Style::Ldm {
-                "decoder.up."
+            let style = if has("mid.attn_1.q.weight") || has("mid.block_1.conv1.weight") {
+                Style::Ldm
+            } else if has("mid_block.attentions.0.query.weight") {
+                Style::Legacy
             } else {
-                "decoder.up_blocks."
+                Style::Diffusers
             };
-            let up_blocks = file
+            let block = match (style, half) {
+                (Style::Ldm, Half::Decoder) => "decoder.up.",
+                (_, Half::Decoder) => "decoder.up_blocks.",
+                (Style::Ldm, Half::Encoder) => "encoder.down.",
+                (_, Half::Encoder) => "encoder.down_blocks.",
+            };
+            let blocks = file
                 .tensor_names()
                 .into_iter()
                 .filter_map(|n| {
@@ -67,18 +85,24 @@ impl Names<'_> {
                 file,
                 prefix,
                 style,
-                up_blocks,
+                half,
+                blocks,
             });
         }
         let sample: Vec<&str> = file.tensor_names().into_iter().take(4).collect();
         bail!(
-            "{} is not an SD-VAE decoder: no decoder.conv_in.weight (with or without the first_stage_model. prefix); its tensors start {:?}",
+            "{} has no SD-VAE {part}: no {part}.conv_in.weight (with or without the first_stage_model. prefix){}; its tensors start {:?}",
             file.origin(),
+            if half == Half::Encoder {
+                " (convert the whole AutoencoderKL: convert_weights.py vae --encoder)"
+            } else {
+                ""
+            },
             sample
         )
     }
 
-    /// The file's name for a diffusers decoder key.
+    /// The file's name for a diffusers key of this half.
     pub(super) fn map(&self, key: &str) -> String {
         let k = match self.style {
             Style::Diffusers => key.to_string(),
@@ -87,7 +111,7 @@ impl Names<'_> {
                 .replace("attentions.0.to_k", "attentions.0.key")
                 .replace("attentions.0.to_v", "attentions.0.value")
                 .replace("attentions.0.to_out.0", "attentions.0.proj_attn"),
-            Style::Ldm => ldm_name(key, self.up_blocks),
+            Style::Ldm => ldm_name(key, self.blocks),
         };
         format!("{}{k}", self.prefix)
     }
@@ -112,35 +136,40 @@ impl Names<'_> {
         self.file.f32(&name)
     }
 
-    /// Checks that `cfg` describes exactly the decoder in the file: as many up blocks, and no
-    /// decoder tensor that the architecture does not use (a config that disagrees with the
-    /// weights must not decode silently).
+    /// Checks that `cfg` describes exactly this half of the file: as many blocks, and no tensor
+    /// of the half that the architecture does not use (a config that disagrees with the weights
+    /// must not run silently).
     pub(super) fn check_against(&self, cfg: &VaeConfig) -> Result<()> {
         let file = self.file;
+        let part = self.half.name();
         ensure!(
             !cfg.block_out_channels.is_empty(),
             "VAE config: block_out_channels is empty"
         );
         ensure!(
-            self.up_blocks == cfg.block_out_channels.len(),
-            "{}: {} up blocks in the file, but the config has {} block_out_channels",
+            self.blocks == cfg.block_out_channels.len(),
+            "{}: {} {part} blocks in the file, but the config has {} block_out_channels",
             file.origin(),
-            self.up_blocks,
+            self.blocks,
             cfg.block_out_channels.len()
         );
-        let wanted: HashSet<String> = cfg.expected_tensors().keys().map(|k| self.map(k)).collect();
+        let (expected, quant) = match self.half {
+            Half::Decoder => (cfg.expected_tensors(), "post_quant_conv."),
+            Half::Encoder => (cfg.expected_encoder_tensors(), "quant_conv."),
+        };
+        let wanted: HashSet<String> = expected.keys().map(|k| self.map(k)).collect();
         let extra: Vec<&str> = file
             .tensor_names()
             .into_iter()
             .filter(|n| {
                 let bare = n.strip_prefix(self.prefix).unwrap_or(n);
-                (bare.starts_with("decoder.") || bare.starts_with("post_quant_conv."))
+                (bare.starts_with(&format!("{part}.")) || bare.starts_with(quant))
                     && !wanted.contains(*n)
             })
             .collect();
         ensure!(
             extra.is_empty(),
-            "{}: {} decoder tensor(s) that the config ({:?} channels, {} layers per block, attention {}) does not use, e.g. {}",
+            "{}: {} {part} tensor(s) that the config ({:?} channels, {} layers per block, attention {}) does not use, e.g. {}",
             file.origin(),
             extra.len(),
             cfg.block_out_channels,
@@ -152,34 +181,26 @@ impl Names<'_> {
     }
 }
 
-/// The LDM name of a diffusers decoder key, for a decoder of `nb` up blocks (LDM counts them
-/// from the other end).
+/// The LDM name of a diffusers key, for a decoder of `nb` up blocks (LDM counts them from the
+/// other end; the encoder's down blocks keep their order).
 fn ldm_name(key: &str, nb: usize) -> String {
-    let k = key
-        .replace("decoder.conv_norm_out", "decoder.norm_out")
-        .replace("decoder.mid_block.resnets.0", "decoder.mid.block_1")
-        .replace("decoder.mid_block.resnets.1", "decoder.mid.block_2")
-        .replace(
-            "decoder.mid_block.attentions.0.group_norm",
-            "decoder.mid.attn_1.norm",
-        )
-        .replace(
-            "decoder.mid_block.attentions.0.to_q",
-            "decoder.mid.attn_1.q",
-        )
-        .replace(
-            "decoder.mid_block.attentions.0.to_k",
-            "decoder.mid.attn_1.k",
-        )
-        .replace(
-            "decoder.mid_block.attentions.0.to_v",
-            "decoder.mid.attn_1.v",
-        )
-        .replace(
-            "decoder.mid_block.attentions.0.to_out.0",
-            "decoder.mid.attn_1.proj_out",
-        )
+    let mut k = key
+        .replace(".conv_norm_out", ".norm_out")
+        .replace(".mid_block.resnets.0", ".mid.block_1")
+        .replace(".mid_block.resnets.1", ".mid.block_2")
+        .replace(".mid_block.attentions.0.group_norm", ".mid.attn_1.norm")
+        .replace(".mid_block.attentions.0.to_q", ".mid.attn_1.q")
+        .replace(".mid_block.attentions.0.to_k", ".mid.attn_1.k")
+        .replace(".mid_block.attentions.0.to_v", ".mid.attn_1.v")
+        .replace(".mid_block.attentions.0.to_out.0", ".mid.attn_1.proj_out")
         .replace("conv_shortcut", "nin_shortcut");
+    // encoder.down_blocks.{i}.resnets.{j} → encoder.down.{i}.block.{j}; downsamplers.0 → downsample.
+    if k.starts_with("encoder.down_blocks.") {
+        k = k
+            .replacen("encoder.down_blocks.", "encoder.down.", 1)
+            .replacen(".resnets.", ".block.", 1)
+            .replacen(".downsamplers.0.", ".downsample.", 1);
+    }
     // decoder.up_blocks.{i}.resnets.{j} → decoder.up.{nb−1−i}.block.{j}; upsamplers.0 → upsample.
     if let Some(rest) = k.strip_prefix("decoder.up_blocks.") {
         if let Some((i, tail)) = rest.split_once('.') {
@@ -199,26 +220,50 @@ fn ldm_name(key: &str, nb: usize) -> String {
 /// The architecture from tensor shapes, for files without a config (GroupNorm groups: 32).
 pub(super) fn infer_config(names: &Names) -> Result<VaeConfig> {
     let shape = |key: &str| names.file.tensor_shape(&names.map(key));
-    let lc = shape("post_quant_conv.weight").context("VAE: no post_quant_conv.weight")?[0];
-    let mut rev = Vec::new();
-    for i in 0..names.up_blocks {
-        rev.push(
-            shape(&format!("decoder.up_blocks.{i}.resnets.0.conv2.weight"))
-                .context("VAE: missing an up-block resnet")?[0],
-        );
+    let mut cfg = VaeConfig::sd();
+    cfg.norm_num_groups = 32;
+    match names.half {
+        Half::Decoder => {
+            cfg.latent_channels =
+                shape("post_quant_conv.weight").context("VAE: no post_quant_conv.weight")?[0];
+            let mut rev = Vec::new();
+            for i in 0..names.blocks {
+                rev.push(
+                    shape(&format!("decoder.up_blocks.{i}.resnets.0.conv2.weight"))
+                        .context("VAE: missing an up-block resnet")?[0],
+                );
+            }
+            cfg.block_out_channels = rev.into_iter().rev().collect();
+            cfg.layers_per_block = (0..)
+                .take_while(|j| {
+                    shape(&format!("decoder.up_blocks.0.resnets.{j}.conv1.weight")).is_some()
+                })
+                .count()
+                .saturating_sub(1);
+            cfg.out_channels =
+                shape("decoder.conv_out.weight").context("VAE: no decoder.conv_out.weight")?[0];
+        }
+        Half::Encoder => {
+            cfg.latent_channels =
+                shape("quant_conv.weight").context("VAE: no quant_conv.weight")?[0] / 2;
+            cfg.block_out_channels = (0..names.blocks)
+                .map(|i| {
+                    shape(&format!("encoder.down_blocks.{i}.resnets.0.conv2.weight"))
+                        .map(|s| s[0])
+                        .context("VAE: missing a down-block resnet")
+                })
+                .collect::<Result<_>>()?;
+            cfg.layers_per_block = (0..)
+                .take_while(|j| {
+                    shape(&format!("encoder.down_blocks.0.resnets.{j}.conv1.weight")).is_some()
+                })
+                .count();
+            cfg.in_channels =
+                shape("encoder.conv_in.weight").context("VAE: no encoder.conv_in.weight")?[1];
+        }
     }
-    let layers = (0..)
-        .take_while(|j| shape(&format!("decoder.up_blocks.0.resnets.{j}.conv1.weight")).is_some())
-        .count()
-        .saturating_sub(1);
-    let out = shape("decoder.conv_out.weight").context("VAE: no decoder.conv_out.weight")?[0];
-    Ok(VaeConfig {
-        latent_channels: lc,
-        block_out_channels: rev.into_iter().rev().collect(),
-        layers_per_block: layers,
-        norm_num_groups: 32,
-        scaling_factor: 0.18215,
-        out_channels: out,
-        mid_block_add_attention: shape("decoder.mid_block.attentions.0.to_q.weight").is_some(),
-    })
+    let part = names.half.name();
+    cfg.mid_block_add_attention =
+        shape(&format!("{part}.mid_block.attentions.0.to_q.weight")).is_some();
+    Ok(cfg)
 }
