@@ -11,6 +11,7 @@ outputs are committed.
     DINOV2_SRC=path/to/facebookresearch-dinov2 python scripts/dump_golden.py dinov2-release [--out-dir tests/golden]
     python scripts/dump_golden.py dreamsim [--out-dir tests/golden]
     python scripts/dump_golden.py vae-encoder [--out tests/golden/vae_encoder.io.safetensors]
+    python scripts/dump_golden.py adm-crop [--out tests/golden/adm_crop.io.safetensors]
     SIMCLR_SRC=path/to/Separius-SimCLRv2-Pytorch python scripts/dump_golden.py simclr [--out tests/golden/simclr_formula.io.safetensors]
 
 inception: pytorch-fid's FID Inception-v3 (`fid_inception_v3()`, torchvision's Inception3 with the
@@ -713,6 +714,59 @@ def vae_encoder(out_path):
     save_file(tensors, out_path, metadata=meta)
 
 
+def crop_image(h, w):
+    """A formula image (H, W, 3) uint8 with edges and gradients: (3x + 5y + 64c + 17((x//7 + y//5) mod 3)) mod 256."""
+    y, x, c = np.meshgrid(np.arange(h), np.arange(w), np.arange(3), indexing="ij")
+    return ((3 * x + 5 * y + 64 * c + 17 * ((x // 7 + y // 5) % 3)) % 256).astype(np.uint8)
+
+
+def center_crop_arr(pil_image, image_size):
+    """ADM's center_crop_arr (guided-diffusion, image_datasets.py), as SiT's training uses it."""
+    from PIL import Image
+    while min(*pil_image.size) >= 2 * image_size:
+        pil_image = pil_image.resize(tuple(x // 2 for x in pil_image.size), resample=Image.BOX)
+    scale = image_size / min(*pil_image.size)
+    pil_image = pil_image.resize(tuple(round(x * scale) for x in pil_image.size), resample=Image.BICUBIC)
+    arr = np.array(pil_image)
+    crop_y = (arr.shape[0] - image_size) // 2
+    crop_x = (arr.shape[1] - image_size) // 2
+    return arr[crop_y: crop_y + image_size, crop_x: crop_x + image_size]
+
+
+def adm_crop(out_path):
+    """ADM's center crop to 256 of formula images of several sizes and aspect ratios (BOX halvings
+    while the short side is >= 512, then bicubic, then the crop): the SHA-256 of each output. And
+    JPEG files of formula images (Pillow's encoder: quality 90 with 4:2:0 chroma, quality 95 with
+    4:4:4) with Pillow's decode of each (libjpeg-turbo)."""
+    import io
+    import PIL
+    from PIL import Image
+    from safetensors.numpy import save_file
+
+    sizes = [(256, 256), (300, 400), (512, 512), (513, 700), (1024, 768), (260, 1000), (600, 333), (64, 96),
+             (1100, 2050)]
+    tensors, shapes = {}, []
+    for h, w in sizes:
+        out = center_crop_arr(Image.fromarray(crop_image(h, w)), 256)
+        assert out.shape == (256, 256, 3), (h, w, out.shape)
+        tensors[f"crop_{h}x{w}.sha256"] = np.frombuffer(hashlib.sha256(out.tobytes()).digest(), dtype=np.uint8).copy()
+        shapes.append([h, w])
+    tensors["crop_300x400.image"] = center_crop_arr(Image.fromarray(crop_image(300, 400)), 256)
+    for name, (h, w, q, sub) in {"q90_420": (120, 168, 90, 2), "q95_444": (96, 80, 95, 0), "q75_420_odd": (77, 131, 75, 2)}.items():
+        buf = io.BytesIO()
+        Image.fromarray(crop_image(h, w)).save(buf, format="JPEG", quality=q, subsampling=sub)
+        data = buf.getvalue()
+        tensors[f"jpeg_{name}.bytes"] = np.frombuffer(data, dtype=np.uint8).copy()
+        tensors[f"jpeg_{name}.decoded"] = np.array(Image.open(io.BytesIO(data)).convert("RGB"))
+    meta = {
+        "format": "sitdiv-golden",
+        "version": "1",
+        "producer": f"scripts/dump_golden.py adm-crop, Pillow {PIL.__version__} (JPEG: libjpeg-turbo)",
+        "config": json.dumps({"image_size": 256, "sizes": shapes}),
+    }
+    save_file(tensors, out_path, metadata=meta)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -730,13 +784,15 @@ def main():
     p.add_argument("--out", default="tests/golden/simclr_formula.io.safetensors")
     p = sub.add_parser("dreamsim")
     p.add_argument("--out-dir", dest="out", default="tests/golden")
+    p = sub.add_parser("adm-crop")
+    p.add_argument("--out", default="tests/golden/adm_crop.io.safetensors")
     p = sub.add_parser("vae-encoder")
     p.add_argument("--out", default="tests/golden/vae_encoder.io.safetensors")
     p = sub.add_parser("vit")
     p.add_argument("--out-dir", dest="out", default="tests/golden")
     args = ap.parse_args()
     {"inception": inception, "preprocess": preprocess, "resnet": resnet, "vit": vit, "lpips": lpips_case, "dinov2-release": dinov2_release,
-     "dreamsim": dreamsim_case, "simclr": simclr, "vae-encoder": vae_encoder}[args.what](args.out)
+     "dreamsim": dreamsim_case, "simclr": simclr, "vae-encoder": vae_encoder, "adm-crop": adm_crop}[args.what](args.out)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,8 @@ pub fn tf1_bilinear_nchw(
 /// transforms on PIL images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum PilFilter {
+    /// `Image.BOX`: each output the mean of the inputs it covers, support 1/2.
+    Box,
     /// `Image.BILINEAR`: triangle, support 1.
     Bilinear,
     /// `Image.BICUBIC`: Keys cubic with a = −0.5, support 2.
@@ -63,14 +65,20 @@ pub enum PilFilter {
 impl PilFilter {
     fn support(self) -> f64 {
         match self {
+            PilFilter::Box => 0.5,
             PilFilter::Bilinear => 1.0,
             PilFilter::Bicubic => 2.0,
         }
     }
 
     fn weight(self, x: f64) -> f64 {
+        // Pillow's box takes (−1/2, 1/2]: asymmetric, so before the absolute value.
+        if self == PilFilter::Box {
+            return if x > -0.5 && x <= 0.5 { 1.0 } else { 0.0 };
+        }
         let x = x.abs();
         match self {
+            PilFilter::Box => 0.0,
             PilFilter::Bilinear => {
                 if x < 1.0 {
                     1.0 - x
@@ -208,6 +216,25 @@ pub fn center_crop(
         out.extend_from_slice(&img[(y * w + left) * c..(y * w + left + out_w) * c]);
     }
     out
+}
+
+/// ADM's `center_crop_arr`, as SiT's training prepares ImageNet: halve with Pillow's BOX filter
+/// while the shorter side is at least 2 × `size`, resize bicubic so the shorter side is `size`
+/// (the other side `round(side · scale)`, half to even as Python rounds), then crop the centre
+/// (offset ⌊(side − size)/2⌋). An (H, W, 3) uint8 image → (size, size, 3).
+pub fn adm_center_crop(img: &[u8], (h, w): (usize, usize), size: usize) -> Vec<u8> {
+    let (mut cur, mut h, mut w) = (img.to_vec(), h, w);
+    while h.min(w) >= 2 * size {
+        cur = pil_resize(&cur, (h, w, 3), (h / 2, w / 2), PilFilter::Box);
+        (h, w) = (h / 2, w / 2);
+    }
+    let scale = size as f64 / h.min(w) as f64;
+    let (rh, rw) = (
+        (h as f64 * scale).round_ties_even() as usize,
+        (w as f64 * scale).round_ties_even() as usize,
+    );
+    let r = pil_resize(&cur, (h, w, 3), (rh, rw), PilFilter::Bicubic);
+    center_crop(&r, (rh, rw, 3), (size, size), CropRounding::Floor)
 }
 
 /// The output size of "resize the shorter side to `size`" (HF `shortest_edge`, torchvision
