@@ -125,7 +125,10 @@ fn a_sit_file_is_not_a_vae() {
         .err()
         .expect("loaded a SiT as a VAE")
         .to_string();
-    assert!(err.contains("has no SD-VAE decoder: no decoder.conv_in.weight"), "{err}");
+    assert!(
+        err.contains("has no SD-VAE decoder: no decoder.conv_in.weight"),
+        "{err}"
+    );
 }
 
 #[test]
