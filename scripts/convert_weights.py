@@ -15,7 +15,8 @@
 
 sit: a raw state_dict (the released SiT-XL-2-256x256.pt) or a train.py checkpoint ({"model", "ema",
 ...}; the EMA weights are taken, as upstream's find_model does). The constructor arguments go into
-__metadata__["config"], so `sitdiv sample --weights` needs no --model.
+__metadata__["config"], so `sitdiv sample --weights` needs no --model. A file whose shapes do not fit
+--model / --image-size is refused, naming the preset they fit.
 
 vae: a diffusers AutoencoderKL folder (config.json + diffusion_pytorch_model.safetensors or .bin),
 one of those weight files, or an original Stable Diffusion / LDM .ckpt. Only the decoder half is
@@ -55,7 +56,9 @@ dropped.
 lpips: the source is the trunk name (alex or vgg): lpips.LPIPS(net=..., version='0.1') with its
 packaged linear heads and torchvision's ImageNet trunk (downloaded by torchvision), saved under the
 lpips state_dict names (net.slice*, lin*.model.1.weight, scaling_layer.*; the package's second
-names of its heads, lins.N.*, are dropped). Needs the lpips package. sitdiv also reads a
+names of its heads, lins.N.*, are dropped). Needs the lpips package. --random-trunk (tests only,
+e.g. scripts/check_weights.py) downloads nothing: the trunk keeps torchvision's random
+initialisation after torch.manual_seed(--seed), so the same call in Python rebuilds the same model. sitdiv also reads a
 safetensors file of the package's state_dict as it is (second names and BatchNorm counters are
 ignored with a log line), as it does pytorch-fid's Inception state_dict.
 
@@ -94,6 +97,19 @@ def convert_sit(args):
     if isinstance(sd, dict) and "ema" in sd:
         sd = sd["ema"]
     tensors = {k: v.detach().float().contiguous() for k, v in sd.items()}
+    if "x_embedder.proj.weight" not in tensors or "pos_embed" not in tensors:
+        raise SystemExit(f"{args.source}: no x_embedder.proj.weight / pos_embed; not a SiT state_dict")
+    # The config comes from --model and --image-size: refuse a file they do not describe, naming
+    # what the tensors are, rather than write a config that sitdiv refuses tensor by tensor.
+    width, _, p, _ = tensors["x_embedder.proj.weight"].shape
+    found_depth = sum(1 for k in tensors if k.startswith("blocks.") and k.endswith(".adaLN_modulation.1.weight"))
+    found_input = round(tensors["pos_embed"].shape[1] ** 0.5) * p
+    if (found_depth, width, p, found_input) != (depth, hidden, int(patch), args.image_size // 8):
+        guess = [f"SiT-{n}/{p}" for n, (dd, hh, _) in PRESETS.items() if (dd, hh) == (found_depth, width)]
+        raise SystemExit(f"{args.source}: a SiT of depth {found_depth}, width {width}, patch {p} on {found_input}x{found_input} latents "
+                         f"({guess[0] if guess else 'no preset'}, --image-size {found_input * 8}); --model {args.model} "
+                         f"--image-size {args.image_size} describes depth {depth}, width {hidden}, patch {patch} on "
+                         f"{args.image_size // 8}x{args.image_size // 8}")
     out_features = tensors["final_layer.linear.weight"].shape[0]
     rows = tensors["y_embedder.embedding_table.weight"].shape[0]
     config = {
@@ -255,12 +271,17 @@ def convert_lpips(args):
 
     if args.source not in ("alex", "vgg"):
         raise SystemExit(f"lpips: the source is the trunk name, alex or vgg, not {args.source!r}")
-    m = lpips.LPIPS(net=args.source, version="0.1", pretrained=True, pnet_rand=False, verbose=False)
+    if args.random_trunk:
+        torch.manual_seed(args.seed)  # torchvision's own initialisation of the trunk, reproducibly
+    m = lpips.LPIPS(net=args.source, version="0.1", pretrained=True, pnet_rand=args.random_trunk, verbose=False)
     # The package registers each head twice (lin0 and lins.0, one tensor): save_file refuses
     # tensors that share memory, and sitdiv reads the linN names.
     tensors = {k: v.detach().float().contiguous().clone() for k, v in m.state_dict().items()
                if not k.startswith("lins.")}
-    return tensors, {"model": f"lpips v0.1 {args.source}"}
+    config = {"model": f"lpips v0.1 {args.source}"}
+    if args.random_trunk:
+        config["trunk"] = f"random (torchvision init, seed {args.seed})"
+    return tensors, config
 
 
 DREAMSIM_TOWERS = ("dino", "clip", "open_clip")  # extractor_list order of the ensemble
@@ -328,6 +349,8 @@ def main():
     ap.add_argument("--image-size", type=int, default=256, choices=[256, 512])
     ap.add_argument("--num-classes", type=int, default=1000)
     ap.add_argument("--num-heads", type=int, default=None, help="dreamsim: attention heads of every tower (default embed_dim / 64)")
+    ap.add_argument("--random-trunk", action="store_true", help="lpips: seeded random trunk instead of the ImageNet download (tests only)")
+    ap.add_argument("--seed", type=int, default=0, help="lpips --random-trunk: torch.manual_seed before building the model")
     args = ap.parse_args()
     tensors, config = CONVERTERS[args.kind](args)
     meta = {"source": os.path.basename(args.source.rstrip("/"))}
