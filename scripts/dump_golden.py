@@ -12,6 +12,7 @@ outputs are committed.
     python scripts/dump_golden.py dreamsim [--out-dir tests/golden]
     python scripts/dump_golden.py vae-encoder [--out tests/golden/vae_encoder.io.safetensors]
     python scripts/dump_golden.py adm-crop [--out tests/golden/adm_crop.io.safetensors]
+    SIT_SRC=path/to/willisma-SiT python scripts/dump_golden.py valloss [--out tests/golden/valloss_tiny.io.safetensors]
     SIMCLR_SRC=path/to/Separius-SimCLRv2-Pytorch python scripts/dump_golden.py simclr [--out tests/golden/simclr_formula.io.safetensors]
 
 inception: pytorch-fid's FID Inception-v3 (`fid_inception_v3()`, torchvision's Inception3 with the
@@ -767,6 +768,58 @@ def adm_crop(out_path):
     save_file(tensors, out_path, metadata=meta)
 
 
+def valloss(out_path):
+    """Upstream SiT's `Transport.training_losses` (willisma/SiT, path SIT_SRC) of the tiny SiT
+    (tests/golden/sit_tiny.weights.safetensors) on 8 formula latents with labels 0..7, at the
+    centre of each of 4 time segments, t = (i + 0.5)/4, with given noise: `Transport.sample` is
+    replaced by one returning these (t, x0, x1), so the rest is upstream's own code. Paths linear,
+    GVP and VP with the velocity prediction, and linear with the noise and score predictions
+    (loss weight none). Latents x1 = 1.7(2u - 1) (seed 60), noise x0[i] = 2(2u - 1) (seed 70 + i)."""
+    import os
+    import torch
+    from safetensors.numpy import save_file
+    from safetensors.torch import load_file
+
+    src = os.environ.get("SIT_SRC")
+    if not src:
+        raise SystemExit("set SIT_SRC to a checkout of willisma/SiT")
+    sys.path.insert(0, src)
+    from models import SiT
+    from transport import create_transport
+
+    torch.set_num_threads(4)
+    torch.use_deterministic_algorithms(True)
+    cfg = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=64, depth=2, num_heads=4, mlp_ratio=4.0,
+               num_classes=10, learn_sigma=True, class_dropout_prob=0.1)
+    model = SiT(**cfg).eval()
+    model.load_state_dict(load_file("tests/golden/sit_tiny.weights.safetensors"))
+    n, shape, segments = 8, (8, 4, 8, 8), 4
+    numel = int(np.prod(shape))
+    x1 = torch.from_numpy((1.7 * (2 * uniform(60, 0, 0, numel) - 1)).astype(np.float32).reshape(shape))
+    y = torch.arange(n, dtype=torch.int64)
+    x0 = torch.stack([torch.from_numpy((2 * (2 * uniform(70 + i, 0, 0, numel) - 1)).astype(np.float32).reshape(shape))
+                      for i in range(segments)])
+    t = torch.tensor([(i + 0.5) / segments for i in range(segments)], dtype=torch.float32)
+    tensors = {"x1": x1.numpy(), "y": y.numpy(), "x0": x0.numpy(), "t": t.numpy()}
+    cases = [("Linear", "velocity"), ("GVP", "velocity"), ("VP", "velocity"), ("Linear", "noise"), ("Linear", "score")]
+    for path, pred in cases:
+        tr = create_transport(path, pred, None, None, None)
+        losses = []
+        for i in range(segments):
+            tr.sample = lambda x, i=i: (t[i].repeat(n), x0[i], x)
+            with torch.no_grad():
+                losses.append(tr.training_losses(model, x1, dict(y=y))["loss"])
+        tensors[f"loss.{path.lower()}.{pred}"] = torch.stack(losses).numpy()
+        print(path, pred, [float(v) for v in torch.stack(losses).mean(1)], file=sys.stderr)
+    meta = {
+        "format": "sitdiv-golden",
+        "version": "1",
+        "producer": f"scripts/dump_golden.py valloss, willisma/SiT transport.training_losses, torch {torch.__version__}, CPU float32",
+        "config": json.dumps({"model": cfg, "segments": segments, "cases": cases}),
+    }
+    save_file(tensors, out_path, metadata=meta)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -786,13 +839,15 @@ def main():
     p.add_argument("--out-dir", dest="out", default="tests/golden")
     p = sub.add_parser("adm-crop")
     p.add_argument("--out", default="tests/golden/adm_crop.io.safetensors")
+    p = sub.add_parser("valloss")
+    p.add_argument("--out", default="tests/golden/valloss_tiny.io.safetensors")
     p = sub.add_parser("vae-encoder")
     p.add_argument("--out", default="tests/golden/vae_encoder.io.safetensors")
     p = sub.add_parser("vit")
     p.add_argument("--out-dir", dest="out", default="tests/golden")
     args = ap.parse_args()
     {"inception": inception, "preprocess": preprocess, "resnet": resnet, "vit": vit, "lpips": lpips_case, "dinov2-release": dinov2_release,
-     "dreamsim": dreamsim_case, "simclr": simclr, "vae-encoder": vae_encoder, "adm-crop": adm_crop}[args.what](args.out)
+     "dreamsim": dreamsim_case, "simclr": simclr, "vae-encoder": vae_encoder, "adm-crop": adm_crop, "valloss": valloss}[args.what](args.out)
 
 
 if __name__ == "__main__":

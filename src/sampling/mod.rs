@@ -5,6 +5,7 @@
 
 pub mod grid;
 pub mod guidance;
+pub mod loss;
 pub mod ode;
 pub mod path;
 pub mod sde;

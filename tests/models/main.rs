@@ -13,6 +13,7 @@ mod model_preprocess;
 mod model_resnet;
 mod model_sit;
 mod model_vae;
+mod model_valloss;
 mod model_vit;
 mod toy_models;
 mod weights_file;
