@@ -20,7 +20,8 @@ __metadata__["config"], so `sitdiv sample --weights` needs no --model. A file wh
 
 vae: a diffusers AutoencoderKL folder (config.json + diffusion_pytorch_model.safetensors or .bin),
 one of those weight files, or an original Stable Diffusion / LDM .ckpt. Only the decoder half is
-kept (post_quant_conv.* and decoder.*, with or without the first_stage_model. prefix); the
+kept (post_quant_conv.* and decoder.*, with or without the first_stage_model. prefix), and with
+--encoder the encoder half too (quant_conv.*, encoder.*: `sitdiv valloss` encodes images); the
 diffusers config.json, when there is one, becomes __metadata__["config"].
 
 inception: pytorch-fid's FID Inception weights (pt_inception-2015-12-05-6726825d.pth, from the
@@ -141,10 +142,13 @@ def convert_vae(args):
         else:
             raise SystemExit(f"{args.source}: no diffusion_pytorch_model.safetensors or .bin")
     sd = load_any(src)
-    keep = ("post_quant_conv.", "decoder.", "first_stage_model.post_quant_conv.", "first_stage_model.decoder.")
+    keep = ["post_quant_conv.", "decoder."] + (["quant_conv.", "encoder."] if args.encoder else [])
+    keep = tuple(keep + ["first_stage_model." + k for k in keep])
     tensors = {k: v.detach().float().contiguous() for k, v in sd.items() if k.startswith(keep)}
-    if not tensors:
+    if not any(".decoder." in k or k.startswith("decoder.") for k in tensors):
         raise SystemExit(f"{src}: no decoder tensors (post_quant_conv.*, decoder.*) found")
+    if args.encoder and not any("encoder." in k for k in tensors):
+        raise SystemExit(f"{src}: --encoder, but the file has no encoder tensors (quant_conv.*, encoder.*)")
     return tensors, config
 
 
@@ -349,6 +353,7 @@ def main():
     ap.add_argument("--image-size", type=int, default=256, choices=[256, 512])
     ap.add_argument("--num-classes", type=int, default=1000)
     ap.add_argument("--num-heads", type=int, default=None, help="dreamsim: attention heads of every tower (default embed_dim / 64)")
+    ap.add_argument("--encoder", action="store_true", help="vae: keep the encoder half too (for the validation loss)")
     ap.add_argument("--random-trunk", action="store_true", help="lpips: seeded random trunk instead of the ImageNet download (tests only)")
     ap.add_argument("--seed", type=int, default=0, help="lpips --random-trunk: torch.manual_seed before building the model")
     args = ap.parse_args()
