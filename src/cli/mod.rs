@@ -6,6 +6,7 @@ mod bench;
 mod device;
 mod sample;
 mod sweep;
+mod valloss;
 
 use std::path::PathBuf;
 
@@ -154,6 +155,9 @@ pub enum Command {
     },
     /// Print a weights file's tensors, dtypes, metadata (config) and sha256.
     Inspect { file: PathBuf },
+    /// The flow-matching loss of a SiT on held-out images, per time segment, against the number
+    /// of images (VAE-encoded, labels matched by name).
+    Valloss(Box<valloss::ValLossArgs>),
     /// Write seeded random weights of a released architecture (SiT-XL/2, the SD-VAE decoder, the
     /// FID Inception, DINOv2-B/14, CLIP-B/32, ResNet-50) under upstream names: for trying
     /// commands and sweeps on a node without downloads, never for results.
@@ -188,6 +192,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sweep { action } => action.run(),
         Command::Demo { sweep, out, device } => sweep::demo(sweep, out, device),
         Command::Inspect { file } => sitdiv::pipeline::inspect::run(&file),
+        Command::Valloss(a) => valloss::run(*a),
         Command::SynthWeights {
             net,
             image_size,

@@ -15,6 +15,7 @@ pub mod settings;
 pub mod sweep;
 pub mod synth;
 pub mod unit;
+pub mod valloss;
 pub mod velocity;
 
 use anyhow::{bail, Result};

@@ -11,6 +11,7 @@ mod pipeline_metrics;
 mod pipeline_sample;
 mod pipeline_slurm;
 mod pipeline_sweep;
+mod pipeline_valloss;
 mod report_plot;
 mod report_tiny;
 mod toy_data;
