@@ -149,8 +149,9 @@ pub enum SweepStep {
     /// Shard index, shard count.
     Run(usize, usize),
     Merge,
-    /// Run, merge and report.
-    Demo,
+    /// Run, merge and report; for the embedded toy study (its inputs folder), the validation
+    /// loss too.
+    Demo(Option<PathBuf>),
 }
 
 impl OnBackend for SweepRun {
@@ -160,8 +161,11 @@ impl OnBackend for SweepRun {
         match self.step {
             SweepStep::Run(i, n) => sweep::run(be, file, out, i, n, p),
             SweepStep::Merge => sweep::merge::merge(be, file, out),
-            SweepStep::Demo => {
+            SweepStep::Demo(toy) => {
                 let dir = sweep::run_all(be, file, out, p)?;
+                if let Some(inputs) = toy {
+                    sweep::demo::toy_valloss(be, &inputs, &dir)?;
+                }
                 let report = dir.join("report");
                 sitdiv::report::run(std::slice::from_ref(&dir), &report)?;
                 println!("report: {}", report.join("index.html").display());

@@ -88,16 +88,17 @@ impl SweepTarget {
 /// `sitdiv demo`: runs, merges and reports `sweep`, or without it the embedded toy study, whose
 /// files are first written under the output folder's `inputs/`.
 pub fn demo(sweep: Option<PathBuf>, out: Option<PathBuf>, device: DeviceArgs) -> Result<()> {
-    let target = match sweep {
-        Some(sweep) => SweepTarget { sweep, out },
+    let (target, toy) = match sweep {
+        Some(sweep) => (SweepTarget { sweep, out }, None),
         None => {
             let out = out.unwrap_or_else(|| PathBuf::from(demo::DEFAULT_OUT));
-            SweepTarget {
-                sweep: demo::write_toy_study(&out.join("inputs"))?,
+            let inputs = out.join("inputs");
+            let target = SweepTarget {
+                sweep: demo::write_toy_study(&inputs)?,
                 out: Some(out),
-            }
+            };
+            (target, Some(inputs))
         }
     };
-    let step = SweepStep::Demo;
-    on_device(&device, target.with_step(step))
+    on_device(&device, target.with_step(SweepStep::Demo(toy)))
 }

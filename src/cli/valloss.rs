@@ -17,9 +17,10 @@ pub struct ValLossArgs {
     /// SiT weights (convert_weights.py sit: the config in the metadata).
     #[arg(long)]
     weights: PathBuf,
-    /// SD-VAE weights with the encoder half (convert_weights.py vae --encoder).
+    /// SD-VAE weights with the encoder half (convert_weights.py vae --encoder); none for a
+    /// pixel-space SiT.
     #[arg(long)]
-    vae: PathBuf,
+    vae: Option<PathBuf>,
     /// A folder of PNG images (taken in sorted name order) or an ADM-style npz (`arr_0`, with
     /// labels in `arr_1`).
     #[arg(long)]

@@ -37,7 +37,8 @@ const STREAM_PERMUTATION: u32 = 8;
 #[derive(Debug, Clone, Serialize)]
 pub struct ValLossJob {
     pub weights: PathBuf,
-    pub vae: PathBuf,
+    /// The SD-VAE with its encoder; none for a pixel-space SiT (images are its input).
+    pub vae: Option<PathBuf>,
     /// A folder of PNG files (sorted by name) or an ADM-style npz (`arr_0`, and `arr_1` labels).
     pub images: PathBuf,
     /// `name class` per line (names are file names, or indices for an npz); optional for an
@@ -210,7 +211,7 @@ fn permutation(seed: u64, n: usize) -> Vec<usize> {
 struct Scorer<'a, B: Backend> {
     be: &'a B,
     sit: SiT<B>,
-    encoder: Encoder<B>,
+    encoder: Option<Encoder<B>>,
     job: &'a ValLossJob,
 }
 
@@ -225,20 +226,11 @@ impl<B: Backend> Scorer<'_, B> {
             x.extend(to_chw(&crop, (s, s), Normalize::Signed));
         }
         let n = idx.len();
-        let moments = self.encoder.moments(self.be, &x, n, (s, s), None)?;
-        let post = Posterior::new(&moments, n, self.encoder.config.latent_channels)?;
-        let per = post.mean.len() / n;
-        let latent = if job.sample_posterior {
-            let noise: Vec<f32> = idx
-                .iter()
-                .flat_map(|&i| rng::gaussian(job.seed, i as u64, u32::MAX, STREAM_TIME, per))
-                .collect();
-            post.sample(&noise)?
-        } else {
-            post.mean
+        let x1 = match &self.encoder {
+            Some(enc) => self.encode(enc, &x, idx)?,
+            None => x, // a pixel-space model: the image in [−1, 1] is the data
         };
-        let scale = self.encoder.config.scaling_factor as f32;
-        let x1: Vec<f32> = latent.iter().map(|v| v * scale).collect();
+        let per = x1.len() / n;
         let mut out = vec![Vec::with_capacity(job.segments); n];
         for seg in 0..job.segments {
             let t: Vec<f32> = idx.iter().map(|&i| self.time(i, seg)).collect();
@@ -254,6 +246,27 @@ impl<B: Backend> Scorer<'_, B> {
             }
         }
         Ok(out)
+    }
+
+    /// The latents of images x (N, 3, s, s): the posterior's mean or a seeded sample, × the
+    /// scaling factor, as the reference's training encodes.
+    fn encode(&self, enc: &Encoder<B>, x: &[f32], idx: &[usize]) -> Result<Vec<f32>> {
+        let (n, s) = (idx.len(), self.job.image_size);
+        let moments = enc.moments(self.be, x, n, (s, s), None)?;
+        let post = Posterior::new(&moments, n, enc.config.latent_channels)?;
+        let per = post.mean.len() / n;
+        let latent = if self.job.sample_posterior {
+            let seed = self.job.seed;
+            let noise: Vec<f32> = idx
+                .iter()
+                .flat_map(|&i| rng::gaussian(seed, i as u64, u32::MAX, STREAM_TIME, per))
+                .collect();
+            post.sample(&noise)?
+        } else {
+            post.mean
+        };
+        let scale = enc.config.scaling_factor as f32;
+        Ok(latent.iter().map(|v| v * scale).collect())
     }
 
     /// t of image `i` in segment `seg`: the segment's centre, or uniform within it.
@@ -345,14 +358,25 @@ pub fn run<B: Backend>(be: &B, job: &ValLossJob) -> Result<()> {
         )
     })?;
     let sit = SiT::load(be, &file, cfg.clone())?;
-    let vae = WeightFile::open(&job.vae)?;
-    let encoder = Encoder::load(be, &vae, None)?;
+    let encoder = match &job.vae {
+        Some(p) => Some(Encoder::load(be, &WeightFile::open(p)?, None)?),
+        None => {
+            ensure!(
+                cfg.in_channels == 3,
+                "{}: the SiT works on {} latent channels; give --vae (with the encoder: convert_weights.py vae --encoder)",
+                job.weights.display(),
+                cfg.in_channels
+            );
+            None
+        }
+    };
+    let scale = encoder.as_ref().map_or(1, |e| e.scale());
     ensure!(
-        job.image_size == cfg.input_size * encoder.scale(),
-        "--image-size {}: the SiT samples {}-px latents, which the VAE decodes to {} px",
+        job.image_size == cfg.input_size * scale,
+        "--image-size {}: the SiT's input is {} px, {} px images",
         job.image_size,
         cfg.input_size,
-        cfg.input_size * encoder.scale()
+        cfg.input_size * scale
     );
     let scorer = Scorer {
         be,

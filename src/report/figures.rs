@@ -232,3 +232,69 @@ fn per_class_of(rows: &[Row], backbone: &str, plots: &Path) -> Result<Option<Fig
         caption: format!("{backbone}: distribution over classes of the intra-class diversity"),
     }))
 }
+
+/// 7. The validation loss against the number of held-out images.
+///
+/// From `<run>/valloss/valloss.json` (`sitdiv valloss`, or the toy demo): the mean over all
+/// segments with its bootstrap band, and each time segment's mean; one figure per run with it.
+pub(super) fn valloss(runs: &[std::path::PathBuf], plots: &Path) -> Result<Vec<Figure>> {
+    let mut out = Vec::new();
+    for (k, run) in runs.iter().enumerate() {
+        let path = run.join("valloss").join("valloss.json");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let doc: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: not JSON ({e})", path.display()))?;
+        let rows = doc["summaries"].as_array().cloned().unwrap_or_default();
+        let num = |v: &serde_json::Value| {
+            v.as_f64()
+                .ok_or_else(|| anyhow::anyhow!("{}: a summary lacks a number", path.display()))
+        };
+        let mut all = Vec::new();
+        let mut segments: Vec<Vec<super::plot::Point>> = Vec::new();
+        for (i, r) in rows.iter().enumerate() {
+            let m = &r["mean"];
+            let band = Some((num(&m["lo"])?, num(&m["hi"])?));
+            all.push((i as f64, num(&m["estimate"])?, band));
+            for (s, v) in r["segments"].as_array().into_iter().flatten().enumerate() {
+                if segments.len() <= s {
+                    segments.push(Vec::new());
+                }
+                segments[s].push((i as f64, num(v)?, None));
+            }
+        }
+        if all.len() < 2 {
+            continue;
+        }
+        let s = segments.len() as f64;
+        let mut series = vec![Series {
+            name: "all segments (95 % bootstrap)".into(),
+            points: all,
+        }];
+        series.extend(segments.into_iter().enumerate().map(|(i, points)| Series {
+            name: format!("t ∈ [{:.2}, {:.2})", i as f64 / s, (i + 1) as f64 / s),
+            points,
+        }));
+        let names = rows.iter().map(|r| r["n"].to_string()).collect();
+        let panel = Panel::Lines {
+            title: "Validation loss against held-out images".into(),
+            x_label: "images N (nested subsets)".into(),
+            y_label: "flow-matching loss".into(),
+            series,
+            band: true,
+            x_names: Some(names),
+            baseline: None,
+        };
+        let stem = format!("valloss-{k}");
+        figure(&plots.join(&stem), &[panel], 1, (900, 560))?;
+        out.push(Figure {
+            stem,
+            caption: format!(
+                "Validation loss per time segment against the number of held-out images ({})",
+                run.display()
+            ),
+        });
+    }
+    Ok(out)
+}

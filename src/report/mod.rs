@@ -1,7 +1,8 @@
 //! `sitdiv report RUN_DIR… --out DIR`: the study's questions answered from merged sweeps, without
 //! Python: plots (PNG and SVG) of each metric against guidance, SDE form × norm, guidance
 //! intervals and sample count (with the merge's bootstrap intervals), the quality–diversity
-//! Pareto front, the agreement of the metrics across run configs, per-class diversity; sample
+//! Pareto front, the agreement of the metrics across run configs, per-class diversity, the
+//! validation loss against the number of images when a run has it; sample
 //! grids; `results.csv`, `summary.md` and an offline `index.html` that shows them all.
 
 pub mod data;
@@ -40,7 +41,8 @@ pub fn run(runs: &[PathBuf], out: &Path) -> Result<()> {
     let plots = create_dir(out.join("plots"))?;
     let grids = create_dir(out.join("grids"))?;
     let keys = headline_keys(&rows);
-    let figures = draw_figures(&rows, &keys, &plots, out)?;
+    let mut figures = draw_figures(&rows, &keys, &plots, out)?;
+    figures.extend(figures::valloss(runs, &plots)?);
     let grid_ids = sample_grids(&rows, &grids)?;
     write_atomic(
         &out.join("results.csv"),
