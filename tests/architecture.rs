@@ -29,7 +29,7 @@ const MAY_IMPORT: &[(&str, &[&str])] = &[
     (
         "bench",
         &[
-            "io", "names", "rng", "weights", "backend", "models", "metrics",
+            "io", "names", "rng", "weights", "backend", "sampling", "models", "metrics",
         ],
     ),
     ("report", &["io", "names", "metrics", "pipeline"]),

@@ -3,7 +3,7 @@
 
 mod nets;
 
-pub use nets::{backbones, inception, vae, NetBench};
+pub use nets::{backbones, inception, vae, valloss, NetBench};
 
 use std::time::Instant;
 

@@ -329,3 +329,52 @@ pub(super) fn diversity_backbones(images: usize) -> Result<()> {
     }
     Ok(())
 }
+
+/// The validation loss's work per batch of images: the SD-VAE encoder (synthetic weights of the
+/// released architecture) on `batch` random images, then per time segment the path's x_t, a SiT
+/// forward and the loss, as `sitdiv valloss` does (its image decoding and crop aside).
+pub fn valloss<B: Backend>(be: &B, model: &str, segments: usize, b: &NetBench) -> Result<()> {
+    use crate::models::sit::{SiT, SiTConfig};
+    use crate::models::vae::{Encoder, Posterior};
+    use crate::sampling::{loss, path::PathType, Prediction};
+    ensure!(
+        b.batch >= 1 && segments >= 1,
+        "bench valloss: --batch and --segments ≥ 1"
+    );
+    let cfg = SiTConfig::preset(model, 256)?;
+    let sit = SiT::load(be, &synthetic::sit(&cfg, 0), cfg.clone())?;
+    let vcfg = VaeConfig::sd();
+    let expected = vcfg
+        .expected_encoder_tensors()
+        .into_iter()
+        .map(|(k, s)| crate::weights::Expected::new(k, &s))
+        .collect();
+    let enc = Encoder::load(be, &synthetic::formula_weights(expected, 0)?, Some(vcfg))?;
+    let n = b.batch;
+    let x: Vec<f32> = rng::uniform(4, 0, 0, 0, n * 3 * 256 * 256)
+        .into_iter()
+        .map(|u| (2.0 * u - 1.0) as f32)
+        .collect();
+    let y: Vec<i64> = (0..n as i64).collect();
+    let t = time(be, b, || {
+        let m = enc.moments(be, &x, n, (256, 256), None)?;
+        let x1 = Posterior::new(&m, n, 4)?.mean;
+        for s in 0..segments {
+            let ts = vec![(s as f32 + 0.5) / segments as f32; n];
+            let x0 = rng::gaussian(5, s as u64, 0, 0, x1.len());
+            let (xt, ut) = loss::plan(PathType::Linear, &ts, &x0, &x1)?;
+            let out = sit.forward(be, &xt, &ts, &y)?;
+            loss::loss(PathType::Linear, Prediction::Velocity, &ts, &x0, &ut, &out)?;
+        }
+        Ok(())
+    })?;
+    header();
+    row(
+        &format!("valloss: SD-VAE encoder + {segments} × {model}"),
+        256,
+        n,
+        &be.name(),
+        &t,
+    );
+    Ok(())
+}

@@ -5,6 +5,7 @@ use clap::Subcommand;
 
 use super::device::{
     on_device, BackbonesBenchRun, BenchRun, DeviceArgs, InceptionBenchRun, VaeBenchRun,
+    ValLossBenchRun,
 };
 use sitdiv::bench;
 
@@ -52,6 +53,16 @@ pub enum BenchWhat {
         /// Images per backbone for the images/s rows (0 skips them).
         #[arg(long, default_value_t = 16)]
         images: usize,
+    },
+    /// The validation loss per batch of 256 px images: the SD-VAE encoder, then per time
+    /// segment a SiT forward and the loss (synthetic weights).
+    Valloss {
+        #[arg(long, default_value = "SiT-XL/2")]
+        model: String,
+        #[arg(long, default_value_t = 8)]
+        segments: usize,
+        #[command(flatten)]
+        run: NetArgs,
     },
     /// The SD-VAE decoder on synthetic weights.
     Vae {
@@ -122,6 +133,14 @@ impl BenchWhat {
             BenchWhat::Backbones { run } => {
                 let (b, device) = run.split();
                 on_device(&device, BackbonesBenchRun(b))
+            }
+            BenchWhat::Valloss {
+                model,
+                segments,
+                run,
+            } => {
+                let (b, device) = run.split();
+                on_device(&device, ValLossBenchRun(model, segments, b))
             }
             BenchWhat::Vae { image_size, run } => {
                 let (b, device) = run.split();

@@ -191,6 +191,15 @@ impl OnBackend for DecodeRun {
     }
 }
 
+/// Model, time segments, batches.
+pub struct ValLossBenchRun(pub String, pub usize, pub bench::NetBench);
+
+impl OnBackend for ValLossBenchRun {
+    fn run<B: Backend>(self, be: &B, _p: Precisions) -> Result<()> {
+        bench::valloss(be, &self.0, self.1, &self.2)
+    }
+}
+
 /// Image size, batches.
 pub struct VaeBenchRun(pub usize, pub bench::NetBench);
 
