@@ -497,3 +497,21 @@ sampler = ["ode-euler"]
         golden("dinov2_tiny.weights.safetensors"),
     )
 }
+
+/// The formula SD-VAE encoder of tests/golden/vae_encoder.io.safetensors (seed 2018 over the
+/// sorted encoder.* and quant_conv.* names) and its config.
+pub fn vae_encoder_weights() -> (
+    sitdiv::weights::source::Synthetic,
+    sitdiv::models::vae::VaeConfig,
+) {
+    let io = open("vae_encoder.io.safetensors");
+    let cfg: sitdiv::models::vae::VaeConfig =
+        serde_json::from_str(&io.metadata()["config"]).unwrap();
+    let expected = cfg
+        .expected_encoder_tensors()
+        .into_iter()
+        .map(|(k, s)| sitdiv::weights::Expected::new(k, &s))
+        .collect();
+    let w = sitdiv::models::synthetic::formula_weights(expected, 2018).unwrap();
+    (w, cfg)
+}

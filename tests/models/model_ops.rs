@@ -93,16 +93,8 @@ fn vae_declares_its_ops() {
         vae.decode(be, &z, 2, 8, 8, None).unwrap();
     });
     check("SD-VAE decoder", AutoencoderKL::<Recording>::OPS, &[r]);
-    let io = open("vae_encoder.io.safetensors");
-    let cfg: sitdiv::models::vae::VaeConfig =
-        serde_json::from_str(&io.metadata()["config"]).unwrap();
-    let expected = cfg
-        .expected_encoder_tensors()
-        .into_iter()
-        .map(|(k, s)| sitdiv::weights::Expected::new(k, &s))
-        .collect();
-    let w = sitdiv::models::synthetic::formula_weights(expected, 2018).unwrap();
-    let x = io.f32("b2_32.x").unwrap();
+    let (w, cfg) = crate::common::vae_encoder_weights();
+    let x = open("vae_encoder.io.safetensors").f32("b2_32.x").unwrap();
     let r = record(|be| {
         let enc = Encoder::load(be, &w, Some(cfg)).unwrap();
         enc.moments(be, &x, 2, (32, 32), None).unwrap();

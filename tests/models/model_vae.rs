@@ -143,30 +143,12 @@ fn expected_tensors_list_the_golden_files_tensors() {
     assert_eq!(cfg.expected_tensors(), want);
 }
 
-/// The encoder's formula weights (tests/golden/vae_encoder.io.safetensors: seed 2018 over the
-/// sorted encoder.* and quant_conv.* names) and its config.
-fn encoder_weights() -> (
-    sitdiv::weights::source::Synthetic,
-    sitdiv::models::vae::VaeConfig,
-) {
-    let io = open("vae_encoder.io.safetensors");
-    let cfg: sitdiv::models::vae::VaeConfig =
-        serde_json::from_str(&io.metadata()["config"]).unwrap();
-    let expected = cfg
-        .expected_encoder_tensors()
-        .into_iter()
-        .map(|(k, s)| sitdiv::weights::Expected::new(k, &s))
-        .collect();
-    let w = sitdiv::models::synthetic::formula_weights(expected, 2018).unwrap();
-    (w, cfg)
-}
-
 /// The encoder against diffusers' `AutoencoderKL.encode` on square and rectangular images: the
 /// moments, the posterior's mean, log-variance and std, and a sample with the golden's noise.
 #[test]
 fn encoder_matches_diffusers() {
     use sitdiv::models::vae::{Encoder, Posterior};
-    let (w, cfg) = encoder_weights();
+    let (w, cfg) = crate::common::vae_encoder_weights();
     let enc = Encoder::load(&Cpu, &w, Some(cfg.clone())).unwrap();
     let io = open("vae_encoder.io.safetensors");
     let mut r = Report::new("vae encoder");
@@ -205,7 +187,7 @@ fn encoder_matches_diffusers() {
 #[test]
 fn encoder_reads_ldm_names_to_the_bit() {
     use sitdiv::models::vae::Encoder;
-    let (w, cfg) = encoder_weights();
+    let (w, cfg) = crate::common::vae_encoder_weights();
     let io = open("vae_encoder.io.safetensors");
     let map: std::collections::BTreeMap<String, String> =
         serde_json::from_str(&io.metadata()["ldm_key_map"]).unwrap();

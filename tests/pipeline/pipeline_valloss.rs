@@ -4,21 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{fails, golden, open, succeeds, tmp};
+use crate::common::{fails, golden, succeeds, tmp};
 use sitdiv::io::{npy, npz};
 
 /// The formula encoder of tests/golden/vae_encoder.io.safetensors as a file, its config in the
 /// metadata (block_out_channels [32, 64]: 16 px images to the tiny SiT's 8 px latents).
 fn encoder_file(dir: &Path) -> PathBuf {
-    let io = open("vae_encoder.io.safetensors");
-    let config = io.metadata()["config"].clone();
-    let cfg: sitdiv::models::vae::VaeConfig = serde_json::from_str(&config).unwrap();
-    let expected = cfg
-        .expected_encoder_tensors()
-        .into_iter()
-        .map(|(k, s)| sitdiv::weights::Expected::new(k, &s))
-        .collect();
-    let w = sitdiv::models::synthetic::formula_weights(expected, 2018).unwrap();
+    let (w, cfg) = crate::common::vae_encoder_weights();
+    let config = serde_json::to_string(&cfg).unwrap();
     let t: Vec<_> = w.tensors.into_iter().map(|(k, (s, d))| (k, s, d)).collect();
     let p = dir.join("vae-encoder.safetensors");
     let meta = std::collections::HashMap::from([("config".to_string(), config)]);
