@@ -58,6 +58,12 @@ pub struct ValLossArgs {
     bootstrap: usize,
     #[arg(long)]
     out: PathBuf,
+    /// This task's block of the units (of --batch images each); every shard writes its unit
+    /// files under --out, and the run that finds them all writes the summary.
+    #[arg(long, default_value_t = 0)]
+    shard_index: usize,
+    #[arg(long, default_value_t = 1)]
+    num_shards: usize,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -87,6 +93,8 @@ pub fn run(a: ValLossArgs) -> Result<()> {
         batch: a.batch,
         bootstrap: a.bootstrap,
         out: a.out,
+        shard_index: a.shard_index,
+        num_shards: a.num_shards,
     };
     on_device(&a.device, ValLossRun(job))
 }

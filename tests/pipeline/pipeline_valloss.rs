@@ -197,3 +197,64 @@ fn valloss_labels_are_matched_by_name() {
     );
     assert!(!out.join("valloss.json").exists());
 }
+
+/// Three shards (units of --batch images) give the bytes of one run: the shard that finds every
+/// unit done writes the summary; a unit whose bytes were damaged is computed again.
+#[test]
+fn valloss_shards_equal_one_run_and_resume() {
+    let dir = tmp("valloss-shards");
+    let (vae, imgs) = (encoder_file(&dir), images(&dir, 12));
+    let sit = golden("sit_tiny.weights.safetensors");
+    let run = |out: &Path, shard: usize, shards: usize| {
+        succeeds(&[
+            "valloss",
+            "--weights",
+            &sit,
+            "--vae",
+            s(&vae),
+            "--images",
+            s(&imgs),
+            "--n",
+            "4,12",
+            "--segments",
+            "3",
+            "--seed",
+            "5",
+            "--image-size",
+            "16",
+            "--batch",
+            "4",
+            "--bootstrap",
+            "100",
+            "--out",
+            s(out),
+            "--shard-index",
+            &shard.to_string(),
+            "--num-shards",
+            &shards.to_string(),
+        ])
+    };
+    let (one, three) = (dir.join("one"), dir.join("three"));
+    run(&one, 0, 1);
+    for i in 0..3 {
+        run(&three, i, 3);
+        assert_eq!(three.join("losses.npz").exists(), i == 2, "after shard {i}");
+    }
+    let bytes = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
+    for f in ["losses.npz", "valloss.json", "units/u00001.npz"] {
+        assert!(
+            bytes(&one, f) == bytes(&three, f),
+            "{f}: 3 shards differ from 1"
+        );
+    }
+    // A damaged unit is found and computed again; the summary comes out the same.
+    let unit = three.join("units/u00001.npz");
+    let mut b = std::fs::read(&unit).unwrap();
+    let last = b.len() - 30;
+    b[last] ^= 1;
+    std::fs::write(&unit, &b).unwrap();
+    std::fs::remove_file(three.join("losses.npz")).unwrap();
+    run(&three, 1, 3);
+    assert!(bytes(&one, "losses.npz") == bytes(&three, "losses.npz"));
+    assert!(bytes(&one, "units/u00001.npz") == bytes(&three, "units/u00001.npz"));
+}

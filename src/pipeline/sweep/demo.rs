@@ -84,6 +84,8 @@ pub fn toy_valloss<B: Backend>(be: &B, inputs: &Path, run: &Path) -> Result<()> 
         batch: 100,
         bootstrap: 200,
         out: run.join("valloss"),
+        shard_index: 0,
+        num_shards: 1,
     };
     valloss::run(be, &job)
 }

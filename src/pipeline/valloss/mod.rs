@@ -7,8 +7,7 @@
 //! bits (a product's kernel depends on its row count); a rerun gives the same bytes. The subsets
 //! for each N are nested prefixes of one seeded permutation, so the curve is paired.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
@@ -24,6 +23,11 @@ use crate::sampling::loss::{loss, plan};
 use crate::sampling::path::PathType;
 use crate::sampling::Prediction;
 use crate::weights::WeightFile;
+
+mod images;
+mod units;
+
+use images::{match_labels, Images};
 
 /// Noise x0 of (image, segment): draw = segment.
 const STREAM_NOISE: u32 = 6;
@@ -56,146 +60,9 @@ pub struct ValLossJob {
     pub batch: usize,
     pub bootstrap: usize,
     pub out: PathBuf,
-}
-
-/// Held-out images: names in order and where each one's pixels come from.
-struct Images {
-    names: Vec<String>,
-    source: Source,
-}
-
-enum Source {
-    Files(Vec<PathBuf>),
-    /// (N, H, W, 3) uint8.
-    Batch(npy::Array<u8>),
-}
-
-impl Images {
-    fn open(path: &Path) -> Result<(Self, Option<Vec<i64>>)> {
-        if path.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-                .with_context(|| format!("cannot list {}", path.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file())
-                .collect();
-            files.sort();
-            let names = files
-                .iter()
-                .map(|f| {
-                    f.file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .into_owned()
-                })
-                .collect();
-            return Ok((
-                Images {
-                    names,
-                    source: Source::Files(files),
-                },
-                None,
-            ));
-        }
-        let members = npz::read(path)?;
-        let get = |k: &str| members.iter().find(|m| m.key == k);
-        let arr = get("arr_0").with_context(|| format!("{}: no `arr_0` images", path.display()))?;
-        let images = npy::decode_u8(path, &arr.npy)?;
-        ensure!(
-            images.shape.len() == 4 && images.shape[3] == 3,
-            "{}: `arr_0` is {:?}, expected uint8 RGB images (N, H, W, 3)",
-            path.display(),
-            images.shape
-        );
-        let labels = get("arr_1")
-            .map(|m| npy::decode_i64(path, &m.npy))
-            .transpose()?;
-        let names = (0..images.shape[0]).map(|i| i.to_string()).collect();
-        Ok((
-            Images {
-                names,
-                source: Source::Batch(images),
-            },
-            labels.map(|l| l.data),
-        ))
-    }
-
-    /// Image `i` as (H, W, 3) uint8.
-    fn pixels(&self, i: usize) -> Result<(Vec<u8>, (usize, usize))> {
-        match &self.source {
-            Source::Batch(a) => {
-                let (h, w) = (a.shape[1], a.shape[2]);
-                Ok((a.data[i * h * w * 3..(i + 1) * h * w * 3].to_vec(), (h, w)))
-            }
-            Source::Files(files) => {
-                let f = &files[i];
-                let bytes =
-                    std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
-                ensure!(
-                    bytes.starts_with(b"\x89PNG"),
-                    "{}: not a PNG file (JPEG is not decoded yet: its decode must first equal Pillow's)",
-                    f.display()
-                );
-                let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png)
-                    .with_context(|| format!("{}: unreadable PNG", f.display()))?
-                    .to_rgb8();
-                let (w, h) = (img.width() as usize, img.height() as usize);
-                Ok((img.into_raw(), (h, w)))
-            }
-        }
-    }
-}
-
-/// The class of each image, matched by name: a missing, unknown or repeated name is an error
-/// naming it.
-fn match_labels(names: &[String], file: &Path) -> Result<Vec<i64>> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let mut by_name: BTreeMap<&str, i64> = BTreeMap::new();
-    for (k, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let mut f = line
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|s| !s.is_empty());
-        let (Some(name), Some(class), None) = (f.next(), f.next(), f.next()) else {
-            bail!(
-                "{} line {}: expected `name class`, got {line:?}",
-                file.display(),
-                k + 1
-            );
-        };
-        let class: i64 = class.parse().with_context(|| {
-            format!(
-                "{} line {}: class {class:?} is not an integer",
-                file.display(),
-                k + 1
-            )
-        })?;
-        ensure!(
-            by_name.insert(name, class).is_none(),
-            "{} line {}: image {name} has a second label",
-            file.display(),
-            k + 1
-        );
-    }
-    let known: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
-    if let Some(extra) = by_name.keys().find(|n| !known.contains(*n)) {
-        bail!(
-            "{}: a label for {extra}, which is not among the images",
-            file.display()
-        );
-    }
-    names
-        .iter()
-        .map(|n| {
-            by_name
-                .get(n.as_str())
-                .copied()
-                .with_context(|| format!("{}: no label for image {n}", file.display()))
-        })
-        .collect()
+    /// This task's block of units, of `num_shards`.
+    pub shard_index: usize,
+    pub num_shards: usize,
 }
 
 /// A seeded permutation of 0..n (Fisher–Yates from the top), whose prefixes are the subsets.
@@ -320,6 +187,62 @@ fn summarise(losses: &[Vec<f64>], n: usize, job: &ValLossJob) -> Result<Summary>
 
 /// `sitdiv valloss`: losses.npz (per image and segment) and valloss.json (per N).
 pub fn run<B: Backend>(be: &B, job: &ValLossJob) -> Result<()> {
+    let (images, labels, largest) = inputs(job)?;
+    crate::io::probe_folder(&job.out)?;
+    let (scorer, hashes) = Scorer::load(be, job)?;
+    let order: Vec<usize> = permutation(job.seed, images.names.len())[..largest].to_vec();
+    // What a unit file must have been made from: the settings, the weights and its images.
+    let identity = |k: usize| {
+        let range = k * job.batch..((k + 1) * job.batch).min(largest);
+        let names: Vec<&str> = order[range]
+            .iter()
+            .map(|&i| images.names[i].as_str())
+            .collect();
+        serde_json::json!({
+            "k": k,
+            "images": names,
+            "weights_sha256": hashes,
+            "settings": [job.segments, job.seed, job.batch, job.image_size],
+            "options": [job.t_jitter, job.sample_posterior],
+            "path": job.path,
+            "prediction": job.prediction,
+        })
+    };
+    for u in units::shard(largest, job.batch, job.shard_index, job.num_shards)? {
+        let id = identity(u.k);
+        if units::read(&job.out, u.k, &id).is_some() {
+            continue;
+        }
+        let idx = &order[u.range.clone()];
+        let l: Vec<i64> = idx.iter().map(|&i| labels[i]).collect();
+        let losses = scorer.losses(&images, idx, &l)?;
+        units::write(&job.out, u.k, &losses, idx, &id)?;
+        log::info!(
+            "valloss: unit {} (images {:?} of the permutation) done",
+            u.k,
+            u.range
+        );
+    }
+    // The summary comes from the unit files, so any sharding gives the bytes of one run; the
+    // run that finds every unit done writes it.
+    let count = units::count(largest, job.batch);
+    let mut losses = Vec::with_capacity(largest);
+    for k in 0..count {
+        let Some(l) = units::read(&job.out, k, &identity(k)) else {
+            log::info!(
+                "valloss shard {}/{}: done; unit {k} of {count} is not yet: the run that finds every unit writes the summary",
+                job.shard_index,
+                job.num_shards
+            );
+            return Ok(());
+        };
+        losses.extend(l);
+    }
+    write(job, &images, &order, &labels, &losses, be.name())
+}
+
+/// The images, their labels and the largest N, checked.
+fn inputs(job: &ValLossJob) -> Result<(Images, Vec<i64>, usize)> {
     ensure!(job.segments >= 1, "--segments must be at least 1");
     ensure!(job.batch >= 1, "--batch must be at least 1");
     ensure!(
@@ -349,49 +272,56 @@ pub fn run<B: Backend>(be: &B, job: &ValLossJob) -> Result<()> {
         job.images.display(),
         images.names.len()
     );
-    crate::io::probe_folder(&job.out)?;
-    let file = WeightFile::open(&job.weights)?;
-    let cfg = SiTConfig::from_metadata(&file)?.with_context(|| {
-        format!(
-            "{}: no config in the metadata (convert with convert_weights.py sit)",
-            job.weights.display()
-        )
-    })?;
-    let sit = SiT::load(be, &file, cfg.clone())?;
-    let encoder = match &job.vae {
-        Some(p) => Some(Encoder::load(be, &WeightFile::open(p)?, None)?),
-        None => {
-            ensure!(
-                cfg.in_channels == 3,
-                "{}: the SiT works on {} latent channels; give --vae (with the encoder: convert_weights.py vae --encoder)",
-                job.weights.display(),
-                cfg.in_channels
-            );
-            None
-        }
-    };
-    let scale = encoder.as_ref().map_or(1, |e| e.scale());
-    ensure!(
-        job.image_size == cfg.input_size * scale,
-        "--image-size {}: the SiT's input is {} px, {} px images",
-        job.image_size,
-        cfg.input_size,
-        cfg.input_size * scale
-    );
-    let scorer = Scorer {
-        be,
-        sit,
-        encoder,
-        job,
-    };
-    let order: Vec<usize> = permutation(job.seed, images.names.len())[..largest].to_vec();
-    let mut losses = Vec::with_capacity(largest);
-    for chunk in order.chunks(job.batch) {
-        let l: Vec<i64> = chunk.iter().map(|&i| labels[i]).collect();
-        losses.extend(scorer.losses(&images, chunk, &l)?);
-        log::info!("valloss: {}/{largest} images", losses.len());
+    Ok((images, labels, largest))
+}
+
+impl<'a, B: Backend> Scorer<'a, B> {
+    /// The SiT and (for a latent model) the encoder, checked against --image-size; and the
+    /// SHA-256 of their files.
+    fn load(be: &'a B, job: &'a ValLossJob) -> Result<(Self, Vec<String>)> {
+        let file = WeightFile::open(&job.weights)?;
+        let cfg = SiTConfig::from_metadata(&file)?.with_context(|| {
+            format!(
+                "{}: no config in the metadata (convert with convert_weights.py sit)",
+                job.weights.display()
+            )
+        })?;
+        let mut hashes = vec![crate::io::sha256_hex(file.bytes())];
+        let sit = SiT::load(be, &file, cfg.clone())?;
+        let encoder = match &job.vae {
+            Some(p) => {
+                let vae = WeightFile::open(p)?;
+                hashes.push(crate::io::sha256_hex(vae.bytes()));
+                Some(Encoder::load(be, &vae, None)?)
+            }
+            None => {
+                ensure!(
+                    cfg.in_channels == 3,
+                    "{}: the SiT works on {} latent channels; give --vae (with the encoder: convert_weights.py vae --encoder)",
+                    job.weights.display(),
+                    cfg.in_channels
+                );
+                None
+            }
+        };
+        let scale = encoder.as_ref().map_or(1, |e| e.scale());
+        ensure!(
+            job.image_size == cfg.input_size * scale,
+            "--image-size {}: the SiT's input is {} px, {} px images",
+            job.image_size,
+            cfg.input_size,
+            cfg.input_size * scale
+        );
+        Ok((
+            Scorer {
+                be,
+                sit,
+                encoder,
+                job,
+            },
+            hashes,
+        ))
     }
-    write(job, &images, &order, &labels, &losses, be.name())
 }
 
 fn write(
