@@ -21,7 +21,7 @@ pub struct ValLossArgs {
     /// pixel-space SiT.
     #[arg(long)]
     vae: Option<PathBuf>,
-    /// A folder of PNG images (taken in sorted name order) or an ADM-style npz (`arr_0`, with
+    /// A folder of JPEG or PNG images (taken in sorted name order) or an ADM-style npz (`arr_0`, with
     /// labels in `arr_1`).
     #[arg(long)]
     images: PathBuf,

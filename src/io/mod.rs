@@ -2,6 +2,7 @@
 //! atomic writes, manifests beside data files, hashes and the host name. Nothing here knows
 //! models, devices or jobs.
 
+pub mod image;
 pub mod npy;
 pub mod npz;
 

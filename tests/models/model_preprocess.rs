@@ -142,3 +142,36 @@ fn adm_center_crop_matches_pillow() {
         assert_eq!(got, want, "{h}×{w}: the crop differs from Pillow's");
     }
 }
+
+/// JPEG files decode to Pillow's bytes exactly (libjpeg-turbo's code on both sides): 4:2:0 and
+/// 4:4:4 chroma, odd sizes; a corrupt one is an error naming it.
+#[test]
+fn jpeg_decodes_to_pillows_bytes() {
+    let io = open("adm_crop.io.safetensors");
+    let as_u8 = |k: &str| -> Vec<u8> { io.i64(k).unwrap().into_iter().map(|b| b as u8).collect() };
+    for case in ["q90_420", "q95_444", "q75_420_odd"] {
+        let bytes = as_u8(&format!("jpeg_{case}.bytes"));
+        let want = as_u8(&format!("jpeg_{case}.decoded"));
+        let shape = io
+            .info(&format!("jpeg_{case}.decoded"))
+            .unwrap()
+            .shape
+            .clone();
+        let img = sitdiv::io::image::decode_rgb(std::path::Path::new(case), &bytes).unwrap();
+        assert_eq!([img.height, img.width, 3], shape[..], "{case}: size");
+        let off = img.data.iter().zip(&want).filter(|(a, b)| a != b).count();
+        println!(
+            "{case}: {} × {}, {off} values differ from Pillow",
+            img.height, img.width
+        );
+        assert_eq!(off, 0, "{case}: the decode differs from Pillow's");
+    }
+    let mut bad = as_u8("jpeg_q90_420.bytes");
+    bad.truncate(bad.len() / 3);
+    bad[200..260].fill(0xFF);
+    let e = sitdiv::io::image::decode_rgb(std::path::Path::new("bad.jpg"), &bad);
+    println!("{:?}", e.as_ref().err().map(|e| format!("{e:#}")));
+    assert!(e
+        .err()
+        .is_some_and(|e| format!("{e:#}").contains("bad.jpg")));
+}

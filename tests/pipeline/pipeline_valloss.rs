@@ -192,7 +192,7 @@ fn valloss_labels_are_matched_by_name() {
             "--out",
             s(&out),
         ],
-        "jpg: not a PNG file (JPEG is not decoded yet",
+        "jpg: a corrupt or unsupported JPEG",
         &out.join("losses.npz"),
     );
     assert!(!out.join("valloss.json").exists());
@@ -257,4 +257,54 @@ fn valloss_shards_equal_one_run_and_resume() {
     run(&three, 1, 3);
     assert!(bytes(&one, "losses.npz") == bytes(&three, "losses.npz"));
     assert!(bytes(&one, "units/u00001.npz") == bytes(&three, "units/u00001.npz"));
+}
+
+/// A folder of JPEG files (the golden's, written by Pillow, of three sizes) runs through the ADM
+/// crop and the encoder, labels matched by file name.
+#[test]
+fn valloss_reads_a_folder_of_jpeg_files() {
+    let dir = tmp("valloss-jpeg");
+    let vae = encoder_file(&dir);
+    let io = crate::common::open("adm_crop.io.safetensors");
+    let folder = dir.join("val");
+    std::fs::create_dir_all(&folder).unwrap();
+    let mut labels = String::new();
+    for (k, case) in ["q90_420", "q95_444", "q75_420_odd"].iter().enumerate() {
+        let bytes: Vec<u8> = io
+            .i64(&format!("jpeg_{case}.bytes"))
+            .unwrap()
+            .into_iter()
+            .map(|b| b as u8)
+            .collect();
+        std::fs::write(folder.join(format!("{case}.JPEG")), bytes).unwrap();
+        labels += &format!("{case}.JPEG {k}\n");
+    }
+    let l = dir.join("labels.txt");
+    std::fs::write(&l, labels).unwrap();
+    let out = dir.join("out");
+    succeeds(&[
+        "valloss",
+        "--weights",
+        &golden("sit_tiny.weights.safetensors"),
+        "--vae",
+        s(&vae),
+        "--images",
+        s(&folder),
+        "--labels",
+        s(&l),
+        "--n",
+        "2,3",
+        "--segments",
+        "2",
+        "--image-size",
+        "16",
+        "--bootstrap",
+        "50",
+        "--out",
+        s(&out),
+    ]);
+    let m = npz::read(&out.join("losses.npz")).unwrap();
+    let loss = npy::decode_f64(&out, &m.iter().find(|m| m.key == "loss").unwrap().npy).unwrap();
+    assert_eq!(loss.shape, [3, 2]);
+    assert!(loss.data.iter().all(|v| v.is_finite() && *v > 0.0));
 }

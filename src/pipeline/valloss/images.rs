@@ -1,5 +1,5 @@
-//! Held-out images for the validation loss: a folder of PNG files in sorted name order or an
-//! ADM-style npz, and their labels matched by name.
+//! Held-out images for the validation loss: a folder of JPEG or PNG files in sorted name order
+//! or an ADM-style npz, and their labels matched by name.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -77,19 +77,8 @@ impl Images {
                 Ok((a.data[i * h * w * 3..(i + 1) * h * w * 3].to_vec(), (h, w)))
             }
             Source::Files(files) => {
-                let f = &files[i];
-                let bytes =
-                    std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
-                ensure!(
-                    bytes.starts_with(b"\x89PNG"),
-                    "{}: not a PNG file (JPEG is not decoded yet: its decode must first equal Pillow's)",
-                    f.display()
-                );
-                let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png)
-                    .with_context(|| format!("{}: unreadable PNG", f.display()))?
-                    .to_rgb8();
-                let (w, h) = (img.width() as usize, img.height() as usize);
-                Ok((img.into_raw(), (h, w)))
+                let img = crate::io::image::read_rgb(&files[i])?;
+                Ok((img.data, (img.height, img.width)))
             }
         }
     }

@@ -43,7 +43,7 @@ pub struct ValLossJob {
     pub weights: PathBuf,
     /// The SD-VAE with its encoder; none for a pixel-space SiT (images are its input).
     pub vae: Option<PathBuf>,
-    /// A folder of PNG files (sorted by name) or an ADM-style npz (`arr_0`, and `arr_1` labels).
+    /// A folder of JPEG or PNG files (sorted by name) or an ADM-style npz (`arr_0`, `arr_1` labels).
     pub images: PathBuf,
     /// `name class` per line (names are file names, or indices for an npz); optional for an
     /// npz with `arr_1`.
