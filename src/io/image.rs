@@ -36,6 +36,17 @@ fn decode_jpeg(source: &Path, bytes: &[u8]) -> Result<Rgb> {
     // libjpeg reports a corrupt stream by unwinding out of its error handler.
     let decoded = std::panic::catch_unwind(|| -> std::io::Result<(usize, usize, Vec<u8>)> {
         let d = mozjpeg::Decompress::new_mem(bytes)?;
+        // A forged frame header must not size the output: a JPEG holds at least ~1/512 byte
+        // per pixel (an empty 8 × 8 block costs a few bits), and 16 M pixels are always allowed.
+        let pixels = d.width().saturating_mul(d.height());
+        if pixels > (512 * bytes.len()).max(1 << 24) {
+            return Err(std::io::Error::other(format!(
+                "declares {} × {} pixels, more than its {} bytes can hold",
+                d.width(),
+                d.height(),
+                bytes.len()
+            )));
+        }
         let mut img = d.rgb()?;
         let (w, h) = (img.width(), img.height());
         let rows: Vec<[u8; 3]> = img.read_scanlines()?;

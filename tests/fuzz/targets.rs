@@ -46,6 +46,14 @@ pub fn all(scratch: &Path) -> Vec<Target> {
             file: "b.npz",
         },
         Target {
+            name: "image",
+            seeds: image_seeds(),
+            mutate: mutate::bytes,
+            run: image_file,
+            execs: 3_000,
+            file: "i.img",
+        },
+        Target {
             name: "sweep",
             seeds: vec![sweep_text().into_bytes()],
             mutate: mutate::toml,
@@ -207,4 +215,33 @@ fn manifest(_: &Path, bytes: &[u8]) -> Result<()> {
         UnitState::Done => Ok(()),
         other => anyhow::bail!("{other:?}"),
     }
+}
+
+/// The golden's JPEG files (Pillow's encoder) and a PNG.
+fn image_seeds() -> Vec<Vec<u8>> {
+    let io = WeightFile::open(golden("adm_crop.io.safetensors")).unwrap();
+    let mut seeds: Vec<Vec<u8>> = ["q90_420", "q95_444", "q75_420_odd"]
+        .iter()
+        .map(|c| {
+            let b = io.i64(&format!("jpeg_{c}.bytes")).unwrap();
+            b.into_iter().map(|v| v as u8).collect()
+        })
+        .collect();
+    let px: Vec<u8> = (0..24 * 20 * 3).map(|i| (i * 7 % 256) as u8).collect();
+    let mut png = Vec::new();
+    image::ImageEncoder::write_image(
+        image::codecs::png::PngEncoder::new(&mut png),
+        &px,
+        24,
+        20,
+        image::ExtendedColorType::Rgb8,
+    )
+    .unwrap();
+    seeds.push(png);
+    seeds
+}
+
+/// An image file as `valloss` reads it.
+fn image_file(path: &Path, _: &[u8]) -> Result<()> {
+    sitdiv::io::image::read_rgb(path).map(|_| ())
 }
