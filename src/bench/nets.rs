@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::backend::cpu::Cpu;
 use crate::backend::Backend;
 use crate::models::clip::{ClipVision, ClipVisionConfig};
-use crate::models::dinov2::{Dinov2, Dinov2Config, Dinov2Names};
+use crate::models::dinov2::{Dinov2, Dinov2Config};
 use crate::models::dreamsim::{DreamSim, DreamSimConfig};
 use crate::models::inception::InceptionV3;
 use crate::models::lpips::{Lpips, LpipsNet};
@@ -160,23 +160,8 @@ struct Backbones<B: Backend> {
     lpips: Lpips<B>,
 }
 
-fn dinov2_config(large: bool) -> Dinov2Config {
-    let (hidden_size, num_hidden_layers, num_attention_heads) =
-        if large { (1024, 24, 16) } else { (768, 12, 12) };
-    Dinov2Config {
-        hidden_size,
-        num_hidden_layers,
-        num_attention_heads,
-        mlp_hidden: 4 * hidden_size,
-        patch_size: 14,
-        position_grid: 37,
-        prefix: String::new(),
-        names: Dinov2Names::Hub,
-    }
-}
-
 fn dinov2<B: Backend>(be: &B, large: bool) -> Result<Dinov2<B>> {
-    let cfg = dinov2_config(large);
+    let cfg = Dinov2Config::released(large);
     Dinov2::load(
         be,
         &synthetic::formula_weights(cfg.expected_tensors(), 0)?,
@@ -198,15 +183,7 @@ fn lpips<B: Backend>(be: &B, net: LpipsNet) -> Result<Lpips<B>> {
 impl<B: Backend> Backbones<B> {
     /// DINOv2-B/14, CLIP-B/32, MoCo v3's ResNet-50, DreamSim and LPIPS-Alex.
     fn load(be: &B) -> Result<Self> {
-        let ccfg = ClipVisionConfig {
-            hidden_size: 768,
-            num_hidden_layers: 12,
-            num_attention_heads: 12,
-            intermediate_size: 3072,
-            patch_size: 32,
-            image_size: 224,
-            projection_dim: 512,
-        };
+        let ccfg = ClipVisionConfig::b32();
         let clip = ClipVision::load(
             be,
             &synthetic::formula_weights(ccfg.expected_tensors(), 0)?,
@@ -344,12 +321,7 @@ pub fn valloss<B: Backend>(be: &B, model: &str, segments: usize, b: &NetBench) -
     let cfg = SiTConfig::preset(model, 256)?;
     let sit = SiT::load(be, &synthetic::sit(&cfg, 0), cfg.clone())?;
     let vcfg = VaeConfig::sd();
-    let expected = vcfg
-        .expected_encoder_tensors()
-        .into_iter()
-        .map(|(k, s)| crate::weights::Expected::new(k, &s))
-        .collect();
-    let enc = Encoder::load(be, &synthetic::formula_weights(expected, 0)?, Some(vcfg))?;
+    let enc = Encoder::load(be, &synthetic::vae_encoder(&vcfg, 0)?, Some(vcfg))?;
     let n = b.batch;
     let x: Vec<f32> = rng::uniform(4, 0, 0, 0, n * 3 * 256 * 256)
         .into_iter()

@@ -30,6 +30,19 @@ pub struct ClipVisionConfig {
 }
 
 impl ClipVisionConfig {
+    /// The image tower of openai/clip-vit-base-patch32.
+    pub fn b32() -> Self {
+        ClipVisionConfig {
+            hidden_size: 768,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            intermediate_size: 3072,
+            patch_size: 32,
+            image_size: 224,
+            projection_dim: 512,
+        }
+    }
+
     pub fn detect(file: &WeightFile) -> Result<Self> {
         let shape = |n: &str| {
             file.shape(n)

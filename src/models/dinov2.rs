@@ -80,6 +80,22 @@ pub struct Dinov2Config {
 }
 
 impl Dinov2Config {
+    /// facebook/dinov2-base (ViT-B/14) or, `large`, -large (ViT-L/14), in the hub's names.
+    pub fn released(large: bool) -> Self {
+        let (hidden_size, num_hidden_layers, num_attention_heads) =
+            if large { (1024, 24, 16) } else { (768, 12, 12) };
+        Dinov2Config {
+            hidden_size,
+            num_hidden_layers,
+            num_attention_heads,
+            mlp_hidden: 4 * hidden_size,
+            patch_size: 14,
+            position_grid: 37,
+            prefix: String::new(),
+            names: Dinov2Names::Hub,
+        }
+    }
+
     pub fn detect(file: &WeightFile) -> Result<Self> {
         if file.info("cls_token").is_some() && file.info("blocks.0.norm1.weight").is_some() {
             return Self::detect_original(file);

@@ -125,6 +125,17 @@ pub fn formula_weights(mut expected: Vec<Expected>, seed: u64) -> Result<Synthet
     Ok(Synthetic { tensors })
 }
 
+/// SD-VAE encoder tensors (`encoder.*`, `quant_conv.*`, diffusers names) from
+/// [`formula_weights`].
+pub fn vae_encoder(config: &super::vae::VaeConfig, seed: u64) -> Result<Synthetic> {
+    let expected = config
+        .expected_encoder_tensors()
+        .into_iter()
+        .map(|(k, s)| Expected::new(k, &s))
+        .collect();
+    formula_weights(expected, seed)
+}
+
 /// FID Inception tensors from [`formula_weights`].
 pub fn inception(seed: u64) -> Result<Synthetic> {
     formula_weights(

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use crate::models::clip::ClipVisionConfig;
-use crate::models::dinov2::{Dinov2Config, Dinov2Names};
+use crate::models::dinov2::Dinov2Config;
 use crate::models::sit::SiTConfig;
 use crate::models::synthetic;
 use crate::models::vae::VaeConfig;
@@ -32,30 +32,9 @@ pub fn write(net: &str, image_size: usize, seed: u64, out: &Path) -> Result<()> 
         "inception" => synthetic::inception(seed)?,
         "resnet50" => synthetic::resnet50(seed)?,
         "dinov2-b14" => {
-            let cfg = Dinov2Config {
-                hidden_size: 768,
-                num_hidden_layers: 12,
-                num_attention_heads: 12,
-                mlp_hidden: 3072,
-                patch_size: 14,
-                position_grid: 37,
-                prefix: String::new(),
-                names: Dinov2Names::Hub,
-            };
-            synthetic::formula_weights(cfg.expected_tensors(), seed)?
+            synthetic::formula_weights(Dinov2Config::released(false).expected_tensors(), seed)?
         }
-        "clip-b32" => {
-            let cfg = ClipVisionConfig {
-                hidden_size: 768,
-                num_hidden_layers: 12,
-                num_attention_heads: 12,
-                intermediate_size: 3072,
-                patch_size: 32,
-                image_size: 224,
-                projection_dim: 512,
-            };
-            synthetic::formula_weights(cfg.expected_tensors(), seed)?
-        }
+        "clip-b32" => synthetic::formula_weights(ClipVisionConfig::b32().expected_tensors(), seed)?,
         sit if sit.starts_with("SiT") => {
             let cfg = SiTConfig::preset(sit, image_size)?;
             metadata.insert("config".to_string(), serde_json::to_string(&cfg)?);

@@ -507,11 +507,6 @@ pub fn vae_encoder_weights() -> (
     let io = open("vae_encoder.io.safetensors");
     let cfg: sitdiv::models::vae::VaeConfig =
         serde_json::from_str(&io.metadata()["config"]).unwrap();
-    let expected = cfg
-        .expected_encoder_tensors()
-        .into_iter()
-        .map(|(k, s)| sitdiv::weights::Expected::new(k, &s))
-        .collect();
-    let w = sitdiv::models::synthetic::formula_weights(expected, 2018).unwrap();
+    let w = sitdiv::models::synthetic::vae_encoder(&cfg, 2018).unwrap();
     (w, cfg)
 }
