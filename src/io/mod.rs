@@ -51,6 +51,41 @@ pub fn write_with_manifest(
     Ok(())
 }
 
+/// Writes `bytes` as a checked file: its manifest (`manifest` with the data's `data_sha256`)
+/// first, then the data, each through a temporary name, and `between` in between (the tests'
+/// fault injection). A file counts as written only when [`read_checked`] accepts it, so a task
+/// killed at any point leaves nothing that passes for done.
+pub fn write_checked(
+    path: &Path,
+    bytes: &[u8],
+    mut manifest: serde_json::Value,
+    between: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    manifest["data_sha256"] = sha256_hex(bytes).into();
+    write_atomic(
+        &manifest_path(path),
+        serde_json::to_string_pretty(&manifest)?.as_bytes(),
+    )?;
+    between()?;
+    write_atomic(path, bytes)
+}
+
+/// A checked file's bytes and manifest, when the manifest's `data_sha256` is the data's.
+pub fn read_checked(path: &Path) -> Result<(Vec<u8>, serde_json::Value)> {
+    let mpath = manifest_path(path);
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&mpath)
+            .with_context(|| format!("cannot read {}", mpath.display()))?,
+    )
+    .with_context(|| format!("{}: not JSON", mpath.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    anyhow::ensure!(
+        m["data_sha256"].as_str() == Some(sha256_hex(&bytes).as_str()),
+        "checksum mismatch"
+    );
+    Ok((bytes, m))
+}
+
 /// `<file>.manifest.json` beside a data file.
 pub fn manifest_path(data: &Path) -> PathBuf {
     let mut p = data.as_os_str().to_owned();

@@ -13,7 +13,7 @@ use super::fault::FaultHook;
 use super::spec::{RunConfig, Sweep};
 use crate::backend::Precision;
 use crate::io::sha256_hex;
-use crate::io::{manifest_path, write_atomic};
+use crate::io::{manifest_path, read_checked, write_atomic, write_checked};
 use crate::models::sit::SiTConfig;
 use crate::pipeline::settings::{
     GuidanceSettings, InputSettings, ModelChoice, Origin, OutputSettings, SampleJob,
@@ -247,17 +247,7 @@ impl Plan {
             return UnitState::Missing;
         }
         let check = || -> Result<()> {
-            let m: serde_json::Value = serde_json::from_str(
-                &std::fs::read_to_string(&mpath)
-                    .with_context(|| format!("cannot read {}", mpath.display()))?,
-            )
-            .with_context(|| format!("{}: not JSON", mpath.display()))?;
-            let bytes =
-                std::fs::read(&data).with_context(|| format!("cannot read {}", data.display()))?;
-            ensure!(
-                m["data_sha256"].as_str() == Some(sha256_hex(&bytes).as_str()),
-                "checksum mismatch"
-            );
+            let (_, m) = read_checked(&data)?;
             ensure!(
                 m["unit"] == self.identity(u),
                 "made with other settings or weights"
@@ -406,14 +396,10 @@ pub fn write_unit(
     fault: (&FaultHook, usize),
 ) -> Result<()> {
     let data = plan.unit_file(u);
-    manifest["data_sha256"] = sha256_hex(bytes).into();
     manifest["unit"] = plan.identity(u);
-    write_atomic(
-        &manifest_path(&data),
-        serde_json::to_string_pretty(&manifest)?.as_bytes(),
-    )?;
-    fault.0.before_write(fault.1, &data, bytes)?;
-    write_atomic(&data, bytes)?;
+    write_checked(&data, bytes, manifest, || {
+        fault.0.before_write(fault.1, &data, bytes)
+    })?;
     let line = format!(
         "{} {}\n",
         data.strip_prefix(&plan.out).unwrap_or(&data).display(),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
 
-use crate::io::{manifest_path, npy, npz, sha256_hex, write_atomic};
+use crate::io::{npy, npz, read_checked, write_checked};
 
 /// Unit `k`: positions `range` of the permutation.
 pub(super) struct Unit {
@@ -62,13 +62,12 @@ pub(super) fn write(
         },
     ];
     let bytes = npz::to_bytes(&path, &members)?;
-    let manifest = serde_json::json!({ "data_sha256": sha256_hex(&bytes), "unit": identity });
-    // The manifest first, the data last: a unit counts only when both are there and agree.
-    write_atomic(
-        &manifest_path(&path),
-        serde_json::to_string_pretty(&manifest)?.as_bytes(),
-    )?;
-    write_atomic(&path, &bytes)
+    write_checked(
+        &path,
+        &bytes,
+        serde_json::json!({ "unit": identity }),
+        || Ok(()),
+    )
 }
 
 /// Unit `k`'s losses when its file is there, matches its manifest's checksum and was made by
@@ -76,12 +75,7 @@ pub(super) fn write(
 pub(super) fn read(out: &Path, k: usize, identity: &serde_json::Value) -> Option<Vec<Vec<f64>>> {
     let path = file(out, k);
     let check = || -> Result<Vec<Vec<f64>>> {
-        let bytes = std::fs::read(&path)?;
-        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(manifest_path(&path))?)?;
-        ensure!(
-            m["data_sha256"].as_str() == Some(sha256_hex(&bytes).as_str()),
-            "checksum mismatch"
-        );
+        let (_, m) = read_checked(&path)?;
         ensure!(&m["unit"] == identity, "made with other settings");
         let members = npz::read(&path)?;
         let loss = members
