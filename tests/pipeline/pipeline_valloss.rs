@@ -46,35 +46,53 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `sitdiv valloss` with the SiT `sit`, the encoder `vae` and 16 px crops, then `rest`.
+fn valloss<'a>(sit: &'a str, vae: &'a Path, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec![
+        "valloss",
+        "--weights",
+        sit,
+        "--vae",
+        s(vae),
+        "--image-size",
+        "16",
+    ];
+    a.extend_from_slice(rest);
+    a
+}
+
+/// The `loss` array of `<dir>/losses.npz`.
+fn losses(dir: &Path) -> npy::Array<f64> {
+    let m = npz::read(&dir.join("losses.npz")).unwrap();
+    npy::decode_f64(dir, &m.iter().find(|m| m.key == "loss").unwrap().npy).unwrap()
+}
+
 #[test]
 fn valloss_reruns_to_the_byte_and_batches_move_only_last_bits() {
     let dir = tmp("valloss");
     let (vae, imgs) = (encoder_file(&dir), images(&dir, 12));
     let sit = golden("sit_tiny.weights.safetensors");
     let run = |out: &Path, batch: &str| {
-        succeeds(&[
-            "valloss",
-            "--weights",
+        succeeds(&valloss(
             &sit,
-            "--vae",
-            s(&vae),
-            "--images",
-            s(&imgs),
-            "--n",
-            "4,8,12",
-            "--segments",
-            "4",
-            "--seed",
-            "3",
-            "--image-size",
-            "16",
-            "--batch",
-            batch,
-            "--bootstrap",
-            "200",
-            "--out",
-            s(out),
-        ])
+            &vae,
+            &[
+                "--images",
+                s(&imgs),
+                "--n",
+                "4,8,12",
+                "--segments",
+                "4",
+                "--seed",
+                "3",
+                "--batch",
+                batch,
+                "--bootstrap",
+                "200",
+                "--out",
+                s(out),
+            ],
+        ))
     };
     let (a, again, b) = (dir.join("a"), dir.join("again"), dir.join("b"));
     let printed = run(&a, "5");
@@ -87,10 +105,6 @@ fn valloss_reruns_to_the_byte_and_batches_move_only_last_bits() {
         "a rerun differs"
     );
     assert!(bytes(&a, "valloss.json") == bytes(&again, "valloss.json"));
-    let losses = |d: &Path| {
-        let m = npz::read(&d.join("losses.npz")).unwrap();
-        npy::decode_f64(d, &m.iter().find(|m| m.key == "loss").unwrap().npy).unwrap()
-    };
     let loss = losses(&a);
     // Another batch moves the products' summation order (the kernel depends on the row count),
     // so only the last bits.
@@ -131,25 +145,22 @@ fn valloss_labels_are_matched_by_name() {
         let l = dir.join("labels.txt");
         std::fs::write(&l, text).unwrap();
         fails(
-            &[
-                "valloss",
-                "--weights",
+            &valloss(
                 &sit,
-                "--vae",
-                s(&vae),
-                "--images",
-                s(&imgs),
-                "--labels",
-                s(&l),
-                "--n",
-                "2",
-                "--segments",
-                "2",
-                "--image-size",
-                "16",
-                "--out",
-                s(&out),
-            ],
+                &vae,
+                &[
+                    "--images",
+                    s(&imgs),
+                    "--labels",
+                    s(&l),
+                    "--n",
+                    "2",
+                    "--segments",
+                    "2",
+                    "--out",
+                    s(&out),
+                ],
+            ),
             needle,
             &out,
         );
@@ -173,25 +184,22 @@ fn valloss_labels_are_matched_by_name() {
     let l = dir.join("l.txt");
     std::fs::write(&l, "a.jpg 0\nb.jpg 1\n").unwrap();
     fails(
-        &[
-            "valloss",
-            "--weights",
+        &valloss(
             &sit,
-            "--vae",
-            s(&vae),
-            "--images",
-            s(&folder),
-            "--labels",
-            s(&l),
-            "--n",
-            "2",
-            "--segments",
-            "2",
-            "--image-size",
-            "16",
-            "--out",
-            s(&out),
-        ],
+            &vae,
+            &[
+                "--images",
+                s(&folder),
+                "--labels",
+                s(&l),
+                "--n",
+                "2",
+                "--segments",
+                "2",
+                "--out",
+                s(&out),
+            ],
+        ),
         "jpg: a corrupt or unsupported JPEG",
         &out.join("losses.npz"),
     );
@@ -206,33 +214,30 @@ fn valloss_shards_equal_one_run_and_resume() {
     let (vae, imgs) = (encoder_file(&dir), images(&dir, 12));
     let sit = golden("sit_tiny.weights.safetensors");
     let run = |out: &Path, shard: usize, shards: usize| {
-        succeeds(&[
-            "valloss",
-            "--weights",
+        succeeds(&valloss(
             &sit,
-            "--vae",
-            s(&vae),
-            "--images",
-            s(&imgs),
-            "--n",
-            "4,12",
-            "--segments",
-            "3",
-            "--seed",
-            "5",
-            "--image-size",
-            "16",
-            "--batch",
-            "4",
-            "--bootstrap",
-            "100",
-            "--out",
-            s(out),
-            "--shard-index",
-            &shard.to_string(),
-            "--num-shards",
-            &shards.to_string(),
-        ])
+            &vae,
+            &[
+                "--images",
+                s(&imgs),
+                "--n",
+                "4,12",
+                "--segments",
+                "3",
+                "--seed",
+                "5",
+                "--batch",
+                "4",
+                "--bootstrap",
+                "100",
+                "--out",
+                s(out),
+                "--shard-index",
+                &shard.to_string(),
+                "--num-shards",
+                &shards.to_string(),
+            ],
+        ))
     };
     let (one, three) = (dir.join("one"), dir.join("three"));
     run(&one, 0, 1);
@@ -264,7 +269,7 @@ fn valloss_shards_equal_one_run_and_resume() {
 #[test]
 fn valloss_reads_a_folder_of_jpeg_files() {
     let dir = tmp("valloss-jpeg");
-    let vae = encoder_file(&dir);
+    let (vae, sit) = (encoder_file(&dir), golden("sit_tiny.weights.safetensors"));
     let io = crate::common::open("adm_crop.io.safetensors");
     let folder = dir.join("val");
     std::fs::create_dir_all(&folder).unwrap();
@@ -282,29 +287,25 @@ fn valloss_reads_a_folder_of_jpeg_files() {
     let l = dir.join("labels.txt");
     std::fs::write(&l, labels).unwrap();
     let out = dir.join("out");
-    succeeds(&[
-        "valloss",
-        "--weights",
-        &golden("sit_tiny.weights.safetensors"),
-        "--vae",
-        s(&vae),
-        "--images",
-        s(&folder),
-        "--labels",
-        s(&l),
-        "--n",
-        "2,3",
-        "--segments",
-        "2",
-        "--image-size",
-        "16",
-        "--bootstrap",
-        "50",
-        "--out",
-        s(&out),
-    ]);
-    let m = npz::read(&out.join("losses.npz")).unwrap();
-    let loss = npy::decode_f64(&out, &m.iter().find(|m| m.key == "loss").unwrap().npy).unwrap();
+    succeeds(&valloss(
+        &sit,
+        &vae,
+        &[
+            "--images",
+            s(&folder),
+            "--labels",
+            s(&l),
+            "--n",
+            "2,3",
+            "--segments",
+            "2",
+            "--bootstrap",
+            "50",
+            "--out",
+            s(&out),
+        ],
+    ));
+    let loss = losses(&out);
     assert_eq!(loss.shape, [3, 2]);
     assert!(loss.data.iter().all(|v| v.is_finite() && *v > 0.0));
 }
