@@ -67,6 +67,15 @@ pub struct Precisions {
     pub eval: Precision,
 }
 
+/// The activation of a ViT's MLP ([`Backend::linear_act`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `nn.GELU()` (erf).
+    GeluErf,
+    /// CLIP's `quick_gelu`.
+    QuickGelu,
+}
+
 /// The reduction of [`Backend::pool2d`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pool {
@@ -362,6 +371,44 @@ pub trait Backend: Send + Sync {
         let mut y = self.linear(x, w, b, m, k, n)?;
         self.gelu_tanh(&mut y)?;
         Ok(y)
+    }
+
+    /// `act(F.linear(x, w, b))`, the first product of a ViT's MLP: a backend may apply the
+    /// activation as the product's epilogue.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_act(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: Option<&Self::Buf>,
+        m: usize,
+        k: usize,
+        n: usize,
+        act: Activation,
+    ) -> Result<Self::Buf> {
+        let mut y = self.linear(x, w, b, m, k, n)?;
+        match act {
+            Activation::GeluErf => self.gelu_erf(&mut y)?,
+            Activation::QuickGelu => self.quick_gelu(&mut y)?,
+        }
+        Ok(y)
+    }
+
+    /// `x += F.linear(inp, w, b)`, the last product of a residual branch: a backend may add it
+    /// as the product's epilogue.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_residual(
+        &self,
+        x: &mut Self::Buf,
+        inp: &Self::Buf,
+        w: &Self::Buf,
+        b: Option<&Self::Buf>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<()> {
+        let y = self.linear(inp, w, b, m, k, n)?;
+        self.add(x, &y)
     }
 
     /// `linear` whose result feeds only `attention` (the fused qkv).

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{ensure, Result};
 
-use crate::backend::{Backend, Nchw, Window};
+use crate::backend::{Activation, Backend, Nchw, Window};
 use crate::weights::source::TensorSource;
 use crate::weights::Expected;
 
@@ -74,6 +74,16 @@ impl<B: Backend> Linear<B> {
     /// tanh-GELU of `forward`, whose result feeds only another product.
     pub fn forward_gelu(&self, be: &B, x: &B::Buf, m: usize) -> Result<B::Buf> {
         be.linear_gelu(x, &self.w, self.b.as_ref(), m, self.in_f, self.out_f)
+    }
+
+    /// `act(forward(x))`.
+    pub fn forward_act(&self, be: &B, x: &B::Buf, m: usize, act: Activation) -> Result<B::Buf> {
+        be.linear_act(x, &self.w, self.b.as_ref(), m, self.in_f, self.out_f, act)
+    }
+
+    /// `y += forward(x)`, y (M, out).
+    pub fn forward_residual(&self, be: &B, y: &mut B::Buf, x: &B::Buf, m: usize) -> Result<()> {
+        be.linear_residual(y, x, &self.w, self.b.as_ref(), m, self.in_f, self.out_f)
     }
 
     /// `forward` whose result feeds only `attention`.

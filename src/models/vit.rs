@@ -8,14 +8,7 @@ use super::layers::{LayerNorm, Linear};
 use crate::backend::Backend;
 use crate::weights::source::TensorSource;
 
-/// The MLP's activation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// `nn.GELU()` (erf).
-    GeluErf,
-    /// CLIP's `quick_gelu`.
-    QuickGelu,
-}
+pub use crate::backend::Activation;
 
 /// The state_dict names of one encoder layer (full prefixes, without `.weight`/`.bias`).
 pub struct LayerNames {
@@ -117,14 +110,10 @@ impl<B: Backend> VitLayer<B> {
         let h = self.norm1.forward(be, x, rows)?;
         let qkv = self.qkv.forward(be, &h, rows)?; // (B, T, 3D)
         let a = be.attention(&qkv, b, t, self.dims.heads, d / self.dims.heads)?; // (B, T, D)
-        be.add(x, &self.out.forward(be, &a, rows)?)?;
+        self.out.forward_residual(be, x, &a, rows)?;
         let h = self.norm2.forward(be, x, rows)?;
-        let mut f = self.fc1.forward(be, &h, rows)?; // (B, T, hidden)
-        match self.dims.act {
-            Activation::GeluErf => be.gelu_erf(&mut f)?,
-            Activation::QuickGelu => be.quick_gelu(&mut f)?,
-        }
-        be.add(x, &self.fc2.forward(be, &f, rows)?)
+        let f = self.fc1.forward_act(be, &h, rows, self.dims.act)?; // (B, T, hidden)
+        self.fc2.forward_residual(be, x, &f, rows)
     }
 }
 

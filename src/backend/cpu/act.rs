@@ -14,37 +14,46 @@ pub fn silu(x: &[f32]) -> Vec<f32> {
 /// `F.gelu(x, approximate='tanh')` in place, with PyTorch's operation order:
 /// `0.5·x·(1 + tanh(√2·(2/√π)·0.5·(x + 0.044715·x³)))`.
 pub fn gelu_tanh(x: &mut [f32]) {
+    x.par_chunks_mut(CHUNK).for_each(gelu_tanh_run);
+}
+
+/// [`gelu_tanh`] on the calling thread (a product's epilogue).
+pub fn gelu_tanh_run(x: &mut [f32]) {
     const BETA: f32 = (std::f64::consts::SQRT_2 * std::f64::consts::FRAC_2_SQRT_PI * 0.5) as f32;
     const KAPPA: f32 = 0.044715;
-    x.par_chunks_mut(CHUNK).for_each(|c| {
-        math::simd(|| {
-            for v in c.iter_mut() {
-                let x = *v;
-                let inner = BETA * (x + KAPPA * (x * x * x));
-                *v = 0.5 * x * (1.0 + math::tanh(inner));
-            }
-        })
-    });
+    math::simd(|| {
+        for v in x.iter_mut() {
+            let x = *v;
+            let inner = BETA * (x + KAPPA * (x * x * x));
+            *v = 0.5 * x * (1.0 + math::tanh(inner));
+        }
+    })
 }
 
 /// `F.gelu(x)` (exact) in place: 0.5·x·(1 + erf(x/√2)), evaluated in f64 and rounded.
 pub fn gelu_erf(x: &mut [f32]) {
-    x.par_chunks_mut(CHUNK).for_each(|c| {
-        for v in c.iter_mut() {
-            let x = *v as f64;
-            *v = (0.5 * x * (1.0 + libm::erf(x * std::f64::consts::FRAC_1_SQRT_2))) as f32;
-        }
-    });
+    x.par_chunks_mut(CHUNK).for_each(gelu_erf_run);
+}
+
+/// [`gelu_erf`] on the calling thread.
+pub fn gelu_erf_run(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        let x = *v as f64;
+        *v = (0.5 * x * (1.0 + libm::erf(x * std::f64::consts::FRAC_1_SQRT_2))) as f32;
+    }
 }
 
 /// CLIP's `quick_gelu` in place: x·sigmoid(1.702·x), in f32 as PyTorch evaluates it.
 pub fn quick_gelu(x: &mut [f32]) {
-    x.par_chunks_mut(CHUNK).for_each(|c| {
-        for v in c.iter_mut() {
-            let x = *v;
-            *v = x * (1.0 / (1.0 + (-(1.702f32 * x)).exp()));
-        }
-    });
+    x.par_chunks_mut(CHUNK).for_each(quick_gelu_run);
+}
+
+/// [`quick_gelu`] on the calling thread.
+pub fn quick_gelu_run(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        let x = *v;
+        *v = x * (1.0 / (1.0 + (-(1.702f32 * x)).exp()));
+    }
 }
 
 /// `F.relu(x)` in place; `v < 0` keeps NaN, as torch.relu does.

@@ -35,13 +35,12 @@ pub fn attention(qkv: &[f32], b: usize, t: usize, heads: usize, dh: usize) -> Ve
             };
             // (T, T) scores, scaled in the product.
             let mut s = vec![0f32; t * t];
-            matmul(&mut s, false, q, kt, t, t, dh, scale, false);
+            matmul(&mut s, q, kt, t, t, dh, scale, false);
             math::simd(|| s.chunks_mut(t).for_each(math::softmax));
             // (T, Dh) output of this head.
             let mut o = vec![0f32; t * dh];
             matmul(
                 &mut o,
-                false,
                 View {
                     data: &s,
                     rs: t,

@@ -1,23 +1,67 @@
-//! 2-D convolution (any kernel size, stride and zero padding) as tiled im2col + GEMM, with an
-//! optional fused ReLU; nearest upsampling.
+//! 2-D convolution (any kernel size, stride and zero padding) as a product of the weights with
+//! an implicit im2col, with an optional fused ReLU; nearest upsampling.
+//!
+//! The columns of the product are the output pixels of every sample in a row, (N·H'·W'); each job
+//! builds the im2col of one panel of them (see gemm.rs) and runs every output channel over it, so
+//! no im2col larger than a panel is ever materialised and small late maps of several samples
+//! still fill whole panels. The product's arithmetic makes the bits independent of the batch.
 
 use rayon::prelude::*;
 
-use super::gemm::{matmul, View};
+use super::gemm::{rows_times_panel, Aligned, OutPtr, Store, View, MR, NR};
 use crate::backend::{Nchw, Window};
 
-/// Output pixels per tile: each tile builds its own im2col block, so memory stays bounded at any
-/// resolution. Tiles depend on the shape alone, so the bits do not depend on the thread count.
-const TILE: usize = 2048;
-/// Output channels per job on maps smaller than one tile: late, small layers then still spread
-/// over every core. Like the pixel tiles, this depends on the shape alone.
-const CO_TILE: usize = 64;
+/// The output (N, Co, H'·W') of a product whose columns are (N·H'·W'): bias, ReLU, scatter.
+struct ConvOut<'a> {
+    ptr: OutPtr,
+    b: &'a [f32],
+    co: usize,
+    hw: usize,
+    relu: bool,
+}
 
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: tiles write disjoint column ranges of the output (see `conv2d`).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
+impl Store for ConvOut<'_> {
+    fn store(&self, i0: usize, j0: usize, acc: &mut [[f32; NR]], w: usize) {
+        for (r, row) in acc.iter_mut().enumerate() {
+            let o = i0 + r;
+            let vals = &mut row[..w];
+            let bias = self.b[o];
+            for v in vals.iter_mut() {
+                *v += bias;
+                // `v < 0` keeps NaN, as torch.relu does.
+                if self.relu && *v < 0.0 {
+                    *v = 0.0;
+                }
+            }
+            let mut j = j0;
+            for seg in split_samples(j0, w, self.hw) {
+                let (s, p) = (j / self.hw, j % self.hw);
+                // SAFETY: sample s, channel o, pixels p.. belong to this call alone (the product
+                // hands out each element once); the buffer holds N·Co·HW.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        vals[j - j0..].as_ptr(),
+                        self.ptr.0.add((s * self.co + o) * self.hw + p),
+                        seg,
+                    )
+                };
+                j += seg;
+            }
+        }
+    }
+}
+
+/// Lengths of the runs of columns `j0 .. j0 + n` that stay inside one sample of `hw` columns.
+fn split_samples(j0: usize, n: usize, hw: usize) -> impl Iterator<Item = usize> {
+    let mut j = j0;
+    std::iter::from_fn(move || {
+        (j < j0 + n).then(|| {
+            let seg = (hw - j % hw).min(j0 + n - j);
+            j += seg;
+            seg
+        })
+    })
+}
 
 /// `F.conv2d(x, w, b, stride, padding)` (+ ReLU): x (N, Ci, H, W), w (Co, Ci, kh, kw), b (Co) →
 /// (N, Co, H', W'). The caller has checked that the window fits (`Window::output`).
@@ -34,98 +78,65 @@ pub fn conv2d(
         return Vec::new();
     };
     let (kk, hw) = (d.c * win.kh * win.kw, ho * wo);
-    // No samples or no output channels: nothing to tile (Co = 0 would make a tile of 0 channels).
-    if d.n * co * hw == 0 {
+    let cols = d.n * hw;
+    if cols * co == 0 {
         return Vec::new();
     }
-    // A 1×1 stride-1 unpadded convolution reads its input as the GEMM operand directly.
-    let pointwise = win == Window::square(1, 1, 0);
-    let mut y: Vec<f32> = Vec::with_capacity(d.n * co * hw);
-    let out = OutPtr(y.as_mut_ptr());
-    let tiles = hw.div_ceil(TILE);
-    let co_tile = if hw >= TILE { co } else { CO_TILE.min(co) };
-    let co_tiles = co.div_ceil(co_tile);
-    (0..d.n * tiles * co_tiles).into_par_iter().for_each(|job| {
-        #[allow(clippy::redundant_locals)]
-        let out = out;
-        let (s, t, ct) = (
-            job / (tiles * co_tiles),
-            job / co_tiles % tiles,
-            job % co_tiles,
-        );
-        let (p0, p1) = (t * TILE, ((t + 1) * TILE).min(hw));
-        let (o0, o1) = (ct * co_tile, ((ct + 1) * co_tile).min(co));
-        let cols_n = p1 - p0;
-        let xs = &x[s * d.c * d.h * d.w..(s + 1) * d.c * d.h * d.w];
-        let cols;
-        let rhs = if pointwise {
-            View {
-                data: &xs[p0..],
-                rs: hw,
-                cs: 1,
-            }
-        } else {
-            cols = im2col(xs, d, win, wo, p0, p1);
-            View {
-                data: &cols,
-                rs: cols_n,
-                cs: 1,
-            }
-        };
-        // (o1 − o0, cols_n) = w[o0..o1] (·, kk) · cols (kk, cols_n): channels o0..o1, columns
-        // p0..p1 of sample s.
-        let mut tile = vec![0f32; (o1 - o0) * cols_n];
-        for (o, row) in tile.chunks_mut(cols_n).enumerate() {
-            row.fill(b[o0 + o]);
-        }
-        matmul(
-            &mut tile,
-            true,
-            View {
-                data: &w[o0 * kk..],
-                rs: kk,
-                cs: 1,
-            },
-            rhs,
-            o1 - o0,
-            cols_n,
-            kk,
-            1.0,
-            false,
-        );
-        if relu {
-            // `v < 0` keeps NaN, as torch.relu does.
-            tile.iter_mut().filter(|v| **v < 0.0).for_each(|v| *v = 0.0);
-        }
-        for (o, row) in tile.chunks(cols_n).enumerate() {
-            // SAFETY: sample s, channel o0 + o, pixels p0..p1 belong to this job alone; the
-            // capacity covers N·Co·HW.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    row.as_ptr(),
-                    out.0.add((s * co + o0 + o) * hw + p0),
-                    cols_n,
-                )
-            };
-        }
-    });
-    // SAFETY: the tiles wrote every element.
-    unsafe { y.set_len(d.n * co * hw) };
+    let mut y = vec![0f32; d.n * co * hw];
+    let out = ConvOut {
+        ptr: OutPtr(y.as_mut_ptr()),
+        b,
+        co,
+        hw,
+        relu,
+    };
+    let weights = View {
+        data: w,
+        rs: kk,
+        cs: 1,
+    };
+    // Jobs: panels × groups of output channels, the channels split only when there are too few
+    // panels to keep every thread busy (each group builds the panel again).
+    let panels = cols.div_ceil(NR);
+    let want = 4 * rayon::current_num_threads();
+    let blocks = co.div_ceil(MR);
+    let groups = want.div_ceil(panels).min(blocks).max(1);
+    let per_group = blocks.div_ceil(groups);
+    let groups = blocks.div_ceil(per_group);
+    (0..panels * groups).into_par_iter().for_each_init(
+        || Aligned::zeroed(kk * NR),
+        |buf, job| {
+            let panel = &mut buf.as_mut_slice()[..kk * NR];
+            let (p, g) = (job / groups, job % groups);
+            let (j0, n) = (p * NR, NR.min(cols - p * NR));
+            im2col_panel(x, d, win, (hw, wo), (j0, n), panel);
+            let rows = g * per_group * MR..((g + 1) * per_group * MR).min(co);
+            rows_times_panel(weights, rows, panel, kk, (j0, n), &out);
+        },
+    );
     y
 }
 
-/// The im2col block (Ci·kh·kw, p1 − p0) of one sample's output pixels p0..p1, rows ordered
-/// (c, ky, kx) like the weight, zeros where the window reads padding. Filled one output-row span
-/// at a time.
-fn im2col(xs: &[f32], d: Nchw, win: Window, wo: usize, p0: usize, p1: usize) -> Vec<f32> {
+/// The im2col panel (Ci·kh·kw, NR) of output columns `j0 .. j0 + n` of (N·H'·W'), rows ordered
+/// (c, ky, kx) like the weight, zeros where the window reads padding and past column n.
+fn im2col_panel(
+    x: &[f32],
+    d: Nchw,
+    win: Window,
+    (hw, wo): (usize, usize),
+    (j0, n): (usize, usize),
+    panel: &mut [f32],
+) {
     let (kh, kw, st) = (win.kh, win.kw, win.stride);
-    let cols_n = p1 - p0;
-    let mut cols = vec![0f32; d.c * kh * kw * cols_n];
-    let mut p = p0;
-    while p < p1 {
-        let (oy, ox0) = (p / wo, p % wo);
-        let span = (wo - ox0).min(p1 - p);
-        let at = p - p0;
+    panel.fill(0.0);
+    let mut j = j0;
+    while j < j0 + n {
+        let (s, pix) = (j / hw, j % hw);
+        let (oy, ox0) = (pix / wo, pix % wo);
+        // One output row of one sample.
+        let span = (wo - ox0).min(j0 + n - j);
+        let at = j - j0;
+        let xs = &x[s * d.c * d.h * d.w..][..d.c * d.h * d.w];
         for c in 0..d.c {
             for ky in 0..kh {
                 let iy = (oy * st + ky) as isize - win.ph as isize;
@@ -134,7 +145,7 @@ fn im2col(xs: &[f32], d: Nchw, win: Window, wo: usize, p0: usize, p1: usize) -> 
                 }
                 let src_row = &xs[(c * d.h + iy as usize) * d.w..][..d.w];
                 for kx in 0..kw {
-                    let dst = &mut cols[((c * kh + ky) * kw + kx) * cols_n + at..][..span];
+                    let dst = &mut panel[((c * kh + ky) * kw + kx) * NR + at..][..span];
                     if st == 1 {
                         // ix = ox + kx − pw must lie in 0..W: one contiguous copy.
                         let lo = win.pw.saturating_sub(ox0 + kx).min(span);
@@ -145,8 +156,8 @@ fn im2col(xs: &[f32], d: Nchw, win: Window, wo: usize, p0: usize, p1: usize) -> 
                             dst[lo..hi].copy_from_slice(&src_row[ix0..ix0 + (hi - lo)]);
                         }
                     } else {
-                        for (j, v) in dst.iter_mut().enumerate() {
-                            let ix = ((ox0 + j) * st + kx) as isize - win.pw as isize;
+                        for (jj, v) in dst.iter_mut().enumerate() {
+                            let ix = ((ox0 + jj) * st + kx) as isize - win.pw as isize;
                             if ix >= 0 && (ix as usize) < d.w {
                                 *v = src_row[ix as usize];
                             }
@@ -155,9 +166,8 @@ fn im2col(xs: &[f32], d: Nchw, win: Window, wo: usize, p0: usize, p1: usize) -> 
                 }
             }
         }
-        p += span;
+        j += span;
     }
-    cols
 }
 
 /// `F.interpolate(x, scale_factor=2, mode='nearest')`: (N, C, H, W) → (N, C, 2H, 2W).

@@ -13,7 +13,7 @@ pub mod pool;
 
 use anyhow::{ensure, Result};
 
-use super::{Backend, Cols, Nchw, Pool, Precision, Window};
+use super::{Activation, Backend, Cols, Nchw, Pool, Precision, Window};
 
 /// The CPU backend. Buffers are plain `Vec<f32>`.
 #[derive(Debug, Default, Clone, Copy)]
@@ -22,6 +22,25 @@ pub struct Cpu;
 fn cols<'a>(c: &Cols<'a, Cpu>, d: usize) -> impl Fn(usize) -> &'a [f32] + Sync + 'a {
     let (buf, stride, offset) = (c.buf, c.stride, c.offset);
     move |b| &buf[b * stride + offset..][..d]
+}
+
+fn check_linear(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&Vec<f32>>,
+    (m, k, n): (usize, usize, usize),
+) -> Result<()> {
+    ensure!(
+        x.len() == m * k && w.len() == n * k,
+        "linear: x {} / w {} elements for M={m} K={k} N={n}",
+        x.len(),
+        w.len()
+    );
+    ensure!(
+        b.is_none_or(|b| b.len() == n),
+        "linear: bias length differs from N={n}"
+    );
+    Ok(())
 }
 
 fn check_cols(c: &Cols<Cpu>, b: usize, d: usize, what: &str) -> Result<()> {
@@ -61,17 +80,105 @@ impl Backend for Cpu {
         k: usize,
         n: usize,
     ) -> Result<Vec<f32>> {
-        ensure!(
-            x.len() == m * k && w.len() == n * k,
-            "linear: x {} / w {} elements for M={m} K={k} N={n}",
-            x.len(),
-            w.len()
-        );
-        ensure!(
-            b.is_none_or(|b| b.len() == n),
-            "linear: bias length differs from N={n}"
-        );
+        check_linear(x, w, b, (m, k, n))?;
         Ok(gemm::linear(x, w, b.map(|b| b.as_slice()), m, k, n))
+    }
+
+    fn linear_gelu(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        b: Option<&Vec<f32>>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Vec<f32>> {
+        check_linear(x, w, b, (m, k, n))?;
+        Ok(gemm::linear_then(x, w, b.map(|b| b.as_slice()), m, k, n, act::gelu_tanh_run))
+    }
+
+    fn linear_act(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        b: Option<&Vec<f32>>,
+        m: usize,
+        k: usize,
+        n: usize,
+        a: Activation,
+    ) -> Result<Vec<f32>> {
+        check_linear(x, w, b, (m, k, n))?;
+        let b = b.map(|b| b.as_slice());
+        Ok(match a {
+            Activation::GeluErf => gemm::linear_then(x, w, b, m, k, n, act::gelu_erf_run),
+            Activation::QuickGelu => gemm::linear_then(x, w, b, m, k, n, act::quick_gelu_run),
+        })
+    }
+
+    fn linear_residual(
+        &self,
+        y: &mut Vec<f32>,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        b: Option<&Vec<f32>>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<()> {
+        check_linear(x, w, b, (m, k, n))?;
+        ensure!(
+            y.len() == m * n,
+            "linear_residual: {} elements in the residual for ({m}, {n})",
+            y.len()
+        );
+        gemm::linear_residual(y, x, w, b.map(|b| b.as_slice()), m, k, n);
+        Ok(())
+    }
+
+    fn layer_norm_modulate(
+        &self,
+        x: &Vec<f32>,
+        shift: Cols<Self>,
+        scale: Cols<Self>,
+        b: usize,
+        t: usize,
+        d: usize,
+        eps: f32,
+    ) -> Result<Vec<f32>> {
+        ensure!(
+            x.len() == b * t * d,
+            "layer_norm_modulate: {} elements for ({b}, {t}, {d})",
+            x.len()
+        );
+        check_cols(&shift, b, d, "modulate shift")?;
+        check_cols(&scale, b, d, "modulate scale")?;
+        let mut x = x.clone();
+        let (sh, sc) = (cols(&shift, d), cols(&scale, d));
+        Ok(norm::gated_add_layer_norm_modulate(&mut x, None, sh, sc, t, d, eps))
+    }
+
+    fn gated_add_layer_norm_modulate(
+        &self,
+        x: &mut Vec<f32>,
+        y: &Vec<f32>,
+        gate: Cols<Self>,
+        shift: Cols<Self>,
+        scale: Cols<Self>,
+        b: usize,
+        t: usize,
+        d: usize,
+        eps: f32,
+    ) -> Result<Vec<f32>> {
+        ensure!(
+            x.len() == b * t * d && y.len() == x.len(),
+            "gated_add_layer_norm_modulate: shapes differ from ({b}, {t}, {d})"
+        );
+        check_cols(&gate, b, d, "gated_add gate")?;
+        check_cols(&shift, b, d, "modulate shift")?;
+        check_cols(&scale, b, d, "modulate scale")?;
+        let g = cols(&gate, d);
+        let (sh, sc) = (cols(&shift, d), cols(&scale, d));
+        Ok(norm::gated_add_layer_norm_modulate(x, Some((y, &g)), sh, sc, t, d, eps))
     }
 
     fn layer_norm(&self, x: &Vec<f32>, rows: usize, d: usize, eps: f32) -> Result<Vec<f32>> {

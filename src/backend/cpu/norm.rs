@@ -62,6 +62,44 @@ pub fn modulate<'a>(
     });
 }
 
+/// `x += gate[b] ⊙ y` (when `y` is given), then `layer_norm(x)·(1 + scale[b]) + shift[b]` into a
+/// new buffer, one pass per row: the fused end of one adaLN branch and input of the next, with
+/// the bits of [`crate::backend::cpu::elementwise::gated_add`], [`layer_norm`] and [`modulate`].
+#[allow(clippy::too_many_arguments)]
+pub fn gated_add_layer_norm_modulate<'a>(
+    x: &mut [f32],
+    y: Option<(&[f32], &(dyn Fn(usize) -> &'a [f32] + Sync))>,
+    shift: impl Fn(usize) -> &'a [f32] + Sync,
+    scale: impl Fn(usize) -> &'a [f32] + Sync,
+    t: usize,
+    d: usize,
+    eps: f32,
+) -> Vec<f32> {
+    if x.is_empty() {
+        return Vec::new();
+    }
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(d)
+        .zip(x.par_chunks_mut(d))
+        .enumerate()
+        .with_min_len(16)
+        .for_each(|(row, (o, xr))| {
+            let b = row / t;
+            if let Some((y, gate)) = y {
+                for ((a, &v), &g) in xr.iter_mut().zip(&y[row * d..][..d]).zip(gate(b)) {
+                    *a += g * v;
+                }
+            }
+            let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
+            let var = xr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64;
+            let rstd = 1.0 / (var + eps as f64).sqrt();
+            for (((o, &v), &sc), &sh) in o.iter_mut().zip(xr.iter()).zip(scale(b)).zip(shift(b)) {
+                *o = ((v as f64 - mean) * rstd) as f32 * (1.0 + sc) + sh;
+            }
+        });
+    out
+}
+
 /// `F.group_norm(x, groups, gamma, beta, eps)` for x (N, C, HW), statistics per (sample, group)
 /// in f64, optionally followed by SiLU (the decoder always applies one after its norms but one).
 #[allow(clippy::too_many_arguments)]
