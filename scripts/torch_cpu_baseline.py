@@ -1,21 +1,25 @@
 #!/usr/bin/env python3
-"""PyTorch CPU figures for the same networks `sitdiv bench` times, on the same machine.
+"""PyTorch CPU figures for the networks `sitdiv bench` times, on the same machine.
 
-Usage: python scripts/torch_cpu_baseline.py [--sit SiT-S/2] [--batch 8] [--vae-batch 2]
-       [--inception-batch 4] [--diversity 2000] [--backbones 16]
-Needs torch (diffusers for the VAE, pytorch-fid for the Inception). Random weights, fp32, eval mode, no grad. Prints images/s
-(median of the timed runs) for a SiT-shaped network (same shapes and op sequence as upstream SiT:
-patch embed, adaLN-Zero blocks, SDPA attention, tanh-GELU MLP, final layer) and for the SD-VAE
-decoder (diffusers AutoencoderKL, sd-vae-ft-ema architecture). --inception-batch times pytorch-fid's
-FID Inception on 256 px images (bilinear resize to 299 inside the timing); --diversity N times the
-all-pairs cosine-distance stage (f64 Gram matrix, mixed / intra / inter means and stds) on N × 768
-random embeddings in 100 classes, as `sitdiv bench diversity` does; --backbones N times the
-diversity backbones at full size with random weights (transformers Dinov2Model base,
-CLIPVisionModelWithProjection base/32, torchvision resnet50, and the dreamsim package's ensemble when
-it is installed) on N preprocessed 224 px inputs, as a
-batch of N and one image at a time (preprocessing not included; sitdiv's figures include it).
+Usage: python scripts/torch_cpu_baseline.py --net NET [--batch N] [--iters N] [--json]
+       python scripts/torch_cpu_baseline.py --all
+NET is one of: sit-s2, vae, inception, dinov2-b14, clip-b32, dreamsim, mocov3-r50, dinov2-l14,
+lpips-alex, lpips-vgg, diversity. `sitdiv bench all` calls it once per network and round, between
+its own timings, and reads the --json line (items per call, median and best seconds per call).
+
+Random weights, fp32, eval mode, no grad, PyTorch batched. sit-s2: a SiT-shaped network (same
+shapes and op sequence as upstream SiT-S/2: patch embed, adaLN-Zero blocks, SDPA attention,
+tanh-GELU MLP, final layer) on 256 px latents; vae: the SD-VAE decoder (diffusers AutoencoderKL,
+sd-vae-ft-ema architecture) at 256 px; inception: pytorch-fid's FID Inception on 256 px images
+(bilinear resize to 299 inside the timing); the backbones (transformers Dinov2Model base/large,
+CLIPVisionModelWithProjection base/32, torchvision resnet50, the dreamsim package's three ViT-B/16
+towers) on preprocessed 224 px inputs; lpips-*: the lpips package's trunk features of 256 px
+images; diversity: the all-pairs cosine-distance stage (f64 Gram matrix, mixed / intra / inter
+means and stds) on N × 768 random embeddings in 100 classes (items are pairs).
+Needs torch, torchvision, diffusers, pytorch-fid, transformers, lpips and dreamsim.
 """
 import argparse
+import json
 import statistics
 import time
 
@@ -80,115 +84,103 @@ def timed(fn, warmup, iters):
     return statistics.median(ts), min(ts)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--sit", default="SiT-S/2")
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--iters", type=int, default=7)
-    ap.add_argument("--vae-batch", type=int, default=2)
-    ap.add_argument("--vae-iters", type=int, default=3)
-    ap.add_argument("--skip-vae", action="store_true")
-    ap.add_argument("--inception-batch", type=int, default=0)
-    ap.add_argument("--diversity", type=int, default=0, metavar="N")
-    ap.add_argument("--backbones", type=int, default=0, metavar="N")
-    a = ap.parse_args()
-    torch.manual_seed(0)
-    torch.set_grad_enabled(False)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    size, patch = a.sit.replace("SiT-", "").split("/")
-    depth, d, h = SIZES[size]
-    m = SiTShaped(depth, d, h, int(patch)).eval()
-    x, t, y = torch.randn(a.batch, 4, 32, 32), torch.rand(a.batch), torch.randint(0, 1000, (a.batch,))
-    med, best = timed(lambda: m(x, t, y), 2, a.iters)
-    print(f"| {a.sit} | 256 | {a.batch} | torch cpu | fp32 | {med:.4f} | {a.batch / med:.2f} | {a.batch / best:.2f} |")
-    if not a.skip_vae:
-        from diffusers import AutoencoderKL
-
-        vae = AutoencoderKL(
-            down_block_types=["DownEncoderBlock2D"] * 4,
-            up_block_types=["UpDecoderBlock2D"] * 4,
-            block_out_channels=[128, 256, 512, 512],
-            layers_per_block=2,
-            latent_channels=4,
-            sample_size=256,
-        ).eval()
-        z = torch.randn(a.vae_batch, 4, 32, 32)
-        med, best = timed(lambda: vae.decode(z / 0.18215).sample, 1, a.vae_iters)
-        print(f"| SD-VAE decoder | 256 | {a.vae_batch} | diffusers cpu | {med:.3f} | {a.vae_batch / med:.3f} | {a.vae_batch / best:.3f} |")
-    if a.inception_batch:
-        from pytorch_fid import inception as pfi
-
-        pfi.load_state_dict_from_url = lambda *_a, **_k: None
-        net = pfi._inception_v3(num_classes=1008, aux_logits=False, weights=None)
-        for name, blk in [("Mixed_5b", pfi.FIDInceptionA(192, 32)), ("Mixed_5c", pfi.FIDInceptionA(256, 64)),
-                          ("Mixed_5d", pfi.FIDInceptionA(288, 64)), ("Mixed_6b", pfi.FIDInceptionC(768, 128)),
-                          ("Mixed_6c", pfi.FIDInceptionC(768, 160)), ("Mixed_6d", pfi.FIDInceptionC(768, 160)),
-                          ("Mixed_6e", pfi.FIDInceptionC(768, 192)), ("Mixed_7b", pfi.FIDInceptionE_1(1280)),
-                          ("Mixed_7c", pfi.FIDInceptionE_2(2048))]:
-            setattr(net, name, blk)
-        net = net.eval()
-        imgs = torch.randint(0, 256, (a.inception_batch, 3, 256, 256)).float()
-        run = lambda: net((F.interpolate(imgs, size=(299, 299), mode="bilinear") - 128) / 128)
-        med, best = timed(run, 1, 3)
-        print(f"| FID Inception | 256 | {a.inception_batch} | torch cpu | {med:.3f} | {a.inception_batch / med:.3f} | {a.inception_batch / best:.3f} |")
-    if a.diversity:
-        n, classes = a.diversity, 100
-        x = torch.randn(n, 768)
-        labels = torch.arange(n) % classes
-
-        def pairs():
-            u = F.normalize(x.double(), dim=1)
-            dist = 1 - u @ u.T
-            upper = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)
-            same = (labels[:, None] == labels[None, :]) & upper
-            mixed = dist[upper]
-            inter = dist[upper & ~same]
-            intra = torch.stack([dist[same & (labels[:, None] == c)].mean() for c in range(classes)])
-            return mixed.mean(), mixed.std(unbiased=False), inter.mean(), inter.std(unbiased=False), intra.mean(), intra.std(unbiased=False)
-
-        med, best = timed(pairs, 1, 3)
-        print(f"| cosine diversity (f64) | {n} | 768 | {classes} | torch cpu | {med:.3f} | {n * (n - 1) / 2 / med:.3e} pairs/s |")
-    if a.backbones:
-        backbones(a.backbones)
+def sit(n):
+    depth, d, h = SIZES["S"]
+    m = SiTShaped(depth, d, h, 2).eval()
+    x, t, y = torch.randn(n, 4, 32, 32), torch.rand(n), torch.randint(0, 1000, (n,))
+    return lambda: m(x, t, y)
 
 
-def backbones(n):
+def vae(n):
+    from diffusers import AutoencoderKL
+
+    m = AutoencoderKL(
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        block_out_channels=[128, 256, 512, 512],
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=256,
+    ).eval()
+    z = torch.randn(n, 4, 32, 32)
+    return lambda: m.decode(z / 0.18215).sample
+
+
+def inception(n):
+    from pytorch_fid import inception as pfi
+
+    pfi.load_state_dict_from_url = lambda *_a, **_k: None
+    net = pfi._inception_v3(num_classes=1008, aux_logits=False, weights=None)
+    for name, blk in [("Mixed_5b", pfi.FIDInceptionA(192, 32)), ("Mixed_5c", pfi.FIDInceptionA(256, 64)),
+                      ("Mixed_5d", pfi.FIDInceptionA(288, 64)), ("Mixed_6b", pfi.FIDInceptionC(768, 128)),
+                      ("Mixed_6c", pfi.FIDInceptionC(768, 160)), ("Mixed_6d", pfi.FIDInceptionC(768, 160)),
+                      ("Mixed_6e", pfi.FIDInceptionC(768, 192)), ("Mixed_7b", pfi.FIDInceptionE_1(1280)),
+                      ("Mixed_7c", pfi.FIDInceptionE_2(2048))]:
+        setattr(net, name, blk)
+    net = net.eval()
+    imgs = torch.randint(0, 256, (n, 3, 256, 256)).float()
+    return lambda: net((F.interpolate(imgs, size=(299, 299), mode="bilinear") - 128) / 128)
+
+
+def backbone(name, n):
     import torchvision
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, Dinov2Config, Dinov2Model
 
     x = torch.randn(n, 3, 224, 224)
-    nets = [
-        ("dinov2-b14 (ViT-B/14)", Dinov2Model(Dinov2Config()).eval()),
-        ("clip-b32 (ViT-B/32)", CLIPVisionModelWithProjection(CLIPVisionConfig()).eval()),
-        ("mocov3-r50 (ResNet-50)", torchvision.models.resnet50(weights=None).eval()),
-    ]
-    print("| backbone | images | torch batch img/s | torch one-at-a-time img/s |")
-    print("|---|---|---|---|")
-    for name, net in nets:
-        med, _ = timed(lambda: net(x), 1, 3)
-        one, _ = timed(lambda: [net(x[i : i + 1]) for i in range(n)], 1, 1)
-        print(f"| {name} | {n} | {n / med:.2f} | {n / one:.2f} |")
-    try:
+    if name == "dreamsim":
         ens = dreamsim_ensemble()
-        med, _ = timed(lambda: ens(x), 1, 3)
-        one, _ = timed(lambda: [ens(x[i : i + 1]) for i in range(n)], 1, 1)
-        print(f"| dreamsim (3 × ViT-B/16) | {n} | {n / med:.2f} | {n / one:.2f} |")
-    except ImportError:
-        pass
-    try:
-        import lpips
+        return lambda: ens(x)
+    net = {
+        "dinov2-b14": lambda: Dinov2Model(Dinov2Config()),
+        "dinov2-l14": lambda: Dinov2Model(Dinov2Config(hidden_size=1024, num_hidden_layers=24,
+                                                       num_attention_heads=16)),
+        "clip-b32": lambda: CLIPVisionModelWithProjection(CLIPVisionConfig()),
+        "mocov3-r50": lambda: torchvision.models.resnet50(weights=None),
+    }[name]().eval()
+    return lambda: net(x)
 
-        m = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
-        y = torch.rand(n, 3, 256, 256) * 2 - 1
-        pairs = n * (n - 1) // 2
-        t = time.perf_counter()
-        for i in range(n):
-            for j in range(i + 1, n):
-                m(y[i : i + 1], y[j : j + 1])
-        secs = time.perf_counter() - t
-        print(f"| lpips-alex, one call per pair (the study's way) | {n} images, {pairs} pairs | {pairs / secs:.2f} pairs/s | {secs:.2f} s |")
-    except ImportError:
-        pass
+
+def lpips_trunk(kind, n):
+    import lpips
+
+    m = lpips.LPIPS(net=kind, pnet_rand=True, verbose=False).eval()
+    y = torch.rand(n, 3, 256, 256) * 2 - 1
+    return lambda: m.net(m.scaling_layer(y))
+
+
+def diversity(n):
+    classes = 100
+    x = torch.randn(n, 768)
+    labels = torch.arange(n) % classes
+
+    def pairs():
+        u = F.normalize(x.double(), dim=1)
+        dist = 1 - u @ u.T
+        upper = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)
+        same = (labels[:, None] == labels[None, :]) & upper
+        mixed = dist[upper]
+        inter = dist[upper & ~same]
+        intra = torch.stack([dist[same & (labels[:, None] == c)].mean() for c in range(classes)])
+        return (mixed.mean(), mixed.std(unbiased=False), inter.mean(), inter.std(unbiased=False),
+                intra.mean(), intra.std(unbiased=False))
+
+    return pairs
+
+
+# name → (default batch, build(batch) → one call, items per call(batch)).
+NETS = {
+    "sit-s2": (8, sit, lambda n: n),
+    "vae": (2, vae, lambda n: n),
+    "inception": (4, inception, lambda n: n),
+    "dinov2-b14": (8, lambda n: backbone("dinov2-b14", n), lambda n: n),
+    "clip-b32": (8, lambda n: backbone("clip-b32", n), lambda n: n),
+    "dreamsim": (8, lambda n: backbone("dreamsim", n), lambda n: n),
+    "mocov3-r50": (8, lambda n: backbone("mocov3-r50", n), lambda n: n),
+    "dinov2-l14": (8, lambda n: backbone("dinov2-l14", n), lambda n: n),
+    "lpips-alex": (8, lambda n: lpips_trunk("alex", n), lambda n: n),
+    "lpips-vgg": (8, lambda n: lpips_trunk("vgg", n), lambda n: n),
+    "diversity": (2000, diversity, lambda n: n * (n - 1) // 2),
+}
 
 
 def dreamsim_ensemble():
@@ -223,6 +215,35 @@ def dreamsim_ensemble():
         return e / e.norm(dim=1, keepdim=True)
 
     return embed
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--net", choices=sorted(NETS))
+    ap.add_argument("--all", action="store_true", help="every network, one table")
+    ap.add_argument("--batch", type=int, help="items per call (default: the network's)")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--json", action="store_true", help="one JSON line instead of a table row")
+    a = ap.parse_args()
+    if not a.all and not a.net:
+        ap.error("give --net NET or --all")
+    torch.manual_seed(0)
+    torch.set_grad_enabled(False)
+    if not a.json:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+        print("| network | batch | median s/call | items/s (median) | items/s (best) |")
+        print("|---|---|---|---|---|")
+    for name in sorted(NETS) if a.all else [a.net]:
+        default, build, items = NETS[name]
+        n = a.batch or default
+        med, best = timed(build(n), a.warmup, a.iters)
+        if a.json:
+            print(json.dumps({"net": name, "batch": n, "items": items(n), "median_s": med,
+                              "best_s": best, "threads": torch.get_num_threads(),
+                              "torch": torch.__version__}))
+        else:
+            print(f"| {name} | {n} | {med:.4f} | {items(n) / med:.2f} | {items(n) / best:.2f} |")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 //! `sitdiv bench`: throughput of the networks on synthetic weights, printed as a table. SiT and
-//! the metrics here; the VAE, the Inception and the diversity backbones in nets.rs.
+//! the metrics here; the VAE, the Inception and the diversity backbones in nets.rs; every network
+//! next to PyTorch in all.rs.
 
+mod all;
 mod nets;
 
+pub use all::{all, AllBench};
 pub use nets::{backbones, inception, vae, valloss, NetBench};
 
 use std::time::Instant;

@@ -107,7 +107,7 @@ fn row(name: &str, px: usize, batch: usize, device: &str, t: &Timed) {
     );
 }
 
-fn random_images(seed: u64, n: usize, side: usize) -> Vec<u8> {
+pub(super) fn random_images(seed: u64, n: usize, side: usize) -> Vec<u8> {
     rng::uniform(seed, 0, 0, 0, n * side * side * 3)
         .iter()
         .map(|u| (u * 256.0) as u8)
@@ -160,7 +160,7 @@ struct Backbones<B: Backend> {
     lpips: Lpips<B>,
 }
 
-fn dinov2<B: Backend>(be: &B, large: bool) -> Result<Dinov2<B>> {
+pub(super) fn dinov2<B: Backend>(be: &B, large: bool) -> Result<Dinov2<B>> {
     let cfg = Dinov2Config::released(large);
     Dinov2::load(
         be,
@@ -169,7 +169,7 @@ fn dinov2<B: Backend>(be: &B, large: bool) -> Result<Dinov2<B>> {
     )
 }
 
-fn lpips<B: Backend>(be: &B, net: LpipsNet) -> Result<Lpips<B>> {
+pub(super) fn lpips<B: Backend>(be: &B, net: LpipsNet) -> Result<Lpips<B>> {
     let mut w = synthetic::formula_weights(net.expected_tensors(), 0)?;
     for (name, (_, data)) in w.tensors.iter_mut() {
         // The heads must be non-negative (and the scaling layer positive): take magnitudes.
@@ -180,26 +180,36 @@ fn lpips<B: Backend>(be: &B, net: LpipsNet) -> Result<Lpips<B>> {
     Lpips::load(be, &w, net)
 }
 
+pub(super) fn clip<B: Backend>(be: &B) -> Result<ClipVision<B>> {
+    let cfg = ClipVisionConfig::b32();
+    ClipVision::load(
+        be,
+        &synthetic::formula_weights(cfg.expected_tensors(), 0)?,
+        cfg,
+    )
+}
+
+pub(super) fn dreamsim<B: Backend>(be: &B) -> Result<DreamSim<B>> {
+    let cfg = DreamSimConfig::released();
+    DreamSim::load(
+        be,
+        &synthetic::formula_weights(cfg.expected_tensors(), 0)?,
+        cfg,
+    )
+}
+
+pub(super) fn resnet<B: Backend>(be: &B) -> Result<ResNet50<B>> {
+    ResNet50::load(be, &synthetic::resnet50(0)?)
+}
+
 impl<B: Backend> Backbones<B> {
     /// DINOv2-B/14, CLIP-B/32, MoCo v3's ResNet-50, DreamSim and LPIPS-Alex.
     fn load(be: &B) -> Result<Self> {
-        let ccfg = ClipVisionConfig::b32();
-        let clip = ClipVision::load(
-            be,
-            &synthetic::formula_weights(ccfg.expected_tensors(), 0)?,
-            ccfg,
-        )?;
-        let scfg = DreamSimConfig::released();
-        let dreamsim = DreamSim::load(
-            be,
-            &synthetic::formula_weights(scfg.expected_tensors(), 0)?,
-            scfg,
-        )?;
         Ok(Backbones {
             dino: dinov2(be, false)?,
-            clip,
-            resnet: ResNet50::load(be, &synthetic::resnet50(0)?)?,
-            dreamsim,
+            clip: clip(be)?,
+            resnet: resnet(be)?,
+            dreamsim: dreamsim(be)?,
             lpips: lpips(be, LpipsNet::Alex)?,
         })
     }
@@ -267,37 +277,32 @@ pub fn backbones<B: Backend>(be: &B, b: &NetBench) -> Result<()> {
     Ok(())
 }
 
-/// The backbones on the CPU at `sitdiv features`' pace: `images` random 256 × 256 images,
-/// preprocessing included, one image per forward.
+/// The backbones on the CPU at `sitdiv features`' pace: `images` random 256 × 256 images in one
+/// forward, preprocessing included.
 pub(super) fn diversity_backbones(images: usize) -> Result<()> {
     let side = 256;
-    let imgs: Vec<Vec<u8>> = (0..images)
-        .map(|i| {
-            rng::uniform(4, i as u64, 0, 0, side * side * 3)
-                .iter()
-                .map(|u| (u * 256.0) as u8)
-                .collect()
-        })
-        .collect();
+    let imgs = random_images(4, images, side);
     let nets = Backbones::load(&Cpu)?;
     println!("| backbone | px | images | threads | seconds | img/s |");
     println!("|---|---|---|---|---|---|");
     let threads = rayon::current_num_threads();
     let t = Instant::now();
-    for img in &imgs {
-        nets.lpips.features(&Cpu, img, (1, side, side, 3))?;
-    }
+    nets.lpips.features(&Cpu, &imgs, (images, side, side, 3))?;
     let secs = t.elapsed().as_secs_f64();
     println!(
         "| lpips-alex (AlexNet taps, feature rows) | {side} | {images} | {threads} | {secs:.2} | {:.2} |",
         images as f64 / secs
     );
+    let one = side * side * 3;
     for (name, pipeline, run) in nets.rows(&Cpu) {
-        run(&pipeline.prepare(&imgs[0], (side, side)), 1)?; // warm-up
+        let prepare = || -> Vec<f32> {
+            imgs.chunks(one)
+                .flat_map(|img| pipeline.prepare(img, (side, side)))
+                .collect()
+        };
+        run(&pipeline.prepare(&imgs[..one], (side, side)), 1)?; // warm-up
         let t = Instant::now();
-        for img in &imgs {
-            run(&pipeline.prepare(img, (side, side)), 1)?;
-        }
+        run(&prepare(), images)?;
         let secs = t.elapsed().as_secs_f64();
         println!(
             "| {name} | {side} | {images} | {threads} | {secs:.2} | {:.2} |",

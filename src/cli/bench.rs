@@ -11,6 +11,26 @@ use sitdiv::bench;
 
 #[derive(Subcommand)]
 pub enum BenchWhat {
+    /// Every network of a study point on the CPU (formula weights of the released sizes), each
+    /// alternated round by round with PyTorch on the same machine (scripts/torch_cpu_baseline.py),
+    /// in one table: median items/s, their range over the rounds, and the ratio.
+    All {
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Timed calls per timing (after one untimed call).
+        #[arg(long, default_value_t = 3)]
+        iters: usize,
+        /// The Python that has torch (and diffusers, pytorch-fid, transformers, lpips,
+        /// dreamsim); without it only sitdiv's figures are printed.
+        #[arg(long)]
+        python: Option<String>,
+        #[arg(long, default_value = "scripts/torch_cpu_baseline.py")]
+        script: std::path::PathBuf,
+        /// Only these networks (comma-separated ids: sit-s2, vae, inception, dinov2-b14,
+        /// clip-b32, dreamsim, mocov3-r50, dinov2-l14, lpips-alex, lpips-vgg, diversity).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
     /// SiT forward passes on synthetic weights.
     Sit {
         #[arg(long, default_value = "SiT-XL/2")]
@@ -101,6 +121,19 @@ impl NetArgs {
 impl BenchWhat {
     pub fn run(self) -> Result<()> {
         match self {
+            BenchWhat::All {
+                rounds,
+                iters,
+                python,
+                script,
+                only,
+            } => bench::all(&bench::AllBench {
+                rounds,
+                iters,
+                python,
+                script,
+                only,
+            }),
             BenchWhat::Sit {
                 model,
                 image_size,

@@ -265,10 +265,9 @@ impl<B: Backend> Embedder<B> {
         ))
     }
 
-    /// Embeddings (N, D) of uint8 images (N, H, W, 3). The network runs one image at a time:
-    /// a batched GEMM picks its kernel by the row count, which would make the last bits of an
-    /// embedding depend on how many images share a pass (`--batch` only sets how many are
-    /// decoded and preprocessed together).
+    /// Embeddings (N, D) of uint8 images (N, H, W, 3), the N images in one forward: every CPU
+    /// product computes each element in one fixed order (backend/cpu/gemm.rs), so an embedding
+    /// does not depend on which images share its pass.
     pub fn embed(
         &self,
         be: &B,
@@ -286,20 +285,20 @@ impl<B: Backend> Embedder<B> {
             images.len()
         );
         let s = PIPELINE_SIZE;
-        let mut out = Vec::new();
-        for img in images.chunks(h * w * 3) {
-            out.extend(match &self.net {
-                Net::Lpips(m) => m.features(be, img, (1, h, w, 3))?,
-                Net::Toy(m) => m.forward(be, img, (1, h, w, 3))?.features,
-                Net::Dinov2(m) => m.forward(be, &self.pipeline.prepare(img, (h, w)), 1, (s, s))?,
-                Net::Clip(m) => m.forward(be, &self.pipeline.prepare(img, (h, w)), 1)?,
-                Net::DreamSim(m) => m.embed(be, &self.pipeline.prepare(img, (h, w)), 1)?,
-                Net::Resnet50(m) => {
-                    m.forward(be, &self.pipeline.prepare(img, (h, w)), 1, (s, s))?
-                }
-            });
+        let prepared = || -> Vec<f32> {
+            images
+                .chunks(h * w * 3)
+                .flat_map(|img| self.pipeline.prepare(img, (h, w)))
+                .collect()
+        };
+        match &self.net {
+            Net::Lpips(m) => m.features(be, images, (n, h, w, 3)),
+            Net::Toy(m) => Ok(m.forward(be, images, (n, h, w, 3))?.features),
+            Net::Dinov2(m) => m.forward(be, &prepared(), n, (s, s)),
+            Net::Clip(m) => m.forward(be, &prepared(), n),
+            Net::DreamSim(m) => m.embed(be, &prepared(), n),
+            Net::Resnet50(m) => m.forward(be, &prepared(), n, (s, s)),
         }
-        Ok(out)
     }
 }
 

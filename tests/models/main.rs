@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod model_batch;
 mod model_cuda;
 mod model_dreamsim;
 mod model_inception;

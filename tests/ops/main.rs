@@ -15,3 +15,4 @@ mod op_gemm;
 mod op_math;
 mod op_norm;
 mod op_pool;
+mod op_tile;

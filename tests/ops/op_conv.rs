@@ -88,6 +88,48 @@ fn conv2d_matches_naive_reference() {
 }
 
 #[test]
+fn conv2d_samples_do_not_depend_on_the_batch_or_threads() {
+    // 5 samples in one call equal each sample alone, to the bit, on 1 and 3 threads: padded
+    // 3×3, strided 7×7, 1×1 and a map narrower than a panel (7 × 7).
+    for (i, &((c, h, w), co, win)) in [
+        ((3, 19, 23), 13, Window::square(3, 1, 1)),
+        ((3, 32, 32), 16, Window::square(7, 2, 3)),
+        ((40, 9, 9), 20, Window::square(1, 1, 0)),
+        ((8, 7, 7), 30, Window::square(3, 1, 1)),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let n = 5;
+        let d = Nchw { n, c, h, w };
+        let one = Nchw { n: 1, ..d };
+        let x = randn(300 + i as u64, d.len());
+        let wt = randn(400 + i as u64, co * c * win.kh * win.kw);
+        let b = randn(500 + i as u64, co);
+        let run = |threads: usize, x: &[f32], d: Nchw| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| Cpu.conv2d(&x.to_vec(), d, &wt, &b, co, win, true).unwrap())
+        };
+        let all = run(3, &x, d);
+        assert!(
+            run(1, &x, d) == all,
+            "{d:?} {win:?}: threads changed the bits"
+        );
+        let per = all.len() / n;
+        for s in 0..n {
+            let alone = run(2, &x[s * one.len()..(s + 1) * one.len()], one);
+            assert!(
+                alone[..] == all[s * per..(s + 1) * per],
+                "{d:?} {win:?}: sample {s} changed alone"
+            );
+        }
+    }
+}
+
+#[test]
 fn conv2d_refuses_windows_that_do_not_fit() {
     let d = Nchw {
         n: 1,

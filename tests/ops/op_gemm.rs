@@ -1,4 +1,5 @@
-//! CPU GEMM (`F.linear`) against an f64 reference, on odd shapes and both thread splits.
+//! CPU GEMM (`F.linear`) against an f64 reference on odd shapes; its rows independent of the
+//! batch and of the thread count.
 
 use crate::common::ops;
 
@@ -32,14 +33,25 @@ fn linear_matches_f64_reference_on_odd_shapes() {
 }
 
 #[test]
-fn linear_is_independent_of_the_row_split() {
-    // Row i of a product must not depend on which other rows share the call.
-    let (k, n) = (96, 130);
-    let x = randn(4, 600 * k);
-    let w = randn(5, n * k);
-    let full = linear(&x, &w, None, 600, k, n);
-    let part = linear(&x[..7 * k], &w, None, 7, k, n);
-    assert_eq!(&full[..7 * n], &part[..], "row results changed with M");
+fn linear_rows_do_not_depend_on_the_batch() {
+    // Row i of a product must not depend on which other rows share the call: rows of a batch
+    // of 600 computed alone, in threes and in eights, for short, long and skinny products.
+    for &(k, n) in &[(96, 130), (1536, 384), (384, 2304), (64, 1)] {
+        let x = randn(4, 600 * k);
+        let w = randn(5, n * k);
+        let b = randn(6, n);
+        let full = linear(&x, &w, Some(&b), 600, k, n);
+        for rows in [1, 3, 8] {
+            for first in [0, 5, 592] {
+                let part = linear(&x[first * k..(first + rows) * k], &w, Some(&b), rows, k, n);
+                assert!(
+                    full[first * n..(first + rows) * n] == part[..],
+                    "(K {k}, N {n}): rows {first}..{} changed alone",
+                    first + rows
+                );
+            }
+        }
+    }
 }
 
 #[cfg(any(feature = "cuda", feature = "cuda12"))]

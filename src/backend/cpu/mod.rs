@@ -10,6 +10,7 @@ pub mod gemm;
 pub mod math;
 pub mod norm;
 pub mod pool;
+pub mod tile;
 
 use anyhow::{ensure, Result};
 
@@ -94,7 +95,15 @@ impl Backend for Cpu {
         n: usize,
     ) -> Result<Vec<f32>> {
         check_linear(x, w, b, (m, k, n))?;
-        Ok(gemm::linear_then(x, w, b.map(|b| b.as_slice()), m, k, n, act::gelu_tanh_run))
+        Ok(gemm::linear_then(
+            x,
+            w,
+            b.map(|b| b.as_slice()),
+            m,
+            k,
+            n,
+            act::gelu_tanh_run,
+        ))
     }
 
     fn linear_act(
@@ -154,7 +163,9 @@ impl Backend for Cpu {
         check_cols(&scale, b, d, "modulate scale")?;
         let mut x = x.clone();
         let (sh, sc) = (cols(&shift, d), cols(&scale, d));
-        Ok(norm::gated_add_layer_norm_modulate(&mut x, None, sh, sc, t, d, eps))
+        Ok(norm::gated_add_layer_norm_modulate(
+            &mut x, None, sh, sc, t, d, eps,
+        ))
     }
 
     fn gated_add_layer_norm_modulate(
@@ -178,7 +189,15 @@ impl Backend for Cpu {
         check_cols(&scale, b, d, "modulate scale")?;
         let g = cols(&gate, d);
         let (sh, sc) = (cols(&shift, d), cols(&scale, d));
-        Ok(norm::gated_add_layer_norm_modulate(x, Some((y, &g)), sh, sc, t, d, eps))
+        Ok(norm::gated_add_layer_norm_modulate(
+            x,
+            Some((y, &g)),
+            sh,
+            sc,
+            t,
+            d,
+            eps,
+        ))
     }
 
     fn layer_norm(&self, x: &Vec<f32>, rows: usize, d: usize, eps: f32) -> Result<Vec<f32>> {

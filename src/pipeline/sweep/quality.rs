@@ -42,8 +42,8 @@ impl<B: Backend> QualityNet<B> {
         })
     }
 
-    /// `pool`, `spatial` (Inception only) and `logits` of uint8 images (N, H, W, 3). The toy
-    /// classifier runs one image at a time, so its features do not depend on the batch.
+    /// `pool`, `spatial` (Inception only) and `logits` of uint8 images (N, H, W, 3), in one
+    /// forward: the bits do not depend on the batch (backend/cpu/gemm.rs).
     pub(crate) fn members(
         &self,
         be: &B,
@@ -67,16 +67,10 @@ impl<B: Backend> QualityNet<B> {
                 ]
             }
             QualityNet::Toy(net) => {
-                let (mut pool, mut logits) = (Vec::new(), Vec::new());
-                let one = dims.1 * dims.2 * dims.3;
-                for img in images.chunks(one.max(1)) {
-                    let o = net.forward(be, img, (1, dims.1, dims.2, dims.3))?;
-                    pool.extend(o.features);
-                    logits.extend(o.logits);
-                }
+                let o = net.forward(be, images, dims)?;
                 vec![
-                    member("pool", net.features, &pool)?,
-                    member("logits", net.num_classes, &logits)?,
+                    member("pool", net.features, &o.features)?,
+                    member("logits", net.num_classes, &o.logits)?,
                 ]
             }
         })
