@@ -30,30 +30,31 @@ pub fn gelu_tanh_run(x: &mut [f32]) {
     })
 }
 
-/// `F.gelu(x)` (exact) in place: 0.5·x·(1 + erf(x/√2)), evaluated in f64 and rounded.
+/// `F.gelu(x)` (exact) in place: 0.5·x·(1 + erf(x/√2)), evaluated in f64 and rounded
+/// ([`math::gelu_erf`]).
 pub fn gelu_erf(x: &mut [f32]) {
     x.par_chunks_mut(CHUNK).for_each(gelu_erf_run);
 }
 
 /// [`gelu_erf`] on the calling thread.
 pub fn gelu_erf_run(x: &mut [f32]) {
-    for v in x.iter_mut() {
-        let x = *v as f64;
-        *v = (0.5 * x * (1.0 + libm::erf(x * std::f64::consts::FRAC_1_SQRT_2))) as f32;
-    }
+    math::simd(|| x.iter_mut().for_each(|v| *v = math::gelu_erf(*v)))
 }
 
-/// CLIP's `quick_gelu` in place: x·sigmoid(1.702·x), in f32 as PyTorch evaluates it.
+/// CLIP's `quick_gelu` in place: x·sigmoid(1.702·x), in f32 as PyTorch evaluates it, with the
+/// vectorisable [`math::exp`] (within 2 ulp).
 pub fn quick_gelu(x: &mut [f32]) {
     x.par_chunks_mut(CHUNK).for_each(quick_gelu_run);
 }
 
 /// [`quick_gelu`] on the calling thread.
 pub fn quick_gelu_run(x: &mut [f32]) {
-    for v in x.iter_mut() {
-        let x = *v;
-        *v = x * (1.0 / (1.0 + (-(1.702f32 * x)).exp()));
-    }
+    math::simd(|| {
+        for v in x.iter_mut() {
+            let x = *v;
+            *v = x * (1.0 / (1.0 + math::exp(-(1.702f32 * x))));
+        }
+    })
 }
 
 /// `F.relu(x)` in place; `v < 0` keeps NaN, as torch.relu does.

@@ -2,6 +2,8 @@
 
 use rayon::prelude::*;
 
+use super::math;
+
 /// `F.layer_norm(x, (D,), eps)` with no weight or bias: mean and biased variance per row, both
 /// accumulated in f64.
 pub fn layer_norm(x: &[f32], d: usize, eps: f32) -> Vec<f32> {
@@ -101,7 +103,8 @@ pub fn gated_add_layer_norm_modulate<'a>(
 }
 
 /// `F.group_norm(x, groups, gamma, beta, eps)` for x (N, C, HW), statistics per (sample, group)
-/// in f64, optionally followed by SiLU (the decoder always applies one after its norms but one).
+/// in f64, optionally followed by SiLU with the vectorisable [`math::exp`] (the decoder applies
+/// one after all its norms but one).
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm(
     x: &[f32],
@@ -131,10 +134,12 @@ pub fn group_norm(
             for (cc, (yr, xr)) in yo.chunks_mut(hw).zip(xi.chunks(hw)).enumerate() {
                 let ch = g * cg + cc;
                 let (ga, be) = (gamma[ch], beta[ch]);
-                for (o, &v) in yr.iter_mut().zip(xr) {
-                    let z = ((v as f64 - mean) * rstd) as f32 * ga + be;
-                    *o = if silu { z / (1.0 + (-z).exp()) } else { z };
-                }
+                math::simd(|| {
+                    for (o, &v) in yr.iter_mut().zip(xr) {
+                        let z = ((v as f64 - mean) * rstd) as f32 * ga + be;
+                        *o = if silu { z / (1.0 + math::exp(-z)) } else { z };
+                    }
+                })
             }
         });
     y
