@@ -52,8 +52,13 @@ fn conv_ref(
 /// (input (N, C, H, W), output channels, window).
 type Case = ((usize, usize, usize, usize), usize, Window);
 
-const CASES: [Case; 14] = [
+const CASES: [Case; 17] = [
     ((2, 3, 5, 7), 4, Window::square(3, 1, 1)),
+    // Maps wider than a panel: panels inside one output row and clear of the padding.
+    ((2, 3, 6, 70), 5, Window::square(3, 1, 1)),
+    ((1, 2, 5, 70), 3, Window::square(5, 1, 2)),
+    // 1×1 over panels that cross rows and samples.
+    ((3, 4, 7, 7), 5, Window::square(1, 1, 0)),
     ((1, 5, 9, 4), 6, Window::square(1, 1, 0)),
     ((1, 2, 48, 50), 3, Window::square(3, 1, 1)),
     ((2, 1, 3, 3), 2, Window::square(3, 1, 0)),

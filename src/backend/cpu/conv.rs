@@ -128,6 +128,12 @@ fn im2col_panel(
     panel: &mut [f32],
 ) {
     let (kh, kw, st) = (win.kh, win.kw, win.stride);
+    if interior_row(d, win, wo, j0, n) {
+        return im2col_interior(x, d, win, (hw, wo), j0, panel);
+    }
+    if win == Window::square(1, 1, 0) {
+        return im2col_pointwise(x, d, hw, (j0, n), panel);
+    }
     panel.fill(0.0);
     let mut j = j0;
     while j < j0 + n {
@@ -153,7 +159,16 @@ fn im2col_panel(
                         // A span entirely in the padding (narrow maps) copies nothing.
                         if hi > lo {
                             let ix0 = ox0 + lo + kx - win.pw;
-                            dst[lo..hi].copy_from_slice(&src_row[ix0..ix0 + (hi - lo)]);
+                            let src = &src_row[ix0..ix0 + (hi - lo)];
+                            // A whole panel row (the common case on maps ≥ 32 wide): a copy of
+                            // constant length, inlined, instead of a call per row.
+                            match (
+                                <&mut [f32; NR]>::try_from(&mut dst[lo..hi]),
+                                <&[f32; NR]>::try_from(src),
+                            ) {
+                                (Ok(d), Ok(s)) => *d = *s,
+                                _ => dst[lo..hi].copy_from_slice(src),
+                            }
                         }
                     } else {
                         for (jj, v) in dst.iter_mut().enumerate() {
@@ -167,6 +182,77 @@ fn im2col_panel(
             }
         }
         j += span;
+    }
+}
+
+/// Whether a stride-1 panel of NR columns lies in one output row and every window column of it
+/// reads inside the map, so that each im2col row is one copy of NR input values.
+fn interior_row(d: Nchw, win: Window, wo: usize, j0: usize, n: usize) -> bool {
+    let ox0 = j0 % (wo.max(1));
+    win.stride == 1
+        && n == NR
+        && ox0 + NR <= wo
+        && ox0 >= win.pw
+        && ox0 + NR + win.kw <= d.w + win.pw + 1
+}
+
+/// [`im2col_panel`] for an [`interior_row`] panel: only the rows of the window that fall in the
+/// top or bottom padding stay zero.
+fn im2col_interior(
+    x: &[f32],
+    d: Nchw,
+    win: Window,
+    (hw, wo): (usize, usize),
+    j0: usize,
+    panel: &mut [f32],
+) {
+    let (kh, kw) = (win.kh, win.kw);
+    let (s, pix) = (j0 / hw, j0 % hw);
+    let (oy, ox0) = (pix / wo, pix % wo);
+    let xs = &x[s * d.c * d.h * d.w..][..d.c * d.h * d.w];
+    let x0 = ox0 - win.pw;
+    for c in 0..d.c {
+        for ky in 0..kh {
+            let rows = &mut panel[(c * kh + ky) * kw * NR..][..kw * NR];
+            let iy = (oy + ky) as isize - win.ph as isize;
+            if iy < 0 || iy as usize >= d.h {
+                rows.fill(0.0);
+                continue;
+            }
+            let src = &xs[(c * d.h + iy as usize) * d.w + x0..][..NR + kw - 1];
+            for (kx, row) in rows.chunks_exact_mut(NR).enumerate() {
+                if let (Ok(dst), Ok(s)) = (
+                    <&mut [f32; NR]>::try_from(row),
+                    <&[f32; NR]>::try_from(&src[kx..kx + NR]),
+                ) {
+                    *dst = *s;
+                }
+            }
+        }
+    }
+}
+
+/// [`im2col_panel`] of a 1×1 stride-1 unpadded convolution: each row is the input channel's
+/// pixels, contiguous within a sample.
+fn im2col_pointwise(x: &[f32], d: Nchw, hw: usize, (j0, n): (usize, usize), panel: &mut [f32]) {
+    if n < NR {
+        panel.fill(0.0);
+    }
+    let mut j = j0;
+    for seg in split_samples(j0, n, hw) {
+        let (s, p, at) = (j / hw, j % hw, j - j0);
+        let xs = &x[s * d.c * hw..][..d.c * hw];
+        for (c, row) in panel.chunks_exact_mut(NR).enumerate() {
+            let src = &xs[c * hw + p..][..seg];
+            match (
+                <&mut [f32; NR]>::try_from(&mut row[..]),
+                <&[f32; NR]>::try_from(src),
+            ) {
+                (Ok(d), Ok(s)) => *d = *s,
+                _ => row[at..at + seg].copy_from_slice(src),
+            }
+        }
+        j += seg;
     }
 }
 
