@@ -10,6 +10,7 @@
 //! `lin{k}.model.1.weight` (1, C, 1, 1), `scaling_layer.{shift,scale}` (1, 3, 1, 1).
 
 use anyhow::{ensure, Context, Result};
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::backend::{Backend, Nchw, Op, Pool, Window};
@@ -271,28 +272,32 @@ impl<B: Backend> Lpips<B> {
         let parts: Vec<(&B::Buf, usize)> = taps.iter().map(|(b, t)| (b, t.c * t.h * t.w)).collect();
         let all = be.download(&be.concat_channels(&parts, n, 1)?)?;
         let mut out = vec![0f32; n * width];
-        let mut at = 0;
-        for ((_, t), lin) in taps.iter().zip(&self.lin_sqrt) {
-            let hw = t.h * t.w;
-            let inv_hw = 1.0 / (hw as f64);
-            for s in 0..n {
-                let fs = &all[s * width + at..s * width + at + t.c * hw];
-                let row = &mut out[s * width + at..s * width + at + t.c * hw];
-                for p in 0..hw {
-                    // lpips.normalize_tensor in f32: f / (√Σ_c f² + 1e-10).
-                    let norm = (0..t.c)
-                        .map(|ch| fs[ch * hw + p] * fs[ch * hw + p])
-                        .sum::<f32>()
-                        .sqrt()
-                        + 1e-10;
-                    for ch in 0..t.c {
-                        let v = fs[ch * hw + p] / norm;
-                        row[ch * hw + p] = (v as f64 * lin[ch] as f64 * inv_hw.sqrt()) as f32;
+        // Per sample (in parallel), per tap, channel-major passes over contiguous maps; each
+        // value computed as `lpips.normalize_tensor` and the lin weighting define it.
+        out.par_chunks_mut(width.max(1))
+            .zip(all.par_chunks(width.max(1)))
+            .for_each(|(row, fs)| {
+                let mut at = 0;
+                for ((_, t), lin) in taps.iter().zip(&self.lin_sqrt) {
+                    let hw = t.h * t.w;
+                    let inv_hw = 1.0 / (hw as f64);
+                    let (f, r) = (&fs[at..at + t.c * hw], &mut row[at..at + t.c * hw]);
+                    // lpips.normalize_tensor in f32: f / (√Σ_c f² + 1e-10), Σ over c in order.
+                    let mut norm = vec![0f32; hw];
+                    for fc in f.chunks(hw) {
+                        for (s, &v) in norm.iter_mut().zip(fc) {
+                            *s += v * v;
+                        }
                     }
+                    norm.iter_mut().for_each(|s| *s = s.sqrt() + 1e-10);
+                    for ((rc, fc), &l) in r.chunks_mut(hw).zip(f.chunks(hw)).zip(lin.iter()) {
+                        for ((o, &v), &nrm) in rc.iter_mut().zip(fc).zip(&norm) {
+                            *o = ((v / nrm) as f64 * l as f64 * inv_hw.sqrt()) as f32;
+                        }
+                    }
+                    at += t.c * hw;
                 }
-            }
-            at += t.c * hw;
-        }
+            });
         Ok(out)
     }
 }
