@@ -215,26 +215,33 @@ impl OutPtr {
 }
 
 /// A row-major output C with leading dimension `ld`, holding the product (`transposed: false`)
-/// or its transpose. `epi(i, j0, seg)` finishes each run of C's row `i` from column `j0` before
-/// it is written.
+/// or its transpose. `epi(i, j0, run)` finishes each run of the product's row `i` from column
+/// `j0` (in the product's coordinates, so that an activation sees runs of up to NR values);
+/// with `residual`, C's old value is then added to each element as it is written.
 pub struct RowMajor<F> {
     pub ptr: OutPtr,
     pub ld: usize,
     pub transposed: bool,
+    pub residual: bool,
     pub epi: F,
 }
 
 impl<F: Fn(usize, usize, &mut [f32]) + Sync> Store for RowMajor<F> {
     fn store(&self, i0: usize, j0: usize, acc: &mut [[f32; NR]], w: usize) {
+        for (r, row) in acc.iter_mut().enumerate() {
+            (self.epi)(i0 + r, j0, &mut row[..w]);
+        }
+        // Runs of C: (row, first column, values).
         let put = |i: usize, j: usize, seg: &mut [f32]| {
-            (self.epi)(i, j, seg);
-            // SAFETY: `product` hands out each element once; the owner sized C for its rows.
+            // SAFETY: `product` hands out each element once, so this run of C is this thread's
+            // alone; the owner sized C for its rows.
             unsafe {
-                std::ptr::copy_nonoverlapping(
-                    seg.as_ptr(),
-                    self.ptr.0.add(i * self.ld + j),
-                    seg.len(),
-                )
+                let dst = self.ptr.get().add(i * self.ld + j);
+                if self.residual {
+                    let old = std::slice::from_raw_parts(dst, seg.len());
+                    seg.iter_mut().zip(old).for_each(|(v, &o)| *v = o + *v);
+                }
+                std::ptr::copy_nonoverlapping(seg.as_ptr(), dst, seg.len())
             };
         };
         if self.transposed {
@@ -272,6 +279,7 @@ pub fn matmul(
         ptr: OutPtr(dst.as_mut_ptr()),
         ld: n,
         transposed: false,
+        residual: false,
         epi: |_: usize, _: usize, v: &mut [f32]| {
             if scale != 1.0 {
                 v.iter_mut().for_each(|x| *x *= scale);
@@ -332,16 +340,20 @@ fn linear_raw(
         x.len() >= m * k && w.len() >= n * k && b.is_none_or(|b| b.len() == n),
         "linear: operand sizes"
     );
+    // Pack the smaller operand (a transposition): Y = X·Wᵀ with wᵀ packed, or Yᵀ = W·Xᵀ with xᵀ
+    // packed. The bits are the same either way.
+    let transposed = m < n;
+    // Bias then activation, on runs of the product: a run of one output row (its bias varies
+    // along it), or of one output feature over tokens when transposed.
     let epi = |i: usize, j0: usize, v: &mut [f32]| {
         if let Some(b) = b {
-            v.iter_mut().zip(&b[j0..]).for_each(|(x, bb)| *x += bb);
+            if transposed {
+                v.iter_mut().for_each(|x| *x += b[i]);
+            } else {
+                v.iter_mut().zip(&b[j0..]).for_each(|(x, bb)| *x += bb);
+            }
         }
         act(v);
-        if residual {
-            // SAFETY: this run of row i is this thread's alone; read before it is overwritten.
-            let old = unsafe { std::slice::from_raw_parts(y.get().add(i * n + j0), v.len()) };
-            v.iter_mut().zip(old).for_each(|(x, &o)| *x = o + *x);
-        }
     };
     let (xv, wv) = (
         View {
@@ -355,9 +367,6 @@ fn linear_raw(
             cs: 1,
         },
     );
-    // Pack the smaller operand (a transposition): Y = X·Wᵀ with wᵀ packed, or Yᵀ = W·Xᵀ with xᵀ
-    // packed. The bits are the same either way.
-    let transposed = m < n;
     let (lhs, rows, packed) = if transposed { (wv, n, xv) } else { (xv, m, wv) };
     let cols = if transposed { m } else { n };
     let panels = Panels::pack(
@@ -374,6 +383,7 @@ fn linear_raw(
         ptr: y,
         ld: n,
         transposed,
+        residual,
         epi,
     };
     product(lhs, rows, &panels, true, &out);

@@ -110,20 +110,16 @@ const ERFC_G: [f64; 25] = [
 /// t at a = 12, where erfc is below 1e-63 and the GELU of the f32 input rounds to ±0.
 const ERFC_T_LO: f64 = 1.0 / 7.0;
 
-/// e^x for f64 x in [−745, 0], branch-free: Cody–Waite reduction, degree-13 Taylor polynomial
-/// (error below 1e-16 on |r| ≤ ln2/2).
+/// e^x in place for f64 x in [−708, 0], branch-free: Cody–Waite reduction, degree-13 Taylor
+/// polynomial (error below 1e-16 on |r| ≤ ln2/2), each step over the whole block.
 #[inline(always)]
-fn exp64(x: f64) -> f64 {
+fn exp64_block(x: &mut [f64; GELU_BLOCK]) {
     const LOG2E: f64 = std::f64::consts::LOG2_E;
     // ln 2 = LN2_HI + LN2_LO; LN2_HI has 21 trailing zero bits, so n·LN2_HI is exact.
     const LN2_HI: f64 = 0.693_147_180_369_123_8;
     const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
     // 1.5·2^52: adding it rounds to the nearest integer in the low mantissa bits.
     const ROUND: f64 = 6_755_399_441_055_744.0;
-    let x = x.max(-708.0);
-    let t = x.mul_add(LOG2E, ROUND);
-    let n = t - ROUND;
-    let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x));
     // 1/k! for k = 0..=13.
     const INV_FACT: [f64; 14] = [
         1.0,
@@ -141,32 +137,110 @@ fn exp64(x: f64) -> f64 {
         1.0 / 479_001_600.0,
         1.0 / 6_227_020_800.0,
     ];
-    let mut p = INV_FACT[13];
-    for &c in INV_FACT[..13].iter().rev() {
-        p = p.mul_add(r, c);
+    let mut t = [0f64; GELU_BLOCK];
+    let mut r = [0f64; GELU_BLOCK];
+    for i in 0..GELU_BLOCK {
+        t[i] = x[i].max(-708.0).mul_add(LOG2E, ROUND);
+        let n = t[i] - ROUND;
+        r[i] = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x[i].max(-708.0)));
     }
-    let ni = (t.to_bits() as i64) - (ROUND.to_bits() as i64);
-    p * f64::from_bits(((ni + 1023) << 52) as u64)
+    let mut p = [INV_FACT[13]; GELU_BLOCK];
+    for &c in INV_FACT[..13].iter().rev() {
+        for i in 0..GELU_BLOCK {
+            p[i] = p[i].mul_add(r[i], c);
+        }
+    }
+    for i in 0..GELU_BLOCK {
+        let ni = (t[i].to_bits() as i64) - (ROUND.to_bits() as i64);
+        x[i] = p[i] * f64::from_bits(((ni + 1023) << 52) as u64);
+    }
 }
 
-/// `F.gelu(x)` (exact): 0.5·x·(1 + erf(x/√2)), evaluated in f64 and rounded, branch-free so that
-/// it vectorises: 1 + erf(z) is 2 − erfc(|z|) for z ≥ 0 and erfc(|z|) below, which keeps the
-/// relative accuracy where 1 + erf(z) is tiny. Equal to the libm route `1 + erf(z)` for every
-/// x ≥ −5 tested (tests/ops/op_act.rs); below, where that route cancels, it is closer to exact.
-#[inline(always)]
-pub fn gelu_erf(x: f32) -> f32 {
-    let x = x as f64;
-    let z = x * std::f64::consts::FRAC_1_SQRT_2;
-    let a = z.abs().min(12.0);
-    let t = 1.0 / (1.0 + 0.5 * a);
-    let s = (t - ERFC_T_LO) / (1.0 - ERFC_T_LO) * 2.0 - 1.0;
-    let mut g = ERFC_G[24];
-    for &c in ERFC_G[..24].iter().rev() {
-        g = g.mul_add(s, c);
+/// Values per step of [`gelu_erf`]: four AVX-512 vectors of f64, whose polynomial chains
+/// interleave instead of waiting on each other.
+const GELU_BLOCK: usize = 32;
+
+/// `F.gelu(x)` (exact) in place: 0.5·x·(1 + erf(x/√2)), evaluated in f64 and rounded,
+/// branch-free so that it vectorises: 1 + erf(z) is 2 − erfc(|z|) for z ≥ 0 and erfc(|z|)
+/// below, which keeps the relative accuracy where 1 + erf(z) is tiny. Bit-equal to that route
+/// through libm's erfc on every input tested (tests/ops/op_act.rs), whatever the instruction set.
+pub fn gelu_erf(v: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("fma") {
+            // SAFETY: the CPU has AVX-512F and FMA, checked just above.
+            return unsafe { gelu_erf_avx512(v) };
+        }
+        if has!("avx2") && has!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA, checked just above.
+            return unsafe { gelu_erf_avx2(v) };
+        }
     }
-    let erfc = exp64(-(a * a)) * g;
-    let one_plus = if z >= 0.0 { 2.0 - erfc } else { erfc };
-    (0.5 * x * one_plus) as f32
+    gelu_erf_blocks(v)
+}
+
+// The polynomial's `mul_add`s are single instructions only where FMA is enabled: these carry
+// the target features themselves rather than rely on a closure being inlined.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn gelu_erf_avx512(v: &mut [f32]) {
+    gelu_erf_blocks(v)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gelu_erf_avx2(v: &mut [f32]) {
+    gelu_erf_blocks(v)
+}
+
+#[inline(always)]
+fn gelu_erf_blocks(v: &mut [f32]) {
+    let mut chunks = v.chunks_exact_mut(GELU_BLOCK);
+    for c in &mut chunks {
+        if let Ok(c) = <&mut [f32; GELU_BLOCK]>::try_from(c) {
+            gelu_erf_block(c);
+        }
+    }
+    let tail = chunks.into_remainder();
+    if tail.is_empty() {
+        return;
+    }
+    let mut last = [0f32; GELU_BLOCK];
+    last[..tail.len()].copy_from_slice(tail);
+    gelu_erf_block(&mut last);
+    let n = tail.len();
+    tail.copy_from_slice(&last[..n]);
+}
+
+#[inline(always)]
+fn gelu_erf_block(v: &mut [f32; GELU_BLOCK]) {
+    const S_SCALE: f64 = 2.0 / (1.0 - ERFC_T_LO);
+    let mut x = [0f64; GELU_BLOCK];
+    let mut a = [0f64; GELU_BLOCK];
+    let mut s = [0f64; GELU_BLOCK];
+    for i in 0..GELU_BLOCK {
+        x[i] = v[i] as f64;
+        a[i] = (x[i] * std::f64::consts::FRAC_1_SQRT_2).abs().min(12.0);
+        s[i] = (1.0 / (1.0 + 0.5 * a[i]) - ERFC_T_LO) * S_SCALE - 1.0;
+    }
+    // Every step over the whole block, so that the block's chains run side by side.
+    let mut g = [ERFC_G[24]; GELU_BLOCK];
+    for &c in ERFC_G[..24].iter().rev() {
+        for i in 0..GELU_BLOCK {
+            g[i] = g[i].mul_add(s[i], c);
+        }
+    }
+    let mut e = [0f64; GELU_BLOCK];
+    for i in 0..GELU_BLOCK {
+        e[i] = -(a[i] * a[i]);
+    }
+    exp64_block(&mut e);
+    for i in 0..GELU_BLOCK {
+        let erfc = e[i] * g[i];
+        let one_plus = if x[i] >= 0.0 { 2.0 - erfc } else { erfc };
+        v[i] = (0.5 * x[i] * one_plus) as f32;
+    }
 }
 
 /// Lanes of the partial sums and maxima below: a fixed order, independent of the SIMD width.
