@@ -280,6 +280,31 @@ pub fn sum(v: &[f32]) -> f32 {
     s.iter().fold(0.0, |a, &b| a + b)
 }
 
+/// Mean and biased variance of `v` in f64 (two passes), each sum over [`LANES`] interleaved
+/// partial sums folded left to right: a fixed order that vectorises, where a single running
+/// sum would wait on each addition.
+#[inline(always)]
+pub fn mean_var_f64(v: &[f32]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let lanes = |f: &dyn Fn(f32) -> f64| {
+        let mut s = [0f64; LANES];
+        let chunks = v.chunks_exact(LANES);
+        let tail = chunks.remainder();
+        for c in chunks {
+            for l in 0..LANES {
+                s[l] += f(c[l]);
+            }
+        }
+        for (l, &x) in tail.iter().enumerate() {
+            s[l] += f(x);
+        }
+        s.iter().fold(0.0, |a, &b| a + b)
+    };
+    let mean = lanes(&|x| x as f64) / n;
+    let var = lanes(&|x| (x as f64 - mean) * (x as f64 - mean)) / n;
+    (mean, var)
+}
+
 /// In-place softmax of one row: `exp(x − max) / Σ`.
 #[inline(always)]
 pub fn softmax(row: &mut [f32]) {

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use super::math;
 
 /// `F.layer_norm(x, (D,), eps)` with no weight or bias: mean and biased variance per row, both
-/// accumulated in f64.
+/// accumulated in f64 over interleaved partial sums ([`math::mean_var_f64`]).
 pub fn layer_norm(x: &[f32], d: usize, eps: f32) -> Vec<f32> {
     // No rows, or rows of no features (D = 0, where rayon refuses chunks of 0).
     if x.is_empty() {
@@ -15,8 +15,7 @@ pub fn layer_norm(x: &[f32], d: usize, eps: f32) -> Vec<f32> {
     out.par_chunks_mut(d)
         .zip(x.par_chunks(d))
         .for_each(|(o, r)| {
-            let mean = r.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
-            let var = r.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64;
+            let (mean, var) = math::simd(|| math::mean_var_f64(r));
             let rstd = 1.0 / (var + eps as f64).sqrt();
             for (o, &v) in o.iter_mut().zip(r) {
                 *o = ((v as f64 - mean) * rstd) as f32;
@@ -92,8 +91,7 @@ pub fn gated_add_layer_norm_modulate<'a>(
                     *a += g * v;
                 }
             }
-            let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
-            let var = xr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64;
+            let (mean, var) = math::simd(|| math::mean_var_f64(xr));
             let rstd = 1.0 / (var + eps as f64).sqrt();
             for (((o, &v), &sc), &sh) in o.iter_mut().zip(xr.iter()).zip(scale(b)).zip(shift(b)) {
                 *o = ((v as f64 - mean) * rstd) as f32 * (1.0 + sc) + sh;
@@ -127,9 +125,7 @@ pub fn group_norm(
         .enumerate()
         .for_each(|(ng, (yo, xi))| {
             let g = ng % groups;
-            let m = (cg * hw) as f64;
-            let mean = xi.iter().map(|&v| v as f64).sum::<f64>() / m;
-            let var = xi.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / m;
+            let (mean, var) = math::simd(|| math::mean_var_f64(xi));
             let rstd = 1.0 / (var + eps as f64).sqrt();
             for (cc, (yr, xr)) in yo.chunks_mut(hw).zip(xi.chunks(hw)).enumerate() {
                 let ch = g * cg + cc;
