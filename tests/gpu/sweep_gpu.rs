@@ -106,6 +106,42 @@ fn worst(want: &[(String, f64)], got: &[(String, f64)]) -> (f64, String) {
     worst
 }
 
+/// The configs of two runs whose units' Inception `pool` features differ by more than fp32
+/// noise (1e-5 of the largest value): those units saw other decoded pixels.
+fn flipped_configs(a: &Path, b: &Path) -> Vec<String> {
+    use sitdiv::io::{npy, npz};
+    let pool = |f: &Path| {
+        let m = npz::read(f).unwrap();
+        let p = &m.iter().find(|x| x.key == "pool").unwrap().npy;
+        npy::decode_f32(f, p).unwrap().data
+    };
+    let mut out = Vec::new();
+    for config in std::fs::read_dir(a.join("units")).unwrap() {
+        let config = config.unwrap();
+        let name = config.file_name().to_string_lossy().into_owned();
+        for unit in std::fs::read_dir(config.path()).unwrap() {
+            let unit = unit.unwrap().path();
+            if !unit.to_string_lossy().ends_with(".npz") {
+                continue;
+            }
+            let (x, y) = (
+                pool(&unit),
+                pool(&b.join("units").join(&name).join(unit.file_name().unwrap())),
+            );
+            let scale = y.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+            let diff = x
+                .iter()
+                .zip(&y)
+                .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+            if diff > 1e-5 * scale && !out.contains(&name) {
+                out.push(name.clone());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// The `(precision, eval_precision)` every unit manifest of `out` records.
 fn unit_precisions(out: &Path) -> Vec<(String, String)> {
     let mut seen: Vec<(String, String)> = std::fs::read_dir(out.join("units"))
@@ -141,13 +177,24 @@ fn a_sweep_on_cuda_matches_the_cpu_and_reruns_to_the_byte() {
         sweep_results(&gpu) == sweep_results(&again),
         "two runs on the GPU differ"
     );
-    let want = values(&cpu);
-    let (e, what) = worst(&want, &values(&gpu));
+    // A decoded value that sits on a uint8 rounding boundary may round apart on the two
+    // backends (their last bits differ); the unit then embeds other pixels. Such configs are
+    // reported, not compared: at most one may occur in this sweep.
+    let flipped = flipped_configs(&cpu, &gpu);
+    println!("configs whose decoded images differ between the CPU and the GPU: {flipped:?}");
+    assert!(flipped.len() <= 1, "decoded images differ in {flipped:?}");
+    let same_images = |v: Vec<(String, f64)>| -> Vec<(String, f64)> {
+        v.into_iter()
+            .filter(|(k, _)| !flipped.iter().any(|c| k.starts_with(&format!("{c} "))))
+            .collect()
+    };
+    let want = same_images(values(&cpu));
+    let (e, what) = worst(&want, &same_images(values(&gpu)));
     println!(
         "{} metric values; worst relative difference {e:.2e} ({what})",
         want.len()
     );
-    assert!(e <= 1e-4, "{what}");
+    assert!(!want.is_empty() && e <= 1e-4, "{what}");
 
     // The GPU default: backbones in tf32, recorded in every unit; the merge embeds the
     // reference in the same precision.
@@ -155,7 +202,7 @@ fn a_sweep_on_cuda_matches_the_cpu_and_reruns_to_the_byte() {
     run(&sweep, &tf32, "cuda", None);
     let recorded = unit_precisions(&tf32);
     assert_eq!(recorded, [("fp32".to_string(), "tf32".to_string())]);
-    let got = values(&tf32);
+    let got = same_images(values(&tf32));
     for ((k, w), (_, g)) in want.iter().zip(&got) {
         if k.contains(" fid ") && k.ends_with(" value") || k.contains(" inception_score ") {
             println!(
