@@ -8,9 +8,9 @@
 //!
 //! A kernel multiplies up to [`MR`] rows of the left operand, read in place through any strides,
 //! by one panel of the right operand: [`NR`] columns packed k-major, which it streams with
-//! aligned vector loads. `F.linear` computes the transposed product, Yᵀ = W·Xᵀ: the weight rows
-//! are the left operand (never copied) and the activations are packed, which costs one pass over
-//! the input; attention packs its keys and values, the convolutions an implicit im2col (conv.rs).
+//! aligned vector loads. `F.linear` packs the smaller of its operands (one transposing pass) and
+//! reads the other in place: Y = X·Wᵀ, or Yᵀ = W·Xᵀ when there are fewer rows than outputs.
+//! Attention packs its keys and values, the convolutions an implicit im2col (conv.rs).
 
 use rayon::prelude::*;
 

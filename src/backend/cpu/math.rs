@@ -237,7 +237,9 @@ fn gelu_erf_block(v: &mut [f32; GELU_BLOCK]) {
     }
     exp64_block(&mut e);
     for i in 0..GELU_BLOCK {
-        let erfc = e[i] * g[i];
+        // Past a = 12 erfc is below 1e-63: zero, as libm's erfc underflows, so that
+        // GELU(−∞) = −∞·0 = NaN as on that route.
+        let erfc = if a[i] >= 12.0 { 0.0 } else { e[i] * g[i] };
         let one_plus = if x[i] >= 0.0 { 2.0 - erfc } else { erfc };
         v[i] = (0.5 * x[i] * one_plus) as f32;
     }
