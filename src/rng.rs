@@ -24,6 +24,8 @@ pub const STREAM_WEIGHTS: u32 = 3;
 pub const STREAM_SUBSET: u32 = 4;
 /// Bootstrap resamples of the reports (`--bootstrap-seed`).
 pub const STREAM_BOOTSTRAP: u32 = 5;
+/// CADS's condition noise: `draw` is the bit pattern of the f32 time it anneals at.
+pub const STREAM_CADS: u32 = 6;
 
 const M0: u32 = 0xD251_1F53;
 const M1: u32 = 0xCD9E_8D57;

@@ -3,16 +3,17 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 
 use super::args::{one_of, parse_classes, parse_interval, ClassList};
 use super::device::DeviceArgs;
+use sitdiv::pipeline::guidance_settings::{GuidanceSettings, MethodParams};
 use sitdiv::pipeline::settings::{
-    GuidanceSettings, InputSettings, Method, ModelChoice, Origin, OutputSettings, SampleJob,
-    SamplerSettings, ShardSettings,
+    InputSettings, Method, ModelChoice, Origin, OutputSettings, SampleJob, SamplerSettings,
+    ShardSettings,
 };
-use sitdiv::sampling::guidance::IntervalMode;
+use sitdiv::sampling::guidance::{GuidanceMethod, IntervalMode};
 use sitdiv::sampling::path::{DiffusionForm, PathType};
 use sitdiv::sampling::sde::LastStep;
 use sitdiv::sampling::Prediction;
@@ -40,6 +41,9 @@ struct ModelArgs {
     /// SiT weights (safetensors, upstream state_dict keys); a `config` in its metadata wins over --model.
     #[arg(long)]
     weights: Option<PathBuf>,
+    /// Autoguidance's guide: a weaker SiT of the same family (safetensors), for --guidance autoguidance.
+    #[arg(long)]
+    guide_weights: Option<PathBuf>,
     /// Use seeded random weights for --model instead of a weights file (for trying the tool out).
     #[arg(long)]
     synthetic: bool,
@@ -135,6 +139,82 @@ struct GuidanceArgs {
     /// Guide all latent channels (the standard form) instead of upstream's first three.
     #[arg(long)]
     cfg_all_channels: bool,
+    /// Guidance method: cfg | apg | cfg-zero-star | cads | autoguidance (with --guide-weights); --cfg is its scale.
+    #[arg(long, value_parser = one_of::<GuidanceMethod>(), default_value_t = GuidanceSettings::default().method)]
+    guidance: GuidanceMethod,
+    /// APG: weight η of the update's part parallel to the conditional prediction [default: 0].
+    #[arg(long)]
+    apg_eta: Option<f32>,
+    /// APG: cap r on the update's norm, 0 for none [default: 15].
+    #[arg(long)]
+    apg_norm_threshold: Option<f32>,
+    /// APG: momentum β of the update's running average, 0 for none [default: -0.5].
+    #[arg(long, allow_negative_numbers = true)]
+    apg_momentum: Option<f32>,
+    /// CFG-Zero*: solver steps whose velocity is zero [default: 1].
+    #[arg(long)]
+    zero_init_steps: Option<usize>,
+    /// CADS: τ₁ (paper time, 1 = noise): the condition is clean below it [default: 0.6].
+    #[arg(long)]
+    cads_tau1: Option<f64>,
+    /// CADS: τ₂: the condition is noise alone above it [default: 0.9].
+    #[arg(long)]
+    cads_tau2: Option<f64>,
+    /// CADS: noise scale s [default: 0.25].
+    #[arg(long)]
+    cads_noise_scale: Option<f64>,
+    /// CADS: share ψ of the rescaled embedding, 0 to skip rescaling [default: 1].
+    #[arg(long)]
+    cads_psi: Option<f64>,
+}
+
+impl GuidanceArgs {
+    /// The method's parameters over their defaults, refusing those of another method.
+    fn params(&self) -> Result<MethodParams> {
+        let mut p = MethodParams::default();
+        let m = self.guidance;
+        let given = |flag: &str, set: bool, method: GuidanceMethod| -> Result<()> {
+            if set && m != method {
+                bail!("--{flag} is a parameter of --guidance {method}, not of --guidance {m}");
+            }
+            Ok(())
+        };
+        given("apg-eta", self.apg_eta.is_some(), GuidanceMethod::Apg)?;
+        given(
+            "apg-norm-threshold",
+            self.apg_norm_threshold.is_some(),
+            GuidanceMethod::Apg,
+        )?;
+        given(
+            "apg-momentum",
+            self.apg_momentum.is_some(),
+            GuidanceMethod::Apg,
+        )?;
+        given(
+            "zero-init-steps",
+            self.zero_init_steps.is_some(),
+            GuidanceMethod::CfgZeroStar,
+        )?;
+        given("cads-tau1", self.cads_tau1.is_some(), GuidanceMethod::Cads)?;
+        given("cads-tau2", self.cads_tau2.is_some(), GuidanceMethod::Cads)?;
+        given(
+            "cads-noise-scale",
+            self.cads_noise_scale.is_some(),
+            GuidanceMethod::Cads,
+        )?;
+        given("cads-psi", self.cads_psi.is_some(), GuidanceMethod::Cads)?;
+        let a = &mut p.apg;
+        a.eta = self.apg_eta.unwrap_or(a.eta);
+        a.norm_threshold = self.apg_norm_threshold.unwrap_or(a.norm_threshold);
+        a.momentum = self.apg_momentum.unwrap_or(a.momentum);
+        p.zero_init_steps = self.zero_init_steps.unwrap_or(p.zero_init_steps);
+        let c = &mut p.cads;
+        c.tau1 = self.cads_tau1.unwrap_or(c.tau1);
+        c.tau2 = self.cads_tau2.unwrap_or(c.tau2);
+        c.noise_scale = self.cads_noise_scale.unwrap_or(c.noise_scale);
+        c.psi = self.cads_psi.unwrap_or(c.psi);
+        Ok(p)
+    }
 }
 
 #[derive(Args)]
@@ -156,6 +236,7 @@ impl TryFrom<SampleArgs> for SampleJob {
         Ok(SampleJob {
             model: ModelChoice {
                 weights: a.model.weights,
+                guide_weights: a.model.guide_weights,
                 synthetic: a.model.synthetic,
                 model: a.model.model,
                 image_size: a.model.image_size,
@@ -178,6 +259,8 @@ impl TryFrom<SampleArgs> for SampleJob {
                 cfg_interval: a.guidance.cfg_interval,
                 cfg_interval_mode: a.guidance.cfg_interval_mode,
                 cfg_all_channels: a.guidance.cfg_all_channels,
+                method: a.guidance.guidance,
+                params: a.guidance.params()?,
             },
             inputs: InputSettings {
                 seed: a.inputs.seed,

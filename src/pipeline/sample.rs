@@ -1,7 +1,7 @@
 //! `sitdiv sample`: validate every input up front, run the shard's work units through the unit
 //! route, write the latents (cond half only) and the image batch with their manifests, atomically.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use super::decoder::Decoder;
 use super::inputs::read_inputs;
@@ -14,6 +14,7 @@ use crate::backend::Backend;
 use crate::io::{npy, npz, write_with_manifest};
 use crate::models::sit::{SiT, SiTConfig};
 use crate::models::synthetic;
+use crate::sampling::guidance::GuidanceMethod;
 use crate::weights::source::TensorSource;
 use crate::weights::WeightFile;
 
@@ -46,6 +47,54 @@ pub fn load_model<B: Backend>(be: &B, job: &SampleJob) -> Result<(SiT<B>, String
             Ok((SiT::load(be, &src, cfg)?, "synthetic-seed-0".to_string()))
         }
     }
+}
+
+/// Loads autoguidance's guide model (`--guide-weights`), which must take the main model's inputs
+/// and give its outputs.
+pub fn load_guide<B: Backend>(
+    be: &B,
+    job: &SampleJob,
+    main: &SiTConfig,
+) -> Result<Option<(SiT<B>, String)>> {
+    let auto = job.guidance.method == GuidanceMethod::Autoguidance;
+    let key = job.origin.key("guide-weights");
+    let p = match (&job.model.guide_weights, auto) {
+        (None, false) => return Ok(None),
+        (None, true) => bail!(
+            "{} needs {key} FILE: the weaker SiT that guides",
+            job.origin.setting("guidance", "autoguidance")
+        ),
+        (Some(p), false) => bail!(
+            "{key} {} is for {}",
+            p.display(),
+            job.origin.setting("guidance", "autoguidance")
+        ),
+        (Some(p), true) => p,
+    };
+    let file = WeightFile::open(p)?;
+    let cfg = match SiTConfig::from_metadata(&file)? {
+        Some(c) => c,
+        None => main.clone(),
+    };
+    let same = (cfg.input_size, cfg.in_channels, cfg.num_classes)
+        == (main.input_size, main.in_channels, main.num_classes);
+    ensure!(
+        same,
+        "{key} {}: the guide takes {}×{}×{} inputs of {} classes, the model {}×{}×{} of {}",
+        p.display(),
+        cfg.in_channels,
+        cfg.input_size,
+        cfg.input_size,
+        cfg.num_classes,
+        main.in_channels,
+        main.input_size,
+        main.input_size,
+        main.num_classes
+    );
+    let sha = crate::io::sha256_hex(file.bytes());
+    let guide = SiT::load(be, &file as &dyn TensorSource, cfg)
+        .with_context(|| format!("{key} {}", p.display()))?;
+    Ok(Some((guide, sha)))
 }
 
 /// Runs the job on the CPU backend.
@@ -89,6 +138,7 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
     check_outputs(job)?;
     let (model, weights_sha) = load_model(be, job)?;
     let cfg = model.config.clone();
+    let guide = load_guide(be, job, &cfg)?;
     // The decoder is loaded before any sampling, so a bad file fails fast.
     let decoder = match &job.outputs.out {
         Some(_) => Some(Decoder::load(
@@ -125,6 +175,7 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
         latents: LatentSource::Model(UnitSampler {
             be,
             model: &model,
+            guide: guide.as_ref().map(|(g, _)| g),
             job,
             inputs: &inputs,
             schedule: &schedule,
@@ -152,6 +203,7 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
             "job": job,
             "model_config": cfg,
             "weights_sha256": weights_sha,
+            "guide_weights_sha256": guide.as_ref().map(|(_, sha)| sha),
             "t0": schedule.t0,
             "t1": schedule.t1,
             "sample_eps": schedule.sample_eps,

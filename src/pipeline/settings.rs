@@ -7,48 +7,14 @@ use std::path::PathBuf;
 use anyhow::{bail, ensure, Result};
 use serde::Serialize;
 
+use super::guidance_settings::GuidanceSettings;
+pub use super::origin::{py_float, Origin};
 use crate::backend::Precision;
 use crate::rng;
-use crate::sampling::guidance::{Guidance, IntervalMode};
 use crate::sampling::ode::OdeMethod;
 use crate::sampling::path::{self, DiffusionForm, PathType};
 use crate::sampling::sde::{LastStep, SdeMethod};
 use crate::sampling::{grid, Prediction};
-
-/// Where settings came from, so that an error names a setting as its user wrote it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Origin {
-    /// `sitdiv sample` flags: `--cfg-interval-mode`.
-    #[default]
-    CommandLine,
-    /// A sweep file's keys: `interval_mode`.
-    SweepFile,
-}
-
-impl Origin {
-    /// The setting with command-line name `flag`, as this origin spells it.
-    pub fn key(self, flag: &str) -> String {
-        match self {
-            Origin::CommandLine => format!("--{flag}"),
-            Origin::SweepFile => match flag {
-                "mode" | "method" => "sampler".into(),
-                "cfg-interval-mode" => "interval_mode".into(),
-                "unit-size" => "[run] unit_size".into(),
-                "weights" => "[model] weights".into(),
-                "vae" => "[model] vae".into(),
-                f => f.replace('-', "_"),
-            },
-        }
-    }
-
-    /// A setting and its value: `--steps 1` or `steps = 1`.
-    pub fn setting(self, flag: &str, value: impl std::fmt::Display) -> String {
-        match self {
-            Origin::CommandLine => format!("--{flag} {value}"),
-            Origin::SweepFile => format!("{} = {value}", self.key(flag)),
-        }
-    }
-}
 
 /// The sampler: `--mode` and `--method` together, e.g. `ode-euler` in a sweep file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +87,9 @@ impl Serialize for Method {
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelChoice {
     pub weights: Option<PathBuf>,
+    /// Autoguidance's guide: a weaker SiT of the same family (same input and output shapes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guide_weights: Option<PathBuf>,
     pub synthetic: bool,
     /// Upstream preset name, e.g. SiT-XL/2.
     pub model: String,
@@ -131,6 +100,7 @@ impl Default for ModelChoice {
     fn default() -> Self {
         ModelChoice {
             weights: None,
+            guide_weights: None,
             synthetic: false,
             model: "SiT-XL/2".into(),
             image_size: 256,
@@ -294,58 +264,6 @@ impl SamplerSettings {
     }
 }
 
-/// Classifier-free guidance as set; [`GuidanceSettings::guidance`] is what the sampler applies.
-#[derive(Debug, Clone, Serialize)]
-pub struct GuidanceSettings {
-    /// Guidance scale; 1 disables guidance.
-    pub cfg: f64,
-    /// Guide only for t in [lo, hi] (SiT time: 0 noise, 1 data).
-    pub cfg_interval: Option<(f64, f64)>,
-    pub cfg_interval_mode: IntervalMode,
-    /// Guide every latent channel instead of upstream's first three.
-    pub cfg_all_channels: bool,
-}
-
-impl Default for GuidanceSettings {
-    fn default() -> Self {
-        GuidanceSettings {
-            cfg: 1.0,
-            cfg_interval: None,
-            cfg_interval_mode: IntervalMode::Published,
-            cfg_all_channels: false,
-        }
-    }
-}
-
-impl GuidanceSettings {
-    pub fn check(&self, o: Origin) -> Result<()> {
-        ensure!(
-            self.cfg >= 1.0 && self.cfg.is_finite(),
-            "{}: the guidance scale must be ≥ 1 (1 disables guidance)",
-            o.setting("cfg", self.cfg)
-        );
-        if let Some((lo, hi)) = self.cfg_interval {
-            let key = o.key("cfg-interval");
-            ensure!(
-                lo <= hi && lo.is_finite() && hi.is_finite(),
-                "{key} {lo},{hi}: LO must not exceed HI"
-            );
-            ensure!(self.cfg > 1.0, "{key} needs {} above 1", o.key("cfg"));
-        }
-        Ok(())
-    }
-
-    /// The guidance the sampler applies; `None` at scale 1.
-    pub fn guidance(&self) -> Option<Guidance> {
-        (self.cfg > 1.0).then(|| Guidance {
-            scale: self.cfg as f32,
-            interval: self.cfg_interval.map(|(lo, hi)| (lo as f32, hi as f32)),
-            mode: self.cfg_interval_mode,
-            all_channels: self.cfg_all_channels,
-        })
-    }
-}
-
 /// What sampling starts from: the seed and class selection, or given arrays.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct InputSettings {
@@ -456,7 +374,7 @@ impl SampleJob {
     /// The image batch's file stem: the reference's name
     /// (`{model}-{ckpt}-cfg-{cfg}-{batch}-{MODE}-{steps}-{method}`, SDE: `-{form}-{last}-{size}-{norm}`)
     /// plus what it leaves out: `-seed{K}`, the guidance interval and mode, all-channel guidance,
-    /// a non-Linear path and the shard (`-shard{I}of{S}`).
+    /// the guidance method other than CFG with its parameters, a non-Linear path and the shard (`-shard{I}of{S}`).
     pub fn batch_name(&self) -> String {
         let (s, g) = (&self.sampler, &self.guidance);
         let model = self.model.model.replace('/', "-");
@@ -509,6 +427,7 @@ impl SampleJob {
         if g.cfg_all_channels {
             name += "-cfgall";
         }
+        name += &g.name_part(self.model.guide_weights.as_deref());
         if s.path != PathType::Linear {
             name += &format!("-{}", s.path);
         }
@@ -519,14 +438,5 @@ impl SampleJob {
             );
         }
         name
-    }
-}
-
-/// A float as Python prints it (`1.0`, `1.5`, `0.04`), as the reference's folder names do.
-fn py_float(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e16 {
-        format!("{v:.1}")
-    } else {
-        format!("{v}")
     }
 }

@@ -8,12 +8,13 @@ use anyhow::{bail, Result};
 use super::decoder::Decoder;
 use super::inputs::{Inputs, UnitNoise};
 use super::settings::{Method, SampleJob, Schedule};
-use super::velocity::SiTVelocity;
+use super::velocity::{CadsCondition, SiTVelocity};
 use super::Unit;
 use crate::backend::Backend;
 use crate::io::{npy, npz};
 use crate::models::sit::SiT;
 use crate::rng;
+use crate::sampling::guidance::Guider;
 use crate::sampling::ode::{self, OdeSettings, Tolerances};
 use crate::sampling::sde::{self, SdeSettings};
 
@@ -21,6 +22,8 @@ use crate::sampling::sde::{self, SdeSettings};
 pub struct UnitSampler<'a, B: Backend> {
     pub be: &'a B,
     pub model: &'a SiT<B>,
+    /// Autoguidance's guide model.
+    pub guide: Option<&'a SiT<B>>,
     pub job: &'a SampleJob,
     pub inputs: &'a Inputs,
     pub schedule: &'a Schedule,
@@ -47,11 +50,26 @@ impl<B: Backend> UnitSampler<'_, B> {
             z.extend_from_within(..);
             y.extend(std::iter::repeat_n(model.null_class() as i64, n));
         }
+        let cads = match job.guidance.cads() {
+            Some(params) => Some(CadsCondition {
+                params,
+                seed: job.inputs.seed,
+                indices: (unit.start..unit.end).map(|i| i as u64).collect(),
+                clean: model.class_embeddings(self.be, &labels)?,
+                null: match guidance {
+                    Some(_) => model.class_embeddings(self.be, &[model.null_class() as i64])?,
+                    None => Vec::new(),
+                },
+            }),
+            None => None,
+        };
         let mut vel = SiTVelocity {
             be: self.be,
             model,
             y,
-            guidance,
+            guider: guidance.map(Guider::new),
+            guide: self.guide,
+            cads,
         };
         let s = &job.sampler;
         let grid = &self.schedule.grid;

@@ -3,6 +3,7 @@
 //! arithmetic runs on the host in f32 with the reference's operation order, so every backend
 //! feeds the same bits into the network.
 
+pub mod cads;
 pub mod grid;
 pub mod guidance;
 pub mod loss;
@@ -16,6 +17,10 @@ use anyhow::Result;
 pub trait Velocity {
     /// x (B, C, H, W) flattened, every sample at time `t` → model output of the same shape.
     fn eval(&mut self, x: &[f32], t: f32) -> Result<Vec<f32>>;
+
+    /// The solver starts its step `step` (from 0; dopri5 counts accepted steps). Guidance that
+    /// depends on the step (CFG-Zero*'s zeroed first steps) reads it; the default ignores it.
+    fn begin_step(&mut self, _step: usize) {}
 }
 
 impl<F: FnMut(&[f32], f32) -> Result<Vec<f32>>> Velocity for F {
@@ -37,6 +42,9 @@ impl<'a> Counted<'a> {
             inner,
             eval_t: Vec::new(),
         }
+    }
+    pub fn begin_step(&mut self, step: usize) {
+        self.inner.begin_step(step);
     }
     pub fn call(&mut self, x: &[f32], t: f32) -> Result<Vec<f32>> {
         self.eval_t.push(t);

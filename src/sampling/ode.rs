@@ -139,9 +139,10 @@ fn fixed_grid(
     res: &mut OdeResult,
 ) -> Result<Vec<f32>> {
     let keep = !res.trajectory.is_empty();
-    for w in grid.windows(2) {
+    for (step, w) in grid.windows(2).enumerate() {
         let (t0, t1) = (w[0], w[1]);
         let dt = t1 - t0;
+        f.model.begin_step(step);
         let k1 = f.eval(&y, t0)?;
         match method {
             OdeMethod::Euler => {
@@ -449,6 +450,8 @@ fn dopri5(
             if t1 <= t0 || !y.iter().all(|v| v.is_finite()) {
                 bail!("dopri5: step size underflow or non-finite state at t = {t0}");
             }
+            f.model
+                .begin_step(res.steps.iter().filter(|s| s.accepted).count());
             let (mut k, y_new) = stages(f, &tab, &y, &fy, (t0, t1, dt))?;
             let ratio = error_ratio(&tab, &k, &y, &y_new, dt as f32, tol);
             if !ratio.is_finite() {

@@ -198,12 +198,14 @@ pub fn sample(
                 x.len()
             );
         }
+        f.model.begin_step(step);
         x = f.step(x, t, dt, &xi)?;
         if keep_states {
             states.push(x.clone());
         }
     }
     let t1 = *grid.last().unwrap_or(&1.0);
+    f.model.begin_step(grid.len() - 1);
     let last = f.last_step(x, t1)?;
     if keep_states {
         states.push(last.clone());

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use sitdiv::backend::cpu::Cpu;
 use sitdiv::models::sit::{SiT, SiTConfig};
 use sitdiv::pipeline::velocity::SiTVelocity;
-use sitdiv::sampling::guidance::{Guidance, IntervalMode};
+use sitdiv::sampling::guidance::{Guidance, Guider, IntervalMode, Rule};
 use sitdiv::sampling::ode::{self, OdeMethod, OdeResult, OdeSettings, Tolerances};
 use sitdiv::sampling::path::{DiffusionForm, PathType};
 use sitdiv::sampling::sde::{self, LastStep, NoiseSource, SdeMethod, SdeResult, SdeSettings};
@@ -294,6 +294,7 @@ pub fn run_case(file: &str) -> (WeightFile, CaseResult, Vec<f32>) {
                 _ => IntervalMode::Published,
             },
             all_channels: false,
+            rule: Rule::Cfg,
         }
     });
     let weights = c["weights"].as_str().map(str::to_string);
@@ -302,12 +303,8 @@ pub fn run_case(file: &str) -> (WeightFile, CaseResult, Vec<f32>) {
     let mut vel;
     let velocity: &mut dyn Velocity = match &model {
         Some(m) => {
-            vel = SiTVelocity {
-                be: &Cpu,
-                model: m,
-                y: y_model,
-                guidance,
-            };
+            vel = SiTVelocity::new(&Cpu, m, y_model);
+            vel.guider = guidance.map(Guider::new);
             &mut vel
         }
         None => &mut toy,

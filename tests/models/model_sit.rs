@@ -5,7 +5,7 @@ use sitdiv::backend::cpu::Cpu;
 use sitdiv::backend::Backend;
 use sitdiv::models::layers::Taps;
 use sitdiv::models::sit::{SiT, SiTConfig};
-use sitdiv::sampling::guidance::{Guidance, IntervalMode};
+use sitdiv::sampling::guidance::Guidance;
 
 #[cfg(any(feature = "cuda", feature = "cuda12"))]
 use crate::common::cuda;
@@ -108,12 +108,7 @@ fn guided_forward<B: Backend>(be: &B, what: &str) {
         &io.f32("cfg_model_out_combined").unwrap(),
         2e-5,
     );
-    let g = Guidance {
-        scale: 4.0,
-        interval: None,
-        mode: IntervalMode::Published,
-        all_channels: false,
-    };
+    let g = Guidance::cfg(4.0);
     let mut up = combined.clone();
     g.combine(&mut up, n, 4, t[0]);
     r.check(

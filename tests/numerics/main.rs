@@ -1,11 +1,13 @@
 //! The network-free numerics, against the upstream code and the reference tools: the samplers
 //! (`sampler_golden`: every upstream ODE and SDE golden file replayed through the library;
-//! `sampler_units`: Philox, noise layout, time grids, work units) and the metrics (`metric_*`:
+//! `sampler_units`: Philox, noise layout, time grids, work units; `guidance_golden`: the guidance
+//! methods against diffusers' guiders and upstream's sampler loop) and the metrics (`metric_*`:
 //! FID, IS, KID, PRDC, diversity, correlation, the bootstrap and streamed feature statistics).
 
 #[path = "../common/mod.rs"]
 mod common;
 
+mod guidance_golden;
 mod metric_bootstrap;
 mod metric_correlation;
 mod metric_diversity;

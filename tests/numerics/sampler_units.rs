@@ -164,13 +164,12 @@ fn dopri5_stops_at_once_on_non_finite_model_output() {
 
 #[test]
 fn guidance_interval_ends_at_t_1() {
-    use sitdiv::sampling::guidance::{Guidance, IntervalMode};
+    use sitdiv::sampling::guidance::Guidance;
     // (2n = 2, C = 1, 1 value): cond 2, uncond 1.
     let g = Guidance {
-        scale: 3.0,
         interval: Some((0.2, 1.5)),
-        mode: IntervalMode::Published,
         all_channels: true,
+        ..Guidance::cfg(3.0)
     };
     let at = |t: f32| {
         let mut o = vec![2.0, 1.0];

@@ -170,6 +170,67 @@ impl<B: Backend> SiT<B> {
         y: &[i64],
         taps: Option<&mut Taps>,
     ) -> Result<Vec<f32>> {
+        let n = t.len();
+        ensure!(
+            y.len() == n,
+            "SiT forward: {} labels for a batch of {n}",
+            y.len()
+        );
+        // Class ids travel as exact f32 integers, so that every input is a plain device buffer.
+        let idf: Vec<f32> = self.check_labels(y)?.iter().map(|&i| i as f32).collect();
+        self.run(be, x, t, &idf, ClassIn::Ids, taps)
+    }
+
+    /// `forward` with the class embeddings given, y_emb (N, D), in place of the label table's
+    /// rows (CADS's annealed condition).
+    pub fn forward_embedded(
+        &self,
+        be: &B,
+        x: &[f32],
+        t: &[f32],
+        y_emb: &[f32],
+    ) -> Result<Vec<f32>> {
+        let (n, d) = (t.len(), self.config.hidden_size);
+        ensure!(
+            y_emb.len() == n * d,
+            "SiT forward: {} class-embedding floats for a batch of {n}×{d}",
+            y_emb.len()
+        );
+        self.run(be, x, t, y_emb, ClassIn::Embedded, None)
+    }
+
+    /// The label table's rows of `y`, (N, D).
+    pub fn class_embeddings(&self, be: &B, y: &[i64]) -> Result<Vec<f32>> {
+        let idf: Vec<f32> = self.check_labels(y)?.iter().map(|&i| i as f32).collect();
+        let ids = be.upload(&idf)?;
+        be.download(&be.gather_rows_idf(&self.y_embedder.table, &ids, self.config.hidden_size)?)
+    }
+
+    /// The labels as table rows, refusing any outside the table.
+    fn check_labels(&self, y: &[i64]) -> Result<Vec<usize>> {
+        let cfg = &self.config;
+        y.iter()
+            .map(|&l| {
+                if l >= 0 && (l as usize) < cfg.label_rows() {
+                    Ok(l as usize)
+                } else {
+                    bail!("class label {l} is outside 0..{} (null class {} exists only with class_dropout_prob > 0)", cfg.label_rows(), cfg.num_classes)
+                }
+            })
+            .collect()
+    }
+
+    /// Uploads the inputs and runs the device work (captured once per shape when no taps are
+    /// asked for).
+    fn run(
+        &self,
+        be: &B,
+        x: &[f32],
+        t: &[f32],
+        class: &[f32],
+        how: ClassIn,
+        taps: Option<&mut Taps>,
+    ) -> Result<Vec<f32>> {
         let cfg = &self.config;
         let n = t.len();
         ensure!(
@@ -178,46 +239,30 @@ impl<B: Backend> SiT<B> {
             x.len(),
             cfg.sample_len()
         );
-        ensure!(
-            y.len() == n,
-            "SiT forward: {} labels for a batch of {n}",
-            y.len()
-        );
-        let ids = y
-            .iter()
-            .map(|&l| {
-                if l >= 0 && (l as usize) < cfg.label_rows() {
-                    Ok(l as usize)
-                } else {
-                    bail!("class label {l} is outside 0..{} (null class {} exists only with class_dropout_prob > 0)", cfg.label_rows(), cfg.num_classes)
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
         let freq = timestep_embedding(t, FREQ_DIM); // (N, 256)
-
-        // Class ids travel as exact f32 integers, so that every input is a plain device buffer.
-        let idf: Vec<f32> = ids.iter().map(|&i| i as f32).collect();
         let Some(taps) = taps else {
             // Shapes are fixed by the model and the batch: the backend may capture the device work
             // once and replay it.
-            let key = format!("SiT@{:p} n={n}", self);
-            return be.run_graph(&key, &[x, &freq, &idf], &|bufs| {
-                self.core(be, &bufs[0], &bufs[1], &bufs[2], n, None)
+            let key = format!("SiT@{:p} n={n} {how:?}", self);
+            return be.run_graph(&key, &[x, &freq, class], &|bufs| {
+                self.core(be, &bufs[0], &bufs[1], &bufs[2], how, n, None)
             });
         };
-        let bufs = [be.upload(x)?, be.upload(&freq)?, be.upload(&idf)?];
-        let out = self.core(be, &bufs[0], &bufs[1], &bufs[2], n, Some(taps))?;
+        let bufs = [be.upload(x)?, be.upload(&freq)?, be.upload(class)?];
+        let out = self.core(be, &bufs[0], &bufs[1], &bufs[2], how, n, Some(taps))?;
         be.download(&out)
     }
 
     /// The device work of `forward`: x (N, C, H, W), the timesteps' sinusoidal features (N, 256)
-    /// and the class ids (N, exact f32) → (N, C, H, W).
+    /// and the class ids (N, exact f32) or embeddings (N, D) → (N, C, H, W).
+    #[allow(clippy::too_many_arguments)]
     fn core(
         &self,
         be: &B,
         xb: &B::Buf,
         freq: &B::Buf,
-        ids: &B::Buf,
+        class: &B::Buf,
+        how: ClassIn,
         n: usize,
         mut taps: Option<&mut Taps>,
     ) -> Result<B::Buf> {
@@ -230,7 +275,7 @@ impl<B: Backend> SiT<B> {
         };
         be.range_push("SiT forward");
         let mut h = self.tokens(be, xb, n, &mut tap)?; // (N, T, D)
-        let c = self.conditioning(be, freq, ids, n, &mut tap)?; // (N, D)
+        let c = self.conditioning(be, freq, class, how, n, &mut tap)?; // (N, D)
 
         // Every adaLN starts with SiLU(c), the left operand of its product.
         let c_act = be.operand(be.silu(&c)?)?;
@@ -262,7 +307,8 @@ impl<B: Backend> SiT<B> {
         &self,
         be: &B,
         freq: &B::Buf,
-        ids: &B::Buf,
+        class: &B::Buf,
+        how: ClassIn,
         n: usize,
         tap: &mut Tap<B>,
     ) -> Result<B::Buf> {
@@ -271,10 +317,17 @@ impl<B: Backend> SiT<B> {
         let t_emb = self.t_embedder.mlp2.forward(be, &be.silu(&t1)?, n)?; // (N, D)
         tap("tap.t_embedder.out", &t_emb)?;
         let d = self.config.hidden_size;
-        let y_emb = be.gather_rows_idf(&self.y_embedder.table, ids, d)?; // (N, D)
-        tap("tap.y_embedder.out", &y_emb)?;
+        let gathered;
+        let y_emb = match how {
+            ClassIn::Ids => {
+                gathered = be.gather_rows_idf(&self.y_embedder.table, class, d)?; // (N, D)
+                &gathered
+            }
+            ClassIn::Embedded => class,
+        };
+        tap("tap.y_embedder.out", y_emb)?;
         let mut c = t_emb;
-        be.add(&mut c, &y_emb)?;
+        be.add(&mut c, y_emb)?;
         tap("tap.c", &c)?;
         Ok(c)
     }
@@ -366,6 +419,13 @@ impl<B: Backend> SiT<B> {
 }
 
 /// Records an intermediate tensor under a name (a no-op without taps).
+/// How the class enters the conditioning: table row ids, or the embeddings themselves.
+#[derive(Debug, Clone, Copy)]
+enum ClassIn {
+    Ids,
+    Embedded,
+}
+
 type Tap<'a, B> = dyn FnMut(&str, &<B as Backend>::Buf) -> Result<()> + 'a;
 
 /// The shift and scale columns (the first two D-wide chunks) of an adaLN output with rows of

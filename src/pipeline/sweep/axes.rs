@@ -7,7 +7,8 @@
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::settings::{GuidanceSettings, InputSettings, Method, Origin, SamplerSettings};
+use crate::pipeline::guidance_settings::GuidanceSettings;
+use crate::pipeline::settings::{InputSettings, Method, Origin, SamplerSettings};
 use crate::sampling::guidance::IntervalMode;
 use crate::sampling::path::DiffusionForm;
 use crate::sampling::sde::LastStep;

@@ -132,6 +132,7 @@ fn sample_unit<B: Backend>(
         latents: LatentSource::Model(UnitSampler {
             be,
             model: sit,
+            guide: None,
             job: &job,
             inputs: &inputs,
             schedule: &schedule,

@@ -15,9 +15,9 @@ use crate::backend::Precision;
 use crate::io::sha256_hex;
 use crate::io::{manifest_path, read_checked, write_atomic, write_checked};
 use crate::models::sit::SiTConfig;
+use crate::pipeline::guidance_settings::GuidanceSettings;
 use crate::pipeline::settings::{
-    GuidanceSettings, InputSettings, ModelChoice, Origin, OutputSettings, SampleJob,
-    SamplerSettings, ShardSettings,
+    InputSettings, ModelChoice, Origin, OutputSettings, SampleJob, SamplerSettings, ShardSettings,
 };
 use crate::pipeline::Unit;
 use crate::weights::WeightFile;
@@ -351,6 +351,7 @@ pub fn sample_job(sweep: &Sweep, c: &RunConfig, classes: &[i64]) -> SampleJob {
     SampleJob {
         model: ModelChoice {
             weights: Some(sweep.weights.clone()),
+            guide_weights: None,
             synthetic: false,
             model: sweep.model.clone(),
             image_size: sweep.image_size,
