@@ -1,4 +1,4 @@
-//! The command-line pipeline, end to end through the binary: sample, decode, features, eval,
+//! The command-line pipeline, end to end through the binary: sample (with every guidance method), decode, features, eval,
 //! metrics, sweeps (locally and through SLURM), the report, and the toy study's data and demo.
 
 #[path = "../common/mod.rs"]
@@ -6,6 +6,7 @@ mod common;
 
 mod pipeline_diversity;
 mod pipeline_eval;
+mod pipeline_guidance;
 mod pipeline_images;
 mod pipeline_metrics;
 mod pipeline_sample;

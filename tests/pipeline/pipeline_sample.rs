@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::common::{golden_dir, open, replay_golden_case, sitdiv, succeeds, tmp};
 use sitdiv::io::npy;
 
-fn tiny_weights() -> String {
+pub(crate) fn tiny_weights() -> String {
     golden_dir()
         .join("sit_tiny.weights.safetensors")
         .display()
@@ -111,7 +111,7 @@ fn data_bytes(p: &Path) -> Vec<u8> {
 }
 
 /// 8 samples as one shard equal two shards concatenated, and a rerun is byte-identical.
-fn check_sharding(name: &str, sampler: &[&str]) {
+pub(crate) fn check_sharding(name: &str, sampler: &[&str]) {
     let dir = tmp(name);
     let w = tiny_weights();
     let p = |f: &str| dir.join(f).display().to_string();
@@ -172,7 +172,7 @@ fn sharding_and_reruns_are_byte_identical() {
 }
 
 /// Runs a failing command: non-zero exit, stderr mentions every `needles`, no output file.
-fn check_error(name: &str, args: &[&str], needles: &[&str]) {
+pub(crate) fn check_error(name: &str, args: &[&str], needles: &[&str]) {
     let dir = tmp(&format!("err-{name}"));
     let out = dir.join("x.npy");
     let o = out.display().to_string();
@@ -190,7 +190,7 @@ fn check_error(name: &str, args: &[&str], needles: &[&str]) {
 }
 
 /// A copy of the tiny weights with `edit` applied to its (name, shape, data) list.
-fn edited_weights(
+pub(crate) fn edited_weights(
     dir: &Path,
     edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<f32>)>),
 ) -> String {
