@@ -7,13 +7,15 @@ use super::data::{label, Key, Row};
 use super::plot::{Panel, Series};
 
 /// The config fields of a series key, in key order.
-const KEY_FIELDS: [&str; 12] = [
+const KEY_FIELDS: [&str; 14] = [
     "mode",
     "method",
     "steps",
     "cfg",
     "cfg_interval",
     "interval_mode",
+    "guidance",
+    "guidance_params",
     "diffusion_form",
     "diffusion_norm",
     "last_step",
@@ -23,13 +25,15 @@ const KEY_FIELDS: [&str; 12] = [
 ];
 
 /// The fields a short series name may show, in the order it shows them.
-const NAME_FIELDS: [&str; 11] = [
+const NAME_FIELDS: [&str; 13] = [
     "mode",
     "method",
     "steps",
     "diffusion_form",
     "diffusion_norm",
     "last_step",
+    "guidance",
+    "guidance_params",
     "cfg",
     "cfg_interval",
     "interval_mode",

@@ -243,3 +243,123 @@ fn bad_guidance_settings_fail_clearly() {
         &["pag", "apg"],
     );
 }
+
+/// A sweep with a guidance axis: each method crosses only its own parameters, unguided points
+/// collapse to plain sampling (CADS excepted), and a unit of each method is byte for byte the
+/// image batch `sitdiv sample` writes with the same flags.
+#[test]
+fn a_guidance_axis_sweeps_like_sample() {
+    use sitdiv::pipeline::sweep::spec::Sweep;
+    let dir = tmp("guidance-sweep");
+    let (w, v) = (
+        tiny_weights(),
+        crate::common::golden("vae_tiny.weights.safetensors"),
+    );
+    let g = guide(&dir);
+    let sweep = dir.join("g.toml");
+    let text = |guide_line: &str| {
+        format!(
+            r#"name = "g"
+[model]
+weights = "{w}"
+vae = "{v}"
+{guide_line}
+[evaluation]
+[run]
+unit_size = 3
+keep_images = true
+[defaults]
+steps = [4]
+classes = [4]
+samples_per_class = [3]
+seed = [7]
+[[grid]]
+cfg = [1.0, 2.0]
+sampler = ["ode-euler"]
+guidance = ["cfg", "apg", "cads", "autoguidance"]
+apg_eta = [0.0, 0.5]
+"#
+        )
+    };
+    std::fs::write(&sweep, text("")).unwrap();
+    let err = Sweep::load(&sweep).unwrap_err();
+    assert!(format!("{err:#}").contains("guide_weights"), "{err:#}");
+    std::fs::write(&sweep, text(&format!("guide_weights = \"{g}\""))).unwrap();
+    let ids: Vec<String> = Sweep::load(&sweep)
+        .unwrap()
+        .configs
+        .iter()
+        .map(|c| c.id.clone())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "ode-euler-4-cfg1-k3-seed7",
+            "ode-euler-4-cfg1-cads-tau0.6-0.9-s0.25-psi1-k3-seed7",
+            "ode-euler-4-cfg2-k3-seed7",
+            "ode-euler-4-cfg2-apg-eta0-r15-beta-0.5-k3-seed7",
+            "ode-euler-4-cfg2-apg-eta0.5-r15-beta-0.5-k3-seed7",
+            "ode-euler-4-cfg2-cads-tau0.6-0.9-s0.25-psi1-k3-seed7",
+            "ode-euler-4-cfg2-autoguidance-k3-seed7",
+        ]
+    );
+    let out = dir.join("sweep");
+    let s = |p: &Path| p.display().to_string();
+    succeeds(&["sweep", "run", &s(&sweep), "--out", &s(&out)]);
+    for (id, flags) in [
+        (
+            "ode-euler-4-cfg2-apg-eta0.5-r15-beta-0.5-k3-seed7",
+            vec!["--cfg", "2", "--guidance", "apg", "--apg-eta", "0.5"],
+        ),
+        (
+            "ode-euler-4-cfg1-cads-tau0.6-0.9-s0.25-psi1-k3-seed7",
+            vec!["--guidance", "cads"],
+        ),
+        (
+            "ode-euler-4-cfg2-autoguidance-k3-seed7",
+            vec![
+                "--cfg",
+                "2",
+                "--guidance",
+                "autoguidance",
+                "--guide-weights",
+                &g,
+            ],
+        ),
+    ] {
+        let batch = dir.join(format!("sample-{id}"));
+        let mut a = vec![
+            "sample",
+            "--weights",
+            &w,
+            "--vae",
+            &v,
+            "--classes",
+            "4",
+            "--samples-per-class",
+            "3",
+            "--unit-size",
+            "3",
+            "--steps",
+            "4",
+            "--seed",
+            "7",
+        ];
+        let b = s(&batch);
+        a.extend(["--out", &b]);
+        a.extend(flags);
+        succeeds(&a);
+        let npz: Vec<_> = std::fs::read_dir(&batch)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "npz"))
+            .collect();
+        assert_eq!(npz.len(), 1, "{npz:?}");
+        let unit = out.join("units").join(id).join("c4-00000000-00000003.npz");
+        assert!(
+            std::fs::read(&unit).unwrap() == std::fs::read(&npz[0]).unwrap(),
+            "{id}: the sweep unit differs from sample's batch {}",
+            npz[0].display()
+        );
+    }
+}

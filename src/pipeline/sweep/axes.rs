@@ -7,8 +7,9 @@
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::guidance_settings::GuidanceSettings;
+use crate::pipeline::guidance_settings::{GuidanceSettings, MethodParams};
 use crate::pipeline::settings::{InputSettings, Method, Origin, SamplerSettings};
+use crate::sampling::guidance::GuidanceMethod;
 use crate::sampling::guidance::IntervalMode;
 use crate::sampling::path::DiffusionForm;
 use crate::sampling::sde::LastStep;
@@ -30,6 +31,17 @@ pub(super) struct Axes {
     last_step_size: Option<Vec<f64>>,
     seed: Option<Vec<u64>>,
     samples_per_class: Option<Vec<usize>>,
+    /// `cfg`, `apg`, `cfg-zero-star`, `cads`, `autoguidance`; each method crosses only its own
+    /// parameter lists below.
+    guidance: Option<Vec<String>>,
+    apg_eta: Option<Vec<f32>>,
+    apg_norm_threshold: Option<Vec<f32>>,
+    apg_momentum: Option<Vec<f32>>,
+    zero_init_steps: Option<Vec<usize>>,
+    cads_tau1: Option<Vec<f64>>,
+    cads_tau2: Option<Vec<f64>>,
+    cads_noise_scale: Option<Vec<f64>>,
+    cads_psi: Option<Vec<f64>>,
     /// Defaults only: the classes sampled (default: all of the model's).
     pub(super) classes: Option<Vec<i64>>,
 }
@@ -52,6 +64,11 @@ pub struct RunConfig {
     pub seed: u64,
     pub samples_per_class: usize,
     pub num_samples: usize,
+    pub guidance: GuidanceMethod,
+    /// The method's parameters as the config id spells them (empty for CFG and autoguidance).
+    pub guidance_params: String,
+    #[serde(skip)]
+    pub params: MethodParams,
 }
 
 pub(super) fn parse_enum<T: std::str::FromStr<Err = String>>(what: &str, s: &str) -> Result<T> {
@@ -102,6 +119,8 @@ struct Lists {
     norms: Vec<f64>,
     lasts: Vec<LastStep>,
     last_sizes: Vec<f64>,
+    /// Each method with each combination of its own parameters.
+    guidances: Vec<(GuidanceMethod, MethodParams)>,
 }
 
 /// The grid's list, else the defaults' list, else the one default value.
@@ -171,6 +190,7 @@ impl Lists {
             norms: list(&g.diffusion_norm, &d.diffusion_norm, sd.diffusion_norm),
             lasts: parse_all("last_step", &lasts)?,
             last_sizes: list(&g.last_step_size, &d.last_step_size, sd.last_step_size),
+            guidances: guidance_points(g, d)?,
         };
         ensure!(
             lists.lens().iter().all(|&n| n > 0),
@@ -183,7 +203,7 @@ impl Lists {
         Ok(lists)
     }
 
-    fn lens(&self) -> [usize; 11] {
+    fn lens(&self) -> [usize; 12] {
         [
             self.seeds.len(),
             self.ks.len(),
@@ -196,6 +216,7 @@ impl Lists {
             self.norms.len(),
             self.lasts.len(),
             self.last_sizes.len(),
+            self.guidances.len(),
         ]
     }
 
@@ -205,13 +226,14 @@ impl Lists {
         let total: usize = lens.iter().product();
         (0..total).map(move |n| {
             // Mixed-radix digits of n, the last list's digit changing fastest.
-            let mut ix = [0usize; 11];
+            let mut ix = [0usize; 12];
             let mut rest = n;
             for (i, &len) in lens.iter().enumerate().rev() {
                 ix[i] = rest % len;
                 rest /= len;
             }
-            let [seed, k, method, steps, cfg, interval, imode, form, norm, last, last_size] = ix;
+            let [seed, k, method, steps, cfg, interval, imode, form, norm, last, last_size, guidance] =
+                ix;
             RawPoint {
                 method: self.methods[method],
                 steps: self.steps[steps],
@@ -224,6 +246,7 @@ impl Lists {
                 last_size: self.last_sizes[last_size],
                 seed: self.seeds[seed],
                 k: self.ks[k],
+                guidance: self.guidances[guidance],
             }
         })
     }
@@ -241,10 +264,99 @@ struct RawPoint {
     last_size: f64,
     seed: u64,
     k: usize,
+    guidance: (GuidanceMethod, MethodParams),
+}
+
+/// Every method of the grid's `guidance` list crossed with its own parameter lists, in list
+/// order, the parameters' last list fastest.
+fn guidance_points(g: &Axes, d: &Axes) -> Result<Vec<(GuidanceMethod, MethodParams)>> {
+    let p0 = MethodParams::default();
+    let names = list(
+        &g.guidance,
+        &d.guidance,
+        GuidanceMethod::Cfg.name().to_string(),
+    );
+    let mut out = Vec::new();
+    for m in parse_all::<GuidanceMethod>("guidance", &names)? {
+        let mut ps = vec![p0];
+        let cross = |ps: Vec<MethodParams>, set: &dyn Fn(&mut MethodParams, usize), n: usize| {
+            ps.iter()
+                .flat_map(|p| {
+                    (0..n).map(move |i| {
+                        let mut q = *p;
+                        set(&mut q, i);
+                        q
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        match m {
+            GuidanceMethod::Apg => {
+                let eta = list(&g.apg_eta, &d.apg_eta, p0.apg.eta);
+                let r = list(
+                    &g.apg_norm_threshold,
+                    &d.apg_norm_threshold,
+                    p0.apg.norm_threshold,
+                );
+                let beta = list(&g.apg_momentum, &d.apg_momentum, p0.apg.momentum);
+                ps = cross(ps, &|p, i| p.apg.eta = eta[i], eta.len());
+                ps = cross(ps, &|p, i| p.apg.norm_threshold = r[i], r.len());
+                ps = cross(ps, &|p, i| p.apg.momentum = beta[i], beta.len());
+            }
+            GuidanceMethod::CfgZeroStar => {
+                let z = list(&g.zero_init_steps, &d.zero_init_steps, p0.zero_init_steps);
+                ps = cross(ps, &|p, i| p.zero_init_steps = z[i], z.len());
+            }
+            GuidanceMethod::Cads => {
+                let c = &p0.cads;
+                let t1 = list(&g.cads_tau1, &d.cads_tau1, c.tau1);
+                let t2 = list(&g.cads_tau2, &d.cads_tau2, c.tau2);
+                let s = list(&g.cads_noise_scale, &d.cads_noise_scale, c.noise_scale);
+                let psi = list(&g.cads_psi, &d.cads_psi, c.psi);
+                ps = cross(ps, &|p, i| p.cads.tau1 = t1[i], t1.len());
+                ps = cross(ps, &|p, i| p.cads.tau2 = t2[i], t2.len());
+                ps = cross(ps, &|p, i| p.cads.noise_scale = s[i], s.len());
+                ps = cross(ps, &|p, i| p.cads.psi = psi[i], psi.len());
+            }
+            GuidanceMethod::Cfg | GuidanceMethod::Autoguidance => {}
+        }
+        out.extend(ps.into_iter().map(|p| (m, p)));
+    }
+    Ok(out)
+}
+
+/// The config-id spelling of a method's parameters (empty for CFG and autoguidance).
+fn params_name(m: GuidanceMethod, p: &MethodParams) -> String {
+    let f = |v: f32| fmt_f(v as f64);
+    match m {
+        GuidanceMethod::Apg => format!(
+            "eta{}-r{}-beta{}",
+            f(p.apg.eta),
+            f(p.apg.norm_threshold),
+            f(p.apg.momentum)
+        ),
+        GuidanceMethod::CfgZeroStar => format!("zero{}", p.zero_init_steps),
+        GuidanceMethod::Cads => format!(
+            "tau{}-{}-s{}-psi{}",
+            fmt_f(p.cads.tau1),
+            fmt_f(p.cads.tau2),
+            fmt_f(p.cads.noise_scale),
+            fmt_f(p.cads.psi)
+        ),
+        GuidanceMethod::Cfg | GuidanceMethod::Autoguidance => String::new(),
+    }
 }
 
 /// Drops what cannot change the samples and names the result.
 fn normalise(p: RawPoint) -> RunConfig {
+    // Unguided, every method but CADS is plain conditional sampling.
+    let (guidance, params) = match p.guidance {
+        (m, _) if p.cfg <= 1.0 && m != GuidanceMethod::Cads => {
+            (GuidanceMethod::Cfg, MethodParams::default())
+        }
+        g => g,
+    };
+    let guidance_params = params_name(guidance, &params);
     let interval = if p.cfg > 1.0 { p.interval } else { None };
     let interval_mode = interval.map(|_| p.imode);
     let (form, norm, last, last_size) = if matches!(p.method, Method::Sde(_)) {
@@ -264,6 +376,12 @@ fn normalise(p: RawPoint) -> RunConfig {
     if let (Some((lo, hi)), Some(m)) = (interval, interval_mode) {
         id += &format!("-int{}-{}-{}", fmt_f(lo), fmt_f(hi), enum_name(&m));
     }
+    if guidance != GuidanceMethod::Cfg {
+        id += &format!("-{guidance}");
+    }
+    if !guidance_params.is_empty() {
+        id += &format!("-{guidance_params}");
+    }
     id += &format!("-k{}-seed{}", p.k, p.seed);
     RunConfig {
         id,
@@ -279,5 +397,8 @@ fn normalise(p: RawPoint) -> RunConfig {
         seed: p.seed,
         samples_per_class: p.k,
         num_samples: 0,
+        guidance,
+        guidance_params,
+        params,
     }
 }

@@ -114,7 +114,7 @@ pub struct IntervalRecord {
     pub bias: f64,
 }
 
-const CSV_HEADER: &str = "config,mode,method,steps,cfg,cfg_interval,interval_mode,diffusion_form,diffusion_norm,last_step,last_step_size,samples_per_class,num_samples,seed,backbone,metric,scope,statistic,value,ci_lo,ci_hi,bootstrap_bias\n";
+const CSV_HEADER: &str = "config,mode,method,steps,cfg,cfg_interval,interval_mode,guidance,guidance_params,diffusion_form,diffusion_norm,last_step,last_step_size,samples_per_class,num_samples,seed,backbone,metric,scope,statistic,value,ci_lo,ci_hi,bootstrap_bias\n";
 
 /// A metric group's rows: named float arrays (N, width) and the labels that stratify resamples.
 struct Group {
@@ -252,7 +252,7 @@ fn rows_of(
 fn csv_prefix(c: &RunConfig) -> String {
     let opt = |v: Option<String>| v.unwrap_or_default();
     format!(
-        "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
         c.id,
         c.method.mode(),
         c.method.name(),
@@ -260,6 +260,8 @@ fn csv_prefix(c: &RunConfig) -> String {
         c.cfg,
         opt(c.cfg_interval.map(|(a, b)| format!("{a}-{b}"))),
         opt(c.interval_mode.map(|m| enum_name(&m))),
+        c.guidance,
+        c.guidance_params,
         opt(c.diffusion_form.map(|f| enum_name(&f))),
         opt(c.diffusion_norm.map(|v| v.to_string())),
         opt(c.last_step.map(|l| enum_name(&l))),

@@ -34,10 +34,12 @@ use self::units::{load_plan, sample_job, write_unit, Plan, PlannedUnit, UnitStat
 use super::decoder::Decoder;
 use super::embed::Embedder;
 use super::inputs::read_inputs;
-use super::sample::load_model;
+use super::sample::{load_guide, load_model};
 use super::unit::{LatentSource, UnitOutput, UnitRoute, UnitSampler};
 use crate::backend::{Backend, Precisions};
 use crate::io::{npy, npz};
+use crate::models::sit::SiT;
+use crate::sampling::guidance::GuidanceMethod;
 
 /// `sitdiv sweep plan`: checks the sweep, writes `plan.json` and prints the run configs.
 pub fn plan(sweep_file: &Path, out: Option<&Path>, num_shards: usize) -> Result<()> {
@@ -77,14 +79,26 @@ struct Evaluators<B: Backend> {
     embedders: Vec<Embedder<B>>,
 }
 
-/// The SiT on the sampling backend `be`, and the evaluators on companions of it.
+/// The SiT on the sampling backend `be` (and autoguidance's guide when a run config uses it),
+/// and the evaluators on companions of it.
 fn load_networks<B: Backend>(
     be: &B,
     precisions: Precisions,
     plan: &Plan,
-) -> Result<(crate::models::sit::SiT<B>, Evaluators<B>)> {
+) -> Result<(SiT<B>, Option<SiT<B>>, Evaluators<B>)> {
     let job = sample_job(&plan.sweep, &plan.configs[0], &plan.classes);
     let (sit, _) = load_model(be, &job)?;
+    let guide = match plan
+        .configs
+        .iter()
+        .find(|c| c.guidance == GuidanceMethod::Autoguidance)
+    {
+        Some(c) => {
+            let job = sample_job(&plan.sweep, c, &plan.classes);
+            load_guide(be, &job, &sit.config)?.map(|(g, _)| g)
+        }
+        None => None,
+    };
     let decode_be = be.companion(precisions.sampling)?;
     let eval = be.companion(precisions.eval)?;
     let (decoder, _) = Decoder::load(
@@ -106,6 +120,7 @@ fn load_networks<B: Backend>(
         .collect::<Result<Vec<_>>>()?;
     Ok((
         sit,
+        guide,
         Evaluators {
             decode_be,
             embed_be: eval,
@@ -120,7 +135,7 @@ fn load_networks<B: Backend>(
 fn sample_unit<B: Backend>(
     be: &B,
     plan: &Plan,
-    sit: &crate::models::sit::SiT<B>,
+    (sit, guide): (&SiT<B>, Option<&SiT<B>>),
     u: &PlannedUnit,
 ) -> Result<UnitOutput> {
     let c = &plan.configs[u.config];
@@ -132,7 +147,7 @@ fn sample_unit<B: Backend>(
         latents: LatentSource::Model(UnitSampler {
             be,
             model: sit,
-            guide: None,
+            guide: guide.filter(|_| c.guidance == GuidanceMethod::Autoguidance),
             job: &job,
             inputs: &inputs,
             schedule: &schedule,
@@ -256,7 +271,7 @@ pub fn run<B: Backend>(
     // Three stages, each on a thread of its own, one unit in flight between two: the SiT samples
     // unit k + 1 on `be` while unit k is decoded and embedded on companion backends (on a GPU
     // their own streams) and the host packs and writes unit k − 1. Units are written in order.
-    let (sit, evaluators) = load_networks(be, precisions, &plan)?;
+    let (sit, guide, evaluators) = load_networks(be, precisions, &plan)?;
     let fault = FaultHook::from_env(shard_index);
     let samples: usize = todo.iter().map(|u| u.unit.len()).sum();
     let progress = super::progress::Progress::new(samples as u64);
@@ -286,7 +301,7 @@ pub fn run<B: Backend>(
         let writer = s.spawn(move || write_stage(plan, evaluated, fault, stamp, progress));
         let mut sampled_all = Ok(());
         for u in &todo {
-            match sample_unit(be, plan, &sit, u).with_context(|| unit_err(u)) {
+            match sample_unit(be, plan, (&sit, guide.as_ref()), u).with_context(|| unit_err(u)) {
                 Ok(latents) => {
                     if to_eval.send((u, latents)).is_err() {
                         break; // the evaluator failed

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::axes::{expand, parse_enum, Axes};
 use crate::pipeline::backbone::Backbone;
 use crate::pipeline::evaluate::Metric;
+use crate::sampling::guidance::GuidanceMethod;
 
 pub use super::axes::{enum_name, RunConfig};
 
@@ -34,6 +35,8 @@ struct SweepFile {
 #[serde(deny_unknown_fields)]
 struct ModelSection {
     weights: PathBuf,
+    /// Autoguidance's guide: a weaker SiT of the same family.
+    guide_weights: Option<PathBuf>,
     /// The SD-VAE that decodes latents; none for a pixel-space model (in_channels 3).
     vae: Option<PathBuf>,
     #[serde(default = "default_model")]
@@ -194,6 +197,9 @@ pub struct Sweep {
     /// SHA-256 of the sweep file's bytes.
     pub file_sha256: String,
     pub weights: PathBuf,
+    /// Autoguidance's guide (runs with `guidance = "autoguidance"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guide_weights: Option<PathBuf>,
     /// None: a pixel-space model, whose samples are the images.
     pub vae: Option<PathBuf>,
     pub model: String,
@@ -279,10 +285,21 @@ impl Sweep {
         check_classes(&f.defaults, &f.grid)?;
         let configs = expand(&f.defaults, &f.grid)?;
         ensure!(!configs.is_empty(), "the sweep expands to no run config");
+        if let Some(c) = configs
+            .iter()
+            .find(|c| c.guidance == GuidanceMethod::Autoguidance)
+        {
+            ensure!(
+                f.model.guide_weights.is_some(),
+                "run config {} uses guidance = \"autoguidance\": set [model] guide_weights to the weaker SiT that guides",
+                c.id
+            );
+        }
         Ok(Sweep {
             name: f.name,
             file_sha256: crate::io::sha256_hex(text.as_bytes()),
             weights: resolve(dir, &f.model.weights),
+            guide_weights: f.model.guide_weights.as_deref().map(|p| resolve(dir, p)),
             vae: f.model.vae.as_deref().map(|p| resolve(dir, p)),
             model: f.model.model,
             image_size: f.model.image_size,

@@ -20,6 +20,7 @@ use crate::pipeline::settings::{
     InputSettings, ModelChoice, Origin, OutputSettings, SampleJob, SamplerSettings, ShardSettings,
 };
 use crate::pipeline::Unit;
+use crate::sampling::guidance::GuidanceMethod;
 use crate::weights::WeightFile;
 
 /// One work unit: a run config × a class × a range of global sample indices.
@@ -351,7 +352,10 @@ pub fn sample_job(sweep: &Sweep, c: &RunConfig, classes: &[i64]) -> SampleJob {
     SampleJob {
         model: ModelChoice {
             weights: Some(sweep.weights.clone()),
-            guide_weights: None,
+            guide_weights: sweep
+                .guide_weights
+                .clone()
+                .filter(|_| c.guidance == GuidanceMethod::Autoguidance),
             synthetic: false,
             model: sweep.model.clone(),
             image_size: sweep.image_size,
@@ -369,6 +373,8 @@ pub fn sample_job(sweep: &Sweep, c: &RunConfig, classes: &[i64]) -> SampleJob {
             cfg: c.cfg,
             cfg_interval: c.cfg_interval,
             cfg_interval_mode: c.interval_mode.unwrap_or(gd.cfg_interval_mode),
+            method: c.guidance,
+            params: c.params,
             ..gd
         },
         inputs: InputSettings {
