@@ -79,13 +79,12 @@ struct Evaluators<B: Backend> {
     embedders: Vec<Embedder<B>>,
 }
 
+/// The SiT, autoguidance's guide, and the evaluators.
+type Networks<B> = (SiT<B>, Option<SiT<B>>, Evaluators<B>);
+
 /// The SiT on the sampling backend `be` (and autoguidance's guide when a run config uses it),
 /// and the evaluators on companions of it.
-fn load_networks<B: Backend>(
-    be: &B,
-    precisions: Precisions,
-    plan: &Plan,
-) -> Result<(SiT<B>, Option<SiT<B>>, Evaluators<B>)> {
+fn load_networks<B: Backend>(be: &B, precisions: Precisions, plan: &Plan) -> Result<Networks<B>> {
     let job = sample_job(&plan.sweep, &plan.configs[0], &plan.classes);
     let (sit, _) = load_model(be, &job)?;
     let guide = match plan
