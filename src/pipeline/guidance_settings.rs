@@ -192,23 +192,9 @@ impl GuidanceSettings {
 
     /// The batch-name part of the method and its parameters (empty for CFG).
     pub(super) fn name_part(&self, guide: Option<&std::path::Path>) -> String {
-        let (p, f) = (&self.params, |v: f32| py_float(v as f64));
+        let params = self.params.spell(self.method, py_float);
         match self.method {
             GuidanceMethod::Cfg => String::new(),
-            GuidanceMethod::Apg => format!(
-                "-apg-eta{}-r{}-beta{}",
-                f(p.apg.eta),
-                f(p.apg.norm_threshold),
-                f(p.apg.momentum)
-            ),
-            GuidanceMethod::CfgZeroStar => format!("-cfgzerostar-zero{}", p.zero_init_steps),
-            GuidanceMethod::Cads => format!(
-                "-cads-{}-{}-s{}-psi{}",
-                py_float(p.cads.tau1),
-                py_float(p.cads.tau2),
-                py_float(p.cads.noise_scale),
-                py_float(p.cads.psi)
-            ),
             GuidanceMethod::Autoguidance => format!(
                 "-autoguidance-{}",
                 guide
@@ -216,6 +202,32 @@ impl GuidanceSettings {
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_default()
             ),
+            m => format!("-{m}-{params}"),
+        }
+    }
+}
+
+impl MethodParams {
+    /// The parameters of method `m` in names (`eta0-r15-beta-0.5`), floats spelt by `f`; empty
+    /// for CFG and autoguidance.
+    pub fn spell(&self, m: GuidanceMethod, f: fn(f64) -> String) -> String {
+        let f32s = |v: f32| f(v as f64);
+        match m {
+            GuidanceMethod::Apg => format!(
+                "eta{}-r{}-beta{}",
+                f32s(self.apg.eta),
+                f32s(self.apg.norm_threshold),
+                f32s(self.apg.momentum)
+            ),
+            GuidanceMethod::CfgZeroStar => format!("zero{}", self.zero_init_steps),
+            GuidanceMethod::Cads => format!(
+                "tau{}-{}-s{}-psi{}",
+                f(self.cads.tau1),
+                f(self.cads.tau2),
+                f(self.cads.noise_scale),
+                f(self.cads.psi)
+            ),
+            GuidanceMethod::Cfg | GuidanceMethod::Autoguidance => String::new(),
         }
     }
 }

@@ -175,8 +175,8 @@ fn batch_names_carry_the_method_and_its_parameters() {
     let cfg = job.batch_name();
     for (m, part) in [
         (GuidanceMethod::Apg, "-apg-eta0.0-r15.0-beta-0.5"),
-        (GuidanceMethod::CfgZeroStar, "-cfgzerostar-zero1"),
-        (GuidanceMethod::Cads, "-cads-0.6-0.9-s0.25-psi1.0"),
+        (GuidanceMethod::CfgZeroStar, "-cfg-zero-star-zero1"),
+        (GuidanceMethod::Cads, "-cads-tau0.6-0.9-s0.25-psi1.0"),
         (GuidanceMethod::Autoguidance, "-autoguidance-weak"),
     ] {
         job.guidance.method = m;

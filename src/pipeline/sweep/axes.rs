@@ -325,28 +325,6 @@ fn guidance_points(g: &Axes, d: &Axes) -> Result<Vec<(GuidanceMethod, MethodPara
     Ok(out)
 }
 
-/// The config-id spelling of a method's parameters (empty for CFG and autoguidance).
-fn params_name(m: GuidanceMethod, p: &MethodParams) -> String {
-    let f = |v: f32| fmt_f(v as f64);
-    match m {
-        GuidanceMethod::Apg => format!(
-            "eta{}-r{}-beta{}",
-            f(p.apg.eta),
-            f(p.apg.norm_threshold),
-            f(p.apg.momentum)
-        ),
-        GuidanceMethod::CfgZeroStar => format!("zero{}", p.zero_init_steps),
-        GuidanceMethod::Cads => format!(
-            "tau{}-{}-s{}-psi{}",
-            fmt_f(p.cads.tau1),
-            fmt_f(p.cads.tau2),
-            fmt_f(p.cads.noise_scale),
-            fmt_f(p.cads.psi)
-        ),
-        GuidanceMethod::Cfg | GuidanceMethod::Autoguidance => String::new(),
-    }
-}
-
 /// Drops what cannot change the samples and names the result.
 fn normalise(p: RawPoint) -> RunConfig {
     // Unguided, every method but CADS is plain conditional sampling.
@@ -356,7 +334,7 @@ fn normalise(p: RawPoint) -> RunConfig {
         }
         g => g,
     };
-    let guidance_params = params_name(guidance, &params);
+    let guidance_params = params.spell(guidance, fmt_f);
     let interval = if p.cfg > 1.0 { p.interval } else { None };
     let interval_mode = interval.map(|_| p.imode);
     let (form, norm, last, last_size) = if matches!(p.method, Method::Sde(_)) {
