@@ -2,6 +2,7 @@
 """Convert released weights to safetensors for sitdiv: names unchanged, architecture in the metadata.
 
     python scripts/convert_weights.py sit SiT-XL-2-256x256.pt sit-xl-2-256.safetensors --model SiT-XL/2
+    python scripts/convert_weights.py repa last.pt repa-sit-xl-2-256.safetensors
     python scripts/convert_weights.py vae sd-vae-ft-ema/ sd-vae-ft-ema.safetensors
     python scripts/convert_weights.py inception pt_inception-2015-12-05-6726825d.pth inception-fid.safetensors
     python scripts/convert_weights.py dinov2 dinov2-base/ dinov2-base.safetensors
@@ -17,6 +18,13 @@ sit: a raw state_dict (the released SiT-XL-2-256x256.pt) or a train.py checkpoin
 ...}; the EMA weights are taken, as upstream's find_model does). The constructor arguments go into
 __metadata__["config"], so `sitdiv sample --weights` needs no --model. A file whose shapes do not fit
 --model / --image-size is refused, naming the preset they fit.
+
+repa: a REPA checkpoint (sihyun-yu/REPA: the released last.pt, or a train.py checkpoint whose
+"ema" weights are taken, as its generate.py does); older checkpoints' decoder_blocks.N are renamed
+blocks.(N + encoder depth), as its load_legacy_checkpoints does. Every name is kept, the projector
+heads (projectors.*) included, which sitdiv ignores at sampling. The config is read from the shapes
+(learn_sigma false: REPA's SiT predicts the velocity alone); heads from --num-heads, else the
+preset of that depth and width. Sample it with REPA's samplers: sitdiv sample --mode repa-sde.
 
 vae: a diffusers AutoencoderKL folder (config.json + diffusion_pytorch_model.safetensors or .bin),
 one of those weight files, or an original Stable Diffusion / LDM .ckpt. Only the decoder half is
@@ -123,6 +131,41 @@ def convert_sit(args):
         "mlp_ratio": 4.0,
         "num_classes": args.num_classes,
         "learn_sigma": out_features == int(patch) ** 2 * 8,
+        "class_dropout_prob": 0.1 if rows > args.num_classes else 0.0,
+    }
+    return tensors, config
+
+
+def convert_repa(args):
+    sd = load_any(args.source)
+    if isinstance(sd, dict) and "ema" in sd:
+        sd = sd["ema"]
+    tensors = {k: v.detach().float().contiguous() for k, v in sd.items()}
+    if "x_embedder.proj.weight" not in tensors or "pos_embed" not in tensors:
+        raise SystemExit(f"{args.source}: no x_embedder.proj.weight / pos_embed; not a REPA SiT state_dict")
+    encoder_depth = len({k.split(".")[1] for k in tensors if k.startswith("blocks.")})
+    for k in [k for k in tensors if k.startswith("decoder_blocks.")]:
+        parts = k.split(".")
+        tensors[".".join(["blocks", str(int(parts[1]) + encoder_depth)] + parts[2:])] = tensors.pop(k)
+    width, channels, p, _ = tensors["x_embedder.proj.weight"].shape
+    depth = sum(1 for k in tensors if k.startswith("blocks.") and k.endswith(".adaLN_modulation.1.weight"))
+    heads = args.num_heads or next((h for d, w, h in PRESETS.values() if (d, w) == (depth, width)), None)
+    if heads is None:
+        raise SystemExit(f"{args.source}: depth {depth}, width {width} is no SiT preset; give --num-heads")
+    rows = tensors["y_embedder.embedding_table.weight"].shape[0]
+    out_features = tensors["final_layer.linear.weight"].shape[0]
+    if out_features != p * p * channels:
+        raise SystemExit(f"{args.source}: final_layer.linear gives {out_features} features, not {p}·{p}·{channels}; not a REPA SiT")
+    config = {
+        "input_size": round(tensors["pos_embed"].shape[1] ** 0.5) * p,
+        "patch_size": p,
+        "in_channels": channels,
+        "hidden_size": width,
+        "depth": depth,
+        "num_heads": heads,
+        "mlp_ratio": tensors["blocks.0.mlp.fc1.weight"].shape[0] / width,
+        "num_classes": args.num_classes,
+        "learn_sigma": False,
         "class_dropout_prob": 0.1 if rows > args.num_classes else 0.0,
     }
     return tensors, config
@@ -339,7 +382,7 @@ def convert_dreamsim(args):
                      "lora": {"r": lcfg["r"], "lora_alpha": lcfg["lora_alpha"], "merged": merged}}
 
 
-CONVERTERS = {"lpips": convert_lpips, "sit": convert_sit, "vae": convert_vae, "inception": convert_inception, "dinov2": convert_dinov2, "dinov2-release": convert_dinov2_release,
+CONVERTERS = {"lpips": convert_lpips, "sit": convert_sit, "repa": convert_repa, "vae": convert_vae, "inception": convert_inception, "dinov2": convert_dinov2, "dinov2-release": convert_dinov2_release,
               "clip": convert_clip, "mocov3": convert_mocov3, "resnet50": convert_resnet50, "simclr": convert_simclr,
               "dreamsim": convert_dreamsim}
 
@@ -352,7 +395,7 @@ def main():
     ap.add_argument("--model", default="SiT-XL/2", help="sit: upstream name, e.g. SiT-XL/2")
     ap.add_argument("--image-size", type=int, default=256, choices=[256, 512])
     ap.add_argument("--num-classes", type=int, default=1000)
-    ap.add_argument("--num-heads", type=int, default=None, help="dreamsim: attention heads of every tower (default embed_dim / 64)")
+    ap.add_argument("--num-heads", type=int, default=None, help="dreamsim: attention heads of every tower (default embed_dim / 64); repa: heads (default: the preset's)")
     ap.add_argument("--encoder", action="store_true", help="vae: keep the encoder half too (for the validation loss)")
     ap.add_argument("--random-trunk", action="store_true", help="lpips: seeded random trunk instead of the ImageNet download (tests only)")
     ap.add_argument("--seed", type=int, default=0, help="lpips --random-trunk: torch.manual_seed before building the model")

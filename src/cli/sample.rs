@@ -97,9 +97,11 @@ struct OutputArgs {
 
 #[derive(Args)]
 struct SamplerArgs {
+    /// ode | sde (the reference's transport samplers) | repa-ode | repa-sde (REPA's).
     #[arg(long, default_value_t = SamplerSettings::default().method.mode().to_string())]
     mode: String,
-    /// ode: euler | heun (torchdiffeq heun2) | dopri5; sde: euler (Euler–Maruyama) | heun.
+    /// ode: euler | heun (torchdiffeq heun2) | dopri5; sde: euler (Euler–Maruyama) | heun;
+    /// repa-ode: euler | heun; repa-sde: euler (REPA's samplers, t = 1 noise, --steps = its --num-steps).
     #[arg(long, default_value_t = SamplerSettings::default().method.name().to_string())]
     method: String,
     /// Time-grid points (upstream --num-sampling-steps).
@@ -131,7 +133,8 @@ struct GuidanceArgs {
     /// Guidance scale; 1 disables guidance.
     #[arg(long, default_value_t = GuidanceSettings::default().cfg)]
     cfg: f64,
-    /// Guide only for t in [LO, HI] (SiT time: 0 noise, 1 data), e.g. 0.2,1.0.
+    /// Guide only for t in [LO, HI] (SiT time: 0 noise, 1 data), e.g. 0.2,1.0; with repa-* modes
+    /// REPA's --guidance-low,--guidance-high in its time (1 noise), e.g. 0,0.7.
     #[arg(long, value_parser = parse_interval)]
     cfg_interval: Option<(f64, f64)>,
     #[arg(long, value_parser = one_of::<IntervalMode>(), default_value_t = GuidanceSettings::default().cfg_interval_mode)]

@@ -10,6 +10,7 @@ use super::Unit;
 use crate::io::npy;
 use crate::models::sit::SiTConfig;
 use crate::rng;
+use crate::sampling::repa::RepaMethod;
 use crate::sampling::sde::NoiseSource;
 
 /// Initial noise and labels of the whole run: given arrays, or derived from the seed.
@@ -21,7 +22,8 @@ pub struct Inputs {
 }
 
 /// Reads and checks the job's input files against the model, and sets the sample count.
-pub fn read_inputs(job: &SampleJob, cfg: &SiTConfig, guided: bool) -> Result<Inputs> {
+pub fn read_inputs(job: &SampleJob, cfg: &SiTConfig) -> Result<Inputs> {
+    let guided = job.doubled_batch();
     let s = &job.inputs;
     let want = [cfg.in_channels, cfg.input_size, cfg.input_size];
     let z = s
@@ -37,7 +39,12 @@ pub fn read_inputs(job: &SampleJob, cfg: &SiTConfig, guided: bool) -> Result<Inp
         .map(|p| read_labels(p, num_samples, cfg))
         .transpose()?;
     let replay = match &s.replay_noise {
-        Some(_) if matches!(job.sampler.method, Method::Ode(_)) => {
+        Some(_)
+            if matches!(
+                job.sampler.method,
+                Method::Ode(_) | Method::Repa(RepaMethod::Euler | RepaMethod::Heun)
+            ) =>
+        {
             bail!("--replay-noise replays SDE noise; the ODE draws none")
         }
         Some(p) => {

@@ -150,7 +150,7 @@ pub fn run_on<B: Backend>(be: &B, job: &SampleJob) -> Result<()> {
     };
     probe_outputs(&job.outputs)?;
     check_guidance(job, &cfg)?;
-    let inputs = read_inputs(job, &cfg, job.guidance.guidance().is_some())?;
+    let inputs = read_inputs(job, &cfg)?;
     let sh = &job.shard;
     let units = shard_units(
         inputs.num_samples,

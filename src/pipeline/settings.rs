@@ -11,8 +11,10 @@ use super::guidance_settings::GuidanceSettings;
 pub use super::origin::{py_float, Origin};
 use crate::backend::Precision;
 use crate::rng;
+use crate::sampling::guidance::{GuidanceMethod, IntervalMode};
 use crate::sampling::ode::OdeMethod;
 use crate::sampling::path::{self, DiffusionForm, PathType};
+use crate::sampling::repa::{self, RepaMethod};
 use crate::sampling::sde::{LastStep, SdeMethod};
 use crate::sampling::{grid, Prediction};
 
@@ -21,6 +23,9 @@ use crate::sampling::{grid, Prediction};
 pub enum Method {
     Ode(OdeMethod),
     Sde(SdeMethod),
+    /// REPA's own samplers and time convention (t = 1 noise): `repa-ode` Euler or Heun,
+    /// `repa-sde` Euler–Maruyama.
+    Repa(RepaMethod),
 }
 
 impl Method {
@@ -29,14 +34,20 @@ impl Method {
         match self {
             Method::Ode(_) => "ode",
             Method::Sde(_) => "sde",
+            Method::Repa(RepaMethod::EulerMaruyama) => "repa-sde",
+            Method::Repa(_) => "repa-ode",
         }
     }
 
     /// The method's name within its mode.
     pub fn name(self) -> &'static str {
         match self {
-            Method::Ode(OdeMethod::Euler) | Method::Sde(SdeMethod::Euler) => "euler",
-            Method::Ode(OdeMethod::Heun) | Method::Sde(SdeMethod::Heun) => "heun",
+            Method::Ode(OdeMethod::Euler)
+            | Method::Sde(SdeMethod::Euler)
+            | Method::Repa(RepaMethod::Euler | RepaMethod::EulerMaruyama) => "euler",
+            Method::Ode(OdeMethod::Heun)
+            | Method::Sde(SdeMethod::Heun)
+            | Method::Repa(RepaMethod::Heun) => "heun",
             Method::Ode(OdeMethod::Dopri5) => "dopri5",
         }
     }
@@ -50,17 +61,26 @@ impl Method {
             ("ode", "dopri5") => Method::Ode(OdeMethod::Dopri5),
             ("sde", "euler") => Method::Sde(SdeMethod::Euler),
             ("sde", "heun") => Method::Sde(SdeMethod::Heun),
+            ("repa-ode", "euler") => Method::Repa(RepaMethod::Euler),
+            ("repa-ode", "heun") => Method::Repa(RepaMethod::Heun),
+            ("repa-sde", "euler") => Method::Repa(RepaMethod::EulerMaruyama),
             _ if origin == Origin::SweepFile => bail!(
-                "sampler {:?}: expected ode-euler, ode-heun, ode-dopri5, sde-euler or sde-heun",
+                "sampler {:?}: expected ode-euler, ode-heun, ode-dopri5, sde-euler, sde-heun, repa-ode-euler, repa-ode-heun or repa-sde-euler",
                 format!("{mode}-{method}")
             ),
+            ("repa-sde", m) => {
+                bail!("--method {m}: --mode repa-sde takes euler (REPA's Euler–Maruyama)")
+            }
+            ("repa-ode", m) => {
+                bail!("--method {m}: --mode repa-ode takes euler or heun")
+            }
             ("sde", m) => {
                 bail!("--method {m} is not an SDE method; --mode sde takes euler or heun")
             }
             ("ode", m) => {
                 bail!("--method {m} is not an ODE method; --mode ode takes euler, heun or dopri5")
             }
-            (m, _) => bail!("--mode {m}: expected ode or sde"),
+            (m, _) => bail!("--mode {m}: expected ode, sde, repa-ode or repa-sde"),
         })
     }
 }
@@ -161,7 +181,7 @@ impl SamplerSettings {
     /// Checks the settings (no files touched) and computes the time grid.
     pub fn schedule(&self, o: Origin) -> Result<Schedule> {
         ensure!(
-            self.steps >= 2,
+            self.steps >= 2 || matches!(self.method, Method::Repa(_)),
             "{}: the time grid needs at least 2 points",
             o.setting("steps", self.steps)
         );
@@ -194,6 +214,7 @@ impl SamplerSettings {
                 (t0, t1, 0.0)
             }
             Method::Sde(m) => self.sde_interval(m, eps, o)?,
+            Method::Repa(m) => return self.repa_schedule(m, o),
         };
         ensure!(t0 < t1, "the sampling interval ({t0}, {t1}) is empty");
         if !velocity && self.path != PathType::Vp {
@@ -212,6 +233,44 @@ impl SamplerSettings {
             last_step_size: ell,
             sample_eps: eps,
         })
+    }
+
+    /// REPA's grid (in its time, 1 = noise): `--steps` is its `--num-steps`.
+    fn repa_schedule(&self, m: RepaMethod, o: Origin) -> Result<Schedule> {
+        ensure!(
+            (1..=1_000_000).contains(&self.steps),
+            "{}: REPA's samplers take 1 to 1000000 steps",
+            o.setting("steps", self.steps)
+        );
+        ensure!(
+            self.prediction == Prediction::Velocity,
+            "{}: REPA's samplers take a velocity model",
+            o.setting("prediction", self.prediction)
+        );
+        self.repa_path(o)?;
+        let grid: Vec<f32> = repa::time_grid(m, self.steps)
+            .iter()
+            .map(|&t| t as f32)
+            .collect();
+        Ok(Schedule {
+            t0: 1.0,
+            t1: 0.0,
+            grid,
+            last_step_size: 0.0,
+            sample_eps: 0.0,
+        })
+    }
+
+    /// REPA's `--path-type` for `--path`: linear, or cosine (GVP's interpolant in REPA's time).
+    pub fn repa_path(&self, o: Origin) -> Result<repa::RepaPath> {
+        match self.path {
+            PathType::Linear => Ok(repa::RepaPath::Linear),
+            PathType::Gvp => Ok(repa::RepaPath::Cosine),
+            PathType::Vp => bail!(
+                "{}: REPA's samplers know the linear and cosine (gvp) paths",
+                o.setting("path", self.path)
+            ),
+        }
     }
 
     /// The SDE's (t0, t1, ℓ), refusing settings whose reference run divides by zero.
@@ -367,8 +426,35 @@ impl SampleJob {
     /// Checks the settings that need no file and computes the time grid.
     pub fn schedule(&self) -> Result<Schedule> {
         self.guidance.check(self.origin)?;
+        self.check_repa()?;
         self.shard.check(self.origin)?;
         self.sampler.schedule(self.origin)
+    }
+
+    /// REPA's samplers guide by CFG alone, on every channel, with REPA's interval semantics.
+    fn check_repa(&self) -> Result<()> {
+        let (o, g) = (self.origin, &self.guidance);
+        if !matches!(self.sampler.method, Method::Repa(_)) {
+            return Ok(());
+        }
+        ensure!(
+            g.method == GuidanceMethod::Cfg,
+            "{} runs REPA's own samplers, which guide by CFG only ({})",
+            o.setting("mode", self.sampler.method.mode()),
+            o.setting("guidance", g.method)
+        );
+        ensure!(
+            g.cfg_interval.is_none() || g.cfg_interval_mode == IntervalMode::Published,
+            "{}: REPA's samplers use the conditional prediction outside the interval (published)",
+            o.setting("cfg-interval-mode", g.cfg_interval_mode)
+        );
+        Ok(())
+    }
+
+    /// Whether the solver's batch holds an unconditional copy of every sample (guidance on the
+    /// reference's samplers; REPA's double the batch inside the model call only).
+    pub fn doubled_batch(&self) -> bool {
+        self.guidance.guidance().is_some() && !matches!(self.sampler.method, Method::Repa(_))
     }
 
     /// The image batch's file stem: the reference's name
@@ -398,6 +484,14 @@ impl SampleJob {
                     OdeMethod::Dopri5 => "dopri5",
                 };
                 name += &format!("-ODE-{}-{method}", s.steps);
+            }
+            Method::Repa(m) => {
+                let mode = if m == RepaMethod::EulerMaruyama {
+                    "sde"
+                } else {
+                    "ode"
+                };
+                name += &format!("-REPA-{mode}-{}-{}", s.steps, m);
             }
             Method::Sde(m) => {
                 let last = match s.last_step {

@@ -16,6 +16,7 @@ use crate::models::sit::SiT;
 use crate::rng;
 use crate::sampling::guidance::Guider;
 use crate::sampling::ode::{self, OdeSettings, Tolerances};
+use crate::sampling::repa::{self, RepaMethod, RepaSettings};
 use crate::sampling::sde::{self, SdeSettings};
 
 /// Samples work units of one job: everything a unit needs besides its index range.
@@ -41,6 +42,9 @@ impl<B: Backend> UnitSampler<'_, B> {
     /// The samples of `unit`: their noise and labels are functions of (seed, global index), so a
     /// unit gives the same bits whichever process runs it.
     pub fn sample(&self, unit: Unit) -> Result<UnitSamples> {
+        if let Method::Repa(m) = self.job.sampler.method {
+            return self.sample_repa(unit, m);
+        }
         let (job, model) = (self.job, self.model);
         let guidance = job.guidance.guidance();
         let n = unit.len();
@@ -109,6 +113,7 @@ impl<B: Backend> UnitSampler<'_, B> {
                 let r = sde::sample(&mut vel, settings, z, grid, &mut noise, false)?;
                 (r.sample, r.eval_t.len())
             }
+            Method::Repa(_) => bail!("REPA's samplers run through sample_repa"),
         };
         // Keep the conditional half (`samples.chunk(2)[0]`).
         latents.truncate(n * model.config.sample_len());
@@ -116,6 +121,39 @@ impl<B: Backend> UnitSampler<'_, B> {
             latents,
             labels,
             network_forwards,
+        })
+    }
+
+    /// The unit through REPA's own sampler: its noise (n rows a step) is the SDE's conditional
+    /// stream, so a REPA SDE run and the reference's start from the same draws.
+    fn sample_repa(&self, unit: Unit, method: RepaMethod) -> Result<UnitSamples> {
+        let (job, model) = (self.job, self.model);
+        let (z, labels) = self.start(unit);
+        let (lo, hi) = job.guidance.cfg_interval.unwrap_or((0.0, 1.0));
+        let settings = RepaSettings {
+            method,
+            steps: job.sampler.steps,
+            cfg: job.guidance.cfg,
+            low: lo,
+            high: hi,
+            path: job.sampler.repa_path(job.origin)?,
+            null_class: model.null_class() as i64,
+        };
+        let mut noise = UnitNoise {
+            replay: self.inputs.replay.as_ref(),
+            seed: job.inputs.seed,
+            unit,
+            guided: false,
+            num_samples: self.inputs.num_samples,
+            len: model.config.sample_len(),
+        };
+        let mut net =
+            |x: &[f32], t: f32, y: &[i64]| model.forward(self.be, x, &vec![t; y.len()], y);
+        let r = repa::sample(&mut net, settings, &z, &labels, &mut noise)?;
+        Ok(UnitSamples {
+            latents: r.sample,
+            labels,
+            network_forwards: r.eval_t.len(),
         })
     }
 

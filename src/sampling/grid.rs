@@ -19,3 +19,21 @@ pub fn linspace_f32(t0: f64, t1: f64, n: usize) -> Vec<f32> {
         })
         .collect()
 }
+
+/// `torch.linspace(t0, t1, n)` in float64, with the same fused halves as [`linspace_f32`].
+pub fn linspace_f64(t0: f64, t1: f64, n: usize) -> Vec<f64> {
+    if n == 1 {
+        return vec![t0];
+    }
+    let step = (t1 - t0) / (n - 1) as f64;
+    let half = n / 2;
+    (0..n)
+        .map(|i| {
+            if i < half {
+                step.mul_add(i as f64, t0)
+            } else {
+                (-step).mul_add((n - 1 - i) as f64, t1)
+            }
+        })
+        .collect()
+}

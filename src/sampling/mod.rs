@@ -9,6 +9,7 @@ pub mod guidance;
 pub mod loss;
 pub mod ode;
 pub mod path;
+pub mod repa;
 pub mod sde;
 
 use anyhow::Result;

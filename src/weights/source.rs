@@ -18,6 +18,12 @@ pub trait TensorSource {
     fn metadata_entry(&self, key: &str) -> Option<&str>;
     /// Checks names, shapes and dtypes against `expected`, all problems at once.
     fn check(&self, expected: &[Expected]) -> Result<()>;
+    /// `check`, passing over the tensors whose names start with one of `ignored` (parts of a
+    /// checkpoint that inference does not use, such as REPA's projectors).
+    fn check_ignoring(&self, expected: &[Expected], ignored: &[&str]) -> Result<()> {
+        let _ = ignored;
+        self.check(expected)
+    }
     fn f32(&self, name: &str) -> Result<Vec<f32>>;
 }
 
@@ -36,6 +42,9 @@ impl TensorSource for WeightFile {
     }
     fn check(&self, expected: &[Expected]) -> Result<()> {
         WeightFile::check(self, expected, &[])
+    }
+    fn check_ignoring(&self, expected: &[Expected], ignored: &[&str]) -> Result<()> {
+        WeightFile::check(self, expected, ignored)
     }
     fn f32(&self, name: &str) -> Result<Vec<f32>> {
         WeightFile::f32(self, name)

@@ -455,6 +455,7 @@ fn shipped_sweeps_expand_to_the_study_grids() {
         ("interval", 41),
         ("samples", 40),
         ("tiny", 12),
+        ("repa", 3),
     ] {
         let sw = Sweep::load(&repo().join(format!("sweeps/{file}.toml"))).unwrap();
         let ids: Vec<&str> = sw.configs.iter().map(|c| c.id.as_str()).collect();

@@ -19,7 +19,8 @@ use crate::sampling::sde::LastStep;
 #[serde(deny_unknown_fields)]
 pub(super) struct Axes {
     cfg: Option<Vec<f64>>,
-    /// `ode-euler`, `ode-heun`, `ode-dopri5`, `sde-euler`, `sde-heun`.
+    /// `ode-euler`, `ode-heun`, `ode-dopri5`, `sde-euler`, `sde-heun`; REPA's samplers
+    /// `repa-ode-euler`, `repa-ode-heun`, `repa-sde-euler`.
     sampler: Option<Vec<String>>,
     steps: Option<Vec<usize>>,
     /// `[lo, hi]` pairs, or `[]` for none.
@@ -136,8 +137,8 @@ fn parse_all<T: std::str::FromStr<Err = String>>(key: &str, names: &[String]) ->
 }
 
 fn parse_sampler(s: &str) -> Result<Method> {
-    let (mode, method) = s.split_once('-').with_context(|| {
-        format!("sampler {s:?}: expected MODE-METHOD, e.g. ode-euler or sde-euler")
+    let (mode, method) = s.rsplit_once('-').with_context(|| {
+        format!("sampler {s:?}: expected MODE-METHOD, e.g. ode-euler, sde-euler or repa-sde-euler")
     })?;
     Method::parse(mode, method, Origin::SweepFile)
 }

@@ -140,7 +140,7 @@ fn sample_unit<B: Backend>(
     let c = &plan.configs[u.config];
     let job = sample_job(&plan.sweep, c, &plan.classes);
     let schedule = job.schedule()?;
-    let inputs = read_inputs(&job, &sit.config, job.guidance.guidance().is_some())?;
+    let inputs = read_inputs(&job, &sit.config)?;
     let route = UnitRoute {
         be,
         latents: LatentSource::Model(UnitSampler {
