@@ -25,6 +25,26 @@ fn cols<'a>(c: &Cols<'a, Cpu>, d: usize) -> impl Fn(usize) -> &'a [f32] + Sync +
     move |b| &buf[b * stride + offset..][..d]
 }
 
+/// Checks the operands, then Y = X·Wᵀ + b with `act` applied to each stored run of a row.
+fn linear_then(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&Vec<f32>>,
+    (m, k, n): (usize, usize, usize),
+    act: impl Fn(&mut [f32]) + Sync,
+) -> Result<Vec<f32>> {
+    check_linear(x, w, b, (m, k, n))?;
+    Ok(gemm::linear_then(
+        x,
+        w,
+        b.map(|b| b.as_slice()),
+        m,
+        k,
+        n,
+        act,
+    ))
+}
+
 fn check_linear(
     x: &[f32],
     w: &[f32],
@@ -81,8 +101,7 @@ impl Backend for Cpu {
         k: usize,
         n: usize,
     ) -> Result<Vec<f32>> {
-        check_linear(x, w, b, (m, k, n))?;
-        Ok(gemm::linear(x, w, b.map(|b| b.as_slice()), m, k, n))
+        linear_then(x, w, b, (m, k, n), |_| {})
     }
 
     fn linear_gelu(
@@ -94,16 +113,7 @@ impl Backend for Cpu {
         k: usize,
         n: usize,
     ) -> Result<Vec<f32>> {
-        check_linear(x, w, b, (m, k, n))?;
-        Ok(gemm::linear_then(
-            x,
-            w,
-            b.map(|b| b.as_slice()),
-            m,
-            k,
-            n,
-            act::gelu_tanh_run,
-        ))
+        linear_then(x, w, b, (m, k, n), act::gelu_tanh_run)
     }
 
     fn linear_act(
@@ -116,12 +126,10 @@ impl Backend for Cpu {
         n: usize,
         a: Activation,
     ) -> Result<Vec<f32>> {
-        check_linear(x, w, b, (m, k, n))?;
-        let b = b.map(|b| b.as_slice());
-        Ok(match a {
-            Activation::GeluErf => gemm::linear_then(x, w, b, m, k, n, act::gelu_erf_run),
-            Activation::QuickGelu => gemm::linear_then(x, w, b, m, k, n, act::quick_gelu_run),
-        })
+        match a {
+            Activation::GeluErf => linear_then(x, w, b, (m, k, n), act::gelu_erf_run),
+            Activation::QuickGelu => linear_then(x, w, b, (m, k, n), act::quick_gelu_run),
+        }
     }
 
     fn linear_residual(
