@@ -3,6 +3,7 @@
 
     python scripts/train_toy.py fixture tests/golden/toy_data.safetensors
     python scripts/train_toy.py train assets/toy [--steps 6000] [--seed 0]
+    python scripts/train_toy.py train assets/toy --guide --steps 1500 --skip-classifier
 
 `fixture` writes a few images of the procedural data set; `cargo test --test pipeline toy_data::`
 checks that the Rust generator (src/toy.rs) draws the same bytes.
@@ -326,6 +327,9 @@ SIT_CONFIG = dict(
     input_size=32, patch_size=4, in_channels=3, hidden_size=96, depth=4, num_heads=4,
     mlp_ratio=4.0, num_classes=NUM_CLASSES, learn_sigma=False, class_dropout_prob=0.1,
 )
+# `--guide`: autoguidance's weaker model of the same family, smaller and trained for fewer steps
+# (Karras et al. 2024 guide with both), written as toy_sit_guide.safetensors.
+GUIDE_CONFIG = dict(SIT_CONFIG, hidden_size=48, depth=2)
 
 
 def save(path, model, metadata):
@@ -363,7 +367,8 @@ def train_classifier(args, torch, ToyClassifier, data, held):
 
 def train_sit(args, torch, SiT, data, checkpoint):
     torch.manual_seed(args.seed)
-    model = SiT(SIT_CONFIG)
+    config = GUIDE_CONFIG if args.guide else SIT_CONFIG
+    model = SiT(config)
     start = 0
     if args.init:
         # Continue from written weights (the EMA): model and EMA both start there.
@@ -375,7 +380,7 @@ def train_sit(args, torch, SiT, data, checkpoint):
             meta = f.metadata()
         start = int(meta["steps"])
         curve = json.loads(meta["loss_curve"])
-    ema = SiT(SIT_CONFIG)
+    ema = SiT(config)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0)
@@ -449,10 +454,12 @@ def cmd_train(args):
         save_file({"images": u8.contiguous(), "features": f.contiguous(), "logits": l.contiguous()},
                   f"{args.out}/toy_classifier.io.safetensors", metadata={"format": "sitdiv-golden", "version": "1"})
 
+    name = "toy_sit_guide" if args.guide else "toy_sit"
+
     def checkpoint(model, curve, steps):
         """The EMA weights after `steps` steps, and PyTorch's output on fixed inputs."""
-        save(f"{args.out}/toy_sit.safetensors", model, {
-            **common, "config": SIT_CONFIG, "steps": steps, "batch": args.batch, "lr": args.lr,
+        save(f"{args.out}/{name}.safetensors", model, {
+            **common, "config": GUIDE_CONFIG if args.guide else SIT_CONFIG, "steps": steps, "batch": args.batch, "lr": args.lr,
             "ema": args.ema, "objective": "SiT Linear path, velocity prediction, t ~ U(0, 1)",
             "loss_curve": curve, "train_seconds": round(time.time() - t0),
             # A continued run starts a fresh AdamW (with warm-up) and EMA from those weights.
@@ -465,9 +472,9 @@ def cmd_train(args):
         with torch.no_grad():
             out = model(x, t, y)
         from safetensors.torch import save_file
-        save_file({"x": x, "t": t, "y": y, "out": out}, f"{args.out}/toy_sit.io.safetensors",
+        save_file({"x": x, "t": t, "y": y, "out": out}, f"{args.out}/{name}.io.safetensors",
                   metadata={"format": "sitdiv-golden", "version": "1"})
-        print(f"wrote {args.out}/toy_sit.* after {steps} steps ({time.time() - t0:.0f} s)", flush=True)
+        print(f"wrote {args.out}/{name}.* after {steps} steps ({time.time() - t0:.0f} s)", flush=True)
 
     model, curve = train_sit(args, torch, SiT, data, checkpoint)
     checkpoint(model, curve, args.steps)
@@ -489,6 +496,7 @@ def main():
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--skip-classifier", action="store_true")
+    t.add_argument("--guide", action="store_true", help="train autoguidance's weaker SiT (GUIDE_CONFIG) instead")
     t.add_argument("--init", help="continue from these SiT weights (their metadata's steps count on)")
     t.add_argument("--save-every", type=int, default=250, help="write the EMA weights every N steps")
     args = ap.parse_args()

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::data::{fid_key, headline_diversity, label, per_class_diversity, Key, Row};
+use super::data::{fid_key, headline_diversity, key, label, per_class_diversity, Key, Row};
 use super::plot::{figure, Panel, Series};
 use super::series::panels_against;
 
@@ -173,6 +173,97 @@ pub(super) fn pareto(rows: &[Row], keys: &[Key], plots: &Path) -> Result<Option<
     Ok(Some(Figure {
         stem: "pareto".into(),
         caption: "Quality–diversity Pareto front (red: not dominated)".into(),
+    }))
+}
+
+/// 6. Quality–diversity fronts per guidance method.
+///
+/// Class accuracy (else FID, lower better) against the first backbone's mean intra-class
+/// diversity; for each method and sampler the line through its non-dominated run configs, each
+/// starting from the unguided run. Drawn given two methods or more.
+pub(super) fn method_fronts(rows: &[Row], keys: &[Key], plots: &Path) -> Result<Option<Figure>> {
+    let Some(div) = keys
+        .iter()
+        .find(|k| k.1 == "diversity" && k.2 == "intra" && k.3 == "mean")
+    else {
+        return Ok(None);
+    };
+    let acc = key("", "accuracy", "all", "value");
+    let (quality, better_low) = if rows.iter().any(|r| r.get(&acc).is_some()) {
+        (acc, false)
+    } else {
+        (fid_key(), true)
+    };
+    let methods: std::collections::BTreeSet<String> =
+        rows.iter().map(|r| r.s("guidance")).collect();
+    if methods.len() < 2 {
+        return Ok(None);
+    }
+    // (method, sampler) → its guided rows, then the sampler's unguided run in each group.
+    let sampler = |r: &Row| format!("{}-{}", r.s("mode"), r.s("method"));
+    let unguided = |r: &Row| r.f("cfg") == Some(1.0) && r.s("guidance") == "cfg";
+    let mut groups: BTreeMap<(String, String), Vec<&Row>> = BTreeMap::new();
+    for r in plain(rows).into_iter().filter(|r| !unguided(r)) {
+        groups
+            .entry((r.s("guidance"), sampler(r)))
+            .or_default()
+            .push(r);
+    }
+    for r in plain(rows).into_iter().filter(|r| unguided(r)) {
+        for ((_, s), g) in groups.iter_mut() {
+            if *s == sampler(r) {
+                g.push(r);
+            }
+        }
+    }
+    let series: Vec<Series> = groups
+        .iter()
+        .filter_map(|((m, sampler), rs)| {
+            let cands: Vec<(&Row, (String, f64, f64))> = rs
+                .iter()
+                .filter_map(|r| {
+                    let q = r.get(&quality)?;
+                    let x = if better_low { -q } else { q };
+                    Some((*r, (r.id.clone(), x, -r.get(div)?)))
+                })
+                .collect();
+            let pts: Vec<(String, f64, f64)> = cands.iter().map(|c| c.1.clone()).collect();
+            let front: Vec<&Row> = pareto_front(&pts).iter().map(|&i| cands[i].0).collect();
+            let mut points: Vec<_> = front
+                .iter()
+                .filter_map(|r| Some((r.get(&quality)?, r.get(div)?, r.interval(div))))
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (!points.is_empty()).then(|| Series {
+                name: format!("{m} {sampler}"),
+                points,
+            })
+        })
+        .collect();
+    if series.is_empty() {
+        return Ok(None);
+    }
+    let panel = Panel::Lines {
+        title: format!(
+            "{} against {} per guidance method",
+            label(div),
+            label(&quality)
+        ),
+        x_label: format!(
+            "{}{}",
+            label(&quality),
+            if better_low { " (lower is better)" } else { "" }
+        ),
+        y_label: label(div),
+        series,
+        band: false,
+        x_names: None,
+        baseline: None,
+    };
+    figure(&plots.join("methods"), &[panel], 1, (900, 600))?;
+    Ok(Some(Figure {
+        stem: "methods".into(),
+        caption: "Quality–diversity front of each guidance method: its non-dominated run configs, from the unguided run (bars: bootstrap intervals)".into(),
     }))
 }
 

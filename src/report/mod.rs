@@ -81,6 +81,7 @@ fn draw_figures(rows: &[Row], keys: &[Key], plots: &Path, out: &Path) -> Result<
     all.extend(figures::intervals(rows, keys, plots)?);
     all.extend(figures::sample_count(rows, keys, plots)?);
     all.extend(figures::pareto(rows, keys, plots)?);
+    all.extend(figures::method_fronts(rows, keys, plots)?);
     let (agreement, csv) = agreement::agreement(rows, keys, plots)?;
     all.extend(agreement);
     write_atomic(&out.join("agreement.csv"), csv.as_bytes())?;

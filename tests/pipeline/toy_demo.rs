@@ -66,6 +66,9 @@ fn demo_twice_gives_the_same_bytes() {
         assert!(csv.contains(metric), "results.csv lacks {metric}");
     }
     assert!(a.join("report/index.html").exists());
+    // The guidance methods' grid gives their fronts.
+    assert!(csv.contains(",apg,") && csv.contains(",cads,") && csv.contains(",autoguidance,"));
+    assert!(a.join("report/plots/methods.png").exists());
     println!("{} files identical across two runs", ta.len());
     let _ = std::fs::remove_dir_all(&t);
 }

@@ -30,6 +30,10 @@ const FILES: &[(&str, &[u8])] = &[
         "assets/toy/toy_classifier.safetensors",
         include_bytes!("../../../assets/toy/toy_classifier.safetensors"),
     ),
+    (
+        "assets/toy/toy_sit_guide.safetensors",
+        include_bytes!("../../../assets/toy/toy_sit_guide.safetensors"),
+    ),
 ];
 
 /// Writes the embedded toy study under `dir` (a file already there with the same bytes is kept)
