@@ -62,7 +62,7 @@ fn squared_norms(x: &[f32], d: usize) -> Vec<f64> {
 pub fn cmmd(x: &[f32], y: &[f32], d: usize) -> Result<f64> {
     ensure!(d > 0, "CMMD: feature width 0");
     ensure!(
-        x.len() % d == 0 && y.len() % d == 0,
+        x.len().is_multiple_of(d) && y.len().is_multiple_of(d),
         "CMMD: {} sample values and {} reference values are not rows of width {d}",
         x.len(),
         y.len()
