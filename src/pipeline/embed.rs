@@ -208,31 +208,7 @@ impl<B: Backend> Embedder<B> {
                 )
             }
             Backbone::ClipB32 | Backbone::ClipL14 | Backbone::ClipL14_336 => {
-                let cfg = ClipVisionConfig::detect(&file).with_context(ctx)?;
-                let p = if backbone == Backbone::ClipL14_336 {
-                    Pipeline::ClipCmmd
-                } else {
-                    Pipeline::ClipHf
-                };
-                ensure!(
-                    cfg.image_size == p.size(),
-                    "{}: a CLIP tower for {} px input; {} preprocesses to {} px{}",
-                    weights.display(),
-                    cfg.image_size,
-                    backbone.name(),
-                    p.size(),
-                    if cfg.image_size == 336 {
-                        " (use --backbone clip-l14-336 for a 336 px tower)"
-                    } else {
-                        ""
-                    }
-                );
-                let net = ClipVision::load(be, &file, cfg).with_context(ctx)?;
-                if backbone == Backbone::ClipL14_336 {
-                    (Net::ClipUnit(net), p)
-                } else {
-                    (Net::Clip(net), p)
-                }
+                load_clip(be, &file, backbone).with_context(ctx)?
             }
             Backbone::Dreamsim => {
                 let cfg = DreamSimConfig::detect(&file).with_context(ctx)?;
@@ -317,6 +293,44 @@ impl<B: Backend> Embedder<B> {
             Net::Resnet50(m) => m.forward(be, &prepared(), n, (s, s)),
         }
     }
+}
+
+/// A CLIP tower for `backbone` with its preprocessing, refused when its input size is not
+/// the pipeline's; clip-l14-336 L2-normalises its rows, as CMMD's authors do.
+fn load_clip<B: Backend>(
+    be: &B,
+    file: &WeightFile,
+    backbone: Backbone,
+) -> Result<(Net<B>, Pipeline)> {
+    let cfg = ClipVisionConfig::detect(file)?;
+    let unit = backbone == Backbone::ClipL14_336;
+    let p = if unit {
+        Pipeline::ClipCmmd
+    } else {
+        Pipeline::ClipHf
+    };
+    ensure!(
+        cfg.image_size == p.size(),
+        "{}: a CLIP tower for {} px input; {} preprocesses to {} px{}",
+        file.path().display(),
+        cfg.image_size,
+        backbone.name(),
+        p.size(),
+        if cfg.image_size == 336 {
+            " (use --backbone clip-l14-336 for a 336 px tower)"
+        } else {
+            ""
+        }
+    );
+    let net = ClipVision::load(be, file, cfg)?;
+    Ok((
+        if unit {
+            Net::ClipUnit(net)
+        } else {
+            Net::Clip(net)
+        },
+        p,
+    ))
 }
 
 /// Each of the `n` rows of `x` divided by its L2 norm (computed in f64), as CMMD's authors

@@ -93,8 +93,14 @@ fn clip_l14_336_embedding_matches_transformers() {
     );
     rep.finish();
     // The 224 px CLIP backbone refuses the 336 px tower, naming the one that fits.
-    let err = Embedder::load(&Cpu, Backbone::ClipL14, &w).err().unwrap();
-    assert!(err.to_string().contains("clip-l14-336"), "{err}");
+    let err = format!(
+        "{:#}",
+        Embedder::load(&Cpu, Backbone::ClipL14, &w).err().unwrap()
+    );
+    assert!(
+        err.contains("336 px input; clip-l14 preprocesses to 224 px (use --backbone clip-l14-336"),
+        "{err}"
+    );
     let err = Embedder::load(
         &Cpu,
         Backbone::ClipL14_336,
@@ -102,5 +108,9 @@ fn clip_l14_336_embedding_matches_transformers() {
     )
     .err()
     .unwrap();
-    assert!(err.to_string().contains("336"), "{err}");
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("224 px input; clip-l14-336 preprocesses to 336 px"),
+        "{err}"
+    );
 }
