@@ -8,6 +8,7 @@
     python scripts/convert_weights.py dinov2 dinov2-base/ dinov2-base.safetensors
     python scripts/convert_weights.py dinov2-release dinov2_vitl14_pretrain.pth dinov2-l14.safetensors
     python scripts/convert_weights.py clip clip-vit-base-patch32/ clip-b32.safetensors
+    python scripts/convert_weights.py clip clip-vit-large-patch14-336/ clip-l14-336.safetensors   # CMMD
     python scripts/convert_weights.py mocov3 r-50-1000ep.pth.tar mocov3-r50.safetensors
     python scripts/convert_weights.py simclr r50_1x_sk0.pth simclr-r50.safetensors
     python scripts/convert_weights.py resnet50 resnet50-torchvision-names.pth resnet50.safetensors
@@ -48,6 +49,8 @@ ls1.gamma, norm, ...); num_heads = embed_dim / 64 goes into the metadata config.
 clip: a transformers folder of openai/clip-vit-* (CLIPModel or CLIPVisionModelWithProjection) or
 one weight file. The image tower is kept (vision_model.*, visual_projection.weight); the text
 tower and logit_scale are dropped; the vision config's num_attention_heads goes into the metadata.
+openai/clip-vit-large-patch14-336 (CMMD's backbone, `--backbone clip-l14-336`) converts the same way:
+its 336 px input size is read back from the 577-row position table.
 
 mocov3: MoCo v3's ResNet-50 checkpoint (r-50-{100,300,1000}ep.pth.tar): state_dict keys
 module.base_encoder.* with the prefix removed and the projection head (fc.*) dropped; the momentum

@@ -6,6 +6,7 @@ outputs are committed.
     python scripts/dump_golden.py inception [--out tests/golden/inception_fid.io.safetensors]
     python scripts/dump_golden.py preprocess [--out tests/golden/preprocess.io.safetensors]
     python scripts/dump_golden.py vit [--out-dir tests/golden]
+    python scripts/dump_golden.py clip336 [--out-dir tests/golden]
     python scripts/dump_golden.py resnet [--out tests/golden/resnet50_formula.io.safetensors]
     python scripts/dump_golden.py lpips [--out tests/golden/lpips_formula.io.safetensors]
     DINOV2_SRC=path/to/facebookresearch-dinov2 python scripts/dump_golden.py dinov2-release [--out-dir tests/golden]
@@ -22,6 +23,19 @@ align_corners=False) → (x − 128)/128. Outputs: pool_3 (N, 2048); Mixed_6d.br
 first 7 channels, flattened (h, w, c) (N, 2023); pool_3 · fc.weightᵀ (N, 1008, no bias).
 
 Needs torch, torchvision, pytorch-fid, torch-fidelity, numpy, safetensors. CPU, float32, 4 threads.
+
+clip336: a tiny transformers `CLIPVisionModelWithProjection` in the ViT-L/14 @ 336 px geometry
+(patch 14, image 336, 24 × 24 + 1 = 577 positions; hidden 32, 2 layers, 4 heads, MLP 128,
+projection 16, quick_gelu) with formula weights (seed 2019), fed as CMMD's authors
+(google-research `cmmd/io_util.py`, `embedding.py`) feed CLIP ViT-L/14-336: centre square crop
+(side min(H, W), offsets ⌊(H − side)/2⌋, ⌊(W − side)/2⌋), PIL `resize((336, 336), BICUBIC)` on the
+uint8 image, / 255 in float32, (x − CLIP mean) / CLIP std in float32, then `image_embeds`
+L2-normalised per row. Images: u(s, 0, (y·W + x)·3 + c) noise of (H, W, seed s) = (256, 256, 9),
+(300, 240, 11) and (360, 400, 12): an upsampling, a cropped upsampling and a downsampling.
+Writes clip336_tiny.weights.safetensors and clip336_tiny.io.safetensors: `resized_sha256` (3, 32)
+of the resized (336, 336, 3) uint8 images, `pixel_values_strided` (3, 3, 48, 48) = every 7th row
+and column of the inputs, `pixel_values_sum` (3,) f64, `embedding` (3, 16). Needs torch,
+transformers, Pillow.
 
 preprocess: Pillow's `Image.resize` (8-bit fixed point, antialiased when shrinking) on formula
 images, and the full preprocessing of each backbone: transformers' PIL-backend processors
@@ -338,6 +352,67 @@ def vit(out_dir):
         io_meta = dict(meta, config=json.dumps({"images": names, "model": cfg}, sort_keys=True))
         save_file({"embedding": e.numpy().copy()}, f"{out_dir}/{tag}.io.safetensors", metadata=io_meta)
         print(tag, e.shape, float(e.abs().max()), file=sys.stderr)
+
+
+CLIP336_IMAGES = [(256, 256, 9), (300, 240, 11), (360, 400, 12)]
+CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
+CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
+
+
+def cmmd_preprocess(img, size=336):
+    """CMMD's input: centre square crop, PIL bicubic to size × size on uint8, / 255, CLIP mean/std
+    (float32), as (3, size, size); and the resized uint8 image."""
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    im = Image.fromarray(img).crop((left, top, left + side, top + side))
+    im = im.resize((size, size), resample=Image.BICUBIC)
+    r = np.asarray(im)
+    x = (r.astype(np.float32) / 255.0 - CLIP_MEAN) / CLIP_STD
+    return x.transpose(2, 0, 1).copy(), r
+
+
+def clip336(out_dir):
+    """Tiny CLIP image tower in the L/14-336 geometry with formula weights, through CMMD's
+    preprocessing: clip336_tiny.{weights,io}.safetensors."""
+    import torch
+    import transformers
+    from safetensors.numpy import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.set_num_threads(4)
+    producer = f"scripts/dump_golden.py clip336, torch {torch.__version__}, transformers {transformers.__version__}"
+    cfg = CLIPVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                           image_size=336, patch_size=14, projection_dim=16, hidden_act="quick_gelu")
+    model = CLIPVisionModelWithProjection(cfg).eval()
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for t, name in enumerate(sorted(params, key=lambda n: n.encode())):
+            p = params[name]
+            p.copy_(torch.from_numpy(formula_tensor(name, tuple(p.shape), t, seed=2019)))
+    sd = {k: v.detach().numpy().copy() for k, v in model.state_dict().items() if v.is_floating_point()}
+    imgs = [np.floor(256 * uniform(s, 0, 0, h * w * 3)).astype(np.uint8).reshape(h, w, 3) for h, w, s in CLIP336_IMAGES]
+    prep = [cmmd_preprocess(im) for im in imgs]
+    x = np.stack([p[0] for p in prep])  # (N, 3, 336, 336)
+    sha = np.stack([np.frombuffer(hashlib.sha256(p[1].tobytes()).digest(), dtype=np.uint8) for p in prep])
+    with torch.no_grad():
+        e = model(pixel_values=torch.from_numpy(x)).image_embeds
+    e = e / torch.linalg.norm(e, dim=-1, keepdim=True)
+    model_cfg = {"num_attention_heads": 4}
+    meta = {"format": "sitdiv-golden", "version": "1", "producer": producer, "config": json.dumps(model_cfg, sort_keys=True)}
+    save_file(dict(sorted(sd.items())), f"{out_dir}/clip336_tiny.weights.safetensors", metadata=meta)
+    io_cfg = {"images": [{"height": h, "width": w, "seed": s} for h, w, s in CLIP336_IMAGES], "model": model_cfg,
+              "weights_seed": 2019, "preprocess": "cmmd: centre square crop, PIL bicubic 336, /255, CLIP mean/std",
+              "embedding": "image_embeds / ||image_embeds||"}
+    io_meta = dict(meta, config=json.dumps(io_cfg, sort_keys=True))
+    # The full inputs would take 4 MB: the resized images' SHA-256, every 7th row and column of
+    # the normalised inputs, and each input's sum (f64).
+    io = {"resized_sha256": sha, "pixel_values_strided": x[:, :, ::7, ::7].copy(),
+          "pixel_values_sum": x.astype(np.float64).sum(axis=(1, 2, 3)), "embedding": e.numpy().copy()}
+    save_file(io, f"{out_dir}/clip336_tiny.io.safetensors", metadata=io_meta)
+    print("clip336_tiny", x.shape, e.shape, float(e.abs().max()), file=sys.stderr)
 
 
 def resnet(out_path):
@@ -845,8 +920,10 @@ def main():
     p.add_argument("--out", default="tests/golden/vae_encoder.io.safetensors")
     p = sub.add_parser("vit")
     p.add_argument("--out-dir", dest="out", default="tests/golden")
+    p = sub.add_parser("clip336")
+    p.add_argument("--out-dir", dest="out", default="tests/golden")
     args = ap.parse_args()
-    {"inception": inception, "preprocess": preprocess, "resnet": resnet, "vit": vit, "lpips": lpips_case, "dinov2-release": dinov2_release,
+    {"inception": inception, "preprocess": preprocess, "resnet": resnet, "vit": vit, "clip336": clip336, "lpips": lpips_case, "dinov2-release": dinov2_release,
      "dreamsim": dreamsim_case, "simclr": simclr, "vae-encoder": vae_encoder, "adm-crop": adm_crop, "valloss": valloss}[args.what](args.out)
 
 

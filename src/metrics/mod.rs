@@ -1,6 +1,7 @@
 //! Features → statistics → numbers. Statistics are f64 and merge exactly across shards.
 
 pub mod bootstrap;
+pub mod cmmd;
 pub mod correlation;
 pub mod diversity;
 pub mod fid;

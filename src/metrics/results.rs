@@ -116,6 +116,8 @@ pub struct Metrics {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fd_dinov2: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub cmmd: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub diversity: Option<PairStats>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diversity_info: Option<DiversityInfo>,
@@ -141,6 +143,7 @@ impl Metrics {
             kid,
             accuracy,
             fd_dinov2,
+            cmmd,
             diversity,
             diversity_info,
             vendi,
@@ -159,6 +162,7 @@ impl Metrics {
         take(&mut self.kid, kid);
         take(&mut self.accuracy, accuracy);
         take(&mut self.fd_dinov2, fd_dinov2);
+        take(&mut self.cmmd, cmmd);
         take(&mut self.diversity, diversity);
         take(&mut self.diversity_info, diversity_info);
         take(&mut self.vendi, vendi);
@@ -185,6 +189,7 @@ impl Metrics {
         scalar("coverage", self.density_coverage.map(|d| d.coverage));
         scalar("accuracy", self.accuracy);
         scalar("fd_dinov2", self.fd_dinov2);
+        scalar("cmmd", self.cmmd);
         if let Some(k) = self.kid {
             rows.push(("kid", "all", "mean", Some(k.mean)));
             rows.push(("kid", "all", "std", Some(k.std)));

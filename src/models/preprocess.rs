@@ -284,8 +284,8 @@ pub fn to_chw(img: &[u8], (h, w): (usize, usize), norm: Normalize) -> Vec<f32> {
     out
 }
 
-/// The preprocessing of each diversity backbone, from an 8-bit RGB image to its (3, 224, 224)
-/// float input.
+/// The preprocessing of each diversity backbone, from an 8-bit RGB image to its (3, S, S) float
+/// input, S = [`Pipeline::size`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Pipeline {
@@ -305,14 +305,29 @@ pub enum Pipeline {
     /// SimCLR evaluation: centre crop of 0.875 × the shorter side, Resize((224, 224)) bicubic,
     /// values in [0, 1] without mean/std.
     Simclr,
+    /// CMMD's CLIP ViT-L/14-336 input (google-research `cmmd/io_util.py`, `embedding.py`):
+    /// centre square crop (side min(H, W), offsets floored), PIL bicubic to 336 × 336 on the
+    /// 8-bit image, x / 255 in f32, CLIP mean/std.
+    ClipCmmd,
 }
 
+/// The input size of every pipeline but CMMD's.
 pub const PIPELINE_SIZE: usize = 224;
+/// The input size of CMMD's CLIP ViT-L/14-336.
+pub const CMMD_SIZE: usize = 336;
 
 impl Pipeline {
-    /// (3, 224, 224) float input of an (H, W, 3) image.
+    /// The side S of the (3, S, S) input.
+    pub fn size(self) -> usize {
+        match self {
+            Pipeline::ClipCmmd => CMMD_SIZE,
+            _ => PIPELINE_SIZE,
+        }
+    }
+
+    /// (3, S, S) float input of an (H, W, 3) image, S = [`Pipeline::size`].
     pub fn prepare(self, img: &[u8], (h, w): (usize, usize)) -> Vec<f32> {
-        let s = PIPELINE_SIZE;
+        let s = self.size();
         let resize = |img: &[u8], (h, w), (oh, ow), f| {
             if (oh, ow) == (h, w) {
                 img.to_vec() // PIL returns a copy when the size does not change
@@ -375,6 +390,16 @@ impl Pipeline {
                 let c = center_crop(img, (h, w, 3), (side, side), CropRounding::RoundHalfEven);
                 let r = resize(&c, (side, side), (s, s), PilFilter::Bicubic);
                 to_chw(&r, (s, s), Normalize::Unit)
+            }
+            Pipeline::ClipCmmd => {
+                let side = h.min(w);
+                let c = center_crop(img, (h, w, 3), (side, side), CropRounding::Floor);
+                let r = resize(&c, (side, side), (s, s), PilFilter::Bicubic);
+                let norm = Normalize::ToTensor {
+                    mean: CLIP_MEAN,
+                    std: CLIP_STD,
+                };
+                to_chw(&r, (s, s), norm)
             }
         }
     }

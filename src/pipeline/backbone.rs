@@ -14,6 +14,10 @@ crate::named! {
         ClipB32 = "clip-b32",
         /// CLIP ViT-L/14 (HF `openai/clip-vit-large-patch14`, PIL processor): `image_embeds`, 768-d.
         ClipL14 = "clip-l14",
+        /// CLIP ViT-L/14 @ 336 px (HF `openai/clip-vit-large-patch14-336`) for CMMD, fed as CMMD's
+        /// authors feed it: centre square crop, PIL bicubic to 336 × 336, CLIP mean/std;
+        /// `image_embeds` L2-normalised per row, 768-d.
+        ClipL14_336 = "clip-l14-336",
         /// MoCo v3 ResNet-50 trunk (torchvision names), MoCo's evaluation preprocessing, 2048-d.
         Mocov3R50 = "mocov3-r50",
         /// SimCLR v2 ResNet-50 (1×, SK0) trunk (torchvision names), SimCLR's preprocessing, 2048-d.

@@ -17,7 +17,7 @@ use crate::models::clip::{ClipVision, ClipVisionConfig};
 use crate::models::dinov2::{Dinov2, Dinov2Config, Dinov2Names};
 use crate::models::dreamsim::{DreamSim, DreamSimConfig};
 use crate::models::lpips::{Lpips, LpipsNet};
-use crate::models::preprocess::{Pipeline, PIPELINE_SIZE};
+use crate::models::preprocess::Pipeline;
 use crate::models::resnet::ResNet50;
 use crate::models::toy_classifier::ToyClassifier;
 use crate::rng;
@@ -158,6 +158,8 @@ enum Net<B: Backend> {
     Toy(ToyClassifier<B>),
     Dinov2(Dinov2<B>),
     Clip(ClipVision<B>),
+    /// CLIP with its `image_embeds` L2-normalised per row, as CMMD embeds.
+    ClipUnit(ClipVision<B>),
     DreamSim(DreamSim<B>),
     Resnet50(ResNet50<B>),
 }
@@ -205,18 +207,8 @@ impl<B: Backend> Embedder<B> {
                     p,
                 )
             }
-            Backbone::ClipB32 | Backbone::ClipL14 => {
-                let cfg = ClipVisionConfig::detect(&file).with_context(ctx)?;
-                ensure!(
-                    cfg.image_size == PIPELINE_SIZE,
-                    "{}: a CLIP tower for {} px input; the CLIP preprocessing gives {PIPELINE_SIZE} px",
-                    weights.display(),
-                    cfg.image_size
-                );
-                (
-                    Net::Clip(ClipVision::load(be, &file, cfg).with_context(ctx)?),
-                    Pipeline::ClipHf,
-                )
+            Backbone::ClipB32 | Backbone::ClipL14 | Backbone::ClipL14_336 => {
+                load_clip(be, &file, backbone).with_context(ctx)?
             }
             Backbone::Dreamsim => {
                 let cfg = DreamSimConfig::detect(&file).with_context(ctx)?;
@@ -284,7 +276,7 @@ impl<B: Backend> Embedder<B> {
             "image batch has {} bytes for ({n}, {h}, {w}, {c})",
             images.len()
         );
-        let s = PIPELINE_SIZE;
+        let s = self.pipeline.size();
         let prepared = || -> Vec<f32> {
             images
                 .chunks(h * w * 3)
@@ -296,10 +288,60 @@ impl<B: Backend> Embedder<B> {
             Net::Toy(m) => Ok(m.forward(be, images, (n, h, w, 3))?.features),
             Net::Dinov2(m) => m.forward(be, &prepared(), n, (s, s)),
             Net::Clip(m) => m.forward(be, &prepared(), n),
+            Net::ClipUnit(m) => Ok(unit_rows(m.forward(be, &prepared(), n)?, n)),
             Net::DreamSim(m) => m.embed(be, &prepared(), n),
             Net::Resnet50(m) => m.forward(be, &prepared(), n, (s, s)),
         }
     }
+}
+
+/// A CLIP tower for `backbone` with its preprocessing, refused when its input size is not
+/// the pipeline's; clip-l14-336 L2-normalises its rows, as CMMD's authors do.
+fn load_clip<B: Backend>(
+    be: &B,
+    file: &WeightFile,
+    backbone: Backbone,
+) -> Result<(Net<B>, Pipeline)> {
+    let cfg = ClipVisionConfig::detect(file)?;
+    let unit = backbone == Backbone::ClipL14_336;
+    let p = if unit {
+        Pipeline::ClipCmmd
+    } else {
+        Pipeline::ClipHf
+    };
+    ensure!(
+        cfg.image_size == p.size(),
+        "{}: a CLIP tower for {} px input; {} preprocesses to {} px{}",
+        file.path().display(),
+        cfg.image_size,
+        backbone.name(),
+        p.size(),
+        if cfg.image_size == 336 {
+            " (use --backbone clip-l14-336 for a 336 px tower)"
+        } else {
+            ""
+        }
+    );
+    let net = ClipVision::load(be, file, cfg)?;
+    Ok((
+        if unit {
+            Net::ClipUnit(net)
+        } else {
+            Net::Clip(net)
+        },
+        p,
+    ))
+}
+
+/// Each of the `n` rows of `x` divided by its L2 norm (computed in f64), as CMMD's authors
+/// normalise CLIP's `image_embeds`.
+fn unit_rows(mut x: Vec<f32>, n: usize) -> Vec<f32> {
+    let d = x.len() / n.max(1);
+    for row in x.chunks_mut(d.max(1)) {
+        let norm = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt() as f32;
+        row.iter_mut().for_each(|v| *v /= norm);
+    }
+    x
 }
 
 /// The most feature memory a run may hold (LPIPS keeps every image's feature maps).

@@ -17,7 +17,7 @@ use crate::io::{npy, npz, write_atomic};
 use crate::metrics::results::{
     DensityCoverage, DiversityInfo, Kid, Lpips, Metrics, PairStats, PrecisionRecall, Vendi,
 };
-use crate::metrics::{diversity, fid, inception_score, kid, prdc, stats::FeatureStats};
+use crate::metrics::{cmmd, diversity, fid, inception_score, kid, prdc, stats::FeatureStats};
 
 crate::named! {
     /// What `--metrics` can ask for.
@@ -37,6 +37,9 @@ crate::named! {
         /// Fréchet distance of `embedding` rows against the reference's (FD-DINOv2 with the
         /// dinov2-l14 backbone).
         FdDinov2 = "fd_dinov2",
+        /// CMMD (Jayasumana et al. 2024): the RBF-kernel MMD² × 1000 of `embedding` rows against
+        /// the reference's (with the clip-l14-336 backbone).
+        Cmmd = "cmmd",
         /// Fraction of samples whose `logits` argmax is their own class: how often the classifier
         /// (the toy study's) recognises the class a sample was drawn for.
         Accuracy = "accuracy",
@@ -53,6 +56,17 @@ pub fn names(metrics: &[Metric]) -> String {
 }
 
 impl Metric {
+    /// Whether the metric compares the backbone's `embedding` rows with the reference's.
+    pub fn uses_reference_embedding(self) -> bool {
+        matches!(self, Metric::FdDinov2 | Metric::Cmmd)
+    }
+
+    /// Whether the metric is computed from a diversity backbone's rows (not the Inception's).
+    pub fn uses_backbone(self) -> bool {
+        matches!(self, Metric::Diversity | Metric::Vendi | Metric::Lpips)
+            || self.uses_reference_embedding()
+    }
+
     /// Whether the metric compares the samples with a reference set.
     pub fn needs_reference(self) -> bool {
         !matches!(
@@ -118,7 +132,7 @@ impl MetricSettings {
             Metric::Is | Metric::Diversity | Metric::Vendi | Metric::Lpips | Metric::Accuracy => {
                 false
             }
-            Metric::FdDinov2 => !reference.has("embedding"),
+            Metric::FdDinov2 | Metric::Cmmd => !reference.has("embedding"),
         })
     }
 }
@@ -365,6 +379,7 @@ pub fn compute(job: &MetricSettings, a: &FeatureSet, b: Option<&FeatureSet>) -> 
                 };
                 out.fd_dinov2 = Some(frechet(a, "embedding", "fd_dinov2", g)?);
             }
+            Metric::Cmmd => out.cmmd = Some(cmmd_of(a, b)?),
             Metric::Is => out.inception_score = Some(inception_score_of(a, job.is_split_size)?),
             Metric::Accuracy => out.accuracy = Some(accuracy(a)?),
             Metric::Pr => out.precision_recall = Some(precision_recall(a, b, job.pr_k)?),
@@ -397,6 +412,16 @@ fn frechet(
     let fd = fid::frechet_distance_of_rows(&x, d, m2, s2.as_ref())
         .with_context(|| format!("{}: `{feat}`", a.source.display()))?;
     finite(key, fd)
+}
+
+/// CMMD of `a`'s `embedding` rows against the reference's rows.
+fn cmmd_of(a: &FeatureSet, b: &FeatureSet) -> Result<f64> {
+    let (x, d) = a.rows("embedding")?;
+    let (y, dy) = b
+        .rows("embedding")
+        .map_err(|e| e.context("CMMD needs the reference's embedding (or its images)"))?;
+    same_width(d, dy, "cmmd")?;
+    finite("cmmd", cmmd::cmmd(&x, &y, d)?)
 }
 
 fn inception_score_of(a: &FeatureSet, split_size: usize) -> Result<f64> {

@@ -258,13 +258,11 @@ struct EvalPlan<'a> {
 
 impl<'a> EvalPlan<'a> {
     fn new(job: &'a EvalJob) -> Result<Self> {
-        let (quality, diversity): (Vec<Metric>, Vec<Metric>) =
-            job.settings.metrics.iter().partition(|m| {
-                !matches!(
-                    m,
-                    Metric::Diversity | Metric::Vendi | Metric::Lpips | Metric::FdDinov2
-                )
-            });
+        let (quality, diversity): (Vec<Metric>, Vec<Metric>) = job
+            .settings
+            .metrics
+            .iter()
+            .partition(|m| !m.uses_backbone());
         let files = image_batches(&job.samples)?;
         output_folder(&job.json)?;
         if let Some(p) = &job.features_out {
@@ -312,16 +310,17 @@ fn eval_backbone<'a>(
         let fits = match m {
             Metric::Lpips => lpips,
             Metric::FdDinov2 => b == Backbone::Dinov2L14,
+            Metric::Cmmd => b == Backbone::ClipL14_336,
             _ => !lpips,
         };
         ensure!(
             fits,
-            "--metrics {} cannot use --backbone {}: lpips needs lpips-alex or lpips-vgg, fd_dinov2 needs dinov2-l14, diversity and vendi need an embedding backbone",
+            "--metrics {} cannot use --backbone {}: lpips needs lpips-alex or lpips-vgg, fd_dinov2 needs dinov2-l14, cmmd needs clip-l14-336, diversity and vendi need an embedding backbone",
             evaluate::names(&[*m]),
             b.name()
         );
     }
-    if diversity.iter().any(|m| *m != Metric::FdDinov2) {
+    if diversity.iter().any(|m| !m.uses_reference_embedding()) {
         ensure!(
             embed::BatchIndex::read(files)?.labels.is_some(),
             "--metrics {} need the class of every sample: the batches have no `arr_1` (sitdiv sample writes it)",
@@ -352,12 +351,13 @@ fn eval_reference(job: &EvalJob) -> Result<Option<&Path>> {
     };
     // Read now even when no check needs the keys: an unreadable reference fails before compute.
     let keys = npz::keys(r)?;
-    if needing.contains(&Metric::FdDinov2) {
+    if let Some(m) = needing.iter().find(|m| m.uses_reference_embedding()) {
         let has = |k: &str| keys.iter().any(|x| x == k);
         ensure!(
             has("embedding") || has("arr_0"),
-            "{}: fd_dinov2 needs reference images (`arr_0`) or an `embedding`; it has: {}",
+            "{}: {} needs reference images (`arr_0`) or an `embedding`; it has: {}",
             r.display(),
+            m.name(),
             keys.join(", ")
         );
     }
@@ -444,7 +444,7 @@ fn quality_reference(r: &Path, settings: &MetricSettings) -> Result<(FeatureSet,
 }
 
 /// The diversity metrics: the backbone's rows of the samples (kept beside --features-out when
-/// asked) and, for FD-DINOv2, of the reference. Notes the backbone and rows in the manifest.
+/// asked) and, for FD-DINOv2 and CMMD, of the reference. Notes the backbone and rows in the manifest.
 fn eval_diversity<B: Backend>(
     be: &B,
     job: &EvalJob,
@@ -465,7 +465,8 @@ fn eval_diversity<B: Backend>(
         metrics: plan.diversity.clone(),
         ..job.settings.clone()
     };
-    let reference = match (plan.diversity.contains(&Metric::FdDinov2), plan.reference) {
+    let uses_ref = plan.diversity.iter().any(|m| m.uses_reference_embedding());
+    let reference = match (uses_ref, plan.reference) {
         (true, Some(r)) => Some(embedding_reference(be, &emb, r, job.batch)?),
         _ => None,
     };
@@ -476,7 +477,7 @@ fn eval_diversity<B: Backend>(
     Ok(values)
 }
 
-/// FD-DINOv2's reference: its embedding, or its images through the same backbone.
+/// The reference of FD-DINOv2 and CMMD: its embedding, or its images through the same backbone.
 fn embedding_reference<B: Backend>(
     be: &B,
     emb: &Embedder<B>,
@@ -489,7 +490,7 @@ fn embedding_reference<B: Backend>(
     }
     ensure!(
         keys.iter().any(|k| k == "arr_0"),
-        "{}: FD-DINOv2 needs reference images (`arr_0`) or an `embedding`; it has: {}",
+        "{}: fd_dinov2 and cmmd need reference images (`arr_0`) or an `embedding`; it has: {}",
         r.display(),
         keys.join(", ")
     );

@@ -5,6 +5,7 @@
 mod common;
 
 mod model_batch;
+mod model_clip336;
 mod model_cuda;
 mod model_dreamsim;
 mod model_inception;

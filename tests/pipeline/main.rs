@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod pipeline_cmmd;
 mod pipeline_diversity;
 mod pipeline_eval;
 mod pipeline_guidance;

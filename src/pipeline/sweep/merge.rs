@@ -18,7 +18,7 @@ use crate::backend::{Backend, Precision};
 use crate::io::{npy, npz, write_atomic, write_with_manifest};
 use crate::metrics::bootstrap::{quantile, resample, Interval};
 use crate::metrics::results::{Key, Metrics};
-use crate::pipeline::evaluate::{self, FeatureSet, Metric, MetricSettings};
+use crate::pipeline::evaluate::{self, FeatureSet, MetricSettings};
 
 /// The rows of one array across a run config's units: (values, width) or int64 values.
 #[derive(Default)]
@@ -305,7 +305,7 @@ fn ensure_all_done(plan: &Plan) -> Result<()> {
 }
 
 /// What every run config is measured with: the quality metrics' settings and reference, and
-/// each backbone's FD-DINOv2 reference (None where it does not compute it).
+/// each backbone's reference embedding for FD-DINOv2 and CMMD (None where it computes neither).
 struct Measures {
     quality: MetricSettings,
     quality_ref: Option<FeatureSet>,
@@ -325,7 +325,7 @@ impl Measures {
         };
         let mut fd_refs = Vec::new();
         for (i, b) in plan.sweep.backbones.iter().enumerate() {
-            fd_refs.push(if b.metrics.contains(&Metric::FdDinov2) {
+            fd_refs.push(if b.metrics.iter().any(|m| m.uses_reference_embedding()) {
                 Some(embedding_reference(be, plan, i)?)
             } else {
                 None

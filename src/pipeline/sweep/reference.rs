@@ -1,5 +1,5 @@
 //! The reference sets a sweep's metrics compare with: the quality network's features of an ADM
-//! reference batch, a features file or the toy data, and FD-DINOv2's embeddings.
+//! reference batch, a features file or the toy data, and the embeddings of FD-DINOv2 and CMMD.
 
 use std::path::Path;
 
@@ -82,7 +82,7 @@ fn toy_reference(reference: &Reference, members: Vec<npz::Member>) -> Result<Fea
     Ok(set)
 }
 
-/// The FD-DINOv2 reference: its `embedding`, or its images through the backbone.
+/// The reference of FD-DINOv2 and CMMD: its `embedding`, or its images through the backbone.
 pub(super) fn embedding_reference<B: Backend>(
     be: &B,
     plan: &Plan,
@@ -93,7 +93,7 @@ pub(super) fn embedding_reference<B: Backend>(
         .sweep
         .reference
         .as_ref()
-        .context("fd_dinov2 needs [evaluation] reference")?;
+        .context("fd_dinov2 and cmmd need [evaluation] reference")?;
     let r = match reference {
         Reference::ToyData { seed, per_class } => {
             let (images, labels) = toy::dataset(*seed, *per_class)?;
@@ -115,7 +115,7 @@ pub(super) fn embedding_reference<B: Backend>(
     }
     ensure!(
         keys.iter().any(|k| k == "arr_0"),
-        "{}: fd_dinov2 needs reference images (`arr_0`) or an `embedding`; it has: {}",
+        "{}: fd_dinov2 and cmmd need reference images (`arr_0`) or an `embedding`; it has: {}",
         r.display(),
         keys.join(", ")
     );

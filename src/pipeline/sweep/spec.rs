@@ -277,7 +277,7 @@ impl Sweep {
         let needs_ref = quality_metrics.iter().any(|m| m.needs_reference())
             || backbones
                 .iter()
-                .any(|b| b.metrics.contains(&Metric::FdDinov2));
+                .any(|b| b.metrics.iter().any(|m| m.uses_reference_embedding()));
         ensure!(
             !needs_ref || reference.is_some(),
             "the metrics compare with a reference: set [evaluation] reference = \"REF.npz\" (an ADM reference batch, images or a features file), or {{ toy_data_seed = 1, per_class = 100 }}"
@@ -342,10 +342,7 @@ impl EvaluationSection {
             .collect::<Result<Vec<_>>>()?;
         for m in &metrics {
             ensure!(
-                !matches!(
-                    m,
-                    Metric::Diversity | Metric::Vendi | Metric::Lpips | Metric::FdDinov2
-                ),
+                !m.uses_backbone(),
                 "[evaluation] metrics: {} belongs to a backbone (list it under its [[evaluation.backbones]])",
                 crate::pipeline::evaluate::names(&[*m])
             );
@@ -453,12 +450,13 @@ impl BackboneSection {
             let fits = match m {
                 Metric::Lpips => spec.is_lpips(),
                 Metric::FdDinov2 => backbone == Backbone::Dinov2L14,
+                Metric::Cmmd => backbone == Backbone::ClipL14_336,
                 Metric::Diversity | Metric::Vendi => !spec.is_lpips(),
                 _ => false,
             };
             ensure!(
                 fits,
-                "backbone {}: metric {} does not fit it (diversity and vendi need an embedding backbone, lpips an LPIPS one, fd_dinov2 dinov2-l14; quality metrics go under [evaluation] metrics)",
+                "backbone {}: metric {} does not fit it (diversity and vendi need an embedding backbone, lpips an LPIPS one, fd_dinov2 dinov2-l14, cmmd clip-l14-336; quality metrics go under [evaluation] metrics)",
                 backbone.name(),
                 crate::pipeline::evaluate::names(&[*m])
             );
