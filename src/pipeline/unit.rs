@@ -42,9 +42,6 @@ impl<B: Backend> UnitSampler<'_, B> {
     /// The samples of `unit`: their noise and labels are functions of (seed, global index), so a
     /// unit gives the same bits whichever process runs it.
     pub fn sample(&self, unit: Unit) -> Result<UnitSamples> {
-        if let Method::Repa(m) = self.job.sampler.method {
-            return self.sample_repa(unit, m);
-        }
         let (job, model) = (self.job, self.model);
         let guidance = job.guidance.guidance();
         let n = unit.len();
@@ -113,7 +110,8 @@ impl<B: Backend> UnitSampler<'_, B> {
                 let r = sde::sample(&mut vel, settings, z, grid, &mut noise, false)?;
                 (r.sample, r.eval_t.len())
             }
-            Method::Repa(_) => bail!("REPA's samplers run through sample_repa"),
+            // REPA's samplers keep their own state layout (no doubled batch).
+            Method::Repa(m) => return self.sample_repa(unit, m),
         };
         // Keep the conditional half (`samples.chunk(2)[0]`).
         latents.truncate(n * model.config.sample_len());
