@@ -463,21 +463,50 @@ pub fn lpips_alex_weights(dir: &std::path::Path) -> PathBuf {
     w
 }
 
+/// The tiny SiT (autoguidance's guide in the tests) with every tensor scaled by `k`, written
+/// to `dir`.
+pub fn scaled_tiny_weights(dir: &std::path::Path, k: f32) -> PathBuf {
+    let w = open("sit_tiny.weights.safetensors");
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = w
+        .names()
+        .map(|n| {
+            let v = w.f32(n).unwrap().iter().map(|&x| x * k).collect();
+            (n.to_string(), w.info(n).unwrap().shape.clone(), v)
+        })
+        .collect();
+    let meta = w.metadata().clone().into_iter().collect();
+    let path = dir.join(format!("sit_tiny_x{k}.safetensors"));
+    sitdiv::weights::write_f32_safetensors(&path, &tensors, Some(meta)).unwrap();
+    path
+}
+
 /// A small sweep of the tiny goldens: two run configs (cfg 1 and 2, ODE Euler 4 steps) × 2
 /// classes × 2 samples, units of 2; the formula Inception against `reference` for `metrics`,
 /// and DINOv2's diversity and Vendi.
 pub fn small_sweep_toml(name: &str, reference: &std::path::Path, metrics: &str) -> String {
+    small_sweep_with(
+        name,
+        &format!(
+            r#"inception = "formula"
+reference = "{}"
+metrics = [{metrics}]
+bootstrap = 10
+backbones = [{{ backbone = "dinov2-b14", weights = "{}", metrics = ["diversity", "vendi"] }}]"#,
+            reference.display(),
+            golden("dinov2_tiny.weights.safetensors"),
+        ),
+    )
+}
+
+/// [`small_sweep_toml`] with the `[evaluation]` section's body given.
+pub fn small_sweep_with(name: &str, evaluation: &str) -> String {
     format!(
         r#"name = "{name}"
 [model]
 weights = "{}"
 vae = "{}"
 [evaluation]
-inception = "formula"
-reference = "{}"
-metrics = [{metrics}]
-bootstrap = 10
-backbones = [{{ backbone = "dinov2-b14", weights = "{}", metrics = ["diversity", "vendi"] }}]
+{evaluation}
 [run]
 unit_size = 2
 [defaults]
@@ -490,8 +519,6 @@ sampler = ["ode-euler"]
 "#,
         golden("sit_tiny.weights.safetensors"),
         golden("vae_tiny.weights.safetensors"),
-        reference.display(),
-        golden("dinov2_tiny.weights.safetensors"),
     )
 }
 

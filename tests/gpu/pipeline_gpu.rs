@@ -380,17 +380,7 @@ mod on_cuda {
         let Some(_) = cuda::device() else { return };
         let dir = tmp("cuda-guidance");
         let w = golden("sit_tiny.weights.safetensors");
-        let f = sitdiv::weights::WeightFile::open(&w).unwrap();
-        let scaled: Vec<(String, Vec<usize>, Vec<f32>)> = f
-            .names()
-            .map(|n| {
-                let v = f.f32(n).unwrap().iter().map(|x| x * 0.8).collect();
-                (n.to_string(), f.info(n).unwrap().shape.clone(), v)
-            })
-            .collect();
-        let meta = f.metadata().clone().into_iter().collect();
-        let guide = dir.join("guide.safetensors");
-        sitdiv::weights::write_f32_safetensors(&guide, &scaled, Some(meta)).unwrap();
+        let guide = crate::common::scaled_tiny_weights(&dir, 0.8);
         let g = guide.display().to_string();
         let cases: [(&str, Vec<&str>); 5] = [
             ("apg", vec!["--guidance", "apg", "--cfg", "4"]),

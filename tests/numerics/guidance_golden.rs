@@ -4,7 +4,7 @@
 //! runs of the tiny SiT with each method against upstream's sampler loop (the ODE golden
 //! tolerance).
 
-use crate::common::{load_tiny, open, tmp, Report};
+use crate::common::{load_tiny, open, scaled_tiny_weights, tmp, Report};
 use sitdiv::backend::cpu::Cpu;
 use sitdiv::models::sit::{SiT, SiTConfig};
 use sitdiv::pipeline::velocity::{CadsCondition, SiTVelocity};
@@ -14,8 +14,7 @@ use sitdiv::sampling::guidance::{ApgParams, Guidance, Guider, Rule};
 use sitdiv::sampling::ode::{self, OdeMethod, OdeSettings, Tolerances};
 use sitdiv::sampling::path::PathType;
 use sitdiv::sampling::Prediction;
-use sitdiv::weights::source::TensorSource;
-use sitdiv::weights::{write_f32_safetensors, WeightFile};
+use sitdiv::weights::WeightFile;
 
 const FILE: &str = "guidance.io.safetensors";
 const RULE_TOL: f64 = 1e-6;
@@ -41,7 +40,7 @@ fn f32s(v: &serde_json::Value) -> Vec<f32> {
 fn run_rule(rule: Rule, scale: f32) -> Vec<f32> {
     let f = open(FILE);
     let (cond, uncond) = (f.f32("pred.cond").unwrap(), f.f32("pred.uncond").unwrap());
-    let steps = f.tensor_shape("pred.cond").unwrap()[0];
+    let steps = f.info("pred.cond").unwrap().shape[0];
     let per = cond.len() / steps;
     let (b, c) = (3, 4);
     let mut g = Guider::new(Guidance {
@@ -131,21 +130,9 @@ fn cads_annealing_equals_the_algorithm() {
     rep.finish();
 }
 
-/// The tiny SiT with every tensor scaled by `k`, written to a scratch file and loaded.
+/// The tiny SiT with every tensor scaled by `k`, loaded.
 fn scaled_tiny(k: f32) -> SiT<Cpu> {
-    let w = open("sit_tiny.weights.safetensors");
-    let tensors: Vec<_> = w
-        .tensor_names()
-        .iter()
-        .map(|n| {
-            let v: Vec<f32> = w.f32(n).unwrap().iter().map(|&x| x * k).collect();
-            (n.to_string(), w.tensor_shape(n).unwrap(), v)
-        })
-        .collect();
-    let path = tmp("guide").join("guide.safetensors");
-    let meta = w.metadata().clone().into_iter().collect();
-    write_f32_safetensors(&path, &tensors, Some(meta)).unwrap();
-    let file = WeightFile::open(&path).unwrap();
+    let file = WeightFile::open(scaled_tiny_weights(&tmp("guide"), k)).unwrap();
     let cfg = SiTConfig::from_metadata(&file).unwrap().unwrap();
     SiT::load(&Cpu, &file, cfg).unwrap()
 }

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::common::{golden, repo, succeeds, sweep_results, tmp};
+use crate::common::{golden, repo, small_sweep_with, succeeds, sweep_results, tmp};
 use sitdiv::io::{npy, npz};
 use sitdiv::rng;
 
@@ -16,29 +16,15 @@ fn s(p: &Path) -> &str {
 /// Two run configs (cfg 1 and 2, ODE Euler 4 steps) × 2 classes × 2 samples, units of 2;
 /// CMMD of CLIP-336 embeddings against the tiny reference's images.
 fn cmmd_sweep(dir: &Path) -> std::path::PathBuf {
-    let text = format!(
-        r#"name = "cmmd"
-[model]
-weights = "{}"
-vae = "{}"
-[evaluation]
-reference = "{}"
+    let text = small_sweep_with(
+        "cmmd",
+        &format!(
+            r#"reference = "{}"
 bootstrap = 4
-backbones = [{{ backbone = "clip-l14-336", weights = "{}", metrics = ["cmmd"] }}]
-[run]
-unit_size = 2
-[defaults]
-steps = [4]
-classes = [0, 1]
-samples_per_class = [2]
-[[grid]]
-cfg = [1.0, 2.0]
-sampler = ["ode-euler"]
-"#,
-        golden("sit_tiny.weights.safetensors"),
-        golden("vae_tiny.weights.safetensors"),
-        repo().join("sweeps/tiny-reference.npz").display(),
-        golden("clip336_tiny.weights.safetensors"),
+backbones = [{{ backbone = "clip-l14-336", weights = "{}", metrics = ["cmmd"] }}]"#,
+            repo().join("sweeps/tiny-reference.npz").display(),
+            golden("clip336_tiny.weights.safetensors"),
+        ),
     );
     let p = dir.join("cmmd.toml");
     std::fs::write(&p, text).unwrap();

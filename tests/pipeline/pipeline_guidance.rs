@@ -3,17 +3,13 @@
 
 use std::path::Path;
 
-use super::pipeline_sample::{check_error, check_sharding, edited_weights, tiny_weights};
-use crate::common::{succeeds, tmp};
+use super::pipeline_sample::{check_error, check_sharding, tiny_weights};
+use crate::common::{scaled_tiny_weights, succeeds, tmp};
 use sitdiv::io::npy;
 
 /// The guide of the autoguidance runs: the tiny SiT with every tensor scaled by 0.8.
 fn guide(dir: &Path) -> String {
-    edited_weights(dir, |t| {
-        for (_, _, v) in t.iter_mut() {
-            v.iter_mut().for_each(|x| *x *= 0.8);
-        }
-    })
+    scaled_tiny_weights(dir, 0.8).display().to_string()
 }
 
 /// The method's latents for 6 samples with `--unit-size 1` equal those with units of 4 (and

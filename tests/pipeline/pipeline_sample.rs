@@ -190,7 +190,7 @@ pub(crate) fn check_error(name: &str, args: &[&str], needles: &[&str]) {
 }
 
 /// A copy of the tiny weights with `edit` applied to its (name, shape, data) list.
-pub(crate) fn edited_weights(
+fn edited_weights(
     dir: &Path,
     edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<f32>)>),
 ) -> String {
