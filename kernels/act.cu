@@ -44,3 +44,20 @@ extern "C" __global__ void cast_bf16(const float* x, bf16* y, long long n) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) y[i] = to_bf16(x[i]);
 }
+
+// The left operand of a 3xTF32 product: each row of k values becomes [hi | hi | lo] (3k values),
+// hi = tf32(v), lo = tf32(v − hi), so that one TF32 product over 3k with a right operand stored
+// as [hi | lo | hi] sums hi·hi + hi·lo + lo·hi, fp32's accuracy on tensor cores (what it drops,
+// lo·lo and lo's own rounding, is about 2⁻²² of v·w).
+extern "C" __global__ void split_tf32(const float* x, float* y, long long n, int k) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    long long r = i / k, j = i % k;
+    float v = x[i], hi = to_tf32(v);
+    // ±∞ and NaN are all hi (v − hi would be NaN for ∞).
+    float lo = (__float_as_uint(hi) & 0x7f800000u) == 0x7f800000u ? 0.f : to_tf32(v - hi);
+    float* row = y + r * 3 * k;
+    row[j] = hi;
+    row[k + j] = hi;
+    row[2 * k + j] = lo;
+}

@@ -14,6 +14,13 @@ __device__ __forceinline__ bf16 to_bf16(float v) {
     u += 0x7fffu + ((u >> 16) & 1u);
     return (bf16)(u >> 16);
 }
+// TF32 as cvt.rna.tf32.f32 rounds: 10 mantissa bits, nearest with ties away from zero (on the
+// magnitude bits); ±∞ and NaN kept.
+__device__ __forceinline__ float to_tf32(float v) {
+    unsigned u = __float_as_uint(v);
+    if ((u & 0x7f800000u) == 0x7f800000u) return v;
+    return __uint_as_float((u + 0x1000u) & 0xffffe000u);
+}
 __device__ __forceinline__ void store(float* y, long long i, float v) { y[i] = v; }
 __device__ __forceinline__ void store(bf16* y, long long i, float v) { y[i] = to_bf16(v); }
 

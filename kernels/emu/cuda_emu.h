@@ -235,6 +235,11 @@ inline unsigned __float_as_uint(float v) {
     std::memcpy(&u, &v, 4);
     return u;
 }
+inline float __uint_as_float(unsigned v) {
+    float f;
+    std::memcpy(&f, &v, 4);
+    return f;
+}
 inline int __float_as_int(float v) {
     int i;
     std::memcpy(&i, &v, 4);

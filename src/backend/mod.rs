@@ -351,9 +351,18 @@ pub trait Backend: Send + Sync {
         self.upload(w)
     }
 
-    /// `x` as the left operand of later products (SiLU(c) before every adaLN): a backend may
-    /// convert it to its GEMM precision once. Only `linear` may consume the result.
-    fn operand(&self, x: Self::Buf) -> Result<Self::Buf> {
+    /// The weight (N, K) of a conditioning product: one computed per image, not per token, or
+    /// with a K of a few values (SiT's timestep MLP, adaLN and patch embedding). Its rounding
+    /// errors reach every token of every block while it costs under 1 % of a forward, so a
+    /// backend that rounds its products' inputs may keep these near fp32 (the GPU: 3xTF32).
+    fn upload_precise_weight(&self, w: &[f32], _k: usize) -> Result<Self::Buf> {
+        self.upload(w)
+    }
+
+    /// `x` (rows of `k`) as the left operand of later products with precise weights (SiLU(c)
+    /// before every adaLN): a backend may convert it to their form once. Only `linear` may
+    /// consume the result.
+    fn operand(&self, x: Self::Buf, _k: usize) -> Result<Self::Buf> {
         Ok(x)
     }
 

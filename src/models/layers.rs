@@ -50,20 +50,45 @@ impl<B: Backend> Linear<B> {
         Self::new(be, &f.f32(&format!("{prefix}.weight"))?, None, in_f, out_f)
     }
 
+    /// `{prefix}.weight` and `{prefix}.bias` of a conditioning product, which a backend may keep
+    /// nearer fp32 than its other products (`Backend::upload_precise_weight`).
+    pub fn load_precise(
+        be: &B,
+        f: &dyn TensorSource,
+        prefix: &str,
+        in_f: usize,
+        out_f: usize,
+    ) -> Result<Self> {
+        let w = f.f32(&format!("{prefix}.weight"))?;
+        let b = f.f32(&format!("{prefix}.bias"))?;
+        Self::check(&w, Some(&b), in_f, out_f)?;
+        Ok(Linear {
+            w: be.upload_precise_weight(&w, in_f)?,
+            b: Some(be.upload(&b)?),
+            in_f,
+            out_f,
+        })
+    }
+
     /// From host values (fused or folded at load time).
     pub fn new(be: &B, w: &[f32], b: Option<&[f32]>, in_f: usize, out_f: usize) -> Result<Self> {
-        anyhow::ensure!(
-            w.len() == in_f * out_f && b.is_none_or(|b| b.len() == out_f),
-            "linear layer: {} weights / {:?} biases for ({out_f}, {in_f})",
-            w.len(),
-            b.map(<[f32]>::len)
-        );
+        Self::check(w, b, in_f, out_f)?;
         Ok(Linear {
             w: be.upload_weight(w)?,
             b: b.map(|b| be.upload(b)).transpose()?,
             in_f,
             out_f,
         })
+    }
+
+    fn check(w: &[f32], b: Option<&[f32]>, in_f: usize, out_f: usize) -> Result<()> {
+        ensure!(
+            w.len() == in_f * out_f && b.is_none_or(|b| b.len() == out_f),
+            "linear layer: {} weights / {:?} biases for ({out_f}, {in_f})",
+            w.len(),
+            b.map(<[f32]>::len)
+        );
+        Ok(())
     }
 
     /// (M, in) → (M, out)

@@ -265,19 +265,14 @@ pub enum CaseResult {
 /// Replays a sampler golden file through the library (settings from its metadata) and returns
 /// the port's result plus the grid it built.
 pub fn run_case(file: &str) -> (WeightFile, CaseResult, Vec<f32>) {
+    run_case_on(file, None)
+}
+
+/// The solver batch's labels and the guidance of a sampler golden file: what its velocity
+/// function needs.
+pub fn case_labels_and_guidance(file: &str) -> (Vec<i64>, Option<Guidance>) {
     let f = open(file);
     let c = case_config(&f);
-    let path = match c["path_type"].as_str().unwrap() {
-        "Linear" => PathType::Linear,
-        "GVP" => PathType::Gvp,
-        "VP" => PathType::Vp,
-        p => panic!("path {p}"),
-    };
-    let (t0, t1) = (c["t0"].as_f64().unwrap(), c["t1"].as_f64().unwrap());
-    let steps = c["num_steps"].as_u64().unwrap() as usize;
-    let grid = grid::linspace_f32(t0, t1, steps);
-    let x_init = f.f32("x_init").unwrap();
-    let y_model = f.i64("y_model").unwrap();
     let cfg_scale = c["cfg_scale"].as_f64().unwrap();
     let guidance = (cfg_scale > 1.0).then(|| {
         let interval = c.get("cfg_interval").filter(|v| !v.is_null());
@@ -297,17 +292,40 @@ pub fn run_case(file: &str) -> (WeightFile, CaseResult, Vec<f32>) {
             rule: Rule::Cfg,
         }
     });
+    (f.i64("y_model").unwrap(), guidance)
+}
+
+/// [`run_case`] with `velocity` in place of the golden SiT on the CPU (or the toy function):
+/// one built from [`case_labels_and_guidance`].
+pub fn run_case_on(
+    file: &str,
+    velocity: Option<&mut dyn Velocity>,
+) -> (WeightFile, CaseResult, Vec<f32>) {
+    let f = open(file);
+    let c = case_config(&f);
+    let path = match c["path_type"].as_str().unwrap() {
+        "Linear" => PathType::Linear,
+        "GVP" => PathType::Gvp,
+        "VP" => PathType::Vp,
+        p => panic!("path {p}"),
+    };
+    let (t0, t1) = (c["t0"].as_f64().unwrap(), c["t1"].as_f64().unwrap());
+    let steps = c["num_steps"].as_u64().unwrap() as usize;
+    let grid = grid::linspace_f32(t0, t1, steps);
+    let x_init = f.f32("x_init").unwrap();
+    let (y_model, guidance) = case_labels_and_guidance(file);
     let weights = c["weights"].as_str().map(str::to_string);
     let model = weights.as_deref().map(load_tiny);
     let mut toy = toy_cubic;
     let mut vel;
-    let velocity: &mut dyn Velocity = match &model {
-        Some(m) => {
+    let velocity: &mut dyn Velocity = match (velocity, &model) {
+        (Some(v), _) => v,
+        (None, Some(m)) => {
             vel = SiTVelocity::new(&Cpu, m, y_model);
             vel.guider = guidance.map(Guider::new);
             &mut vel
         }
-        None => &mut toy,
+        (None, None) => &mut toy,
     };
     let res = if c["mode"] == "ODE" {
         let method = match c["sampling_method"].as_str().unwrap() {

@@ -235,9 +235,9 @@ impl Backend for Recording {
         self.note(Op::Transpose);
         Cpu.transpose(x, b, r, c)
     }
-    fn operand(&self, x: Vec<f32>) -> Result<Vec<f32>> {
+    fn operand(&self, x: Vec<f32>, k: usize) -> Result<Vec<f32>> {
         self.note(Op::Operand);
-        Cpu.operand(x)
+        Cpu.operand(x, k)
     }
     fn linear_gelu(
         &self,

@@ -6,12 +6,17 @@
 #[cfg(any(feature = "cuda", feature = "cuda12"))]
 mod on_cuda {
     use crate::common::cuda;
+    use crate::common::CaseResult;
     use crate::common::{golden, golden_dir, tmp};
+    use sitdiv::backend::cpu::Cpu;
     use sitdiv::backend::cuda::{standin, Cuda, CudaOptions};
     use sitdiv::backend::Precision;
     use sitdiv::models::sit::{SiT, SiTConfig};
     use sitdiv::models::synthetic;
+    use sitdiv::pipeline::velocity::SiTVelocity;
     use sitdiv::rng;
+    use sitdiv::sampling::guidance::Guider;
+    use sitdiv::sampling::Velocity;
 
     /// Runs the binary; on the stand-in, also returns the driver's counters for the process.
     fn sitdiv(
@@ -197,7 +202,8 @@ mod on_cuda {
     /// The design of the GPU forward, asserted on the emulated device for every precision: at
     /// most 10 launches per transformer block and 40 outside them; after the first forward no
     /// allocation and no host synchronisation but the result's copy; every product on tensor
-    /// cores in tf32 and bf16 (attention's two included); with graphs, one graph launch and no
+    /// cores in tf32 and bf16 (attention's two included; bf16's conditioning on TF32's); with
+    /// graphs, one graph launch and no
     /// launch from the host per forward. Per-block counts come from depths 12 and 13.
     #[test]
     fn sit_forward_design_counters() {
@@ -259,16 +265,23 @@ mod on_cuda {
                     "{precision:?}: {}",
                     w12.device
                 );
-                let tensor_cores = match precision {
-                    Precision::Fp32 => "COMPUTE_32F/32F",
-                    Precision::Tf32 => "COMPUTE_32F_FAST_TF32/32F",
-                    Precision::Bf16 => "COMPUTE_32F/16BF",
+                // Under bf16 the conditioning's products (patch embedding, timestep MLP, the 13
+                // adaLNs) are 3xTF32: TF32 tensor cores too.
+                let by_type = |t: &str| gemms[t].as_u64().unwrap_or(0);
+                let tf32 = by_type("COMPUTE_32F_FAST_TF32/32F");
+                let (main, conditioning) = match precision {
+                    Precision::Fp32 => (by_type("COMPUTE_32F/32F"), 0),
+                    Precision::Tf32 => (tf32, 0),
+                    Precision::Bf16 => (by_type("COMPUTE_32F/16BF"), tf32),
                 };
                 assert_eq!(
-                    gemms[tensor_cores].as_u64(),
-                    Some(count(&w12.device, "gemms")),
+                    main + conditioning,
+                    count(&w12.device, "gemms"),
                     "{precision:?}: {gemms}"
                 );
+                if precision == Precision::Bf16 {
+                    assert_eq!(conditioning, 3 + 12 + 1, "bf16: {gemms}");
+                }
                 if graphs {
                     assert_eq!(
                         count(&w12.device, "graph_launches"),
@@ -286,9 +299,9 @@ mod on_cuda {
     }
 
     /// The golden SiT's forward on the GPU in every precision against the CPU's fp32 forward
-    /// (max|a−r|/max|r|), eager and replayed from a graph. fp32 must stay within the golden
-    /// tolerance and a replay must give the eager bits; the tf32 and bf16 errors are measured
-    /// and printed (they come from rounding the products' inputs: see the README).
+    /// (max|a−r|/max|r|), eager and replayed from a graph: fp32 within the golden tolerance
+    /// (1e-5), tf32 ≤ 3e-3, bf16 ≤ 2e-2, and a replay gives the eager bits. The tf32/bf16 errors
+    /// are those of rounding the products' inputs (see the README).
     #[test]
     fn cuda_precisions_against_the_cpu_forward() {
         // The device shared with the other tests of this binary that only use it.
@@ -333,40 +346,83 @@ mod on_cuda {
                 outs[0] == outs[1],
                 "{precision:?}: the graph's replay differs from the eager forward"
             );
-            if precision == Precision::Fp32 {
-                assert!(e <= 1e-5, "fp32: rel {e:.3e} > 1e-5");
-            }
+            let bound = match precision {
+                Precision::Fp32 => 1e-5,
+                Precision::Tf32 => 3e-3,
+                Precision::Bf16 => 2e-2,
+            };
+            assert!(e <= bound, "{precision:?}: rel {e:.3e} > {bound:.0e}");
         }
     }
 
-    /// Two sampler golden cases (ODE with guidance, SDE) through the CLI in tf32 and bf16: their
-    /// errors against the golden (fp32) samples, measured and printed.
+    /// A velocity on the GPU that also evaluates the CPU's fp32 velocity at every state it is
+    /// asked for, and keeps the worst difference: each model evaluation along the GPU's own
+    /// trajectory against the CPU's output of the same evaluation.
+    struct Shadow<'a> {
+        gpu: SiTVelocity<'a, Cuda>,
+        cpu: SiTVelocity<'a, Cpu>,
+        worst: f64,
+    }
+
+    impl Velocity for Shadow<'_> {
+        fn eval(&mut self, x: &[f32], t: f32) -> anyhow::Result<Vec<f32>> {
+            let g = self.gpu.eval(x, t)?;
+            let c = self.cpu.eval(x, t)?;
+            self.worst = self.worst.max(crate::common::rel_err(&g, &c));
+            Ok(g)
+        }
+        fn begin_step(&mut self, step: usize) {
+            self.gpu.begin_step(step);
+            self.cpu.begin_step(step);
+        }
+    }
+
+    /// Four sampler golden cases (ODE and SDE, with and without guidance 4) on the GPU in tf32 and
+    /// bf16: each model evaluation (the guided one, upstream's `forward_with_cfg`, where the case
+    /// guides) against the CPU's fp32 evaluation of the same state, and the end sample against
+    /// the golden fp32 sample, measured and printed. The bounds (3e-3 / 2e-2) hold for
+    /// the golden forward (`cuda_precisions_against_the_cpu_forward`); on these random weights a
+    /// single TF32 or bf16 evaluation is already near them, and guidance 4 multiplies them.
     #[test]
     fn cuda_sampler_golden_cases_in_tf32_and_bf16() {
-        // The device shared with the other tests of this binary that only use it.
         let _device = cuda::shared();
         let Some(_) = cuda::device() else { return };
-        let cases: [(&str, &[&str]); 2] = [
-            (
-                "sampler_ode_euler_n10_cfg4.0_interval0.3-0.7_published.io.safetensors",
-                &["--steps", "10", "--cfg", "4.0", "--cfg-interval", "0.3,0.7"],
-            ),
-            (
-                "sampler_sde_euler_sigma_norm1.0_mean_cfg4.0.io.safetensors",
-                &[
-                    "--mode", "sde", "--method", "euler", "--steps", "10", "--cfg", "4.0",
-                ],
-            ),
+        let w = golden_dir().join("sit_tiny.weights.safetensors");
+        let file = sitdiv::weights::WeightFile::open(&w).unwrap();
+        let cfg = SiTConfig::from_metadata(&file).unwrap().unwrap();
+        let cpu = SiT::load(&Cpu, &file, cfg.clone()).unwrap();
+        let cases = [
+            "sampler_ode_euler_n10.io.safetensors",
+            "sampler_ode_euler_n10_cfg4.0_interval0.3-0.7_published.io.safetensors",
+            "sampler_sde_heun_sigma_norm1.0_tweedie.io.safetensors",
+            "sampler_sde_euler_sigma_norm1.0_mean_cfg4.0.io.safetensors",
         ];
-        for (file, flags) in cases {
-            for precision in ["tf32", "bf16"] {
-                let e = crate::common::replay_golden_case(
-                    file,
-                    flags,
-                    &["--device", "cuda", "--precision", precision],
+        println!("| case | precision | worst evaluation | end sample vs golden |");
+        println!("|---|---|---|---|");
+        for precision in [Precision::Tf32, Precision::Bf16] {
+            let gpu = Cuda::with_options(0, CudaOptions::new(precision)).unwrap();
+            let model = SiT::load(&gpu, &file, cfg.clone()).unwrap();
+            for case in cases {
+                let (y, guidance) = crate::common::case_labels_and_guidance(case);
+                let mut shadow = Shadow {
+                    gpu: SiTVelocity::new(&gpu, &model, y.clone()),
+                    cpu: SiTVelocity::new(&Cpu, &cpu, y),
+                    worst: 0.0,
+                };
+                shadow.gpu.guider = guidance.clone().map(Guider::new);
+                shadow.cpu.guider = guidance.map(Guider::new);
+                let (f, res, _) = crate::common::run_case_on(case, Some(&mut shadow));
+                let sample = match res {
+                    CaseResult::Ode(r) => r.sample,
+                    CaseResult::Sde(r) => r.sample,
+                };
+                let end = crate::common::rel_err(&sample, &f.f32("sample_full_batch").unwrap());
+                let worst = shadow.worst;
+                println!("| {case} | {precision:?} | {worst:.3e} | {end:.3e} |");
+                assert!(
+                    worst.is_finite() && end.is_finite(),
+                    "{case} in {precision:?}"
                 );
-                println!("{file} in {precision}: rel {e:.3e} against the golden fp32 sample");
-                assert!(e.is_finite(), "{file} in {precision}: {e}");
             }
         }
     }

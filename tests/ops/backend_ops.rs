@@ -63,7 +63,8 @@ enum Args {
     Transpose { b: usize, r: usize, c: usize },
     LinearGelu { m: usize, k: usize, n: usize, bias: bool },
     LinearOperand { m: usize, k: usize, n: usize, bias: bool },
-    Operand { n: usize },
+    /// `n` values in rows of `k`.
+    Operand { n: usize, k: usize },
     /// The mutated x and the result, one after the other.
     GatedAddLnMod { b: usize, t: usize, d: usize, gate: View, shift: View, scale: View },
     /// Input 1 is replaced by the ids as exact f32 integers.
@@ -171,7 +172,7 @@ impl Args {
             Args::GroupNorm { n, c, hw, .. } => vec![n * c * hw, c, c],
             Args::Upsample { n, c, h, w } => vec![n * c * h * w],
             Args::Transpose { b, r, c } => vec![b * r * c],
-            Args::Operand { n } => vec![n],
+            Args::Operand { n, .. } => vec![n],
             Args::GatedAddLnMod {
                 b,
                 t,
@@ -190,7 +191,7 @@ impl Args {
             Args::Linear { m, n, .. }
             | Args::LinearGelu { m, n, .. }
             | Args::LinearOperand { m, n, .. } => m * n,
-            Args::Operand { n } => n,
+            Args::Operand { n, .. } => n,
             Args::GatedAddLnMod { b, t, d, .. } => 2 * b * t * d,
             Args::GatherRowsIdf { ref ids, d, .. } => ids.len() * d,
             Args::LayerNorm { rows, d } | Args::LayerNormAffine { rows, d } => rows * d,
@@ -554,9 +555,9 @@ fn table() -> Vec<Case> {
         t.push(case("K=0 bias", l(4, 0, 6, true)));
         t.push(case("bias of N+1", l(3, 5, 7, true)).lens(&[15, 35, 8]).bad());
     }
-    t.push(case("3x17x129", Operand { n: 3 * 17 * 129 }));
-    t.push(case("64 256 B", Operand { n: 64 }));
-    t.push(case("0", Operand { n: 0 }));
+    t.push(case("3x17x129", Operand { n: 3 * 17 * 129, k: 129 }));
+    t.push(case("64 256 B", Operand { n: 64, k: 64 }));
+    t.push(case("0", Operand { n: 0, k: 5 }));
 
     // gated_add_layer_norm_modulate: x, y (B, T, D); gate, shift, scale column views.
     let gl = |b, t, d, gate, shift, scale| GatedAddLnMod { b, t, d, gate, shift, scale };
@@ -690,7 +691,7 @@ fn exec<B: Backend>(be: &B, args: &Args, inputs: &[Vec<f32>]) -> Result<Vec<f32>
         Args::LinearOperand { m, k, n, bias } => {
             be.linear_operand(x, &rest[0], bias.then(|| &rest[1]), m, k, n)?
         }
-        Args::Operand { .. } => be.operand(be.upload(&inputs[0])?)?,
+        Args::Operand { k, .. } => be.operand(be.upload(&inputs[0])?, k)?,
         Args::GatedAddLnMod {
             b,
             t,

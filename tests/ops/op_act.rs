@@ -161,3 +161,57 @@ fn gelu_erf_equals_the_libm_routes() {
     );
     assert_eq!((off_erf, off_erfc), (0, 0), "gelu_erf left the libm routes");
 }
+
+/// The split of a 3xTF32 product's left operand on the device moves its CPU twin's bits (rows
+/// [hi | hi | lo]), ties, ±∞, NaN and −0 included; and hi + lo is each finite value within 2⁻²²
+/// of it, where TF32 alone keeps 2⁻¹¹.
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[test]
+fn cuda_split_tf32_moves_the_cpus_bits() {
+    use sitdiv::backend::cpu::act::{split_tf32, tf32, Side};
+    use sitdiv::backend::Precision;
+    let Some(gpu) = cuda::device_in(Precision::Tf32) else {
+        return;
+    };
+    let k = 37;
+    let mut x: Vec<f32> = ops::randn(3, k * 11).iter().map(|v| 1e3 * v).collect();
+    let tie = f32::from_bits(0x3f80_1000); // 1 + 2⁻¹¹: halfway between two TF32 values
+    x[..8].copy_from_slice(&[
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        -0.0,
+        f32::MAX,
+        tie,
+        -tie,
+        1e-40,
+    ]);
+    let g = gpu
+        .download(&gpu.operand(gpu.upload(&x).unwrap(), k).unwrap())
+        .unwrap();
+    let c = split_tf32(&x, k, Side::Left);
+    assert!(
+        cuda::same_bits(&g, &c),
+        "split_tf32 differs from its cpu twin"
+    );
+    assert_eq!(
+        (tf32(tie), tf32(-tie)),
+        (1.0 + 2f32.powi(-10), -1.0 - 2f32.powi(-10))
+    );
+    for (row, parts) in x.chunks(k).zip(c.chunks(3 * k)) {
+        for (j, &v) in row.iter().enumerate() {
+            let (hi, hi2, lo) = (parts[j], parts[k + j], parts[2 * k + j]);
+            assert_eq!(hi.to_bits(), hi2.to_bits());
+            assert_eq!(hi.to_bits() & 0x1fff, 0, "hi of {v} is not TF32");
+            assert_eq!(lo.to_bits() & 0x1fff, 0, "lo of {v} is not TF32");
+            if hi.is_finite() {
+                let e = (hi as f64 + lo as f64 - v as f64).abs();
+                // Subnormals keep their absolute grid, 2⁻¹³⁶ in TF32.
+                assert!(
+                    e <= (v as f64).abs() * 2f64.powi(-22) + 2f64.powi(-136),
+                    "{v}: hi + lo off by {e:e}"
+                );
+            }
+        }
+    }
+}

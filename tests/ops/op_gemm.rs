@@ -79,6 +79,53 @@ fn cuda_linear_matches_cpu() {
     }
 }
 
+/// A product with a precise weight (`upload_precise_weight`): under tf32 it is 3xTF32, one TF32
+/// product over the split operands, within fp32's reach of the CPU (4e-6) where the plain TF32
+/// product of the same operands is off by about 3e-4; under bf16 it is a TF32 product of f32
+/// operands (≤ 1e-3, where bf16 operands are off by about 4e-3).
+#[cfg(any(feature = "cuda", feature = "cuda12"))]
+#[test]
+fn cuda_precise_products_are_3xtf32_or_tf32() {
+    use sitdiv::backend::{Backend, Precision};
+    for (precision, bound) in [(Precision::Tf32, 4e-6), (Precision::Bf16, 1e-3)] {
+        let Some(gpu) = cuda::device_in(precision) else {
+            return;
+        };
+        for &(m, k, n) in &[(1, 1, 1), (3, 5, 7), (2, 256, 384), (517, 96, 130)] {
+            let (x, w, b) = (randn(1, m * k), randn(2, n * k), randn(3, n));
+            let cpu = linear(&x, &w, Some(&b), m, k, n);
+            let (gx, gb) = (gpu.upload(&x).unwrap(), gpu.upload(&b).unwrap());
+            let precise = gpu.upload_precise_weight(&w, k).unwrap();
+            let y = gpu.linear(&gx, &precise, Some(&gb), m, k, n).unwrap();
+            let e = cuda::rel(&gpu, &y, &cpu);
+            let plain = gpu.upload_weight(&w).unwrap();
+            let e_plain = cuda::rel(
+                &gpu,
+                &gpu.linear(&gx, &plain, Some(&gb), m, k, n).unwrap(),
+                &cpu,
+            );
+            println!("{precision:?} ({m},{k},{n}): precise rel {e:.2e}, plain {e_plain:.2e}");
+            // One or a few products against a bias: the relative error of TF32 is erratic there.
+            if precision == Precision::Tf32 || k >= 96 {
+                assert!(e <= bound, "{precision:?} ({m},{k},{n}): precise rel {e:e}");
+            }
+            if k >= 96 {
+                assert!(
+                    e_plain >= 3.0 * e,
+                    "{precision:?} ({m},{k},{n}): plain {e_plain:e}, precise {e:e}"
+                );
+            }
+            // The same from an operand converted once (SiLU(c) before every adaLN).
+            let op = gpu.operand(gpu.upload(&x).unwrap(), k).unwrap();
+            let y2 = gpu.linear(&op, &precise, Some(&gb), m, k, n).unwrap();
+            assert!(
+                cuda::same_bits(&gpu.download(&y).unwrap(), &gpu.download(&y2).unwrap()),
+                "{precision:?} ({m},{k},{n}): the converted operand gives other bits"
+            );
+        }
+    }
+}
+
 #[test]
 fn linear_bits_do_not_depend_on_the_thread_count() {
     // SiT-XL/2 shapes of a guided unit: tall (row tiles) and short (column tiles) products.

@@ -63,3 +63,48 @@ pub fn relu(x: &mut [f32]) {
         c.iter_mut().filter(|v| **v < 0.0).for_each(|v| *v = 0.0);
     });
 }
+
+/// `v` in TF32 as `cvt.rna.tf32.f32` rounds: 10 mantissa bits, nearest with ties away from zero;
+/// ±∞ and NaN kept.
+pub fn tf32(v: f32) -> f32 {
+    let u = v.to_bits();
+    if u & 0x7f80_0000 == 0x7f80_0000 {
+        return v;
+    }
+    f32::from_bits(u.wrapping_add(0x1000) & 0xffff_e000)
+}
+
+/// Which operand of a 3xTF32 product a split matrix is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Rows [hi | hi | lo].
+    Left,
+    /// Rows [hi | lo | hi].
+    Right,
+}
+
+/// Rows of `k` values (`x` is (R, k)) as (R, 3k): the TF32 parts of each value, hi = tf32(v) and
+/// lo = tf32(v − hi), laid out so that one TF32 product of a left and a right split over 3k sums
+/// hi·hi + hi·lo + lo·hi. The CPU twin of kernels/act.cu `split_tf32` (the left side); the right
+/// side is how a GPU stores the weights of its 3xTF32 products.
+pub fn split_tf32(x: &[f32], k: usize, side: Side) -> Vec<f32> {
+    let mut y = vec![0f32; x.len() * 3];
+    if k == 0 {
+        return y;
+    }
+    for (row, out) in x.chunks(k).zip(y.chunks_mut(3 * k)) {
+        let (a, rest) = out.split_at_mut(k);
+        let (b, c) = rest.split_at_mut(k);
+        for (j, &v) in row.iter().enumerate() {
+            let hi = tf32(v);
+            // ±∞ and NaN are all hi (v − hi would be NaN for ∞).
+            let lo = if hi.is_finite() { tf32(v - hi) } else { 0.0 };
+            a[j] = hi;
+            (b[j], c[j]) = match side {
+                Side::Left => (hi, lo),
+                Side::Right => (lo, hi),
+            };
+        }
+    }
+    y
+}

@@ -81,6 +81,28 @@ pub fn cast(be: &Cuda, x: &GpuBuf, to: Dtype) -> Result<GpuBuf> {
     }
 }
 
+/// f32 `x` (R, k) as the left operand of a 3xTF32 product: (R, 3k) rows [hi | hi | lo].
+pub fn split_tf32(be: &Cuda, x: &GpuBuf, k: usize) -> Result<GpuBuf> {
+    ensure!(
+        x.dtype() == Dtype::F32 && x.len().is_multiple_of(k),
+        "split_tf32: expects f32 rows of {k}, got {} {:?} values",
+        x.len(),
+        x.dtype()
+    );
+    let n = x.len();
+    let y = be.alloc(3 * n, Dtype::Tf32x3)?;
+    if n > 0 {
+        be.launch(&be.k.split_tf32)
+            .buf(x)
+            .buf(&y)
+            .long(n)
+            .int(k, "split_tf32: k")
+            .run(grid_1d(n)?)?;
+        be.done("split_tf32")?;
+    }
+    Ok(y)
+}
+
 impl Cuda {
     /// `x` in `to`, as [`cast`].
     pub(super) fn cast(&self, x: &GpuBuf, to: Dtype) -> Result<GpuBuf> {

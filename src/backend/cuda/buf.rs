@@ -15,12 +15,16 @@ use cudarc::driver::{result, sys, CudaStream};
 pub enum Dtype {
     F32,
     Bf16,
+    /// An operand of a 3xTF32 product, in f32 storage: a matrix of K columns stored as 3K, the
+    /// TF32 parts of each value (`cpu::act::split_tf32`: [hi | hi | lo] on the left, [hi | lo |
+    /// hi] on the right). Its length counts the stored values.
+    Tf32x3,
 }
 
 impl Dtype {
     pub fn size(self) -> usize {
         match self {
-            Dtype::F32 => 4,
+            Dtype::F32 | Dtype::Tf32x3 => 4,
             Dtype::Bf16 => 2,
         }
     }

@@ -20,7 +20,7 @@ pub use super::lt::Epilogue;
 
 fn blas_type(d: Dtype) -> blas_sys::cudaDataType {
     match d {
-        Dtype::F32 => blas_sys::cudaDataType::CUDA_R_32F,
+        Dtype::F32 | Dtype::Tf32x3 => blas_sys::cudaDataType::CUDA_R_32F,
         Dtype::Bf16 => blas_sys::cudaDataType::CUDA_R_16BF,
     }
 }

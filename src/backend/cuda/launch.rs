@@ -103,6 +103,7 @@ launch_table! {
     quick_gelu:                   "act"         "quick_gelu_f32"                     [Ptr, I64] BLOCK;
     relu:                         "act"         "relu_f32"                           [Ptr, I64] BLOCK;
     cast_bf16:                    "act"         "cast_bf16"                          [Ptr, Ptr, I64] BLOCK;
+    split_tf32:                   "act"         "split_tf32"                         [Ptr, Ptr, I64, I32] BLOCK;
     patchify:                     "embed"       "patchify_f32"                       [Ptr, Ptr, I32, I32, I32, I32, I64] BLOCK;
     unpatchify:                   "embed"       "unpatchify_f32"                     [Ptr, Ptr, I32, I32, I32, I32, I32, I64] BLOCK;
     gather_rows:                  "embed"       "gather_rows_f32"                    [Ptr, Ptr, Ptr, I32, I64] BLOCK;

@@ -40,19 +40,21 @@ impl Epilogue {
 
 fn data_type(d: Dtype) -> lt_sys::cudaDataType {
     match d {
-        Dtype::F32 => lt_sys::cudaDataType::CUDA_R_32F,
+        Dtype::F32 | Dtype::Tf32x3 => lt_sys::cudaDataType::CUDA_R_32F,
         Dtype::Bf16 => lt_sys::cudaDataType::CUDA_R_16BF,
     }
 }
 
 /// The compute type of a product of `operands` under `precision`: strict fp32, TF32 tensor cores,
-/// or bf16 tensor cores (bf16 operands) — always with fp32 accumulation.
+/// or bf16 tensor cores (bf16 operands) — always with fp32 accumulation. Under bf16 the f32
+/// products (the conditioning's) run on TF32 tensor cores; split operands are TF32 parts
+/// whatever the precision (their product is 3xTF32).
 pub(super) fn compute(
     precision: Precision,
     operands: Dtype,
 ) -> (lt_sys::cublasComputeType_t, blas_sys::cublasComputeType_t) {
     match (precision, operands) {
-        (Precision::Tf32, Dtype::F32) => (
+        (Precision::Tf32 | Precision::Bf16, Dtype::F32) | (_, Dtype::Tf32x3) => (
             lt_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
             blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
         ),

@@ -191,12 +191,12 @@ impl Cuda {
 
     fn count_gemm(&self, operands: Dtype, macs: u64) {
         let compute = match (self.precision, operands) {
-            (Precision::Tf32, Dtype::F32) => "32F_FAST_TF32",
+            (Precision::Tf32 | Precision::Bf16, Dtype::F32) | (_, Dtype::Tf32x3) => "32F_FAST_TF32",
             _ => "32F",
         };
         let key = format!(
             "{compute}/{}",
-            if operands == Dtype::F32 {
+            if operands != Dtype::Bf16 {
                 "32F"
             } else {
                 "16BF"

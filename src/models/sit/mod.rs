@@ -120,25 +120,31 @@ impl<B: Backend> SiT<B> {
                         fc1: Linear::load(be, file, &format!("{b}.mlp.fc1"), d, h)?,
                         fc2: Linear::load(be, file, &format!("{b}.mlp.fc2"), h, d)?,
                     },
-                    ada: Linear::load(be, file, &format!("{b}.adaLN_modulation.1"), d, 6 * d)?,
+                    ada: Linear::load_precise(
+                        be,
+                        file,
+                        &format!("{b}.adaLN_modulation.1"),
+                        d,
+                        6 * d,
+                    )?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(SiT {
             pos_embed: be.upload(&file.f32("pos_embed")?)?,
             x_embedder: PatchEmbed {
-                proj: Linear::load(be, file, "x_embedder.proj", c * p * p, d)?,
+                proj: Linear::load_precise(be, file, "x_embedder.proj", c * p * p, d)?,
             },
             t_embedder: TimestepEmbedder {
-                mlp0: Linear::load(be, file, "t_embedder.mlp.0", FREQ_DIM, d)?,
-                mlp2: Linear::load(be, file, "t_embedder.mlp.2", d, d)?,
+                mlp0: Linear::load_precise(be, file, "t_embedder.mlp.0", FREQ_DIM, d)?,
+                mlp2: Linear::load_precise(be, file, "t_embedder.mlp.2", d, d)?,
             },
             y_embedder: LabelEmbedder {
                 table: be.upload(&file.f32("y_embedder.embedding_table.weight")?)?,
             },
             blocks,
             final_layer: FinalLayer {
-                ada: Linear::load(be, file, "final_layer.adaLN_modulation.1", d, 2 * d)?,
+                ada: Linear::load_precise(be, file, "final_layer.adaLN_modulation.1", d, 2 * d)?,
                 linear: Linear::load(
                     be,
                     file,
@@ -279,7 +285,7 @@ impl<B: Backend> SiT<B> {
         let c = self.conditioning(be, freq, class, how, n, &mut tap)?; // (N, D)
 
         // Every adaLN starts with SiLU(c), the left operand of its product.
-        let c_act = be.operand(be.silu(&c)?)?;
+        let c_act = be.operand(be.silu(&c)?, self.config.hidden_size)?;
         let y = self.blocks(be, &mut h, &c_act, n, &mut tap)?; // (N, T, D)
         let out = self.final_output(be, &y, n, want_taps, &mut tap)?; // (N, C, H, W)
         be.range_pop();
