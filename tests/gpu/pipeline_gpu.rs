@@ -356,16 +356,29 @@ mod on_cuda {
     }
 
     /// A velocity on the GPU that also evaluates the CPU's fp32 velocity at every state it is
-    /// asked for, and keeps the worst difference: each model evaluation along the GPU's own
-    /// trajectory against the CPU's output of the same evaluation.
+    /// asked for, and keeps the worst differences along the GPU's own trajectory: of the SiT
+    /// forward (the batch the velocity feeds it: [x; x] with guidance) and of the velocity
+    /// (after guidance).
     struct Shadow<'a> {
         gpu: SiTVelocity<'a, Cuda>,
         cpu: SiTVelocity<'a, Cpu>,
+        worst_forward: f64,
         worst: f64,
     }
 
     impl Velocity for Shadow<'_> {
         fn eval(&mut self, x: &[f32], t: f32) -> anyhow::Result<Vec<f32>> {
+            let y = &self.gpu.y;
+            let xin = if self.gpu.guider.is_some() {
+                let cond = &x[..x.len() / 2];
+                [cond, cond].concat()
+            } else {
+                x.to_vec()
+            };
+            let tv = vec![t; y.len()];
+            let g = self.gpu.model.forward(self.gpu.be, &xin, &tv, y)?;
+            let c = self.cpu.model.forward(&Cpu, &xin, &tv, y)?;
+            self.worst_forward = self.worst_forward.max(crate::common::rel_err(&g, &c));
             let g = self.gpu.eval(x, t)?;
             let c = self.cpu.eval(x, t)?;
             self.worst = self.worst.max(crate::common::rel_err(&g, &c));
@@ -378,11 +391,12 @@ mod on_cuda {
     }
 
     /// Four sampler golden cases (ODE and SDE, with and without guidance 4) on the GPU in tf32 and
-    /// bf16: each model evaluation (the guided one, upstream's `forward_with_cfg`, where the case
-    /// guides) against the CPU's fp32 evaluation of the same state, and the end sample against
-    /// the golden fp32 sample, measured and printed. The bounds (3e-3 / 2e-2) hold for
-    /// the golden forward (`cuda_precisions_against_the_cpu_forward`); on these random weights a
-    /// single TF32 or bf16 evaluation is already near them, and guidance 4 multiplies them.
+    /// bf16, measured and printed: along the GPU's trajectory, each SiT forward and each velocity
+    /// (guided where the case guides, upstream's `forward_with_cfg`) against the CPU's fp32 one
+    /// of the same state, and the end sample against the golden fp32 sample. The bounds
+    /// (3e-3 / 2e-2) hold for the golden forward (`cuda_precisions_against_the_cpu_forward`); on
+    /// these random weights a single bf16 forward is already near its bound, and guidance 4
+    /// multiplies the forward's error in the velocity.
     #[test]
     fn cuda_sampler_golden_cases_in_tf32_and_bf16() {
         let _device = cuda::shared();
@@ -397,8 +411,8 @@ mod on_cuda {
             "sampler_sde_heun_sigma_norm1.0_tweedie.io.safetensors",
             "sampler_sde_euler_sigma_norm1.0_mean_cfg4.0.io.safetensors",
         ];
-        println!("| case | precision | worst evaluation | end sample vs golden |");
-        println!("|---|---|---|---|");
+        println!("| case | precision | worst forward | worst velocity | end sample vs golden |");
+        println!("|---|---|---|---|---|");
         for precision in [Precision::Tf32, Precision::Bf16] {
             let gpu = Cuda::with_options(0, CudaOptions::new(precision)).unwrap();
             let model = SiT::load(&gpu, &file, cfg.clone()).unwrap();
@@ -407,6 +421,7 @@ mod on_cuda {
                 let mut shadow = Shadow {
                     gpu: SiTVelocity::new(&gpu, &model, y.clone()),
                     cpu: SiTVelocity::new(&Cpu, &cpu, y),
+                    worst_forward: 0.0,
                     worst: 0.0,
                 };
                 shadow.gpu.guider = guidance.clone().map(Guider::new);
@@ -417,10 +432,10 @@ mod on_cuda {
                     CaseResult::Sde(r) => r.sample,
                 };
                 let end = crate::common::rel_err(&sample, &f.f32("sample_full_batch").unwrap());
-                let worst = shadow.worst;
-                println!("| {case} | {precision:?} | {worst:.3e} | {end:.3e} |");
+                let (forward, worst) = (shadow.worst_forward, shadow.worst);
+                println!("| {case} | {precision:?} | {forward:.3e} | {worst:.3e} | {end:.3e} |");
                 assert!(
-                    worst.is_finite() && end.is_finite(),
+                    forward.is_finite() && worst.is_finite() && end.is_finite(),
                     "{case} in {precision:?}"
                 );
             }
