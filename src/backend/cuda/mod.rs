@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{ensure, Context, Result};
 use cudarc::cublas::CudaBlas;
-use cudarc::driver::{result as drv, CudaGraph, CudaStream};
+use cudarc::driver::{result as drv, CudaGraph, CudaStream, PinnedHostSlice};
 
 use super::{Cols, Precision};
 use buf::{Dtype, GpuBuf, Pool};
@@ -90,13 +90,25 @@ struct Counters {
     gemms: Mutex<BTreeMap<String, u64>>,
 }
 
-/// One captured forward: its inputs, its output and the pool its activations live in.
-// SAFETY (Send, Sync): a graph is only launched or dropped under the backend's graph mutex.
+/// One captured forward: the page-locked host buffers its copies read and write, and the pool
+/// its activations live in. The graph copies the inputs in, runs the forward and copies the
+/// output out.
+// SAFETY (Send, Sync): a graph is only launched, its host buffers touched, or dropped under the
+// backend's graph mutex.
 struct Graph {
     graph: CudaGraph,
-    inputs: Vec<GpuBuf>,
-    output: GpuBuf,
+    /// The inputs' page-locked buffers, then the output's: the graph's copies read and write
+    /// them through `staged`, the host through the same addresses.
+    _pinned: Vec<PinnedHostSlice<f32>>,
+    staged: Staged,
     _pool: Arc<Pool>,
+}
+
+/// Addresses and lengths of a graph's page-locked input and output buffers. Taken once, since
+/// cudarc's accessors wait on an event, which a capture forbids.
+struct Staged {
+    inputs: Vec<(*mut f32, usize)>,
+    output: (*const f32, usize),
 }
 
 unsafe impl Send for Graph {}
