@@ -55,7 +55,10 @@ done
 
 step "parity: SiT golden forward and sampler golden cases, fp32 / tf32 / bf16, design counters"
 check "SiT golden forward (fp32)" models model_sit::cuda_
-check "forward: precisions, counters, jobs" gpu pipeline_gpu::
+# Not the refusal of jobs whose ops the backend lacks: it hides an op through the test build's
+# fault injection, which the release binary here does not have (CI runs it on the emulated device).
+check "forward: precisions, counters, jobs" gpu pipeline_gpu:: \
+    --skip pipeline_gpu::on_cuda::jobs_needing_ops_the_backend_lacks_fail_before_their_first_unit
 SITDIV_TEST_DEVICE=cuda check "sampler golden cases (fp32, CLI)" pipeline pipeline_sample::cli_replays
 check "every other network: precisions, counters" models model_cuda::
 check "a sweep against the CPU, rerun byte-identical" gpu sweep_gpu::
