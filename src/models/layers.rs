@@ -29,14 +29,7 @@ impl<B: Backend> Linear<B> {
         in_f: usize,
         out_f: usize,
     ) -> Result<Self> {
-        let b = f.f32(&format!("{prefix}.bias"))?;
-        Self::new(
-            be,
-            &f.f32(&format!("{prefix}.weight"))?,
-            Some(&b),
-            in_f,
-            out_f,
-        )
+        Self::load_as(be, f, prefix, (in_f, out_f), false)
     }
 
     /// `{prefix}.weight` only (`bias=False`).
@@ -59,36 +52,49 @@ impl<B: Backend> Linear<B> {
         in_f: usize,
         out_f: usize,
     ) -> Result<Self> {
+        Self::load_as(be, f, prefix, (in_f, out_f), true)
+    }
+
+    fn load_as(
+        be: &B,
+        f: &dyn TensorSource,
+        prefix: &str,
+        (in_f, out_f): (usize, usize),
+        precise: bool,
+    ) -> Result<Self> {
         let w = f.f32(&format!("{prefix}.weight"))?;
         let b = f.f32(&format!("{prefix}.bias"))?;
-        Self::check(&w, Some(&b), in_f, out_f)?;
-        Ok(Linear {
-            w: be.upload_precise_weight(&w, in_f)?,
-            b: Some(be.upload(&b)?),
-            in_f,
-            out_f,
-        })
+        Self::from_host(be, &w, Some(&b), (in_f, out_f), precise)
     }
 
     /// From host values (fused or folded at load time).
     pub fn new(be: &B, w: &[f32], b: Option<&[f32]>, in_f: usize, out_f: usize) -> Result<Self> {
-        Self::check(w, b, in_f, out_f)?;
-        Ok(Linear {
-            w: be.upload_weight(w)?,
-            b: b.map(|b| be.upload(b)).transpose()?,
-            in_f,
-            out_f,
-        })
+        Self::from_host(be, w, b, (in_f, out_f), false)
     }
 
-    fn check(w: &[f32], b: Option<&[f32]>, in_f: usize, out_f: usize) -> Result<()> {
+    fn from_host(
+        be: &B,
+        w: &[f32],
+        b: Option<&[f32]>,
+        (in_f, out_f): (usize, usize),
+        precise: bool,
+    ) -> Result<Self> {
         ensure!(
             w.len() == in_f * out_f && b.is_none_or(|b| b.len() == out_f),
             "linear layer: {} weights / {:?} biases for ({out_f}, {in_f})",
             w.len(),
             b.map(<[f32]>::len)
         );
-        Ok(())
+        Ok(Linear {
+            w: if precise {
+                be.upload_precise_weight(w, in_f)?
+            } else {
+                be.upload_weight(w)?
+            },
+            b: b.map(|b| be.upload(b)).transpose()?,
+            in_f,
+            out_f,
+        })
     }
 
     /// (M, in) → (M, out)
