@@ -92,6 +92,80 @@ fn conv2d_matches_naive_reference() {
     }
 }
 
+/// The convolution's defined arithmetic, written out: each output is the chain of f32 FMAs over
+/// (c, ky, kx) in order from 0 (padding reads 0), then + bias, then the ReLU.
+fn conv_fma_chain(x: &[f32], d: Nchw, w: &[f32], b: &[f32], co: usize, win: Window) -> Vec<f32> {
+    let (ho, wo) = win.output(d.h, d.w).unwrap();
+    let mut y = vec![0f32; d.n * co * ho * wo];
+    for s in 0..d.n {
+        for o in 0..co {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let mut acc = 0f32;
+                    for c in 0..d.c {
+                        for ky in 0..win.kh {
+                            for kx in 0..win.kw {
+                                let iy = (oy * win.stride + ky) as isize - win.ph as isize;
+                                let ix = (ox * win.stride + kx) as isize - win.pw as isize;
+                                let inside = iy >= 0
+                                    && ix >= 0
+                                    && (iy as usize) < d.h
+                                    && (ix as usize) < d.w;
+                                let v = if inside {
+                                    x[((s * d.c + c) * d.h + iy as usize) * d.w + ix as usize]
+                                } else {
+                                    0.0
+                                };
+                                let wt = w[((o * d.c + c) * win.kh + ky) * win.kw + kx];
+                                acc = wt.mul_add(v, acc);
+                            }
+                        }
+                    }
+                    let v = acc + b[o];
+                    y[((s * co + o) * ho + oy) * wo + ox] = if v < 0.0 { 0.0 } else { v };
+                }
+            }
+        }
+    }
+    y
+}
+
+/// Every way the im2col panels are built gives the defined arithmetic to the bit: maps narrower
+/// than a panel (31, 16, 15, 10, 8, 7 and 17 wide, panels across output rows and samples), a wide
+/// map (panels inside one row), a 1×3 window and a strided one.
+#[test]
+fn conv2d_is_the_fma_chain_in_every_panel_layout() {
+    for (i, &((n, c, h, w), co, win)) in [
+        ((2, 3, 31, 31), 5, Window::square(3, 1, 1)),
+        ((2, 4, 31, 31), 3, Window::square(5, 1, 2)),
+        ((3, 3, 15, 15), 70, Window::square(3, 1, 1)),
+        ((2, 2, 16, 16), 4, Window::square(3, 1, 1)),
+        ((2, 3, 12, 10), 4, Window::square(3, 1, 1)),
+        ((1, 2, 10, 10), 3, Window::square(3, 1, 0)),
+        ((2, 3, 9, 8), 4, Window::rect(1, 3, 0, 1)),
+        ((2, 3, 7, 7), 4, Window::square(3, 1, 1)),
+        ((2, 3, 17, 17), 4, Window::square(3, 1, 1)),
+        ((1, 2, 6, 70), 3, Window::square(3, 1, 1)),
+        ((2, 2, 15, 13), 3, Window::square(3, 2, 0)),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let d = Nchw { n, c, h, w };
+        let x = randn(700 + i as u64, d.len());
+        let wt = randn(800 + i as u64, co * c * win.kh * win.kw);
+        let b = randn(900 + i as u64, co);
+        let got = Cpu.conv2d(&x, d, &wt, &b, co, win, true).unwrap();
+        let want = conv_fma_chain(&x, d, &wt, &b, co, win);
+        let differ = got
+            .iter()
+            .zip(&want)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(differ, 0, "{d:?} co {co} {win:?}: {differ} values differ");
+    }
+}
+
 #[test]
 fn conv2d_samples_do_not_depend_on_the_batch_or_threads() {
     // 5 samples in one call equal each sample alone, to the bit, on 1 and 3 threads: padded
