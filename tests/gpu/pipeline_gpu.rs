@@ -424,7 +424,7 @@ mod on_cuda {
                     worst_forward: 0.0,
                     worst: 0.0,
                 };
-                shadow.gpu.guider = guidance.clone().map(Guider::new);
+                shadow.gpu.guider = guidance.map(Guider::new);
                 shadow.cpu.guider = guidance.map(Guider::new);
                 let (f, res, _) = crate::common::run_case_on(case, Some(&mut shadow));
                 let sample = match res {
