@@ -147,6 +147,24 @@ pub fn succeeds(args: &[&str]) -> String {
     String::from_utf8_lossy(&r.stdout).into_owned()
 }
 
+/// `sitdiv sweep run SWEEP --out OUT --shard-index I --num-shards N` for each of `shards`, which
+/// must succeed.
+pub fn run_sweep_shards(sweep: &std::path::Path, out: &std::path::Path, shards: &[&str], n: &str) {
+    for i in shards {
+        succeeds(&[
+            "sweep",
+            "run",
+            &sweep.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+            "--shard-index",
+            i,
+            "--num-shards",
+            n,
+        ]);
+    }
+}
+
 /// Runs the binary expecting failure: a non-zero exit, `needle` in stderr, and `out` not written.
 pub fn fails(args: &[&str], needle: &str, out: &std::path::Path) {
     let r = sitdiv(args);

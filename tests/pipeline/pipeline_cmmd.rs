@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use crate::common::{golden, repo, small_sweep_with, succeeds, sweep_results, tmp};
+use crate::common::{
+    golden, repo, run_sweep_shards, small_sweep_with, succeeds, sweep_results, tmp,
+};
 use sitdiv::io::{npy, npz};
 use sitdiv::rng;
 
@@ -39,19 +41,7 @@ fn cmmd_sweep_shards_merge_to_the_bytes_of_one_run() {
     succeeds(&["sweep", "run", s(&sweep), "--out", s(&one)]);
     succeeds(&["sweep", "merge", s(&sweep), "--out", s(&one)]);
     let sharded = dir.join("sharded");
-    for i in ["2", "0", "1"] {
-        succeeds(&[
-            "sweep",
-            "run",
-            s(&sweep),
-            "--out",
-            s(&sharded),
-            "--shard-index",
-            i,
-            "--num-shards",
-            "3",
-        ]);
-    }
+    run_sweep_shards(&sweep, &sharded, &["2", "0", "1"], "3");
     succeeds(&["sweep", "merge", s(&sweep), "--out", s(&sharded)]);
     let (a, b) = (sweep_results(&one), sweep_results(&sharded));
     assert_eq!(a.len(), 3, "results.csv and two run configs");

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{golden, repo, sitdiv, succeeds, sweep_results, tmp};
+use crate::common::{golden, repo, run_sweep_shards, sitdiv, succeeds, sweep_results, tmp};
 use sitdiv::pipeline::sweep::spec::Sweep;
 
 /// Two run configs (cfg 1 and 2, ODE Euler 4 steps) × 2 classes × 2 samples, units of 2.
@@ -101,19 +101,7 @@ fn shards_resumes_and_faults_give_the_bytes_of_one_run() {
         both.iter().all(|o| o.status.success()),
         "two tasks on one shard failed"
     );
-    for i in ["0", "2"] {
-        succeeds(&[
-            "sweep",
-            "run",
-            s(&sweep),
-            "--out",
-            s(&sharded),
-            "--shard-index",
-            i,
-            "--num-shards",
-            "3",
-        ]);
-    }
+    run_sweep_shards(&sweep, &sharded, &["0", "2"], "3");
     succeeds(&["sweep", "merge", s(&sweep), "--out", s(&sharded)]);
     assert!(
         sweep_results(&sharded) == want,
