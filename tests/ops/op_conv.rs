@@ -6,6 +6,50 @@ use ops::{max_err, randn};
 use sitdiv::backend::cpu::Cpu;
 use sitdiv::backend::{Backend, Nchw, Window};
 
+/// Direct convolution: output channel `o` at each pixel is `out(o, terms)` of its products'
+/// terms (weight, input) in (c, ky, kx) order, the padding reading 0.
+fn conv_direct(
+    x: &[f32],
+    d: Nchw,
+    w: &[f32],
+    co: usize,
+    win: Window,
+    out: impl Fn(usize, &[(f32, f32)]) -> f32,
+) -> Vec<f32> {
+    let (ho, wo) = win.output(d.h, d.w).unwrap();
+    let mut y = vec![0f32; d.n * co * ho * wo];
+    let mut terms = Vec::with_capacity(d.c * win.kh * win.kw);
+    for s in 0..d.n {
+        for o in 0..co {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    terms.clear();
+                    for c in 0..d.c {
+                        for ky in 0..win.kh {
+                            for kx in 0..win.kw {
+                                let iy = (oy * win.stride + ky) as isize - win.ph as isize;
+                                let ix = (ox * win.stride + kx) as isize - win.pw as isize;
+                                let inside = iy >= 0
+                                    && ix >= 0
+                                    && (iy as usize) < d.h
+                                    && (ix as usize) < d.w;
+                                let v = if inside {
+                                    x[((s * d.c + c) * d.h + iy as usize) * d.w + ix as usize]
+                                } else {
+                                    0.0
+                                };
+                                terms.push((w[((o * d.c + c) * win.kh + ky) * win.kw + kx], v));
+                            }
+                        }
+                    }
+                    y[((s * co + o) * ho + oy) * wo + ox] = out(o, &terms);
+                }
+            }
+        }
+    }
+    y
+}
+
 /// Direct convolution in f64, then ReLU when asked.
 fn conv_ref(
     x: &[f32],
@@ -16,34 +60,12 @@ fn conv_ref(
     win: Window,
     relu: bool,
 ) -> Vec<f32> {
-    let (ho, wo) = win.output(d.h, d.w).unwrap();
-    let mut y = vec![0f32; d.n * co * ho * wo];
-    for s in 0..d.n {
-        for o in 0..co {
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let mut acc = b[o] as f64;
-                    for c in 0..d.c {
-                        for ky in 0..win.kh {
-                            for kx in 0..win.kw {
-                                let iy = (oy * win.stride + ky) as isize - win.ph as isize;
-                                let ix = (ox * win.stride + kx) as isize - win.pw as isize;
-                                if iy >= 0 && ix >= 0 && (iy as usize) < d.h && (ix as usize) < d.w
-                                {
-                                    acc += w[((o * d.c + c) * win.kh + ky) * win.kw + kx] as f64
-                                        * x[((s * d.c + c) * d.h + iy as usize) * d.w + ix as usize]
-                                            as f64;
-                                }
-                            }
-                        }
-                    }
-                    y[((s * co + o) * ho + oy) * wo + ox] =
-                        if relu { acc.max(0.0) } else { acc } as f32;
-                }
-            }
-        }
-    }
-    y
+    conv_direct(x, d, w, co, win, |o, terms| {
+        let acc = terms
+            .iter()
+            .fold(b[o] as f64, |acc, &(w, v)| acc + w as f64 * v as f64);
+        (if relu { acc.max(0.0) } else { acc }) as f32
+    })
 }
 
 /// 3×3 pad 1; 1×1 (the direct GEMM path); a map larger than one im2col tile (2048 pixels);
@@ -95,39 +117,14 @@ fn conv2d_matches_naive_reference() {
 /// The convolution's defined arithmetic, written out: each output is the chain of f32 FMAs over
 /// (c, ky, kx) in order from 0 (padding reads 0), then + bias, then the ReLU.
 fn conv_fma_chain(x: &[f32], d: Nchw, w: &[f32], b: &[f32], co: usize, win: Window) -> Vec<f32> {
-    let (ho, wo) = win.output(d.h, d.w).unwrap();
-    let mut y = vec![0f32; d.n * co * ho * wo];
-    for s in 0..d.n {
-        for o in 0..co {
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let mut acc = 0f32;
-                    for c in 0..d.c {
-                        for ky in 0..win.kh {
-                            for kx in 0..win.kw {
-                                let iy = (oy * win.stride + ky) as isize - win.ph as isize;
-                                let ix = (ox * win.stride + kx) as isize - win.pw as isize;
-                                let inside = iy >= 0
-                                    && ix >= 0
-                                    && (iy as usize) < d.h
-                                    && (ix as usize) < d.w;
-                                let v = if inside {
-                                    x[((s * d.c + c) * d.h + iy as usize) * d.w + ix as usize]
-                                } else {
-                                    0.0
-                                };
-                                let wt = w[((o * d.c + c) * win.kh + ky) * win.kw + kx];
-                                acc = wt.mul_add(v, acc);
-                            }
-                        }
-                    }
-                    let v = acc + b[o];
-                    y[((s * co + o) * ho + oy) * wo + ox] = if v < 0.0 { 0.0 } else { v };
-                }
-            }
+    conv_direct(x, d, w, co, win, |o, terms| {
+        let v = terms.iter().fold(0f32, |acc, &(w, v)| w.mul_add(v, acc)) + b[o];
+        if v < 0.0 {
+            0.0
+        } else {
+            v
         }
-    }
-    y
+    })
 }
 
 /// Every way the im2col panels are built gives the defined arithmetic to the bit: maps narrower
