@@ -202,10 +202,9 @@ impl Cuda {
     }
 
     fn count_gemm(&self, operands: Dtype, macs: u64) {
-        let compute = match (self.precision, operands) {
-            (Precision::Tf32 | Precision::Bf16, Dtype::F32) | (_, Dtype::Tf32x3) => "32F_FAST_TF32",
-            _ => "32F",
-        };
+        let tf32 = lt::compute(self.precision, operands).0
+            == cudarc::cublaslt::sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32;
+        let compute = if tf32 { "32F_FAST_TF32" } else { "32F" };
         let key = format!(
             "{compute}/{}",
             if operands != Dtype::Bf16 {
